@@ -1,0 +1,1 @@
+"""Analysis: metrics from records, the cost model, the sizing solver and the report."""

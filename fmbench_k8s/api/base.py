@@ -1,0 +1,82 @@
+"""Building blocks shared by the spec and status models.
+
+The models are the single source of the API: the CRD's OpenAPI schema is generated from them
+(``fmbench_k8s.api.crd``), and every cross-field rule is written twice on purpose - once as a
+Python validator (offline ``fmbench-k8s validate``, the local runner) and once as a CEL rule that
+the API server enforces. ``tests/unit/test_invalid_corpus.py`` runs the same invalid corpus
+through both, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from fmbench_k8s import durations
+
+# Kubernetes needs bounded strings and lists to estimate the cost of CEL rules; the bounds are
+# generous, and the models enforce the same ones so offline validation agrees with the server.
+SHORT = 253
+LONG = 2048
+MAX_LIST = 64
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HTTP_URL = r"^https?://[^\s/$.?#][^\s]*$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """An ``x-kubernetes-validations`` entry."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """Strict, camelCase model: unknown fields are errors, the YAML spelling is the field name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        """CEL rules of this object, mirrored by its Python validators."""
+        return []
+
+
+def _check_duration(value: str) -> str:
+    durations.parse_duration(value)
+    return value
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": durations.PATTERN,
+            "maxLength": 32,
+            "description": "A duration: a number with a unit ms, s, m or h, e.g. 30s, 2m, 1h30m.",
+        }
+    ),
+]
+
+Name = Annotated[str, Field(min_length=1, max_length=SHORT)]
+Text = Annotated[str, Field(min_length=1, max_length=LONG)]
+Url = Annotated[str, Field(pattern=HTTP_URL, max_length=LONG)]
+Labels = Annotated[dict[str, Annotated[str, Field(max_length=SHORT)]], Field(max_length=MAX_LIST)]
+
+
+def extra_schema(cls: type[ApiModel]) -> dict[str, Any]:
+    """Schema additions of ``cls`` for the CRD: its CEL rules."""
+    rules = cls.cel_rules()
+    return {"x-kubernetes-validations": rules} if rules else {}

@@ -1,0 +1,451 @@
+"""The Benchmark spec: the whole experiment, as users write it (see docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from fmbench_k8s.api.base import (
+    DNS_LABEL,
+    MAX_LIST,
+    ApiModel,
+    Duration,
+    Labels,
+    Name,
+    Text,
+    Url,
+    cel,
+)
+from fmbench_k8s.durations import parse_duration
+
+Engine = Literal["vllm", "tgi", "triton-trtllm", "neuronx-vllm", "djl-lmi", "sglang", "simulator"]
+ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
+EndpointApi = Literal["openai-chat", "openai-completions", "tgi", "triton", "sagemaker", "bedrock"]
+HTTP_APIS = ("openai-chat", "openai-completions", "tgi", "triton")
+LatencyMetric = Literal["e2e", "ttft", "tpot", "itl"]
+LoadMode = Literal["search", "sweep", "fixed"]
+Arrival = Literal["closed", "poisson", "constant"]
+CleanupPolicy = Literal["Always", "OnSuccess", "Never"]
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the Benchmark's namespace; only the reference is ever read by us."""
+
+    name: Name = Field(description="Secret name.")
+    key: Name = Field(default="token", description="Key inside the Secret.")
+
+
+class ModelRef(ApiModel):
+    """The model to serve (a Hugging Face id or a path the engine understands)."""
+
+    name: Text = Field(description="Model id, e.g. meta-llama/Llama-3.1-8B-Instruct.")
+    revision: Name | None = Field(default=None, description="Model revision (branch, tag or commit).")
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret holding a Hugging Face token, passed to the model server as HF_TOKEN."
+    )
+
+
+class Endpoint(ApiModel):
+    """An existing endpoint to benchmark; nothing is deployed for it."""
+
+    api: EndpointApi = Field(description="Wire API of the endpoint.")
+    url: Url | None = Field(
+        default=None,
+        description="Base URL (http or https). Required for openai-chat, openai-completions, tgi and triton; "
+        "for OpenAI APIs include the /v1 suffix.",
+    )
+    model: Text | None = Field(
+        default=None, description="Model name sent in requests (OpenAI `model`, Triton model name)."
+    )
+    model_id: Text | None = Field(default=None, description="Bedrock model id. Required for api bedrock.")
+    endpoint_name: Name | None = Field(
+        default=None, description="SageMaker endpoint name. Required for api sagemaker."
+    )
+    payload: Literal["openai-chat", "tgi", "lmi"] = Field(
+        default="tgi", description="Request/response format of a SageMaker endpoint's container."
+    )
+    region: Name | None = Field(default=None, description="AWS region of a SageMaker or Bedrock endpoint.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret with a bearer token sent as the Authorization header."
+    )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "!(self.api in ['openai-chat', 'openai-completions', 'tgi', 'triton']) || has(self.url)",
+                "url: required for api openai-chat, openai-completions, tgi and triton",
+                ".url",
+            ),
+            cel("self.api != 'bedrock' || has(self.modelId)", "modelId: required for api bedrock", ".modelId"),
+            cel(
+                "self.api != 'sagemaker' || has(self.endpointName)",
+                "endpointName: required for api sagemaker",
+                ".endpointName",
+            ),
+            cel(
+                "self.api != 'triton' || has(self.model)",
+                "model: required for api triton (the Triton model name)",
+                ".model",
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _required_per_api(self) -> Endpoint:
+        if self.api in HTTP_APIS and self.url is None:
+            raise ValueError("url: required for api openai-chat, openai-completions, tgi and triton")
+        if self.api == "bedrock" and self.model_id is None:
+            raise ValueError("modelId: required for api bedrock")
+        if self.api == "sagemaker" and self.endpoint_name is None:
+            raise ValueError("endpointName: required for api sagemaker")
+        if self.api == "triton" and self.model is None:
+            raise ValueError("model: required for api triton (the Triton model name)")
+        return self
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the model server container."""
+
+    name: Name = Field(description="Variable name.")
+    value: Annotated[str, Field(max_length=4096)] = Field(default="", description="Value.")
+
+
+class Toleration(ApiModel):
+    """A toleration added to the model server pods (GPU/Neuron taints are tolerated already)."""
+
+    key: Name | None = Field(default=None, description="Taint key.")
+    operator: Literal["Equal", "Exists"] = Field(default="Equal", description="Equal or Exists.")
+    value: Name | None = Field(default=None, description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; empty matches all."
+    )
+
+
+class Variant(ApiModel):
+    """One deployment under test (`engine` + `instanceType`) or one existing `endpoint`."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)] = Field(
+        description="Unique name (DNS label, at most 40 characters: it prefixes child object names)."
+    )
+    instance_type: Name | None = Field(
+        default=None,
+        description="EC2 instance type (node.kubernetes.io/instance-type). Drives the price, the scheduling "
+        "and, for engine simulator, the simulated profile. Required with engine.",
+    )
+    engine: Engine | None = Field(default=None, description="Serving stack to deploy.")
+    endpoint: Endpoint | None = Field(default=None, description="An existing endpoint to use instead of deploying.")
+    image: Text | None = Field(default=None, description="Container image; defaulted per engine.")
+    accelerators: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs (nvidia.com/gpu) or Neuron devices (aws.amazon.com/neuron) per replica; "
+        "defaults to all the instance type has.",
+    )
+    replicas: int = Field(default=1, ge=1, le=256, description="Model server replicas (instances) under test.")
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Extra model server arguments."
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_LIST, description="Extra environment.")
+    model: ModelRef | None = Field(default=None, description="Model override for this variant.")
+    price_per_hour: float | None = Field(
+        default=None, ge=0, description="USD per instance-hour; overrides the price table."
+    )
+    node_selector: Labels = Field(
+        default_factory=dict, description="Extra node labels to select (e.g. eks.amazonaws.com/nodegroup)."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_LIST, description="Extra tolerations.")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "has(self.engine) != has(self.endpoint)",
+                "engine: set exactly one of engine (deploy a model server) or endpoint (use an existing one)",
+                ".engine",
+            ),
+            cel(
+                "!has(self.engine) || has(self.instanceType)",
+                "instanceType: required with engine (e.g. g6e.2xlarge)",
+                ".instanceType",
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _engine_xor_endpoint(self) -> Variant:
+        if (self.engine is None) == (self.endpoint is None):
+            raise ValueError(
+                "engine: set exactly one of engine (deploy a model server) or endpoint (use an existing one)"
+            )
+        if self.engine is not None and self.instance_type is None:
+            raise ValueError("instanceType: required with engine (e.g. g6e.2xlarge)")
+        return self
+
+
+class TokenDistribution(ApiModel):
+    """A token count distribution: normal with mean and stddev, clipped to [min, max]."""
+
+    mean: int = Field(gt=0, le=1_000_000, description="Mean tokens.")
+    stddev: float = Field(default=0, ge=0, description="Standard deviation in tokens (0: every request the same).")
+    min: int | None = Field(default=None, gt=0, description="Lower clip.")
+    max: int | None = Field(default=None, gt=0, description="Upper clip.")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min: must be <= max", ".min")]
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> TokenDistribution:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: must be <= max")
+        return self
+
+
+class Dataset(ApiModel):
+    """Prompts from a JSONL file (local path, s3://, configmap://NAME/KEY or hf://DATASET)."""
+
+    uri: Text = Field(description="Where the JSONL lives.")
+    prompt_field: Name = Field(default="prompt", description="JSON field holding the prompt text.")
+
+
+class Workload(ApiModel):
+    """W = {R, P, G}: the traffic to size for."""
+
+    requests_per_minute: float = Field(gt=0, description="R: requests per minute to serve.")
+    prompt_tokens: TokenDistribution = Field(description="P: prompt length in tokens.")
+    output_tokens: TokenDistribution = Field(description="G: generated tokens per request (max_tokens).")
+    dataset: Dataset | None = Field(default=None, description="Real prompts instead of synthetic ones.")
+    seed: int = Field(default=0, ge=0, description="Seed of synthetic prompts and arrival schedules.")
+
+
+class LatencySlo(ApiModel):
+    """L: a latency percentile bound."""
+
+    metric: LatencyMetric = Field(
+        default="e2e", description="e2e, ttft, tpot or itl (definitions in docs/metrics.md)."
+    )
+    percentile: float = Field(default=95, gt=0, lt=100, description="Percentile, strictly between 0 and 100.")
+    max_seconds: float = Field(gt=0, description="Bound on that percentile, seconds.")
+
+
+class Slo(ApiModel):
+    """The service level objective every load level is judged by."""
+
+    latency: LatencySlo = Field(description="Latency objective.")
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Highest allowed share of failed requests.")
+
+
+class Levels(ApiModel):
+    """Load levels: an explicit list, or a range [min, max] (doubling for sweep, bisected for search)."""
+
+    min: float | None = Field(default=None, gt=0, description="Lowest level.")
+    max: float | None = Field(default=None, gt=0, description="Highest level.")
+    levels: list[Annotated[float, Field(gt=0)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_LIST, description="Explicit levels, run in this order."
+    )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "has(self.levels) ? !has(self.min) && !has(self.max) : has(self.min) && has(self.max)",
+                "levels: give either levels: [...] or both min and max",
+                ".levels",
+            ),
+            cel("!has(self.min) || !has(self.max) || self.min <= self.max", "min: must be <= max", ".min"),
+        ]
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Levels:
+        if (self.levels is None) == (self.min is None or self.max is None) or (
+            self.levels is not None and (self.min is not None or self.max is not None)
+        ):
+            raise ValueError("levels: give either levels: [...] or both min and max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min: must be <= max")
+        return self
+
+
+class Load(ApiModel):
+    """How load is offered: levels of concurrency (closed loop) or of arrival rate (open loop)."""
+
+    mode: LoadMode = Field(
+        default="search",
+        description="search: find the highest level meeting the SLO; sweep: run every level; fixed: one level.",
+    )
+    arrival: Arrival = Field(
+        default="closed",
+        description="closed: each of `concurrency` users sends its next request when the last ends; "
+        "poisson/constant: open loop at `rate` requests/s, one schedule shared by all workers.",
+    )
+    concurrency: Levels = Field(
+        default_factory=lambda: Levels(min=1, max=64), description="Concurrent requests (closed loop)."
+    )
+    rate: Levels | None = Field(default=None, description="Requests per second (open loop). Required unless closed.")
+    warmup: Duration = Field(default="10s", description="Start of each stage excluded from the statistics.")
+    stage_duration: Duration = Field(default="60s", description="Length of each stage's steady window.")
+    drain: Duration = Field(
+        default="30s",
+        description="Time in-flight requests get to finish after a stage; later ones count as incomplete.",
+    )
+    min_requests_per_stage: int = Field(
+        default=50, ge=1, description="A stage is extended until its steady window holds this many requests."
+    )
+    tolerance: float = Field(
+        default=0.1, gt=0, le=1, description="search: stop bisecting when the bracket is within this relative width."
+    )
+    max_stages: int = Field(default=12, ge=1, le=100, description="search: upper bound on stages per variant.")
+    workers: int = Field(default=2, ge=1, le=256, description="Load generator worker processes (pods).")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "self.arrival == 'closed' || has(self.rate)",
+                "rate: required for open-loop arrival poisson or constant (requests/s)",
+                ".rate",
+            ),
+            cel(
+                "self.mode != 'fixed' || (self.arrival == 'closed' ? "
+                "(has(self.concurrency.levels) ? size(self.concurrency.levels) == 1 : "
+                "self.concurrency.min == self.concurrency.max) : !has(self.rate) || "
+                "(has(self.rate.levels) ? size(self.rate.levels) == 1 : self.rate.min == self.rate.max))",
+                "mode: fixed runs exactly one level: give levels: [x] or min == max",
+                ".mode",
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _levels_fit_mode(self) -> Load:
+        if self.arrival != "closed" and self.rate is None:
+            raise ValueError("rate: required for open-loop arrival poisson or constant (requests/s)")
+        chosen = self.active_levels
+        if self.mode == "fixed" and (
+            (chosen.levels is not None and len(chosen.levels) != 1)
+            or (chosen.levels is None and chosen.min != chosen.max)
+        ):
+            raise ValueError("mode: fixed runs exactly one level: give levels: [x] or min == max")
+        return self
+
+    @property
+    def active_levels(self) -> Levels:
+        """The level spec that drives this run: concurrency (closed loop) or rate (open loop)."""
+        if self.arrival == "closed" or self.rate is None:
+            return self.concurrency
+        return self.rate
+
+    @property
+    def warmup_s(self) -> float:
+        return parse_duration(self.warmup)
+
+    @property
+    def stage_duration_s(self) -> float:
+        return parse_duration(self.stage_duration)
+
+    @property
+    def drain_s(self) -> float:
+        return parse_duration(self.drain)
+
+
+class Pricing(ApiModel):
+    """Where instance prices come from."""
+
+    source: Literal["builtin", "aws-pricing-api"] = Field(
+        default="builtin", description="builtin: the shipped table (dated); aws-pricing-api: live via boto3."
+    )
+    region: Name = Field(default="us-east-1", description="AWS region whose prices apply.")
+    capacity_type: Literal["on-demand", "spot", "savings-plan"] = Field(
+        default="on-demand", description="Capacity type; spot and savings-plan apply `discount`."
+    )
+    discount: float | None = Field(
+        default=None, ge=0, lt=1, description="Share off on-demand for spot/savings-plan (default per type)."
+    )
+
+
+class Analysis(ApiModel):
+    """How the answer is computed."""
+
+    headroom: float = Field(
+        default=0.8, gt=0, le=1, description="Plan instances to run at this share of their measured capacity."
+    )
+    pricing: Pricing = Field(default_factory=Pricing, description="Price source.")
+
+
+class S3Location(ApiModel):
+    """An S3 prefix."""
+
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")] = Field(
+        description="Bucket name."
+    )
+    prefix: Annotated[str, Field(max_length=1024)] = Field(default="fmbench/", description="Key prefix.")
+    region: Name | None = Field(default=None, description="Bucket region.")
+    endpoint_url: Url | None = Field(default=None, description="S3-compatible endpoint (MinIO, tests).")
+
+
+class Report(ApiModel):
+    """Where records and the report go."""
+
+    s3: S3Location | None = Field(default=None, description="S3 destination; required on a cluster.")
+
+
+class Prometheus(ApiModel):
+    """Prometheus queried for server-side metrics during analysis."""
+
+    url: Url = Field(description="Prometheus base URL, e.g. http://prometheus-operated.monitoring:9090.")
+
+
+class Timeouts(ApiModel):
+    """Deadlines per phase."""
+
+    model_ready: Duration = Field(default="45m", description="Model servers Ready and answering.")
+    run: Duration = Field(default="6h", description="The whole run, from creation.")
+
+
+class BenchmarkSpec(ApiModel):
+    """The whole experiment. Immutable once created: a new run is a new Benchmark."""
+
+    model: ModelRef | None = Field(default=None, description="Model served by every variant without its own.")
+    variants: list[Variant] = Field(
+        min_length=1,
+        max_length=32,
+        description="Deployments or endpoints under test; names are unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    workload: Workload = Field(description="Traffic to size for (R, P, G).")
+    slo: Slo = Field(description="Latency and error objective (L).")
+    load: Load = Field(default_factory=Load, description="Load levels, arrival process, stage timing.")
+    analysis: Analysis = Field(default_factory=Analysis, description="Sizing and pricing.")
+    report: Report = Field(default_factory=Report, description="Output location.")
+    prometheus: Prometheus | None = Field(default=None, description="Server-side metrics source.")
+    cleanup: CleanupPolicy = Field(
+        default="Always", description="Delete model servers after the run: Always, OnSuccess or Never."
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Phase deadlines.")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel("self == oldSelf", "spec is immutable: create a new Benchmark (new name) for a new run"),
+            cel(
+                "self.variants.all(v, !has(v.engine) || v.engine == 'simulator' || has(v.model) || has(self.model))",
+                "model: required when a variant deploys a real engine (set spec.model or variants[].model)",
+                ".model",
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _model_for_engines(self) -> BenchmarkSpec:
+        names = [v.name for v in self.variants]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variants: names must be unique; repeated: {', '.join(duplicates)}")
+        for v in self.variants:
+            if v.engine not in (None, "simulator") and v.model is None and self.model is None:
+                raise ValueError(
+                    "model: required when a variant deploys a real engine (set spec.model or variants[].model)"
+                )
+        return self
+
+    def model_for(self, variant: Variant) -> ModelRef | None:
+        return variant.model or self.model

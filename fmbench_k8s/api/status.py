@@ -1,0 +1,85 @@
+"""The Benchmark status, written only by the operator. Small by design: per-request data lives in
+storage, the status holds what `kubectl get` and Argo CD need."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fmbench_k8s.api.base import MAX_LIST, ApiModel, Name, Text
+
+Phase = Literal["Pending", "Deploying", "Running", "Analyzing", "Succeeded", "Failed"]
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+TERMINAL_PHASES = ("Succeeded", "Failed")
+VariantPhase = Literal["Pending", "Deploying", "Ready", "Running", "Done", "Failed"]
+CONDITION_TYPES = ("Ready", "ModelServersReady", "LoadComplete", "Analyzed", "ReportPublished")
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: Name = Field(description="Ready, ModelServersReady, LoadComplete, Analyzed or ReportPublished.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
+    reason: Name = Field(description="CamelCase reason.")
+    message: Text | None = Field(default=None, description="Human-readable detail.")
+    last_transition_time: Name | None = Field(default=None, description="RFC 3339 time of the last change.")
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation the condition is about.")
+
+
+class VariantStatus(ApiModel):
+    """Progress of one variant."""
+
+    name: Name = Field(description="Variant name.")
+    phase: VariantPhase = Field(default="Pending", description="Variant phase.")
+    ready_replicas: int = Field(default=0, ge=0, description="Model server replicas Ready.")
+    node_instance_types: list[Name] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Instance types the model server pods run on."
+    )
+    stages_done: int = Field(default=0, ge=0, description="Load stages completed.")
+    max_concurrency_meeting_slo: float | None = Field(
+        default=None, description="c*: highest load level meeting the SLO."
+    )
+    message: Text | None = Field(default=None, description="Why the variant is where it is.")
+
+
+class Recommendation(ApiModel):
+    """The answer: T, N and what it costs."""
+
+    variant: Name = Field(description="Variant to deploy.")
+    instance_type: Name | None = Field(default=None, description="T: instance type (none for token-priced APIs).")
+    instances: int = Field(ge=0, description="N: instances needed for the workload under the SLO.")
+    cost_per_hour: float = Field(ge=0, description="USD per hour for N instances.")
+    cost_per_1k_requests: float = Field(ge=0, description="USD per 1,000 requests at the workload's rate.")
+    latency_seconds: float | None = Field(default=None, ge=0, description="SLO percentile at the chosen level.")
+
+
+class ReportRef(ApiModel):
+    """Where the report is."""
+
+    uri: Text = Field(description="report.html location (s3://... or a path).")
+
+
+class BenchmarkStatus(ApiModel):
+    """Observed state of a Benchmark."""
+
+    phase: Phase = Field(default="Pending", description="Pending, Deploying, Running, Analyzing, Succeeded, Failed.")
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
+    run_id: Name | None = Field(default=None, description="Identifier of this run in storage.")
+    start_time: Name | None = Field(default=None, description="RFC 3339 start time.")
+    completion_time: Name | None = Field(default=None, description="RFC 3339 completion time.")
+    message: Text | None = Field(default=None, description="Summary of the current phase or of the failure.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    variants: list[VariantStatus] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Per-variant progress.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    recommendation: Recommendation | None = Field(default=None, description="Cheapest variant meeting the SLO.")
+    report: ReportRef | None = Field(default=None, description="Report location.")

@@ -1,0 +1,49 @@
+"""The per-request record: one row per scheduled request (ok, error or incomplete).
+
+This is the contract between the load generator (writer) and the analysis (reader); the column
+meanings are defined in docs/metrics.md. Times are epoch seconds (float); durations are seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pyarrow as pa
+
+OUTCOME_OK: Final = "ok"
+OUTCOME_ERROR: Final = "error"
+OUTCOME_INCOMPLETE: Final = "incomplete"  # still in flight when its stage's drain period ended
+OUTCOMES: Final = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_INCOMPLETE)
+
+SCHEMA: Final = pa.schema(
+    [
+        ("variant", pa.string()),
+        ("stage", pa.int32()),
+        ("target_concurrency", pa.float64()),  # closed loop: concurrent users; else null
+        ("target_rate", pa.float64()),  # open loop: offered requests/s; else null
+        ("request_id", pa.string()),
+        ("worker", pa.string()),
+        ("t_scheduled", pa.float64()),  # when the request was due (open loop) or its user was free
+        ("t_sent", pa.float64()),
+        ("t_first_byte", pa.float64()),
+        ("t_first_token", pa.float64()),  # first non-empty content token
+        ("t_last_token", pa.float64()),
+        ("t_end", pa.float64()),
+        ("ttft_s", pa.float64()),
+        ("e2e_s", pa.float64()),
+        ("tpot_s", pa.float64()),
+        ("itl_mean_s", pa.float64()),
+        ("itl_max_s", pa.float64()),
+        ("itl_s", pa.list_(pa.float32())),  # every gap between consecutive content events
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("token_source", pa.string()),  # server (usage) | client (counted events)
+        ("outcome", pa.string()),  # ok | error | incomplete
+        ("ok", pa.bool_()),
+        ("error", pa.string()),  # reason, e.g. http_429, timeout, connection_reset, malformed_sse
+        ("http_status", pa.int32()),
+        ("in_steady_window", pa.bool_()),  # t_scheduled inside the stage's steady window
+        ("client_bound", pa.bool_()),  # the worker was the bottleneck when this request was sent
+    ]
+)
+COLUMNS: Final = tuple(SCHEMA.names)

@@ -1,0 +1,340 @@
+"""Request parsing and response encoding for the OpenAI, TGI and Triton APIs.
+
+Parsing turns a JSON body into a protocol-neutral :class:`GenRequest` or
+raises :class:`BadRequestError`.  Encoding pre-builds the bytes of the SSE events
+once per request, because the token events of a request are identical (or
+differ only by an index), and json.dumps per token would dominate the cost of
+a stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS
+from fmbench_k8s.simulator.tokenizer import TOKEN_ID, TOKEN_TEXT, count_tokens, generated_text
+
+# Generous sanity cap: a typo like 1e9 would otherwise hold a slot for days.
+MAX_TOKENS_LIMIT = 1_000_000
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+EventAt = Callable[[int], bytes]
+
+
+class BadRequestError(Exception):
+    """Invalid request body; answered with HTTP 400 and an OpenAI error."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class GenRequest:
+    prompt_tokens: int
+    max_tokens: int
+    stream: bool
+    include_usage: bool
+    model: str | None
+
+
+def _dumps(obj: object) -> str:
+    # Compact separators: smaller events, and what vLLM emits too.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse(obj: object) -> bytes:
+    return b"data: " + _dumps(obj).encode() + b"\n\n"
+
+
+def error_body(status: int, message: str, param: str | None = None) -> bytes:
+    kinds = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError"}
+    err = {
+        "message": message,
+        "type": kinds.get(status, "InternalServerError" if status >= 500 else "Error"),
+        "param": param,
+        "code": status,
+    }
+    return _dumps({"error": err}).encode()
+
+
+def parse_json(raw: bytes) -> dict[str, object]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("request body must be a JSON object")
+    return body
+
+
+def _opt_bool(body: dict[str, object], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequestError(f"'{key}' must be a boolean", key)
+    return value
+
+
+def _max_tokens(container: dict[str, object], *keys: str) -> int:
+    for key in keys:
+        value = container.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadRequestError(f"'{key}' must be an integer", key)
+        if not 1 <= value <= MAX_TOKENS_LIMIT:
+            raise BadRequestError(f"'{key}' must be in [1, {MAX_TOKENS_LIMIT}], got {value}", key)
+        return value
+    return DEFAULT_MAX_TOKENS
+
+
+def _opt_model(body: dict[str, object]) -> str | None:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequestError("'model' must be a string", "model")
+    return model
+
+
+def _include_usage(body: dict[str, object]) -> bool:
+    opts = body.get("stream_options")
+    if opts is None:
+        return False
+    if not isinstance(opts, dict):
+        raise BadRequestError("'stream_options' must be an object", "stream_options")
+    return _opt_bool(opts, "include_usage", False)
+
+
+def _content_tokens(content: object, index: int) -> int:
+    if content is None:  # e.g. an assistant message that only made tool calls
+        return 0
+    if isinstance(content, str):
+        return count_tokens(content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            # Non-text parts (images, audio) carry no words for this tokenizer.
+            if isinstance(part, dict) and part.get("type") == "text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise BadRequestError(f"messages[{index}] text part needs a string 'text'", "messages")
+                total += count_tokens(text)
+        return total
+    raise BadRequestError(f"messages[{index}].content must be a string or a list of parts", "messages")
+
+
+def parse_chat(body: dict[str, object]) -> GenRequest:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequestError("'messages' must be a non-empty list", "messages")
+    prompt_tokens = 0
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise BadRequestError(f"messages[{i}] must be an object", "messages")
+        prompt_tokens += _content_tokens(msg.get("content"), i)
+    return GenRequest(
+        prompt_tokens=prompt_tokens,
+        max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
+        stream=_opt_bool(body, "stream", False),
+        include_usage=_include_usage(body),
+        model=_opt_model(body),
+    )
+
+
+def _prompt_tokens(prompt: object) -> int:
+    if isinstance(prompt, str):
+        return count_tokens(prompt)
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        return count_tokens(prompt[0])
+    # A list of token ids is counted as given: lets a client pin the length.
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return len(prompt)
+    raise BadRequestError(
+        "'prompt' must be a string, a one-element list of strings, or a list of token ids",
+        "prompt",
+    )
+
+
+def parse_completion(body: dict[str, object]) -> GenRequest:
+    if "prompt" not in body:
+        raise BadRequestError("'prompt' is required", "prompt")
+    return GenRequest(
+        prompt_tokens=_prompt_tokens(body["prompt"]),
+        max_tokens=_max_tokens(body, "max_tokens"),
+        stream=_opt_bool(body, "stream", False),
+        include_usage=_include_usage(body),
+        model=_opt_model(body),
+    )
+
+
+def parse_tgi(body: dict[str, object], stream: bool) -> GenRequest:
+    inputs = body.get("inputs")
+    if not isinstance(inputs, str):
+        raise BadRequestError("'inputs' must be a string", "inputs")
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequestError("'parameters' must be an object", "parameters")
+    return GenRequest(
+        prompt_tokens=count_tokens(inputs),
+        max_tokens=_max_tokens(params, "max_new_tokens"),
+        stream=stream,
+        include_usage=False,
+        model=None,
+    )
+
+
+def parse_triton(body: dict[str, object], stream: bool) -> GenRequest:
+    text = body.get("text_input")
+    if not isinstance(text, str):
+        raise BadRequestError("'text_input' must be a string", "text_input")
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequestError("'parameters' must be an object", "parameters")
+    max_tokens = _max_tokens(body, "max_tokens")
+    if body.get("max_tokens") is None:
+        max_tokens = _max_tokens(params, "max_tokens")
+    return GenRequest(
+        prompt_tokens=count_tokens(text),
+        max_tokens=max_tokens,
+        stream=stream,
+        include_usage=False,
+        model=None,
+    )
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def _usage(req: GenRequest) -> dict[str, int]:
+    return {
+        "prompt_tokens": req.prompt_tokens,
+        "completion_tokens": req.max_tokens,
+        "total_tokens": req.prompt_tokens + req.max_tokens,
+    }
+
+
+def _positional(first: bytes, middle: bytes, last: bytes, only: bytes, n: int) -> EventAt:
+    final = n - 1
+
+    def at(i: int) -> bytes:
+        if 0 < i < final:
+            return middle
+        if final == 0:
+            return only
+        return first if i == 0 else last
+
+    return at
+
+
+def openai_stream(req: GenRequest, chat: bool, req_id: str, created: int, model: str) -> tuple[EventAt, bytes]:
+    """Token events and the tail (optional usage chunk, then [DONE])."""
+    head = {
+        "id": req_id,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": model,
+    }
+
+    def chunk(role: bool, finish: str | None) -> bytes:
+        choice: dict[str, object] = {"index": 0}
+        if chat:
+            delta = {"role": "assistant", "content": TOKEN_TEXT} if role else {"content": TOKEN_TEXT}
+            choice["delta"] = delta
+        else:
+            choice["text"] = TOKEN_TEXT
+        choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        return sse({**head, "choices": [choice]})
+
+    at = _positional(
+        first=chunk(chat, None),
+        middle=chunk(False, None),
+        last=chunk(False, "length"),
+        only=chunk(chat, "length"),
+        n=req.max_tokens,
+    )
+    tail = DONE_EVENT
+    if req.include_usage:
+        tail = sse({**head, "choices": [], "usage": _usage(req)}) + DONE_EVENT
+    return at, tail
+
+
+def openai_response(req: GenRequest, chat: bool, req_id: str, created: int, model: str) -> bytes:
+    text = generated_text(req.max_tokens)
+    choice: dict[str, object] = {"index": 0}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    choice["logprobs"] = None
+    choice["finish_reason"] = "length"
+    body = {
+        "id": req_id,
+        "object": "chat.completion" if chat else "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(req),
+    }
+    return _dumps(body).encode()
+
+
+_TGI_TOKEN = {"id": TOKEN_ID, "text": TOKEN_TEXT, "logprob": 0.0, "special": False}
+
+
+def tgi_stream(req: GenRequest) -> EventAt:
+    """TGI /generate_stream events; the last one carries the text and details."""
+    n = req.max_tokens
+    # Only "index" varies between ordinary events, so splice it in as bytes.
+    prefix = b'data: {"index":'
+    suffix = b',"token":' + _dumps(_TGI_TOKEN).encode() + b',"generated_text":null,"details":null}\n\n'
+    final = sse(
+        {
+            "index": n,
+            "token": _TGI_TOKEN,
+            "generated_text": generated_text(n),
+            "details": {
+                "finish_reason": "length",
+                "generated_tokens": n,
+                "seed": None,
+                "input_length": req.prompt_tokens,
+            },
+        }
+    )
+
+    def at(i: int) -> bytes:
+        # TGI's index is 1-based.
+        return final if i == n - 1 else prefix + str(i + 1).encode() + suffix
+
+    return at
+
+
+def tgi_response(req: GenRequest) -> bytes:
+    n = req.max_tokens
+    details = {
+        "finish_reason": "length",
+        "generated_tokens": n,
+        "seed": None,
+        "prefill": [],
+        "tokens": [],
+    }
+    return _dumps({"generated_text": generated_text(n), "details": details}).encode()
+
+
+def triton_stream(model: str) -> EventAt:
+    event = sse({"model_name": model, "model_version": "1", "text_output": TOKEN_TEXT})
+    return lambda _i: event
+
+
+def triton_response(req: GenRequest, model: str) -> bytes:
+    body = {
+        "model_name": model,
+        "model_version": "1",
+        "text_output": generated_text(req.max_tokens),
+    }
+    return _dumps(body).encode()
