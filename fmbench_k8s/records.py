@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 OUTCOME_OK: Final = "ok"
 OUTCOME_ERROR: Final = "error"
@@ -47,3 +48,36 @@ SCHEMA: Final = pa.schema(
     ]
 )
 COLUMNS: Final = tuple(SCHEMA.names)
+
+
+class StageInfo(BaseModel):
+    """One load stage as it actually ran, written by the load generator's master to
+    ``stages/<variant>.json`` (a JSON list) beside the records. Throughput is counted over the
+    steady window ``[steady_start, steady_end)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variant: str
+    stage: int = Field(ge=0)
+    target_concurrency: float | None = None
+    target_rate: float | None = None
+    start: float = Field(description="epoch seconds: load begins (warm-up starts)")
+    steady_start: float = Field(description="epoch seconds: warm-up over")
+    steady_end: float = Field(description="epoch seconds: no request is scheduled at or after this")
+    end: float = Field(description="epoch seconds: drain over; still in flight = incomplete")
+    workers: int = Field(ge=1)
+    client_bound: bool = False
+    note: str | None = None
+
+    @property
+    def steady_seconds(self) -> float:
+        return self.steady_end - self.steady_start
+
+
+def records_key(variant: str, stage: int, worker: str, part: int) -> str:
+    """Run-relative key of one Parquet shard; shards are flushed every few seconds."""
+    return f"records/{variant}/{stage:03d}-{worker}-{part:05d}.parquet"
+
+
+def stages_key(variant: str) -> str:
+    return f"stages/{variant}.json"
