@@ -109,3 +109,9 @@ def test_crd_is_structural_and_carries_the_cel_rules() -> None:
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]][:2] == ["Phase", "Recommendation"]
     assert crd["spec"]["names"]["shortNames"] == ["fmb"]
+
+
+def test_committed_api_reference_matches_the_models() -> None:
+    from fmbench_k8s.api.docs import render
+
+    assert (REPO / "docs" / "api.md").read_text() == render(), "docs/api.md is stale: run `make docs`"

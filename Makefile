@@ -1,0 +1,49 @@
+# The README names these targets. `make run` and `make test` install what they need first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+SPEC ?= examples/quickstart.yaml
+OUTPUT ?= results
+
+.PHONY: setup run test test-fast lint crd docs cluster-build cluster cluster-down bench clean
+
+setup:
+	@scripts/setup.sh
+
+## The main job: a whole benchmark on this machine with the built-in simulator.
+run: setup
+	$(BIN)/fmbench-k8s run $(SPEC) --output $(OUTPUT)
+
+## Every test tier (unit, integration, cluster) plus lint; builds the control plane once.
+test: setup cluster-build lint
+	$(BIN)/pytest -q --junitxml=.pytest-results.xml
+
+## Unit tests only (no processes, no cluster).
+test-fast: setup
+	$(BIN)/pytest -q tests/unit
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy fmbench_k8s tests
+	$(BIN)/lint-imports
+
+## Regenerate what is generated from the models (the CRD, docs/api.md).
+crd: setup
+	$(BIN)/fmbench-k8s crd -o crds/fmbench.io_benchmarks.yaml
+docs: crd
+	$(BIN)/python -m fmbench_k8s.api.docs > docs/api.md
+
+## The Go-built test control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok).
+cluster-build:
+	tests/cluster/build.sh
+cluster: setup cluster-build
+	$(BIN)/python tests/cluster/controlplane.py up
+cluster-down:
+	$(BIN)/python tests/cluster/controlplane.py down
+
+bench: setup
+	$(BIN)/python benchmarks/bench_loadgen.py
+	$(BIN)/python benchmarks/bench_analysis.py
+
+clean:
+	rm -rf $(OUTPUT) .pytest-results.xml .mypy_cache .ruff_cache
