@@ -41,6 +41,38 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from fmbench_k8s.local.plan import PlanError
+    from fmbench_k8s.local.runner import run_local
+
+    try:
+        return run_local(
+            args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus, plots=not args.no_plots
+        )
+    except (SpecError, PlanError) as err:
+        problems = err.problems
+        source = f"{args.file}: "
+    except ValueError as err:  # e.g. an --output that is neither a path nor s3://
+        problems, source = [str(err)], "--output: "
+    for problem in problems:
+        print(f"{source}{problem}", file=sys.stderr)
+    return 2
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from fmbench_k8s.simulator.cli import main as simulator_main
+
+    return simulator_main(args.simulator_args)
+
+
+def _loadgen(args: argparse.Namespace) -> int:
+    # A separate interpreter: Locust's gevent monkey-patching must come before anything else loads.
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-m", "fmbench_k8s.loadgen", *args.loadgen_args])
+    return 1  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmbench-k8s",
@@ -57,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crd", help="print the Benchmark CustomResourceDefinition generated from the models")
     p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     p.set_defaults(func=_crd)
+
+    p = sub.add_parser("run", help="run a Benchmark on this machine (simulators, Locust, Prometheus, analysis)")
+    p.add_argument("file", type=Path, metavar="FILE", help="Benchmark YAML (the same file kubectl apply takes)")
+    p.add_argument("-o", "--output", default="results", help="directory or s3://BUCKET/PREFIX (default ./results)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (variants, stages, duration) and exit")
+    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "simulate", help="serve the model-server simulator (OpenAI/TGI/Triton APIs); --help lists its flags",
+        add_help=False,
+    )
+    p.add_argument("simulator_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("loadgen", help="a load generator master or worker (what the Locust pods run)", add_help=False)
+    p.add_argument("loadgen_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_loadgen)
     return parser
 
 

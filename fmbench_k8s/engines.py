@@ -1,0 +1,57 @@
+"""What each serving engine is on the wire and in a pod: its API, port, image, probes.
+
+Shared by the operator (model server Deployments), the local runner and the load generator, so an
+engine is described once. Images are the engines' public release images at the versions this
+release was written against; override per variant with ``image``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmbench_k8s.api.spec import Variant
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    api: str  # endpoint API the load generator speaks to it
+    image: str
+    port: int
+    health_path: str
+    base_path: str  # appended to http://service:port for the load generator's --endpoint-url
+    needs_cluster: bool = True
+
+
+ENGINES: dict[str, EngineInfo] = {
+    "vllm": EngineInfo("openai-chat", "vllm/vllm-openai:v0.11.0", 8000, "/health", "/v1"),
+    "sglang": EngineInfo("openai-chat", "lmsysorg/sglang:v0.5.3-cu126", 30000, "/health", "/v1"),
+    "neuronx-vllm": EngineInfo(
+        "openai-chat",
+        "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.9.1-neuronx-py310-sdk2.25.0-ubuntu22.04",
+        8000,
+        "/health",
+        "/v1",
+    ),
+    "djl-lmi": EngineInfo("openai-chat", "deepjavalibrary/djl-serving:0.33.0-lmi", 8080, "/ping", "/v1"),
+    "tgi": EngineInfo("tgi", "ghcr.io/huggingface/text-generation-inference:3.3.4", 80, "/health", ""),
+    "triton-trtllm": EngineInfo(
+        "triton", "nvcr.io/nvidia/tritonserver:25.08-trtllm-python-py3", 8000, "/v2/health/ready", ""
+    ),
+    # The project's own image runs the simulator; the operator substitutes its configured image.
+    "simulator": EngineInfo("openai-chat", "", 8000, "/health", "/v1", needs_cluster=False),
+}
+
+
+def engine_info(engine: str) -> EngineInfo:
+    try:
+        return ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}") from None
+
+
+def variant_api(variant: Variant) -> str:
+    """The wire API the load generator uses for ``variant``."""
+    if variant.endpoint is not None:
+        return variant.endpoint.api
+    assert variant.engine is not None  # the model guarantees engine xor endpoint
+    return engine_info(variant.engine).api

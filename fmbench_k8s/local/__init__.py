@@ -1,0 +1,1 @@
+"""``fmbench-k8s run``: the whole benchmark on one machine - simulators, Locust, Prometheus, analysis."""

@@ -1,0 +1,111 @@
+"""Live progress of a local run, fed by the load generator master's JSON-lines events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
+    if value is None:
+        return "-"
+    try:
+        return f"{float(value):{spec}}{unit}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Progress:
+    """One row per variant: its current stage, load, requests and latency, time left."""
+
+    COLUMNS = ("variant", "stage", "load", "requests", "errors", "TTFT p95", "E2E p95", "req/min", "left", "state")
+
+    def __init__(self, console: Console, variants: list[str]) -> None:
+        self.console = console
+        self._rows: dict[str, dict[str, Any]] = {v: {"state": "waiting"} for v in variants}
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+
+    def feed(self, line: str) -> None:
+        """Called from the master's stdout reader; non-JSON lines are log lines and ignored here."""
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(event, dict) or "variant" not in event:
+            return
+        with self._lock:
+            row = self._rows.setdefault(str(event["variant"]), {})
+            row.update({k: v for k, v in event.items() if v is not None})
+            row["state"] = str(event.get("event", row.get("state", "")))
+            row["at"] = time.monotonic()
+        if self._live is not None:
+            self._live.update(self.table())
+        elif row["state"] in ("stage_end", "done"):
+            self.console.print(self._line(str(event["variant"]), row))
+
+    def _cells(self, name: str, row: dict[str, Any]) -> list[str]:
+        return [
+            name,
+            _fmt(row.get("stage"), "d") if isinstance(row.get("stage"), int) else "-",
+            _fmt(row.get("target"), "g"),
+            _fmt(row.get("requests"), "d") if isinstance(row.get("requests"), int) else "-",
+            _fmt(row.get("errors"), "d") if isinstance(row.get("errors"), int) else "-",
+            _fmt(row.get("ttft_p95"), ".3f", "s"),
+            _fmt(row.get("e2e_p95"), ".3f", "s"),
+            _fmt(row.get("throughput_rpm"), ".0f"),
+            _fmt(row.get("eta_s"), ".0f", "s"),
+            str(row.get("state", "")),
+        ]
+
+    def _line(self, name: str, row: dict[str, Any]) -> str:
+        return "  ".join(f"{c}={v}" for c, v in zip(self.COLUMNS, self._cells(name, row), strict=True))
+
+    def table(self) -> Table:
+        table = Table(title="load", expand=False)
+        for col in self.COLUMNS:
+            table.add_column(col, justify="left" if col in ("variant", "state") else "right")
+        with self._lock:
+            for name, row in self._rows.items():
+                table.add_row(*self._cells(name, row))
+        return table
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[None]:
+        if not self.console.is_terminal:
+            yield  # logs and CI: one line per finished stage instead of a redrawn table
+            return
+        with Live(self.table(), console=self.console, refresh_per_second=4) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                self._live = None
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """Per variant: the level meeting the SLO, its throughput, N, $/hour, $/1k requests, or why not."""
+    table = Table(title="result per variant")
+    for col in ("variant", "type", "c*", "req/min at c*", "SLO latency", "N", "$/hour", "$/1k req", "note"):
+        table.add_column(col, justify="left" if col in ("variant", "type", "note") else "right")
+    for v in summary.get("variants", []):
+        table.add_row(
+            str(v.get("name")),
+            str(v.get("instanceType") or "-"),
+            _fmt(v.get("maxConcurrencyMeetingSlo"), "g"),
+            _fmt(v.get("throughputRpmAtSlo"), ".0f"),
+            _fmt(v.get("latencyAtSloSeconds"), ".3f", "s"),
+            _fmt(v.get("instancesNeeded"), "g"),
+            _fmt(v.get("costPerHour"), ".2f"),
+            _fmt(v.get("costPer1kRequests"), ".4f"),
+            str(v.get("reason") or ""),
+        )
+    return table

@@ -1,0 +1,59 @@
+"""A throw-away Prometheus on loopback scraping the run's simulators and load workers."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from fmbench_k8s.local.processes import ManagedProcess, ProcessError, free_port
+
+
+def find_prometheus() -> str | None:
+    return shutil.which("prometheus")
+
+
+def write_config(path: Path, jobs: dict[str, list[str]], interval_s: float = 1.0) -> None:
+    """``jobs``: job name → host:port targets (all on loopback)."""
+    config = {
+        "global": {"scrape_interval": f"{int(interval_s * 1000)}ms", "evaluation_interval": "5s"},
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in jobs.items() if targets
+        ],
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def start_prometheus(binary: str, workdir: Path, jobs: dict[str, list[str]]) -> tuple[ManagedProcess, str]:
+    """Start it and wait until ready; returns the process and its base URL."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    write_config(config, jobs)
+    port = free_port()
+    proc = ManagedProcess(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1d",
+        ],
+        workdir / "prometheus.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise ProcessError(f"prometheus exited with code {proc.proc.returncode}; see {proc.log_path}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.stop()
+    raise ProcessError(f"prometheus not ready after 30s; see {proc.log_path}")

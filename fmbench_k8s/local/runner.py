@@ -1,0 +1,261 @@
+"""Run a Benchmark on one machine: the same YAML `kubectl apply` takes.
+
+Per run: start a simulator per ``engine: simulator`` variant, Prometheus when installed, then per
+variant a Locust master and ``load.workers`` workers (``python -m fmbench_k8s.loadgen``, separate
+processes because Locust's gevent patching must own its process), and finally the analysis.
+Variants run one after another so they do not compete for this machine's cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
+from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.engines import variant_api
+from fmbench_k8s.local.plan import VariantPlan, plan_run
+from fmbench_k8s.local.processes import ManagedProcess, free_port
+from fmbench_k8s.local.progress import Progress
+from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
+from fmbench_k8s.storage import Storage, open_storage
+
+LOCAL_NAMESPACE = "local"
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RunContext:
+    bench: Benchmark
+    run: Storage
+    run_id: str
+    workdir: Path
+    console: Console
+    processes: list[ManagedProcess] = field(default_factory=list)
+    interrupted: threading.Event = field(default_factory=threading.Event)
+    notes: list[str] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], **kw: Any) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", **kw)
+        self.processes.append(proc)
+        return proc
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def print_plan(console: Console, bench: Benchmark, plans: list[VariantPlan]) -> None:
+    load = bench.spec.load
+    console.print(
+        f"[bold]{bench.metadata.name}[/]: {len(plans)} variants, mode {load.mode}, {load.workers} workers, "
+        f"stages of {load.warmup} warm-up + {load.stage_duration} steady + up to {load.drain} drain"
+    )
+    for p in plans:
+        console.print(
+            f"  {p.name:<20} {p.api:<18} {p.target:<34} {p.levels}: ≤ {p.max_stages} stages, ≤ {p.max_seconds / 60:.1f} min"
+        )
+    total = sum(p.max_seconds for p in plans)
+    console.print(f"  at most {total / 60:.1f} min of load in all (search usually stops earlier)")
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _start_simulator(ctx: RunContext, variant: Variant) -> str:
+    model = ctx.bench.spec.model_for(variant)
+    argv = [_python(), "-m", "fmbench_k8s.simulator", "--port", "0", "--profile", str(variant.instance_type)]
+    if model is not None:
+        argv += ["--model", model.name]
+    proc = ctx.start(f"simulator-{variant.name}", argv)
+    match = proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
+    return match.group(1)
+
+
+def _run_variant(
+    ctx: RunContext, variant: Variant, spec_path: Path, endpoint_url: str | None, metrics_ports: list[int],
+    progress: Progress,
+) -> int:  # fmt: skip
+    """One variant's load: a master and its workers; returns the master's exit code."""
+    load = ctx.bench.spec.load
+    common = ["--spec", str(spec_path), "--variant", variant.name, "--output", ctx.run.uri(), "--run-id", ctx.run_id]
+    if endpoint_url is not None:
+        common += ["--endpoint-url", endpoint_url, "--api", variant_api(variant)]
+    master_port = free_port()
+    master = ctx.start(
+        f"loadgen-master-{variant.name}",
+        [_python(), "-m", "fmbench_k8s.loadgen", "master", *common, "--bind-host", "127.0.0.1",
+         "--master-port", str(master_port), "--expect-workers", str(load.workers)],  # fmt: skip
+        on_line=progress.feed,
+    )
+    workers = [
+        ctx.start(
+            f"loadgen-worker-{variant.name}-{i}",
+            [_python(), "-m", "fmbench_k8s.loadgen", "worker", *common, "--master-host", "127.0.0.1",
+             "--master-port", str(master_port), "--metrics-port", str(metrics_ports[i]), "--worker-id", f"w{i}"],  # fmt: skip
+        )
+        for i in range(load.workers)
+    ]
+    forwarded = False
+    while master.proc.poll() is None:
+        if ctx.interrupted.is_set() and not forwarded:
+            master.signal(signal.SIGINT)  # the master stops load; workers flush and mark in-flight requests
+            forwarded = True
+        time.sleep(0.1)
+    code = master.wait()
+    for w in workers:
+        try:
+            w.proc.wait(15)
+        except Exception:
+            w.stop(grace=5)
+    return code
+
+
+@contextlib.contextmanager
+def _sigint_sets(event: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: stop load and still write a partial report. Second: abort."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        if event.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_local(
+    spec_file: Path,
+    output: str,
+    *,
+    dry_run: bool = False,
+    console: Console | None = None,
+    use_prometheus: bool = True,
+    plots: bool = True,
+) -> int:
+    """The ``fmbench-k8s run`` command. Returns the process exit code."""
+    console = console or Console()
+    bench = load_benchmark(spec_file)
+    plans = plan_run(bench)
+    print_plan(console, bench, plans)
+    if dry_run:
+        return 0
+
+    run_id = new_run_id()
+    run = open_storage(output).child(f"{LOCAL_NAMESPACE}/{bench.metadata.name}/{run_id}")
+    local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
+    workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(bench, run, run_id, workdir, console)
+    manifest = yaml.safe_dump(to_manifest(bench), sort_keys=False)
+    run.write_bytes("spec.yaml", manifest.encode())
+    spec_path = workdir / "logs" / "spec.yaml"
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(manifest)
+    console.print(f"run {run_id} → {run.uri()}")
+
+    prometheus_url: str | None = None
+    code = 0
+    try:
+        with _sigint_sets(ctx.interrupted):
+            endpoints: dict[str, str | None] = {}
+            for v in bench.spec.variants:
+                endpoints[v.name] = _start_simulator(ctx, v) if v.engine == "simulator" else None
+            metrics_ports = [free_port() for _ in range(bench.spec.load.workers)]
+            prometheus_url = _maybe_prometheus(ctx, endpoints, metrics_ports, use_prometheus)
+            progress = Progress(console, [p.name for p in plans])
+            with progress.live():
+                for v in bench.spec.variants:
+                    if ctx.interrupted.is_set():
+                        ctx.notes.append(f"variant {v.name} not run: interrupted")
+                        continue
+                    rc = _run_variant(ctx, v, spec_path, endpoints[v.name], metrics_ports, progress)
+                    if rc not in (0, 130):
+                        ctx.notes.append(f"variant {v.name}: load generator exited with code {rc}")
+                        code = 1
+                        console.print(f"[red]variant {v.name}: load generator failed; see {workdir / 'logs'}[/]")
+            if prometheus_url is not None:
+                time.sleep(1.5)  # one more 1 s scrape, so the final counters are in Prometheus
+        partial = ctx.interrupted.is_set() or code != 0
+        # Load and simulators stop now; Prometheus stays up until the analysis has queried it.
+        for proc in reversed(ctx.processes):
+            if proc.name != "prometheus":
+                proc.stop()
+        summary = _analyze(ctx, prometheus_url, partial, plots)
+    finally:
+        for proc in reversed(ctx.processes):
+            proc.stop()
+    _print_summary(console, summary)
+    if ctx.interrupted.is_set():
+        console.print("[yellow]interrupted: the report is partial; every record collected is kept[/]")
+        return 130
+    return code
+
+
+def _maybe_prometheus(
+    ctx: RunContext, endpoints: dict[str, str | None], metrics_ports: list[int], wanted: bool
+) -> str | None:
+    if not wanted:
+        ctx.notes.append("server metrics not collected: Prometheus disabled for this run")
+        return None
+    binary = find_prometheus()
+    if binary is None:
+        ctx.notes.append("server metrics not collected: prometheus is not installed (make setup installs it)")
+        ctx.console.print("[yellow]prometheus not found: running without server metrics[/]")
+        return None
+    sims = [u.split("//", 1)[1].split("/", 1)[0] for u in endpoints.values() if u]
+    jobs = {"simulator": sims, "fmbench-loadgen": [f"127.0.0.1:{p}" for p in metrics_ports]}
+    proc, url = start_prometheus(binary, ctx.workdir / "prometheus", jobs)
+    ctx.processes.append(proc)
+    ctx.console.print(f"prometheus {url} scraping {len(sims)} simulators and {len(metrics_ports)} workers")
+    return url
+
+
+def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: bool) -> dict[str, Any]:
+    from fmbench_k8s.analysis.run import analyze_run
+
+    summary: dict[str, Any] = analyze_run(
+        ctx.bench.spec,
+        ctx.run,
+        benchmark=ctx.bench.metadata.name,
+        run_id=ctx.run_id,
+        prometheus_url=prometheus_url,
+        partial=partial,
+        plots=plots,
+        notes=ctx.notes,
+    )
+    ctx.run.write_bytes("summary.json", json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+    from fmbench_k8s.local.progress import summary_table
+
+    console.print(summary_table(summary))
+    rec = summary.get("recommendation")
+    if rec:
+        console.print(
+            f"[bold green]recommendation:[/] {rec['variant']} on {rec.get('instanceType') or '-'} × "
+            f"{rec['instances']}  ${rec['costPerHour']:.2f}/hour  ${rec['costPer1kRequests']:.4f} per 1k requests"
+        )
+    else:
+        console.print("[bold red]no variant meets the SLO[/] (reasons in the table above)")
+    console.print(f"report: {summary.get('reportUri')}")
