@@ -1,0 +1,446 @@
+"""Child objects of a Benchmark, as plain dicts from pure functions (unit-tested without a cluster).
+
+Names are deterministic so that every reconcile - after a restart, a retry, a conflict - asks for
+the same objects and creation is create-if-absent (the k6-operator #800 lesson).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from fmbench_k8s.api.benchmark import API_VERSION, KIND, Benchmark, to_manifest
+from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.engines import engine_info, variant_api
+from fmbench_k8s.operator.catalog import GPU, NEURON, shape_of
+
+LABEL_BENCHMARK = "fmbench.io/benchmark"
+LABEL_VARIANT = "fmbench.io/variant"
+LABEL_COMPONENT = "fmbench.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "fmbench-k8s"}
+LOCUST_PORT = 5557
+METRICS_PORT = 9646
+SPEC_MOUNT = "/etc/fmbench"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Settings of the operator deployment that shape the children."""
+
+    image: str = "ghcr.io/fmbench-k8s/fmbench-k8s:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = "fmbench-runner"
+    service_account_annotations: tuple[tuple[str, str], ...] = ()  # IRSA / Pod Identity
+
+
+def child_name(bench: str, *parts: str) -> str:
+    """``<bench>-<parts>``, shortened with a stable hash to fit a DNS label (63 characters)."""
+    name = "-".join((bench, *parts))
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('-')}-{digest}"
+
+
+def labels(bench: Benchmark, component: str, variant: str | None = None) -> dict[str, str]:
+    out = {**MANAGED_BY, LABEL_BENCHMARK: bench.metadata.name, LABEL_COMPONENT: component}
+    if variant is not None:
+        out[LABEL_VARIANT] = variant
+    return out
+
+
+def owner_reference(bench: Benchmark, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": bench.metadata.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(bench: Benchmark, uid: str, name: str, component: str, variant: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": bench.metadata.namespace,
+        "labels": labels(bench, component, variant),
+        "ownerReferences": [owner_reference(bench, uid)],
+    }
+
+
+def _restricted_security() -> dict[str, Any]:
+    """Pod Security Standards "restricted" for our own containers."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+# -- names -----------------------------------------------------------------------------------------
+
+
+def server_name(bench: Benchmark, variant: Variant) -> str:
+    return child_name(bench.metadata.name, variant.name, "server")
+
+
+def master_name(bench: Benchmark, variant: Variant) -> str:
+    return child_name(bench.metadata.name, variant.name, "lg-master")
+
+
+def workers_name(bench: Benchmark, variant: Variant) -> str:
+    return child_name(bench.metadata.name, variant.name, "lg-workers")
+
+
+def spec_configmap_name(bench: Benchmark) -> str:
+    return child_name(bench.metadata.name, "spec")
+
+
+def analysis_name(bench: Benchmark) -> str:
+    return child_name(bench.metadata.name, "analysis")
+
+
+# -- shared pieces ---------------------------------------------------------------------------------
+
+
+def run_uri(bench: Benchmark, run_id: str) -> str:
+    s3 = bench.spec.report.s3
+    if s3 is None:
+        raise ValueError("spec.report.s3: required on a cluster (records and the report go to S3)")
+    prefix = s3.prefix.strip("/")
+    parts = [p for p in (prefix, bench.metadata.namespace or "default", bench.metadata.name, run_id) if p]
+    return f"s3://{s3.bucket}/" + "/".join(parts)
+
+
+def _storage_env(bench: Benchmark) -> list[dict[str, Any]]:
+    s3 = bench.spec.report.s3
+    env = []
+    if s3 is not None and s3.endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": s3.endpoint_url})
+    if s3 is not None and s3.region:
+        env.append({"name": "AWS_REGION", "value": s3.region})
+    return env
+
+
+def spec_configmap(bench: Benchmark, uid: str) -> dict[str, Any]:
+    """The spec as the data-plane pods read it (mounted at /etc/fmbench/spec.yaml)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(bench, uid, spec_configmap_name(bench), "spec"),
+        "data": {"spec.yaml": yaml.safe_dump(to_manifest(bench), sort_keys=False)},
+    }
+
+
+def _spec_volume(bench: Benchmark) -> dict[str, Any]:
+    return {"name": "spec", "configMap": {"name": spec_configmap_name(bench)}}
+
+
+def _project_container(cfg: OperatorConfig, name: str, args: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": cfg.image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["fmbench-k8s"],
+        "args": args,
+        "env": env,
+        "volumeMounts": [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}],
+        "securityContext": {**_restricted_security(), "readOnlyRootFilesystem": True},
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+# -- model servers ---------------------------------------------------------------------------------
+
+
+def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -> dict[str, Any]:
+    assert variant.engine is not None and variant.instance_type is not None
+    info = engine_info(variant.engine)
+    shape = shape_of(variant.instance_type)
+    model = bench.spec.model_for(variant)
+    env: list[dict[str, Any]] = []
+    args: list[str]
+    if variant.engine == "simulator":
+        image = cfg.image
+        command: list[str] | None = ["fmbench-k8s", "simulate"]
+        args = ["--host", "0.0.0.0", "--port", str(info.port), "--profile", variant.instance_type]
+        if model is not None:
+            args += ["--model", model.name]
+    else:
+        assert model is not None  # the spec requires a model for real engines
+        image = variant.image or info.image
+        command = None
+        args = _engine_args(variant.engine, model.name, info.port)
+        if model.revision:
+            env.append({"name": "HF_REVISION", "value": model.revision})
+        if model.token_secret_ref is not None:
+            ref = model.token_secret_ref
+            # Only the reference goes into the pod spec; the value never passes through the operator.
+            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    image = variant.image or image
+    args += list(variant.args)
+    env += [{"name": e.name, "value": e.value} for e in variant.env]
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": str(max(1, math.floor(shape.vcpu * 0.8))), "memory": f"{int(shape.memory_gib * 0.8)}Gi"},
+        "limits": {"memory": f"{int(shape.memory_gib * 0.8)}Gi"},
+    }
+    accelerators = variant.accelerators if variant.accelerators is not None else shape.accelerators
+    if shape.resource is not None and accelerators > 0 and variant.engine != "simulator":
+        resources["requests"][shape.resource] = str(accelerators)
+        resources["limits"][shape.resource] = str(accelerators)
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        "args": args,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": info.port}],
+        "resources": resources,
+        "readinessProbe": {
+            "httpGet": {"path": info.health_path, "port": info.port},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {  # model loading takes minutes; liveness waits for it
+            "httpGet": {"path": info.health_path, "port": info.port},
+            "periodSeconds": 10,
+            "failureThreshold": 270,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": info.health_path, "port": info.port},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if command is not None:
+        container["command"] = command
+        container["securityContext"] = {**_restricted_security(), "readOnlyRootFilesystem": True}
+    return container
+
+
+def _engine_args(engine: str, model: str, port: int) -> list[str]:
+    if engine in ("vllm", "neuronx-vllm"):
+        return ["--model", model, "--port", str(port), "--disable-log-requests"]
+    if engine == "sglang":
+        return ["python3", "-m", "sglang.launch_server", "--model-path", model, "--host", "0.0.0.0", "--port", str(port)]
+    if engine == "tgi":
+        return ["--model-id", model, "--port", str(port)]
+    if engine == "djl-lmi":
+        return []  # LMI is configured through HF_MODEL_ID / OPTION_* environment (see _server_env)
+    if engine == "triton-trtllm":
+        return ["tritonserver", "--model-repository=/models", f"--http-port={port}"]
+    raise ValueError(f"no arguments known for engine {engine!r}")
+
+
+def _tolerations(variant: Variant, resource: str | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if resource in (GPU, NEURON):
+        out.append({"key": resource, "operator": "Exists", "effect": "NoSchedule"})
+    for t in variant.tolerations:
+        out.append(t.model_dump(by_alias=True, exclude_none=True))
+    return out
+
+
+def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: OperatorConfig) -> dict[str, Any]:
+    assert variant.instance_type is not None
+    shape = shape_of(variant.instance_type)
+    name = server_name(bench, variant)
+    pod_labels = labels(bench, "server", variant.name)
+    container = _server_container(bench, variant, cfg)
+    if variant.engine == "djl-lmi":
+        model = bench.spec.model_for(variant)
+        container["env"].insert(0, {"name": "HF_MODEL_ID", "value": model.name if model else ""})
+    node_selector = {"node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml."),
+                     **variant.node_selector}  # fmt: skip
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(bench, uid, name, "server", variant.name),
+        "spec": {
+            "replicas": variant.replicas,
+            "selector": {"matchLabels": {LABEL_BENCHMARK: bench.metadata.name, LABEL_VARIANT: variant.name,
+                                         LABEL_COMPONENT: "server"}},  # fmt: skip
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "nodeSelector": node_selector,
+                    "tolerations": _tolerations(variant, shape.resource),
+                    "containers": [container],
+                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                },
+            },
+        },
+    }
+
+
+def server_service(bench: Benchmark, variant: Variant, uid: str) -> dict[str, Any]:
+    assert variant.engine is not None
+    info = engine_info(variant.engine)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(bench, uid, server_name(bench, variant), "server", variant.name),
+        "spec": {
+            "selector": {LABEL_BENCHMARK: bench.metadata.name, LABEL_VARIANT: variant.name, LABEL_COMPONENT: "server"},
+            "ports": [{"name": "http", "port": info.port, "targetPort": info.port}],
+        },
+    }
+
+
+def endpoint_url(bench: Benchmark, variant: Variant) -> str | None:
+    """Where the load generator reaches a deployed variant (None for ``endpoint:`` variants)."""
+    if variant.engine is None:
+        return None
+    info = engine_info(variant.engine)
+    ns = bench.metadata.namespace or "default"
+    return f"http://{server_name(bench, variant)}.{ns}.svc:{info.port}{info.base_path}"
+
+
+# -- load generation -------------------------------------------------------------------------------
+
+
+def _loadgen_common(bench: Benchmark, variant: Variant, run_id: str) -> list[str]:
+    args = ["--spec", f"{SPEC_MOUNT}/spec.yaml", "--variant", variant.name, "--output", run_uri(bench, run_id),
+            "--run-id", run_id]  # fmt: skip
+    url = endpoint_url(bench, variant)
+    if url is not None:
+        args += ["--endpoint-url", url, "--api", variant_api(variant)]
+    return args
+
+
+def _project_pod(cfg: OperatorConfig, containers: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
+    return {
+        "serviceAccountName": cfg.service_account,
+        "restartPolicy": "Never",
+        "containers": containers,
+        "volumes": [_spec_volume(bench)],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+
+
+def loadgen_master_job(bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
+    args = ["loadgen", "master", *_loadgen_common(bench, variant, run_id), "--bind-host", "0.0.0.0",
+            "--master-port", str(LOCUST_PORT), "--expect-workers", str(bench.spec.load.workers)]  # fmt: skip
+    container = _project_container(cfg, "master", args, _storage_env(bench))
+    container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
+    container["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(bench, uid, master_name(bench, variant), "loadgen-master", variant.name),
+        "spec": {
+            "backoffLimit": 0,  # a re-run master would start the stages over: fail and say so instead
+            "template": {
+                "metadata": {"labels": labels(bench, "loadgen-master", variant.name)},
+                "spec": _project_pod(cfg, [container], bench),
+            },
+        },
+    }
+
+
+def loadgen_master_service(bench: Benchmark, variant: Variant, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(bench, uid, master_name(bench, variant), "loadgen-master", variant.name),
+        "spec": {
+            "selector": {LABEL_BENCHMARK: bench.metadata.name, LABEL_VARIANT: variant.name,
+                         LABEL_COMPONENT: "loadgen-master"},  # fmt: skip
+            "ports": [{"name": "locust", "port": LOCUST_PORT, "targetPort": LOCUST_PORT}],
+        },
+    }
+
+
+def loadgen_workers_job(bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
+    workers = bench.spec.load.workers
+    ns = bench.metadata.namespace or "default"
+    master = f"{master_name(bench, variant)}.{ns}.svc"
+    args = ["loadgen", "worker", *_loadgen_common(bench, variant, run_id), "--master-host", master,
+            "--master-port", str(LOCUST_PORT), "--metrics-port", str(METRICS_PORT), "--worker-id", "$(POD_NAME)"]  # fmt: skip
+    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, *_storage_env(bench)]
+    container = _project_container(cfg, "worker", args, env)
+    container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
+    container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(bench, uid, workers_name(bench, variant), "loadgen-worker", variant.name),
+        "spec": {
+            "parallelism": workers,
+            "completions": workers,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels(bench, "loadgen-worker", variant.name)},
+                "spec": _project_pod(cfg, [container], bench),
+            },
+        },
+    }
+
+
+# -- analysis --------------------------------------------------------------------------------------
+
+
+def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
+    """Runs ``fmbench-k8s analyze``; its compact summary JSON is the container's termination message."""
+    uri = run_uri(bench, run_id)
+    args = ["analyze", "--spec", f"{SPEC_MOUNT}/spec.yaml", "--records", uri, "--output", uri, "--run-id", run_id,
+            "--summary-file", TERMINATION_LOG]  # fmt: skip
+    if bench.spec.prometheus is not None:
+        args += ["--prometheus-url", bench.spec.prometheus.url]
+    container = _project_container(cfg, "analysis", args, _storage_env(bench))
+    container["resources"] = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
+    container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache
+    pod = _project_pod(cfg, [container], bench)
+    pod["volumes"].append({"name": "tmp", "emptyDir": {}})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(bench, uid, analysis_name(bench), "analysis"),
+        "spec": {
+            "backoffLimit": 1,
+            "template": {"metadata": {"labels": labels(bench, "analysis")}, "spec": pod},
+        },
+    }
+
+
+def parse_summary(message: str) -> dict[str, Any]:
+    """The analysis Job's termination message, or an error naming what is wrong with it."""
+    try:
+        data = json.loads(message)
+    except ValueError as err:
+        raise ValueError(f"analysis summary is not JSON ({err}); first bytes: {message[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise ValueError("analysis summary is not a JSON object")
+    return data
+
+
+def data_plane_children(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """Every load-generation child of every variant (the Running phase)."""
+    out = []
+    for v in bench.spec.variants:
+        out += [
+            loadgen_master_service(bench, v, uid),
+            loadgen_master_job(bench, v, uid, run_id, cfg),
+            loadgen_workers_job(bench, v, uid, run_id, cfg),
+        ]
+    return out
+
+
+def server_children(bench: Benchmark, uid: str, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """Model server Deployments and Services (the Deploying phase)."""
+    out = [spec_configmap(bench, uid)]
+    for v in bench.spec.variants:
+        if v.engine is not None:
+            out += [server_deployment(bench, v, uid, cfg), server_service(bench, v, uid)]
+    return out

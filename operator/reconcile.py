@@ -1,0 +1,285 @@
+"""The Benchmark state machine, as a pure function of what the operator observed.
+
+Pending → Deploying → Running → Analyzing → Succeeded | Failed. Each call returns the objects to
+create (create-if-absent), the objects to delete, the status to write, the events to emit and when
+to look again. The kopf handlers only gather observations and carry out decisions, so every
+transition and failure path is unit-tested here without a cluster, and a restarted operator
+continues from the status it wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fmbench_k8s.api.benchmark import Benchmark
+from fmbench_k8s.api.status import TERMINAL_PHASES
+from fmbench_k8s.durations import parse_duration
+from fmbench_k8s.operator import builders
+from fmbench_k8s.operator.builders import OperatorConfig
+
+
+@dataclass(frozen=True)
+class JobState:
+    active: bool = False
+    succeeded: bool = False
+    failed: bool = False
+    message: str | None = None  # failure reason, or the container's termination message
+
+
+@dataclass(frozen=True)
+class VariantObservation:
+    ready_replicas: int = 0
+    node_instance_types: tuple[str, ...] = ()
+    problem: tuple[str, str] | None = None  # (Reason, message) of a model server pod that cannot run
+    master: JobState | None = None
+    workers: JobState | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: datetime
+    created: datetime
+    uid: str
+    generation: int
+    status: dict[str, Any]
+    variants: dict[str, VariantObservation] = field(default_factory=dict)
+    analysis: JobState | None = None
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    requeue_after: float | None = 5.0
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def run_id_for(created: datetime, uid: str) -> str:
+    """Stable across operator restarts: derived from the object, not from when we looked."""
+    return f"{created.strftime('%Y%m%d-%H%M%S')}-{uid[:6]}"
+
+
+class _Machine:
+    def __init__(self, bench: Benchmark, obs: Observation, cfg: OperatorConfig) -> None:
+        self.bench, self.obs, self.cfg = bench, obs, cfg
+        self.status: dict[str, Any] = {k: v for k, v in obs.status.items() if k != "conditions"}
+        self.conditions: dict[str, dict[str, Any]] = {c["type"]: dict(c) for c in obs.status.get("conditions", [])}
+        self.decision = Decision(status=self.status)
+        self.variants: dict[str, dict[str, Any]] = {
+            v["name"]: dict(v) for v in obs.status.get("variants", [])
+        }
+        for v in bench.spec.variants:
+            self.variants.setdefault(v.name, {"name": v.name, "phase": "Pending", "readyReplicas": 0, "stagesDone": 0})
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase") or "Pending")
+
+    def condition(self, ctype: str, ok: bool, reason: str, message: str) -> None:
+        status = "True" if ok else "False"
+        old = self.conditions.get(ctype)
+        changed = old is None or old.get("status") != status
+        self.conditions[ctype] = {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message[:2000],
+            "lastTransitionTime": _iso(self.obs.now) if changed else old.get("lastTransitionTime", _iso(self.obs.now)),
+            "observedGeneration": self.obs.generation,
+        }
+
+    def move(self, phase: str, message: str, reason: str | None = None) -> None:
+        if phase == self.phase:
+            return
+        self.status["phase"] = phase
+        self.status["phaseStartTime"] = _iso(self.obs.now)
+        self.status["message"] = message[:2000]
+        kind = "Warning" if phase == "Failed" else "Normal"
+        self.decision.events.append((kind, reason or phase, message[:1000]))
+        if phase in TERMINAL_PHASES:
+            self.status["completionTime"] = _iso(self.obs.now)
+            self.condition("Ready", phase == "Succeeded", reason or phase, message)
+            self.decision.delete += self._cleanup(phase)
+            self.decision.requeue_after = None
+        else:
+            self.condition("Ready", False, phase, message)
+
+    def fail(self, reason: str, message: str) -> None:
+        self.move("Failed", message, reason)
+
+    def in_phase_for(self) -> float:
+        start = self.status.get("phaseStartTime")
+        return (self.obs.now - _parse_iso(start)).total_seconds() if start else 0.0
+
+    def _cleanup(self, phase: str) -> list[tuple[str, str]]:
+        policy = self.bench.spec.cleanup
+        if policy == "Never" or (policy == "OnSuccess" and phase != "Succeeded"):
+            return []
+        out: list[tuple[str, str]] = []
+        for v in self.bench.spec.variants:
+            if v.engine is not None:
+                name = builders.server_name(self.bench, v)
+                out += [("Deployment", name), ("Service", name)]
+        return out
+
+    # -- phases ----------------------------------------------------------------------------------
+    def step(self) -> Decision:
+        if self.phase in TERMINAL_PHASES:
+            self.decision.requeue_after = None
+            return self.finish()
+        self.status["observedGeneration"] = self.obs.generation
+        if self._run_deadline_passed():
+            return self.finish()
+        {"Pending": self.pending, "Deploying": self.deploying, "Running": self.running,
+         "Analyzing": self.analyzing}[self.phase]()  # fmt: skip
+        return self.finish()
+
+    def _run_deadline_passed(self) -> bool:
+        limit = parse_duration(self.bench.spec.timeouts.run)
+        if (self.obs.now - self.obs.created).total_seconds() > limit:
+            self.fail("RunTimeout", f"the run exceeded spec.timeouts.run ({self.bench.spec.timeouts.run})")
+            return True
+        return False
+
+    def pending(self) -> None:
+        if self.bench.spec.report.s3 is None:
+            self.fail("InvalidSpec", "spec.report.s3: required on a cluster (records and the report go to S3)")
+            return
+        self.status["runId"] = run_id_for(self.obs.created, self.obs.uid)
+        self.status["startTime"] = _iso(self.obs.now)
+        self.condition("ModelServersReady", False, "Deploying", "creating model servers")
+        self.move("Deploying", "deploying model servers")
+        self.deploying()
+
+    def deploying(self) -> None:
+        self.decision.create += builders.server_children(self.bench, self.obs.uid, self.cfg)
+        not_ready = []
+        for v in self.bench.spec.variants:
+            vs = self.variants[v.name]
+            if v.engine is None:
+                vs["phase"] = "Ready"
+                continue
+            seen = self.obs.variants.get(v.name, VariantObservation())
+            vs["readyReplicas"] = seen.ready_replicas
+            vs["nodeInstanceTypes"] = list(seen.node_instance_types)
+            if seen.problem is not None:
+                reason, message = seen.problem
+                vs["phase"], vs["message"] = "Failed", f"{reason}: {message}"
+                self.condition("ModelServersReady", False, reason, f"variant {v.name}: {message}")
+                self.fail(reason, f"variant {v.name}: {reason}: {message}")
+                return
+            if seen.ready_replicas >= v.replicas:
+                vs["phase"] = "Ready"
+            else:
+                vs["phase"] = "Deploying"
+                not_ready.append(f"{v.name} {seen.ready_replicas}/{v.replicas}")
+        if not_ready:
+            limit = parse_duration(self.bench.spec.timeouts.model_ready)
+            if self.in_phase_for() > limit:
+                message = f"model servers not Ready within spec.timeouts.modelReady ({self.bench.spec.timeouts.model_ready}): {', '.join(not_ready)}"
+                self.condition("ModelServersReady", False, "ReadinessTimeout", message)
+                self.fail("ReadinessTimeout", message)
+            return
+        self.condition("ModelServersReady", True, "AllReady", "every model server is Ready")
+        self.condition("LoadComplete", False, "Running", "load stages running")
+        self.move("Running", "running load stages")
+        self.running()
+
+    def running(self) -> None:
+        run_id = str(self.status["runId"])
+        self.decision.create += builders.data_plane_children(self.bench, self.obs.uid, run_id, self.cfg)
+        pending = []
+        for v in self.bench.spec.variants:
+            vs = self.variants[v.name]
+            seen = self.obs.variants.get(v.name, VariantObservation())
+            if v.engine is not None and seen.problem is not None:
+                reason, message = seen.problem
+                vs["phase"], vs["message"] = "Failed", f"{reason}: {message}"
+                self.fail(reason, f"variant {v.name}: model server failed during load: {reason}: {message}")
+                return
+            job = seen.master
+            if job is not None and job.failed:
+                vs["phase"] = "Failed"
+                vs["message"] = job.message or "load generator failed"
+                self.condition("LoadComplete", False, "LoadFailed", f"variant {v.name}: {vs['message']}")
+                self.fail("LoadFailed", f"variant {v.name}: load generator failed: {vs['message']}")
+                return
+            if job is not None and job.succeeded:
+                vs["phase"] = "Done"
+            else:
+                vs["phase"] = "Running"
+                pending.append(v.name)
+        if pending:
+            return
+        self.condition("LoadComplete", True, "AllStagesDone", "every variant's load stages completed")
+        self.condition("Analyzed", False, "Analyzing", "analysis job running")
+        self.move("Analyzing", "analysing records")
+        self.analyzing()
+
+    def analyzing(self) -> None:
+        self.decision.create.append(builders.analysis_job(self.bench, self.obs.uid, str(self.status["runId"]), self.cfg))
+        job = self.obs.analysis
+        if job is None or not (job.succeeded or job.failed):
+            return
+        if job.failed:
+            self.condition("Analyzed", False, "AnalysisFailed", job.message or "analysis job failed")
+            self.fail("AnalysisFailed", f"analysis job failed: {job.message or 'no message'}")
+            return
+        try:
+            summary = builders.parse_summary(job.message or "")
+        except ValueError as err:
+            self.condition("Analyzed", False, "AnalysisFailed", str(err))
+            self.fail("AnalysisFailed", str(err))
+            return
+        self._apply_summary(summary)
+        self.condition("Analyzed", True, "ReportWritten", "report computed")
+        uri = summary.get("reportUri")
+        if uri:
+            self.status["report"] = {"uri": str(uri)}
+            self.condition("ReportPublished", True, "Uploaded", str(uri))
+        rec = self.status.get("recommendation")
+        message = (
+            f"recommendation: {rec['variant']} ({rec.get('instanceType') or 'token-priced'}) × {rec['instances']}, "
+            f"${rec['costPerHour']:.2f}/h, ${rec['costPer1kRequests']:.4f}/1k requests"
+            if rec
+            else "no variant meets the SLO"
+        )
+        self.move("Succeeded", message, "Succeeded")
+
+    def _apply_summary(self, summary: dict[str, Any]) -> None:
+        rec = summary.get("recommendation")
+        if isinstance(rec, dict):
+            keys = ("variant", "instanceType", "instances", "costPerHour", "costPer1kRequests", "latencySeconds")
+            self.status["recommendation"] = {k: rec[k] for k in keys if rec.get(k) is not None}
+        for v in summary.get("variants", []):
+            vs = self.variants.get(str(v.get("name")))
+            if vs is None:
+                continue
+            if v.get("maxConcurrencyMeetingSlo") is not None:
+                vs["maxConcurrencyMeetingSlo"] = v["maxConcurrencyMeetingSlo"]
+            if v.get("stages") is not None:
+                vs["stagesDone"] = int(v["stages"])
+            if v.get("reason"):
+                vs["message"] = str(v["reason"])[:500]
+
+    def finish(self) -> Decision:
+        self.status["conditions"] = list(self.conditions.values())
+        self.status["variants"] = [self.variants[v.name] for v in self.bench.spec.variants]
+        return self.decision
+
+
+def reconcile(bench: Benchmark, obs: Observation, cfg: OperatorConfig) -> Decision:
+    """One step of the state machine."""
+    return _Machine(bench, obs, cfg).step()

@@ -1,0 +1,151 @@
+"""Child manifests: resources, selectors, tolerations, owner references, secret references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from fmbench_k8s.api import Benchmark, parse_benchmark
+from fmbench_k8s.operator import builders
+from fmbench_k8s.operator.builders import OperatorConfig
+from fmbench_k8s.operator.catalog import UnknownInstanceType, shape_of
+from tests.corpus import REPO
+
+CFG = OperatorConfig(image="example.com/fmbench-k8s:test")
+UID = "0f6c1f9e-aaaa-bbbb-cccc-000000000001"
+
+
+def _bench(name: str = "crds/samples/vllm-gpu.yaml", namespace: str = "team-a") -> Benchmark:
+    doc = yaml.safe_load((REPO / name).read_text())
+    doc["metadata"]["namespace"] = namespace
+    return parse_benchmark(doc)
+
+
+def _container(obj: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = obj["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_gpu_server_requests_the_instance_gpus_and_tolerates_the_gpu_taint() -> None:
+    bench = _bench()
+    dep = builders.server_deployment(bench, bench.spec.variants[1], UID, CFG)
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g6e.2xlarge"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    res = _container(dep)["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == "1" and res["requests"]["nvidia.com/gpu"] == "1"
+    assert res["requests"]["cpu"] == "6" and res["requests"]["memory"] == "51Gi"
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+    assert dep["metadata"]["namespace"] == "team-a"
+    assert _container(dep)["image"].startswith("vllm/vllm-openai:")
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in _container(dep)["volumeMounts"]
+
+
+def test_the_hf_token_is_a_secret_reference_never_a_value() -> None:
+    bench = _bench()
+    env = _container(builders.server_deployment(bench, bench.spec.variants[0], UID, CFG))["env"]
+    token = next(e for e in env if e["name"] == "HF_TOKEN")
+    assert token == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+
+
+def test_neuron_server_requests_neuron_devices() -> None:
+    bench = _bench("crds/samples/neuron-inf2.yaml")
+    dep = builders.server_deployment(bench, bench.spec.variants[0], UID, CFG)
+    res = _container(dep)["resources"]
+    assert res["limits"]["aws.amazon.com/neuron"] == "1"
+    assert "nvidia.com/gpu" not in res["limits"]
+    tolerations = dep["spec"]["template"]["spec"]["tolerations"]
+    assert tolerations[0]["key"] == "aws.amazon.com/neuron"
+
+
+def test_variant_overrides_are_merged() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["variants"][0].update(
+        accelerators=0,
+        image="my/vllm:dev",
+        nodeSelector={"eks.amazonaws.com/nodegroup": "gpu-a"},
+        tolerations=[{"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"}],
+        env=[{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}],
+    )
+    bench = parse_benchmark(doc)
+    dep = builders.server_deployment(bench, bench.spec.variants[0], UID, CFG)
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["eks.amazonaws.com/nodegroup"] == "gpu-a"
+    assert {"key": "team", "operator": "Equal", "value": "a", "effect": "NoSchedule"} in pod["tolerations"]
+    container = _container(dep)
+    assert container["image"] == "my/vllm:dev"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert {"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"} in container["env"]
+    assert container["args"][-2:] == ["--max-model-len", "8192"]
+
+
+def test_simulator_runs_the_project_image_as_non_root_without_accelerators() -> None:
+    bench = _bench("crds/samples/simulator-cluster.yaml")
+    dep = builders.server_deployment(bench, bench.spec.variants[0], UID, CFG)
+    container = _container(dep)
+    assert container["image"] == CFG.image
+    assert container["command"] == ["fmbench-k8s", "simulate"]
+    assert "--profile" in container["args"] and "g5.2xlarge" in container["args"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert container["securityContext"]["runAsNonRoot"] is True
+
+
+def test_loadgen_jobs_pass_endpoint_plan_and_storage_explicitly() -> None:
+    bench = _bench()
+    v = bench.spec.variants[0]
+    master = builders.loadgen_master_job(bench, v, UID, "run1", CFG)
+    args = _container(master)["args"]
+    assert args[:2] == ["loadgen", "master"]
+    assert args[args.index("--endpoint-url") + 1] == "http://llama31-8b-vllm-gpu-g5-vllm-server.team-a.svc:8000/v1"
+    assert args[args.index("--output") + 1] == "s3://my-results/fmbench/team-a/llama31-8b-vllm-gpu/run1"
+    assert args[args.index("--expect-workers") + 1] == "4"
+    workers = builders.loadgen_workers_job(bench, v, UID, "run1", CFG)
+    assert workers["spec"]["parallelism"] == 4 and workers["spec"]["completions"] == 4
+    wargs = _container(workers)["args"]
+    assert wargs[wargs.index("--master-host") + 1] == "llama31-8b-vllm-gpu-g5-vllm-lg-master.team-a.svc"
+    for job in (master, workers):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == CFG.service_account
+        assert _container(job)["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_endpoint_variants_get_no_server_and_no_endpoint_url() -> None:
+    bench = _bench("crds/samples/bedrock-sagemaker.yaml")
+    kinds = [c["kind"] for c in builders.server_children(bench, UID, CFG)]
+    assert kinds == ["ConfigMap"]
+    args = _container(builders.loadgen_master_job(bench, bench.spec.variants[0], UID, "r", CFG))["args"]
+    assert "--endpoint-url" not in args
+
+
+def test_analysis_job_reports_through_its_termination_message() -> None:
+    bench = _bench()
+    job = builders.analysis_job(bench, UID, "run1", CFG)
+    container = _container(job)
+    assert container["args"][0] == "analyze"
+    assert container["args"][container["args"].index("--summary-file") + 1] == "/dev/termination-log"
+    assert "--prometheus-url" in container["args"]
+
+
+def test_child_names_are_deterministic_and_fit_a_dns_label() -> None:
+    long = "x" * 60
+    name = builders.child_name(long, "variant-with-a-long-name", "lg-workers")
+    assert len(name) <= 63
+    assert name == builders.child_name(long, "variant-with-a-long-name", "lg-workers")
+    assert name != builders.child_name(long, "variant-with-a-long-name", "lg-master")
+
+
+def test_cluster_runs_need_s3() -> None:
+    bench = _bench("crds/samples/simulator-cluster.yaml")
+    with pytest.raises(ValueError, match=r"spec.report.s3: required on a cluster"):
+        builders.run_uri(bench, "r")
+
+
+def test_catalog() -> None:
+    assert shape_of("p5.48xlarge").accelerators == 8
+    assert shape_of("ml.g5.12xlarge").accelerators == 4
+    assert shape_of("trn1.32xlarge").resource == "aws.amazon.com/neuron"
+    with pytest.raises(UnknownInstanceType, match="known families"):
+        shape_of("x9.huge")

@@ -1,0 +1,173 @@
+"""The state machine: every phase, every failure path, idempotence, restarts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import yaml
+
+from fmbench_k8s.api import Benchmark, BenchmarkStatus, parse_benchmark
+from fmbench_k8s.operator.builders import OperatorConfig
+from fmbench_k8s.operator.reconcile import Decision, JobState, Observation, VariantObservation, reconcile
+from tests.corpus import REPO
+
+CFG = OperatorConfig(image="example.com/fmbench-k8s:test")
+T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+UID = "abcdef12-0000-0000-0000-000000000000"
+
+
+def _bench(cleanup: str = "Always") -> Benchmark:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["metadata"]["namespace"] = "ns"
+    doc["spec"]["cleanup"] = cleanup
+    doc["spec"]["variants"] = doc["spec"]["variants"][:1] + [
+        {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://x:8000/v1"}, "pricePerHour": 1.0}
+    ]
+    return parse_benchmark(doc)
+
+
+def _step(bench: Benchmark, status: dict[str, Any], at: float = 0, **kw: Any) -> Decision:
+    obs = Observation(now=T0 + timedelta(seconds=at), created=T0, uid=UID, generation=1, status=status, **kw)
+    decision = reconcile(bench, obs, CFG)
+    BenchmarkStatus.model_validate(decision.status)  # whatever we write is a valid status
+    return decision
+
+
+def _kinds(d: Decision) -> list[tuple[str, str]]:
+    return [(c["kind"], c["metadata"]["name"]) for c in d.create]
+
+
+def _cond(d: Decision, ctype: str) -> dict[str, Any]:
+    return next(c for c in d.status["conditions"] if c["type"] == ctype)
+
+
+SUMMARY = {
+    "recommendation": {"variant": "g5-vllm", "instanceType": "g5.2xlarge", "instances": 3, "costPerHour": 3.63,
+                       "costPer1kRequests": 0.1, "latencySeconds": 1.8},  # fmt: skip
+    "variants": [{"name": "g5-vllm", "maxConcurrencyMeetingSlo": 16, "stages": 5}],
+    "reportUri": "s3://my-results/fmbench/ns/llama31-8b-vllm-gpu/r/report.html",
+}
+
+
+def _through_to(bench: Benchmark, phase: str) -> Decision:
+    d = _step(bench, {})
+    if phase == "Deploying":
+        return d
+    d = _step(bench, d.status, 5, variants={"g5-vllm": VariantObservation(ready_replicas=1,
+                                                                          node_instance_types=("g5.2xlarge",))})  # fmt: skip
+    if phase == "Running":
+        return d
+    done = JobState(succeeded=True)
+    d = _step(bench, d.status, 10, variants={"g5-vllm": VariantObservation(1, master=done), "ext": VariantObservation(master=done)})  # fmt: skip
+    assert phase == "Analyzing"
+    return d
+
+
+def test_happy_path_reaches_succeeded_with_the_recommendation() -> None:
+    bench = _bench()
+    d = _step(bench, {})
+    assert d.status["phase"] == "Deploying"
+    assert d.status["runId"] == "20261128-120000-abcdef"
+    assert ("Deployment", "llama31-8b-vllm-gpu-g5-vllm-server") in _kinds(d)
+    assert ("ConfigMap", "llama31-8b-vllm-gpu-spec") in _kinds(d)
+    assert ("Normal", "Deploying", "deploying model servers") in d.events
+
+    d = _step(bench, d.status, 5, variants={"g5-vllm": VariantObservation(1, ("g5.2xlarge",))})
+    assert d.status["phase"] == "Running"
+    assert _cond(d, "ModelServersReady")["status"] == "True"
+    assert {k for k, _ in _kinds(d)} >= {"Job", "Service"}
+    variants = {v["name"]: v for v in d.status["variants"]}
+    assert variants["g5-vllm"]["nodeInstanceTypes"] == ["g5.2xlarge"]
+
+    d = _through_to(bench, "Analyzing")
+    assert d.status["phase"] == "Analyzing"
+    assert ("Job", "llama31-8b-vllm-gpu-analysis") in _kinds(d)
+
+    d = _step(bench, d.status, 20, analysis=JobState(succeeded=True, message=json.dumps(SUMMARY)))
+    assert d.status["phase"] == "Succeeded"
+    assert d.status["recommendation"]["instances"] == 3
+    assert d.status["report"]["uri"].endswith("report.html")
+    assert _cond(d, "Ready")["status"] == "True" and _cond(d, "ReportPublished")["status"] == "True"
+    assert ("Deployment", "llama31-8b-vllm-gpu-g5-vllm-server") in d.delete  # cleanup: Always
+    assert d.requeue_after is None
+    variants = {v["name"]: v for v in d.status["variants"]}
+    assert variants["g5-vllm"]["maxConcurrencyMeetingSlo"] == 16
+
+
+def test_reconcile_is_idempotent() -> None:
+    bench = _bench()
+    first = _step(bench, {})
+    again = _step(bench, first.status, 1)
+    assert _kinds(again) == _kinds(first)
+    assert again.status["phase"] == "Deploying" and again.events == []
+
+
+def test_unschedulable_model_server_fails_with_the_scheduler_reason() -> None:
+    bench = _bench()
+    d = _step(bench, {})
+    problem = ("InsufficientAccelerators", "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
+    d = _step(bench, d.status, 3, variants={"g5-vllm": VariantObservation(problem=problem)})
+    assert d.status["phase"] == "Failed"
+    assert "variant g5-vllm" in d.status["message"] and "Insufficient nvidia.com/gpu" in d.status["message"]
+    assert d.events[-1][:2] == ("Warning", "InsufficientAccelerators")
+    assert _cond(d, "Ready")["status"] == "False"
+
+
+def test_readiness_timeout() -> None:
+    bench = _bench()
+    d = _step(bench, {})
+    d = _step(bench, d.status, 45 * 60 + 1, variants={"g5-vllm": VariantObservation(0)})
+    assert d.status["phase"] == "Failed" and _cond(d, "Ready")["reason"] == "ReadinessTimeout"
+    assert "g5-vllm 0/1" in d.status["message"]
+
+
+def test_load_failure_and_analysis_failure() -> None:
+    bench = _bench()
+    d = _through_to(bench, "Running")
+    failed = _step(bench, d.status, 9, variants={"g5-vllm": VariantObservation(1, master=JobState(failed=True, message="BackoffLimitExceeded"))})  # fmt: skip
+    assert failed.status["phase"] == "Failed" and "load generator failed" in failed.status["message"]
+
+    d = _through_to(bench, "Analyzing")
+    bad = _step(bench, d.status, 20, analysis=JobState(succeeded=True, message="Traceback ..."))
+    assert bad.status["phase"] == "Failed" and "not JSON" in bad.status["message"]
+    crashed = _step(bench, d.status, 20, analysis=JobState(failed=True, message="OOMKilled"))
+    assert crashed.status["phase"] == "Failed" and "OOMKilled" in crashed.status["message"]
+
+
+def test_crash_of_the_model_server_during_load_fails_the_variant() -> None:
+    bench = _bench()
+    d = _through_to(bench, "Running")
+    d = _step(bench, d.status, 9, variants={"g5-vllm": VariantObservation(0, problem=("CrashLoopBackOff", "back-off 40s"))})  # fmt: skip
+    assert d.status["phase"] == "Failed" and "CrashLoopBackOff" in d.status["message"]
+
+
+def test_cleanup_policies() -> None:
+    for policy, on_success, on_failure in (("Never", False, False), ("OnSuccess", True, False), ("Always", True, True)):
+        bench = _bench(policy)
+        d = _through_to(bench, "Analyzing")
+        ok = _step(bench, d.status, 20, analysis=JobState(succeeded=True, message=json.dumps(SUMMARY)))
+        assert bool(ok.delete) is on_success, policy
+        bad = _step(bench, d.status, 20, analysis=JobState(failed=True))
+        assert bool(bad.delete) is on_failure, policy
+
+
+def test_run_deadline_and_missing_s3() -> None:
+    bench = _bench()
+    d = _through_to(bench, "Running")
+    d = _step(bench, d.status, 6 * 3600 + 1)
+    assert d.status["phase"] == "Failed" and "spec.timeouts.run" in d.status["message"]
+
+    doc = yaml.safe_load((REPO / "crds/samples/simulator-cluster.yaml").read_text())
+    d = _step(parse_benchmark(doc), {})
+    assert d.status["phase"] == "Failed" and "spec.report.s3" in d.status["message"]
+
+
+def test_terminal_phases_do_nothing_more() -> None:
+    bench = _bench()
+    d = _through_to(bench, "Analyzing")
+    d = _step(bench, d.status, 20, analysis=JobState(succeeded=True, message=json.dumps(SUMMARY)))
+    again = _step(bench, d.status, 100)
+    assert again.create == [] and again.delete == [] and again.events == []
+    assert again.status["phase"] == "Succeeded"
