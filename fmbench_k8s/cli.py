@@ -73,6 +73,12 @@ def _loadgen(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from fmbench_k8s.operator.run import main as operator_main
+
+    return operator_main(args.operator_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmbench-k8s",
@@ -108,11 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loadgen", help="a load generator master or worker (what the Locust pods run)", add_help=False)
     p.add_argument("loadgen_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_loadgen)
+
+    p = sub.add_parser("operator", help="run the Kubernetes operator (kopf); --help lists its flags", add_help=False)
+    p.add_argument("operator_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_operator)
     return parser
 
 
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    pass_through = {"simulate": (_simulate, "simulator_args"), "loadgen": (_loadgen, "loadgen_args"),
+                    "operator": (_operator, "operator_args")}  # fmt: skip
+    if argv and argv[0] in pass_through:  # these parse their own flags, --help included
+        func_, dest = pass_through[argv[0]]
+        return func_(argparse.Namespace(**{dest: argv[1:]}))
+    args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

@@ -89,8 +89,8 @@ class _Machine:
 
     def condition(self, ctype: str, ok: bool, reason: str, message: str) -> None:
         status = "True" if ok else "False"
-        old = self.conditions.get(ctype)
-        changed = old is None or old.get("status") != status
+        old = self.conditions.get(ctype) or {}
+        changed = old.get("status") != status
         self.conditions[ctype] = {
             "type": ctype,
             "status": status,

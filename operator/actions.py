@@ -1,0 +1,50 @@
+"""Carry out a Decision against the API server: create-if-absent, delete-if-present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# kind → (client API class, create method, delete method)
+_KINDS = {
+    "ConfigMap": ("CoreV1Api", "create_namespaced_config_map", "delete_namespaced_config_map"),
+    "Service": ("CoreV1Api", "create_namespaced_service", "delete_namespaced_service"),
+    "Deployment": ("AppsV1Api", "create_namespaced_deployment", "delete_namespaced_deployment"),
+    "Job": ("BatchV1Api", "create_namespaced_job", "delete_namespaced_job"),
+}
+
+
+class Actions:
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._apis = {name: getattr(client, name)(api_client) for name in {v[0] for v in _KINDS.values()}}
+
+    def _method(self, kind: str, which: int) -> Any:
+        try:
+            spec = _KINDS[kind]
+        except KeyError:
+            raise ValueError(f"the operator does not manage kind {kind!r}") from None
+        return getattr(self._apis[spec[0]], spec[which])
+
+    def create(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """True when created now, False when it already existed (deterministic names)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._method(manifest["kind"], 1)(namespace, manifest)
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+
+    def delete(self, namespace: str, kind: str, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._method(kind, 2)(name, namespace, propagation_policy="Background")
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise

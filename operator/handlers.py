@@ -1,0 +1,91 @@
+"""kopf wiring, and nothing else: every decision is made by ``reconcile`` (pure).
+
+Run with ``fmbench-k8s operator`` or ``kopf run -m fmbench_k8s.operator.handlers``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, SpecError, parse_benchmark
+from fmbench_k8s.operator.actions import Actions
+from fmbench_k8s.operator.builders import OperatorConfig
+from fmbench_k8s.operator.observe import Reader, observe
+from fmbench_k8s.operator.reconcile import reconcile
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, float, float]:
+    """Operator settings (the Helm chart sets these variables)."""
+    env = dict(os.environ if env is None else env)
+    annotations = tuple(
+        tuple(kv.split("=", 1)) for kv in env.get("FMBENCH_RUNNER_SA_ANNOTATIONS", "").split(",") if "=" in kv
+    )
+    cfg = OperatorConfig(
+        image=env.get("FMBENCH_IMAGE", OperatorConfig.image),
+        image_pull_policy=env.get("FMBENCH_IMAGE_PULL_POLICY", OperatorConfig.image_pull_policy),
+        service_account=env.get("FMBENCH_RUNNER_SERVICE_ACCOUNT", OperatorConfig.service_account),
+        service_account_annotations=annotations,  # type: ignore[arg-type]
+    )
+    return cfg, float(env.get("FMBENCH_UNSCHEDULABLE_GRACE_SECONDS", "60")), float(env.get("FMBENCH_INTERVAL_SECONDS", "2"))
+
+
+_CFG, _GRACE, _INTERVAL = config_from_env()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    from kubernetes import client, config
+
+    # Our own keys under our API group, not kopf's defaults.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.posting.level = logging.INFO
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    memo.api_client = client.ApiClient()
+    memo.reader = Reader(memo.api_client)
+    memo.actions = Actions(memo.api_client)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=_INTERVAL, initial_delay=0, sharp=False)
+def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    phase = (body.get("status") or {}).get("phase")
+    if phase in TERMINAL:
+        return
+    raw = dict(body)
+    try:
+        bench = parse_benchmark({k: raw[k] for k in ("apiVersion", "kind", "metadata", "spec")}, "Benchmark")
+    except SpecError as err:  # the API server accepted it, so our CRD is older than this operator
+        patch.status["phase"] = "Failed"
+        patch.status["message"] = "; ".join(err.problems)[:2000]
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=patch.status["message"])
+        return
+    namespace = str(body.metadata.namespace)
+    obs = observe(bench, raw, memo.reader, datetime.now(UTC), _GRACE)
+    decision = reconcile(bench, obs, _CFG)
+    # Children first, status last: a crash in between repeats idempotent creates, never skips one.
+    for manifest in decision.create:
+        if memo.actions.create(namespace, manifest):
+            logger.info("created %s/%s", manifest["kind"], manifest["metadata"]["name"])
+    for kind, name in decision.delete:
+        if memo.actions.delete(namespace, kind, name):
+            logger.info("deleted %s/%s", kind, name)
+    if decision.status != obs.status:
+        patch.status.update(decision.status)
+    for etype, reason, message in decision.events:
+        kopf.event(body, type=etype, reason=reason, message=message)

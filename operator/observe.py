@@ -1,0 +1,154 @@
+"""Turn what the API server reports about a Benchmark's children into an Observation.
+
+``diagnose_pods`` and ``job_state`` are pure (unit-tested on pod/job dicts); ``observe`` does the
+reads. Everything read is a plain dict (``ApiClient.sanitize_for_serialization``) so the pure
+parts never depend on the client's model classes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fmbench_k8s.api.benchmark import Benchmark
+from fmbench_k8s.operator import builders
+from fmbench_k8s.operator.reconcile import JobState, Observation, VariantObservation
+
+# Waiting reasons that will not fix themselves (ImagePullBackOff retries forever, but a wrong
+# image name or missing pull secret needs a person).
+FATAL_WAITING = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
+                 "CreateContainerConfigError", "CreateContainerError")  # fmt: skip
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def diagnose_pods(
+    pods: list[dict[str, Any]], now: datetime, unschedulable_grace_s: float
+) -> tuple[str, str] | None:
+    """The first reason a model server pod cannot serve, or None.
+
+    Unschedulable pods get a grace period: on EKS with Karpenter or the cluster autoscaler a new
+    GPU node takes minutes, and a pending pod is how it is requested.
+    """
+    for pod in pods:
+        status = pod.get("status") or {}
+        name = (pod.get("metadata") or {}).get("name", "?")
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                since = _parse_time(cond.get("lastTransitionTime"))
+                if since is None or (now - since).total_seconds() >= unschedulable_grace_s:
+                    message = cond.get("message") or "no node fits"
+                    accel = "nvidia.com/gpu" in message or "aws.amazon.com/neuron" in message
+                    return ("InsufficientAccelerators" if accel else "Unschedulable", f"pod {name}: {message}")
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in FATAL_WAITING:
+                return (str(waiting["reason"]), f"pod {name}: {waiting.get('message') or waiting['reason']}")
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if last.get("reason") == "OOMKilled":
+                return ("OOMKilled", f"pod {name}: container {cs.get('name')} was OOMKilled; choose a larger instance")
+    return None
+
+
+def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobState | None:
+    """A Job's outcome; ``message`` is the failure reason or the first pod's termination message."""
+    if job is None:
+        return None
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    messages = [
+        t["message"]
+        for pod in pods
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+        if (t := (cs.get("state") or {}).get("terminated") or {}).get("message")
+    ]
+    if "Failed" in conditions or "FailureTarget" in conditions:
+        cond = conditions.get("Failed") or conditions["FailureTarget"]
+        detail = "; ".join(m for m in (cond.get("reason"), cond.get("message"), *messages[:1]) if m)
+        return JobState(failed=True, message=detail[:2000])
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+        return JobState(succeeded=True, message=messages[0] if messages else None)
+    return JobState(active=True)
+
+
+class Reader:
+    """The reads observe() needs, over the kubernetes client (namespaced, label-selected)."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._serialize = api_client.sanitize_for_serialization
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+
+    def _get(self, fn: Any, *args: Any) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            out: dict[str, Any] = self._serialize(fn(*args))
+            return out
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def deployment(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get(self.apps.read_namespaced_deployment, name, ns)
+
+    def job(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get(self.batch.read_namespaced_job, name, ns)
+
+    def pods(self, ns: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        text = ",".join(f"{k}={v}" for k, v in selector.items())
+        items: list[dict[str, Any]] = self._serialize(self.core.list_namespaced_pod(ns, label_selector=text))["items"]
+        return items
+
+    def node_instance_type(self, name: str) -> str | None:
+        node = self._get(self.core.read_node, name)
+        labels = ((node or {}).get("metadata") or {}).get("labels") or {}
+        value = labels.get(INSTANCE_TYPE_LABEL)
+        return str(value) if value else None
+
+
+def observe(
+    bench: Benchmark, body: dict[str, Any], reader: Reader, now: datetime, unschedulable_grace_s: float
+) -> Observation:
+    meta = body["metadata"]
+    ns = meta["namespace"]
+    name = bench.metadata.name
+    status = dict(body.get("status") or {})
+    phase = status.get("phase") or "Pending"
+    variants: dict[str, VariantObservation] = {}
+    for v in bench.spec.variants:
+        ready, problem = 0, None
+        types: tuple[str, ...] = ()
+        base = {builders.LABEL_BENCHMARK: name, builders.LABEL_VARIANT: v.name}
+        if v.engine is not None and phase in ("Deploying", "Running"):
+            dep = reader.deployment(ns, builders.server_name(bench, v))
+            ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
+            pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "server"})
+            problem = diagnose_pods(pods, now, unschedulable_grace_s)
+            nodes = sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))})
+            types = tuple(sorted({t for n in nodes if (t := reader.node_instance_type(n))}))
+        master = None
+        if phase == "Running":
+            master_pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "loadgen-master"})
+            master = job_state(reader.job(ns, builders.master_name(bench, v)), master_pods)
+        variants[v.name] = VariantObservation(ready, types, problem, master)
+    analysis = None
+    if phase == "Analyzing":
+        pods = reader.pods(ns, {builders.LABEL_BENCHMARK: name, builders.LABEL_COMPONENT: "analysis"})
+        analysis = job_state(reader.job(ns, builders.analysis_name(bench)), pods)
+    return Observation(
+        now=now,
+        created=_parse_time(meta["creationTimestamp"]) or now,
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 1),
+        status=status,
+        variants=variants,
+        analysis=analysis,
+    )
