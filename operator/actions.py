@@ -6,6 +6,7 @@ from typing import Any
 
 # kind → (client API class, create method, delete method)
 _KINDS = {
+    "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account", "delete_namespaced_service_account"),
     "ConfigMap": ("CoreV1Api", "create_namespaced_config_map", "delete_namespaced_config_map"),
     "Service": ("CoreV1Api", "create_namespaced_service", "delete_namespaced_service"),
     "Deployment": ("AppsV1Api", "create_namespaced_deployment", "delete_namespaced_deployment"),

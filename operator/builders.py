@@ -35,8 +35,8 @@ class OperatorConfig:
 
     image: str = "ghcr.io/fmbench-k8s/fmbench-k8s:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    service_account: str = "fmbench-runner"
-    service_account_annotations: tuple[tuple[str, str], ...] = ()  # IRSA / Pod Identity
+    # Annotations of each run's ServiceAccount, e.g. eks.amazonaws.com/role-arn for IRSA (S3, pricing).
+    service_account_annotations: tuple[tuple[str, str], ...] = ()
 
 
 def child_name(bench: str, *parts: str) -> str:
@@ -108,6 +108,10 @@ def analysis_name(bench: Benchmark) -> str:
     return child_name(bench.metadata.name, "analysis")
 
 
+def runner_name(bench: Benchmark) -> str:
+    return child_name(bench.metadata.name, "runner")
+
+
 # -- shared pieces ---------------------------------------------------------------------------------
 
 
@@ -138,6 +142,14 @@ def spec_configmap(bench: Benchmark, uid: str) -> dict[str, Any]:
         "metadata": _meta(bench, uid, spec_configmap_name(bench), "spec"),
         "data": {"spec.yaml": yaml.safe_dump(to_manifest(bench), sort_keys=False)},
     }
+
+
+def runner_service_account(bench: Benchmark, uid: str, cfg: OperatorConfig) -> dict[str, Any]:
+    """The identity of the run's load and analysis pods (S3 writes, pricing reads via IRSA/Pod Identity)."""
+    meta = _meta(bench, uid, runner_name(bench), "runner")
+    if cfg.service_account_annotations:
+        meta["annotations"] = dict(cfg.service_account_annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
 
 
 def _spec_volume(bench: Benchmark) -> dict[str, Any]:
@@ -321,7 +333,7 @@ def _loadgen_common(bench: Benchmark, variant: Variant, run_id: str) -> list[str
 
 def _project_pod(cfg: OperatorConfig, containers: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
     return {
-        "serviceAccountName": cfg.service_account,
+        "serviceAccountName": runner_name(bench),
         "restartPolicy": "Never",
         "containers": containers,
         "volumes": [_spec_volume(bench)],
@@ -439,7 +451,7 @@ def data_plane_children(bench: Benchmark, uid: str, run_id: str, cfg: OperatorCo
 
 def server_children(bench: Benchmark, uid: str, cfg: OperatorConfig) -> list[dict[str, Any]]:
     """Model server Deployments and Services (the Deploying phase)."""
-    out = [spec_configmap(bench, uid)]
+    out = [runner_service_account(bench, uid, cfg), spec_configmap(bench, uid)]
     for v in bench.spec.variants:
         if v.engine is not None:
             out += [server_deployment(bench, v, uid, cfg), server_service(bench, v, uid)]

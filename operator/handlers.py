@@ -30,7 +30,6 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
     cfg = OperatorConfig(
         image=env.get("FMBENCH_IMAGE", OperatorConfig.image),
         image_pull_policy=env.get("FMBENCH_IMAGE_PULL_POLICY", OperatorConfig.image_pull_policy),
-        service_account=env.get("FMBENCH_RUNNER_SERVICE_ACCOUNT", OperatorConfig.service_account),
         service_account_annotations=annotations,  # type: ignore[arg-type]
     )
     return cfg, float(env.get("FMBENCH_UNSCHEDULABLE_GRACE_SECONDS", "60")), float(env.get("FMBENCH_INTERVAL_SECONDS", "2"))

@@ -108,14 +108,14 @@ def test_loadgen_jobs_pass_endpoint_plan_and_storage_explicitly() -> None:
     assert wargs[wargs.index("--master-host") + 1] == "llama31-8b-vllm-gpu-g5-vllm-lg-master.team-a.svc"
     for job in (master, workers):
         pod = job["spec"]["template"]["spec"]
-        assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == CFG.service_account
+        assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "llama31-8b-vllm-gpu-runner"
         assert _container(job)["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_endpoint_variants_get_no_server_and_no_endpoint_url() -> None:
     bench = _bench("crds/samples/bedrock-sagemaker.yaml")
     kinds = [c["kind"] for c in builders.server_children(bench, UID, CFG)]
-    assert kinds == ["ConfigMap"]
+    assert kinds == ["ServiceAccount", "ConfigMap"]
     args = _container(builders.loadgen_master_job(bench, bench.spec.variants[0], UID, "r", CFG))["args"]
     assert "--endpoint-url" not in args
 

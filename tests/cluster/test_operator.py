@@ -1,0 +1,202 @@
+"""The operator on the real control plane, with the RBAC the chart ships (not as admin).
+
+The test plays the data plane: kwok runs the model server pods; Job pods are completed by the
+test with the termination message the real container would write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.conftest import TestCluster
+from tests.corpus import REPO
+
+RULES = yaml.safe_load((REPO / "charts/fmbench-k8s/files/operator-rbac-rules.yaml").read_text())
+CRD = REPO / "crds" / "fmbench.io_benchmarks.yaml"
+
+
+def _grant_operator(cluster: TestCluster, ns: str) -> str:
+    rbac = cluster.rbac()
+    token = cluster.service_account_token(ns, "fmbench-operator")
+    subject = [{"kind": "ServiceAccount", "name": "fmbench-operator", "namespace": ns}]
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "fmbench-operator"}, "rules": RULES["namespaced"]})
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "fmbench-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fmbench-operator"},
+        "subjects": subject,
+    })  # fmt: skip
+    name = f"fmbench-operator-{ns}"
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": RULES["cluster"]})
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": subject,
+    })  # fmt: skip
+    return token
+
+
+def _kubeconfig(cluster: TestCluster, token: str, path: Path) -> Path:
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    admin["users"] = [{"name": "operator", "user": {"token": token}}]
+    for ctx in admin["contexts"]:
+        ctx["context"]["user"] = "operator"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+@pytest.fixture
+def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    cluster.apply_manifest(CRD)
+    kubeconfig = _kubeconfig(cluster, _grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
+           "FMBENCH_INTERVAL_SECONDS": "1", "FMBENCH_IMAGE": "example.com/fmbench-k8s:test"}  # fmt: skip
+    log = (tmp_path / "operator.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmbench_k8s.operator", "--namespace", namespace, "--standalone", "--liveness", ""],
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    print((tmp_path / "operator.log").read_text()[-5000:])
+
+
+def _benchmark(name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "fmbench.io/v1alpha1",
+        "kind": "Benchmark",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "tokenSecretRef": {"name": "hf-token"}},
+            "variants": variants,
+            "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": 512}, "outputTokens": {"mean": 64}},
+            "slo": {"latency": {"metric": "e2e", "percentile": 95, "maxSeconds": 2.0}},
+            "load": {"workers": 2, "concurrency": {"levels": [1, 2]}, "mode": "sweep"},
+            "report": {"s3": {"bucket": "results", "prefix": "fmbench"}},
+        },
+    }
+
+
+def _get(cluster: TestCluster, ns: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = cluster.custom().get_namespaced_custom_object("fmbench.io", "v1alpha1", ns, "benchmarks", name)
+    return obj
+
+
+def _phase(cluster: TestCluster, ns: str, name: str, phase: str) -> dict[str, Any] | None:
+    obj = _get(cluster, ns, name)
+    status = obj.get("status") or {}
+    if status.get("phase") == "Failed" and phase != "Failed":
+        raise AssertionError(f"Benchmark failed: {status.get('message')}")
+    return obj if status.get("phase") == phase else None
+
+
+def _complete_job_pods(cluster: TestCluster, ns: str, selector: str, message: str = "") -> int:
+    pods = cluster.core().list_namespaced_pod(ns, label_selector=selector).items
+    for pod in pods:
+        if pod.status.phase not in ("Succeeded", "Failed"):
+            cluster.complete_pod(ns, pod.metadata.name, message=message)
+    return len(pods)
+
+
+def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
+    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str]
+) -> None:
+    ns, name = namespace, "lifecycle"
+    variants = [
+        {"name": "g6e", "instanceType": "g6e.2xlarge", "engine": "vllm"},
+        {"name": "inf2", "instanceType": "inf2.8xlarge", "engine": "neuronx-vllm"},
+        {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}, "pricePerHour": 1.0},
+    ]
+    cluster.custom().create_namespaced_custom_object("fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants))
+
+    apps = cluster.apps()
+    dep = cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", ns)))
+    pod_spec = dep.spec.template.spec
+    assert pod_spec.node_selector == {"node.kubernetes.io/instance-type": "g6e.2xlarge"}
+    assert dep.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert dep.metadata.owner_references[0].kind == "Benchmark"
+    neuron = apps.read_namespaced_deployment(f"{name}-inf2-server", ns)
+    assert neuron.spec.template.spec.containers[0].resources.limits["aws.amazon.com/neuron"] == "1"
+
+    running = cluster.wait_for(lambda: _phase(cluster, ns, name, "Running"), timeout=120)
+    by_name = {v["name"]: v for v in running["status"]["variants"]}
+    assert by_name["g6e"]["nodeInstanceTypes"] == ["g6e.2xlarge"]
+    assert by_name["inf2"]["nodeInstanceTypes"] == ["inf2.8xlarge"]
+    events = cluster.core().list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
+    assert {"Deploying", "Running"} <= {e.reason for e in events}
+
+    batch = cluster.batch()
+    for v in ("g6e", "inf2", "ext"):
+        cluster.wait_for(lambda v=v: _read_or_none(lambda: batch.read_namespaced_job(f"{name}-{v}-lg-master", ns)))
+    cluster.wait_for(lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 3 or None)
+    _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker")
+
+    cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=120)
+    summary = {
+        "recommendation": {"variant": "inf2", "instanceType": "inf2.8xlarge", "instances": 2, "costPerHour": 3.9,
+                           "costPer1kRequests": 0.108},  # fmt: skip
+        "variants": [{"name": "inf2", "maxConcurrencyMeetingSlo": 2, "stages": 2}],
+        "reportUri": f"s3://results/fmbench/{ns}/{name}/r/report.html",
+    }
+    cluster.wait_for(
+        lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=analysis", json.dumps(summary)) >= 1 or None
+    )
+    done = cluster.wait_for(lambda: _phase(cluster, ns, name, "Succeeded"), timeout=120)
+    status = done["status"]
+    assert status["recommendation"]["variant"] == "inf2" and status["recommendation"]["instances"] == 2
+    assert status["report"]["uri"].endswith("report.html")
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    # cleanup: Always removes the model servers once the run is over
+    cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", ns)) is None or None)
+
+
+def test_too_many_gpus_fails_with_the_scheduler_reason(
+    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str]
+) -> None:
+    variants = [{"name": "huge", "instanceType": "g6e.2xlarge", "engine": "vllm", "accelerators": 8}]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("unschedulable", variants)
+    )
+    failed = cluster.wait_for(lambda: _phase(cluster, namespace, "unschedulable", "Failed"), timeout=120)
+    assert "InsufficientAccelerators" in failed["status"]["message"]
+    assert "Insufficient nvidia.com/gpu" in failed["status"]["message"]
+    assert "variant huge" in failed["status"]["message"]
+
+
+def test_deleting_the_benchmark_garbage_collects_its_children(
+    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str]
+) -> None:
+    variants = [{"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"}]
+    custom = cluster.custom()
+    custom.create_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("gc", variants))
+    apps = cluster.apps()
+    cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment("gc-g5-server", namespace)))
+    custom.delete_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", "gc")
+    cluster.wait_for(
+        lambda: _read_or_none(lambda: apps.read_namespaced_deployment("gc-g5-server", namespace)) is None or None,
+        timeout=120,
+    )
+
+
+def _read_or_none(read: Any) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return read()
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
