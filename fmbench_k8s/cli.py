@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
-        "simulate", help="serve the model-server simulator (OpenAI/TGI/Triton APIs); --help lists its flags",
+        "simulate",
+        help="serve the model-server simulator (OpenAI/TGI/Triton APIs); --help lists its flags",
         add_help=False,
     )
     p.add_argument("simulator_args", nargs=argparse.REMAINDER)
@@ -119,8 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("operator_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_operator)
     return parser
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

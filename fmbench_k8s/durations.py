@@ -17,9 +17,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; raises ValueError naming the accepted forms."""
     if not isinstance(text, str) or not re.fullmatch(PATTERN, text):
-        raise ValueError(
-            f"invalid duration {text!r}: use a number with a unit ms, s, m or h, e.g. 30s, 2m, 1h30m"
-        )
+        raise ValueError(f"invalid duration {text!r}: use a number with a unit ms, s, m or h, e.g. 30s, 2m, 1h30m")
     return sum(float(value) * _UNIT_SECONDS[unit] for value, unit in _PART.findall(text))
 
 

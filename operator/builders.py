@@ -243,7 +243,17 @@ def _engine_args(engine: str, model: str, port: int) -> list[str]:
     if engine in ("vllm", "neuronx-vllm"):
         return ["--model", model, "--port", str(port), "--disable-log-requests"]
     if engine == "sglang":
-        return ["python3", "-m", "sglang.launch_server", "--model-path", model, "--host", "0.0.0.0", "--port", str(port)]
+        return [
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            model,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ]
     if engine == "tgi":
         return ["--model-id", model, "--port", str(port)]
     if engine == "djl-lmi":
@@ -271,16 +281,23 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
     if variant.engine == "djl-lmi":
         model = bench.spec.model_for(variant)
         container["env"].insert(0, {"name": "HF_MODEL_ID", "value": model.name if model else ""})
-    node_selector = {"node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml."),
-                     **variant.node_selector}  # fmt: skip
+    node_selector = {
+        "node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml."),
+        **variant.node_selector,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(bench, uid, name, "server", variant.name),
         "spec": {
             "replicas": variant.replicas,
-            "selector": {"matchLabels": {LABEL_BENCHMARK: bench.metadata.name, LABEL_VARIANT: variant.name,
-                                         LABEL_COMPONENT: "server"}},  # fmt: skip
+            "selector": {
+                "matchLabels": {
+                    LABEL_BENCHMARK: bench.metadata.name,
+                    LABEL_VARIANT: variant.name,
+                    LABEL_COMPONENT: "server",
+                }
+            },
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
@@ -323,8 +340,16 @@ def endpoint_url(bench: Benchmark, variant: Variant) -> str | None:
 
 
 def _loadgen_common(bench: Benchmark, variant: Variant, run_id: str) -> list[str]:
-    args = ["--spec", f"{SPEC_MOUNT}/spec.yaml", "--variant", variant.name, "--output", run_uri(bench, run_id),
-            "--run-id", run_id]  # fmt: skip
+    args = [
+        "--spec",
+        f"{SPEC_MOUNT}/spec.yaml",
+        "--variant",
+        variant.name,
+        "--output",
+        run_uri(bench, run_id),
+        "--run-id",
+        run_id,
+    ]
     url = endpoint_url(bench, variant)
     if url is not None:
         args += ["--endpoint-url", url, "--api", variant_api(variant)]
@@ -341,9 +366,20 @@ def _project_pod(cfg: OperatorConfig, containers: list[dict[str, Any]], bench: B
     }
 
 
-def loadgen_master_job(bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
-    args = ["loadgen", "master", *_loadgen_common(bench, variant, run_id), "--bind-host", "0.0.0.0",
-            "--master-port", str(LOCUST_PORT), "--expect-workers", str(bench.spec.load.workers)]  # fmt: skip
+def loadgen_master_job(
+    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig
+) -> dict[str, Any]:
+    args = [
+        "loadgen",
+        "master",
+        *_loadgen_common(bench, variant, run_id),
+        "--bind-host",
+        "0.0.0.0",
+        "--master-port",
+        str(LOCUST_PORT),
+        "--expect-workers",
+        str(bench.spec.load.workers),
+    ]
     container = _project_container(cfg, "master", args, _storage_env(bench))
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
     container["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
@@ -367,19 +403,35 @@ def loadgen_master_service(bench: Benchmark, variant: Variant, uid: str) -> dict
         "kind": "Service",
         "metadata": _meta(bench, uid, master_name(bench, variant), "loadgen-master", variant.name),
         "spec": {
-            "selector": {LABEL_BENCHMARK: bench.metadata.name, LABEL_VARIANT: variant.name,
-                         LABEL_COMPONENT: "loadgen-master"},  # fmt: skip
+            "selector": {
+                LABEL_BENCHMARK: bench.metadata.name,
+                LABEL_VARIANT: variant.name,
+                LABEL_COMPONENT: "loadgen-master",
+            },
             "ports": [{"name": "locust", "port": LOCUST_PORT, "targetPort": LOCUST_PORT}],
         },
     }
 
 
-def loadgen_workers_job(bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
+def loadgen_workers_job(
+    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig
+) -> dict[str, Any]:
     workers = bench.spec.load.workers
     ns = bench.metadata.namespace or "default"
     master = f"{master_name(bench, variant)}.{ns}.svc"
-    args = ["loadgen", "worker", *_loadgen_common(bench, variant, run_id), "--master-host", master,
-            "--master-port", str(LOCUST_PORT), "--metrics-port", str(METRICS_PORT), "--worker-id", "$(POD_NAME)"]  # fmt: skip
+    args = [
+        "loadgen",
+        "worker",
+        *_loadgen_common(bench, variant, run_id),
+        "--master-host",
+        master,
+        "--master-port",
+        str(LOCUST_PORT),
+        "--metrics-port",
+        str(METRICS_PORT),
+        "--worker-id",
+        "$(POD_NAME)",
+    ]
     env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, *_storage_env(bench)]
     container = _project_container(cfg, "worker", args, env)
     container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
@@ -406,8 +458,19 @@ def loadgen_workers_job(bench: Benchmark, variant: Variant, uid: str, run_id: st
 def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
     """Runs ``fmbench-k8s analyze``; its compact summary JSON is the container's termination message."""
     uri = run_uri(bench, run_id)
-    args = ["analyze", "--spec", f"{SPEC_MOUNT}/spec.yaml", "--records", uri, "--output", uri, "--run-id", run_id,
-            "--summary-file", TERMINATION_LOG]  # fmt: skip
+    args = [
+        "analyze",
+        "--spec",
+        f"{SPEC_MOUNT}/spec.yaml",
+        "--records",
+        uri,
+        "--output",
+        uri,
+        "--run-id",
+        run_id,
+        "--summary-file",
+        TERMINATION_LOG,
+    ]
     if bench.spec.prometheus is not None:
         args += ["--prometheus-url", bench.spec.prometheus.url]
     container = _project_container(cfg, "analysis", args, _storage_env(bench))

@@ -24,35 +24,69 @@ class InstanceShape:
         return self.resource
 
 
-def _family(
-    prefix: str, sizes: dict[str, tuple[int, int, int]], resource: str | None
-) -> dict[str, InstanceShape]:
+def _family(prefix: str, sizes: dict[str, tuple[int, int, int]], resource: str | None) -> dict[str, InstanceShape]:
     return {f"{prefix}.{size}": InstanceShape(c, m, a, resource if a else None) for size, (c, m, a) in sizes.items()}
 
 
 CATALOG: dict[str, InstanceShape] = {
-    **_family("g5", {"xlarge": (4, 16, 1), "2xlarge": (8, 32, 1), "4xlarge": (16, 64, 1), "8xlarge": (32, 128, 1),
-                     "12xlarge": (48, 192, 4), "16xlarge": (64, 256, 1), "24xlarge": (96, 384, 4),
-                     "48xlarge": (192, 768, 8)}, GPU),
-    **_family("g6", {"xlarge": (4, 16, 1), "2xlarge": (8, 32, 1), "4xlarge": (16, 64, 1), "8xlarge": (32, 128, 1),
-                     "12xlarge": (48, 192, 4), "16xlarge": (64, 256, 1), "24xlarge": (96, 384, 4),
-                     "48xlarge": (192, 768, 8)}, GPU),
-    **_family("g6e", {"xlarge": (4, 32, 1), "2xlarge": (8, 64, 1), "4xlarge": (16, 128, 1), "8xlarge": (32, 256, 1),
-                      "12xlarge": (48, 384, 4), "16xlarge": (64, 512, 1), "24xlarge": (96, 768, 4),
-                      "48xlarge": (192, 1536, 8)}, GPU),
+    **_family(
+        "g5",
+        {
+            "xlarge": (4, 16, 1),
+            "2xlarge": (8, 32, 1),
+            "4xlarge": (16, 64, 1),
+            "8xlarge": (32, 128, 1),
+            "12xlarge": (48, 192, 4),
+            "16xlarge": (64, 256, 1),
+            "24xlarge": (96, 384, 4),
+            "48xlarge": (192, 768, 8),
+        },
+        GPU,
+    ),
+    **_family(
+        "g6",
+        {
+            "xlarge": (4, 16, 1),
+            "2xlarge": (8, 32, 1),
+            "4xlarge": (16, 64, 1),
+            "8xlarge": (32, 128, 1),
+            "12xlarge": (48, 192, 4),
+            "16xlarge": (64, 256, 1),
+            "24xlarge": (96, 384, 4),
+            "48xlarge": (192, 768, 8),
+        },
+        GPU,
+    ),
+    **_family(
+        "g6e",
+        {
+            "xlarge": (4, 32, 1),
+            "2xlarge": (8, 64, 1),
+            "4xlarge": (16, 128, 1),
+            "8xlarge": (32, 256, 1),
+            "12xlarge": (48, 384, 4),
+            "16xlarge": (64, 512, 1),
+            "24xlarge": (96, 768, 4),
+            "48xlarge": (192, 1536, 8),
+        },
+        GPU,
+    ),
     **_family("p4d", {"24xlarge": (96, 1152, 8)}, GPU),
     **_family("p5", {"48xlarge": (192, 2048, 8)}, GPU),
-    **_family("inf2", {"xlarge": (4, 16, 1), "8xlarge": (32, 128, 1), "24xlarge": (96, 384, 6),
-                       "48xlarge": (192, 768, 12)}, NEURON),
+    **_family(
+        "inf2",
+        {"xlarge": (4, 16, 1), "8xlarge": (32, 128, 1), "24xlarge": (96, 384, 6), "48xlarge": (192, 768, 12)},
+        NEURON,
+    ),
     **_family("trn1", {"2xlarge": (8, 32, 1), "32xlarge": (128, 512, 16)}, NEURON),
     **_family("m5", {"xlarge": (4, 16, 0), "2xlarge": (8, 32, 0), "4xlarge": (16, 64, 0)}, None),
     **_family("m6i", {"xlarge": (4, 16, 0), "2xlarge": (8, 32, 0), "4xlarge": (16, 64, 0)}, None),
     **_family("c5", {"xlarge": (4, 8, 0), "2xlarge": (8, 16, 0), "4xlarge": (16, 32, 0)}, None),
     **_family("c7i", {"xlarge": (4, 8, 0), "2xlarge": (8, 16, 0), "4xlarge": (16, 32, 0)}, None),
-}  # fmt: skip
+}
 
 
-class UnknownInstanceType(ValueError):
+class UnknownInstanceTypeError(ValueError):
     pass
 
 
@@ -63,6 +97,6 @@ def shape_of(instance_type: str) -> InstanceShape:
         return CATALOG[key]
     except KeyError:
         families = sorted({k.split(".")[0] for k in CATALOG})
-        raise UnknownInstanceType(
+        raise UnknownInstanceTypeError(
             f"unknown instance type {instance_type!r}; known families: {', '.join(families)}"
         ) from None

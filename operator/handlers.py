@@ -32,7 +32,11 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
         image_pull_policy=env.get("FMBENCH_IMAGE_PULL_POLICY", OperatorConfig.image_pull_policy),
         service_account_annotations=annotations,  # type: ignore[arg-type]
     )
-    return cfg, float(env.get("FMBENCH_UNSCHEDULABLE_GRACE_SECONDS", "60")), float(env.get("FMBENCH_INTERVAL_SECONDS", "2"))
+    return (
+        cfg,
+        float(env.get("FMBENCH_UNSCHEDULABLE_GRACE_SECONDS", "60")),
+        float(env.get("FMBENCH_INTERVAL_SECONDS", "2")),
+    )
 
 
 _CFG, _GRACE, _INTERVAL = config_from_env()

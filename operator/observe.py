@@ -16,8 +16,14 @@ from fmbench_k8s.operator.reconcile import JobState, Observation, VariantObserva
 
 # Waiting reasons that will not fix themselves (ImagePullBackOff retries forever, but a wrong
 # image name or missing pull secret needs a person).
-FATAL_WAITING = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
-                 "CreateContainerConfigError", "CreateContainerError")  # fmt: skip
+FATAL_WAITING = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+)
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 
 
@@ -25,9 +31,7 @@ def _parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def diagnose_pods(
-    pods: list[dict[str, Any]], now: datetime, unschedulable_grace_s: float
-) -> tuple[str, str] | None:
+def diagnose_pods(pods: list[dict[str, Any]], now: datetime, unschedulable_grace_s: float) -> tuple[str, str] | None:
     """The first reason a model server pod cannot serve, or None.
 
     Unschedulable pods get a grace period: on EKS with Karpenter or the cluster autoscaler a new
@@ -37,7 +41,11 @@ def diagnose_pods(
         status = pod.get("status") or {}
         name = (pod.get("metadata") or {}).get("name", "?")
         for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
                 since = _parse_time(cond.get("lastTransitionTime"))
                 if since is None or (now - since).total_seconds() >= unschedulable_grace_s:
                     message = cond.get("message") or "no node fits"

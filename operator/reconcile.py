@@ -76,9 +76,7 @@ class _Machine:
         self.status: dict[str, Any] = {k: v for k, v in obs.status.items() if k != "conditions"}
         self.conditions: dict[str, dict[str, Any]] = {c["type"]: dict(c) for c in obs.status.get("conditions", [])}
         self.decision = Decision(status=self.status)
-        self.variants: dict[str, dict[str, Any]] = {
-            v["name"]: dict(v) for v in obs.status.get("variants", [])
-        }
+        self.variants: dict[str, dict[str, Any]] = {v["name"]: dict(v) for v in obs.status.get("variants", [])}
         for v in bench.spec.variants:
             self.variants.setdefault(v.name, {"name": v.name, "phase": "Pending", "readyReplicas": 0, "stagesDone": 0})
 
@@ -142,8 +140,9 @@ class _Machine:
         self.status["observedGeneration"] = self.obs.generation
         if self._run_deadline_passed():
             return self.finish()
-        {"Pending": self.pending, "Deploying": self.deploying, "Running": self.running,
-         "Analyzing": self.analyzing}[self.phase]()  # fmt: skip
+        {"Pending": self.pending, "Deploying": self.deploying, "Running": self.running, "Analyzing": self.analyzing}[
+            self.phase
+        ]()
         return self.finish()
 
     def _run_deadline_passed(self) -> bool:
@@ -188,7 +187,10 @@ class _Machine:
         if not_ready:
             limit = parse_duration(self.bench.spec.timeouts.model_ready)
             if self.in_phase_for() > limit:
-                message = f"model servers not Ready within spec.timeouts.modelReady ({self.bench.spec.timeouts.model_ready}): {', '.join(not_ready)}"
+                message = (
+                    f"model servers not Ready within spec.timeouts.modelReady "
+                    f"({self.bench.spec.timeouts.model_ready}): {', '.join(not_ready)}"
+                )
                 self.condition("ModelServersReady", False, "ReadinessTimeout", message)
                 self.fail("ReadinessTimeout", message)
             return
@@ -229,7 +231,9 @@ class _Machine:
         self.analyzing()
 
     def analyzing(self) -> None:
-        self.decision.create.append(builders.analysis_job(self.bench, self.obs.uid, str(self.status["runId"]), self.cfg))
+        self.decision.create.append(
+            builders.analysis_job(self.bench, self.obs.uid, str(self.status["runId"]), self.cfg)
+        )
         job = self.obs.analysis
         if job is None or not (job.succeeded or job.failed):
             return

@@ -59,9 +59,7 @@ class Endpoint(ApiModel):
         default=None, description="Model name sent in requests (OpenAI `model`, Triton model name)."
     )
     model_id: Text | None = Field(default=None, description="Bedrock model id. Required for api bedrock.")
-    endpoint_name: Name | None = Field(
-        default=None, description="SageMaker endpoint name. Required for api sagemaker."
-    )
+    endpoint_name: Name | None = Field(default=None, description="SageMaker endpoint name. Required for api sagemaker.")
     payload: Literal["openai-chat", "tgi", "lmi"] = Field(
         default="tgi", description="Request/response format of a SageMaker endpoint's container."
     )
@@ -222,9 +220,7 @@ class Workload(ApiModel):
 class LatencySlo(ApiModel):
     """L: a latency percentile bound."""
 
-    metric: LatencyMetric = Field(
-        default="e2e", description="e2e, ttft, tpot or itl (definitions in docs/metrics.md)."
-    )
+    metric: LatencyMetric = Field(default="e2e", description="e2e, ttft, tpot or itl (definitions in docs/metrics.md).")
     percentile: float = Field(default=95, gt=0, lt=100, description="Percentile, strictly between 0 and 100.")
     max_seconds: float = Field(gt=0, description="Bound on that percentile, seconds.")
 

@@ -50,7 +50,9 @@ class Recommendation(ApiModel):
     instance_type: Name | None = Field(default=None, description="T: instance type (none for token-priced APIs).")
     instances: int = Field(ge=0, description="N: instances needed for the workload under the SLO.")
     cost_per_hour: float = Field(ge=0, description="USD per hour for N instances.")
-    cost_per_1k_requests: float = Field(alias="costPer1kRequests", ge=0, description="USD per 1,000 requests at the workload's rate.")
+    cost_per_1k_requests: float = Field(
+        alias="costPer1kRequests", ge=0, description="USD per 1,000 requests at the workload's rate."
+    )
     latency_seconds: float | None = Field(default=None, ge=0, description="SLO percentile at the chosen level.")
 
 

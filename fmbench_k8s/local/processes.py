@@ -3,6 +3,7 @@ for by a readiness line, and always stopped (a local run must leave nothing behi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -88,10 +89,8 @@ class ManagedProcess:
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def wait(self, timeout: float | None = None) -> int:
         code = self.proc.wait(timeout)

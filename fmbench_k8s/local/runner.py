@@ -65,7 +65,8 @@ def print_plan(console: Console, bench: Benchmark, plans: list[VariantPlan]) -> 
     )
     for p in plans:
         console.print(
-            f"  {p.name:<20} {p.api:<18} {p.target:<34} {p.levels}: ≤ {p.max_stages} stages, ≤ {p.max_seconds / 60:.1f} min"
+            f"  {p.name:<16} {p.api:<12} {p.target}\n      {p.levels}: ≤ {p.max_stages} stages, "
+            f"≤ {p.max_seconds / 60:.1f} min"
         )
     total = sum(p.max_seconds for p in plans)
     console.print(f"  at most {total / 60:.1f} min of load in all (search usually stops earlier)")
@@ -86,9 +87,14 @@ def _start_simulator(ctx: RunContext, variant: Variant) -> str:
 
 
 def _run_variant(
-    ctx: RunContext, variant: Variant, spec_path: Path, endpoint_url: str | None, metrics_ports: list[int],
+    ctx: RunContext,
+    variant: Variant,
+    *,
+    spec_path: Path,
+    endpoint_url: str | None,
+    metrics_ports: list[int],
     progress: Progress,
-) -> int:  # fmt: skip
+) -> int:
     """One variant's load: a master and its workers; returns the master's exit code."""
     load = ctx.bench.spec.load
     common = ["--spec", str(spec_path), "--variant", variant.name, "--output", ctx.run.uri(), "--run-id", ctx.run_id]
@@ -97,15 +103,39 @@ def _run_variant(
     master_port = free_port()
     master = ctx.start(
         f"loadgen-master-{variant.name}",
-        [_python(), "-m", "fmbench_k8s.loadgen", "master", *common, "--bind-host", "127.0.0.1",
-         "--master-port", str(master_port), "--expect-workers", str(load.workers)],  # fmt: skip
+        [
+            _python(),
+            "-m",
+            "fmbench_k8s.loadgen",
+            "master",
+            *common,
+            "--bind-host",
+            "127.0.0.1",
+            "--master-port",
+            str(master_port),
+            "--expect-workers",
+            str(load.workers),
+        ],
         on_line=progress.feed,
     )
     workers = [
         ctx.start(
             f"loadgen-worker-{variant.name}-{i}",
-            [_python(), "-m", "fmbench_k8s.loadgen", "worker", *common, "--master-host", "127.0.0.1",
-             "--master-port", str(master_port), "--metrics-port", str(metrics_ports[i]), "--worker-id", f"w{i}"],  # fmt: skip
+            [
+                _python(),
+                "-m",
+                "fmbench_k8s.loadgen",
+                "worker",
+                *common,
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(master_port),
+                "--metrics-port",
+                str(metrics_ports[i]),
+                "--worker-id",
+                f"w{i}",
+            ],
         )
         for i in range(load.workers)
     ]
@@ -187,7 +217,14 @@ def run_local(
                     if ctx.interrupted.is_set():
                         ctx.notes.append(f"variant {v.name} not run: interrupted")
                         continue
-                    rc = _run_variant(ctx, v, spec_path, endpoints[v.name], metrics_ports, progress)
+                    rc = _run_variant(
+                        ctx,
+                        v,
+                        spec_path=spec_path,
+                        endpoint_url=endpoints[v.name],
+                        metrics_ports=metrics_ports,
+                        progress=progress,
+                    )
                     if rc not in (0, 130):
                         ctx.notes.append(f"variant {v.name}: load generator exited with code {rc}")
                         code = 1

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from tests.cluster.conftest import TestCluster
+from tests.cluster.crd import install_crd
 from tests.corpus import REPO
 
 RULES = yaml.safe_load((REPO / "charts/fmbench-k8s/files/operator-rbac-rules.yaml").read_text())
-CRD = REPO / "crds" / "fmbench.io_benchmarks.yaml"
 
 
 def _grant_operator(cluster: TestCluster, ns: str) -> str:
@@ -29,18 +29,23 @@ def _grant_operator(cluster: TestCluster, ns: str) -> str:
     token = cluster.service_account_token(ns, "fmbench-operator")
     subject = [{"kind": "ServiceAccount", "name": "fmbench-operator", "namespace": ns}]
     rbac.create_namespaced_role(ns, {"metadata": {"name": "fmbench-operator"}, "rules": RULES["namespaced"]})
-    rbac.create_namespaced_role_binding(ns, {
-        "metadata": {"name": "fmbench-operator"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fmbench-operator"},
-        "subjects": subject,
-    })  # fmt: skip
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "fmbench-operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fmbench-operator"},
+            "subjects": subject,
+        },
+    )
     name = f"fmbench-operator-{ns}"
     rbac.create_cluster_role({"metadata": {"name": name}, "rules": RULES["cluster"]})
-    rbac.create_cluster_role_binding({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": subject,
-    })  # fmt: skip
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": subject,
+        }
+    )
     return token
 
 
@@ -55,15 +60,23 @@ def _kubeconfig(cluster: TestCluster, token: str, path: Path) -> Path:
 
 @pytest.fixture
 def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    cluster.apply_manifest(CRD)
+    install_crd(cluster)
     kubeconfig = _kubeconfig(cluster, _grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
-           "FMBENCH_INTERVAL_SECONDS": "1", "FMBENCH_IMAGE": "example.com/fmbench-k8s:test"}  # fmt: skip
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
+        "FMBENCH_INTERVAL_SECONDS": "1",
+        "FMBENCH_IMAGE": "example.com/fmbench-k8s:test",
+    }
     log = (tmp_path / "operator.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fmbench_k8s.operator", "--namespace", namespace, "--standalone", "--liveness", ""],
-        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     yield proc
     proc.terminate()
     try:
@@ -91,7 +104,9 @@ def _benchmark(name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _get(cluster: TestCluster, ns: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = cluster.custom().get_namespaced_custom_object("fmbench.io", "v1alpha1", ns, "benchmarks", name)
+    obj: dict[str, Any] = cluster.custom().get_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", ns, "benchmarks", name
+    )
     return obj
 
 
@@ -120,7 +135,9 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
         {"name": "inf2", "instanceType": "inf2.8xlarge", "engine": "neuronx-vllm"},
         {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}, "pricePerHour": 1.0},
     ]
-    cluster.custom().create_namespaced_custom_object("fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants))
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants)
+    )
 
     apps = cluster.apps()
     dep = cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", ns)))
@@ -146,8 +163,13 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
 
     cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=120)
     summary = {
-        "recommendation": {"variant": "inf2", "instanceType": "inf2.8xlarge", "instances": 2, "costPerHour": 3.9,
-                           "costPer1kRequests": 0.108},  # fmt: skip
+        "recommendation": {
+            "variant": "inf2",
+            "instanceType": "inf2.8xlarge",
+            "instances": 2,
+            "costPerHour": 3.9,
+            "costPer1kRequests": 0.108,
+        },
         "variants": [{"name": "inf2", "maxConcurrencyMeetingSlo": 2, "stages": 2}],
         "reportUri": f"s3://results/fmbench/{ns}/{name}/r/report.html",
     }
@@ -160,7 +182,9 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     assert status["report"]["uri"].endswith("report.html")
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     # cleanup: Always removes the model servers once the run is over
-    cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", ns)) is None or None)
+    cluster.wait_for(
+        lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", ns)) is None or None
+    )
 
 
 def test_too_many_gpus_fails_with_the_scheduler_reason(
@@ -181,7 +205,9 @@ def test_deleting_the_benchmark_garbage_collects_its_children(
 ) -> None:
     variants = [{"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"}]
     custom = cluster.custom()
-    custom.create_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("gc", variants))
+    custom.create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("gc", variants)
+    )
     apps = cluster.apps()
     cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment("gc-g5-server", namespace)))
     custom.delete_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", "gc")

@@ -10,7 +10,7 @@ import yaml
 from fmbench_k8s.api import Benchmark, parse_benchmark
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.builders import OperatorConfig
-from fmbench_k8s.operator.catalog import UnknownInstanceType, shape_of
+from fmbench_k8s.operator.catalog import UnknownInstanceTypeError, shape_of
 from tests.corpus import REPO
 
 CFG = OperatorConfig(image="example.com/fmbench-k8s:test")
@@ -147,5 +147,5 @@ def test_catalog() -> None:
     assert shape_of("p5.48xlarge").accelerators == 8
     assert shape_of("ml.g5.12xlarge").accelerators == 4
     assert shape_of("trn1.32xlarge").resource == "aws.amazon.com/neuron"
-    with pytest.raises(UnknownInstanceType, match="known families"):
+    with pytest.raises(UnknownInstanceTypeError, match="known families"):
         shape_of("x9.huge")

@@ -22,8 +22,9 @@ def _bench(cleanup: str = "Always") -> Benchmark:
     doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
     doc["metadata"]["namespace"] = "ns"
     doc["spec"]["cleanup"] = cleanup
-    doc["spec"]["variants"] = doc["spec"]["variants"][:1] + [
-        {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://x:8000/v1"}, "pricePerHour": 1.0}
+    doc["spec"]["variants"] = [
+        doc["spec"]["variants"][0],
+        {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://x:8000/v1"}, "pricePerHour": 1.0},
     ]
     return parse_benchmark(doc)
 
@@ -44,8 +45,14 @@ def _cond(d: Decision, ctype: str) -> dict[str, Any]:
 
 
 SUMMARY = {
-    "recommendation": {"variant": "g5-vllm", "instanceType": "g5.2xlarge", "instances": 3, "costPerHour": 3.63,
-                       "costPer1kRequests": 0.1, "latencySeconds": 1.8},  # fmt: skip
+    "recommendation": {
+        "variant": "g5-vllm",
+        "instanceType": "g5.2xlarge",
+        "instances": 3,
+        "costPerHour": 3.63,
+        "costPer1kRequests": 0.1,
+        "latencySeconds": 1.8,
+    },
     "variants": [{"name": "g5-vllm", "maxConcurrencyMeetingSlo": 16, "stages": 5}],
     "reportUri": "s3://my-results/fmbench/ns/llama31-8b-vllm-gpu/r/report.html",
 }
@@ -55,12 +62,21 @@ def _through_to(bench: Benchmark, phase: str) -> Decision:
     d = _step(bench, {})
     if phase == "Deploying":
         return d
-    d = _step(bench, d.status, 5, variants={"g5-vllm": VariantObservation(ready_replicas=1,
-                                                                          node_instance_types=("g5.2xlarge",))})  # fmt: skip
+    d = _step(
+        bench,
+        d.status,
+        5,
+        variants={"g5-vllm": VariantObservation(ready_replicas=1, node_instance_types=("g5.2xlarge",))},
+    )
     if phase == "Running":
         return d
     done = JobState(succeeded=True)
-    d = _step(bench, d.status, 10, variants={"g5-vllm": VariantObservation(1, master=done), "ext": VariantObservation(master=done)})  # fmt: skip
+    d = _step(
+        bench,
+        d.status,
+        10,
+        variants={"g5-vllm": VariantObservation(1, master=done), "ext": VariantObservation(master=done)},
+    )
     assert phase == "Analyzing"
     return d
 
@@ -126,7 +142,12 @@ def test_readiness_timeout() -> None:
 def test_load_failure_and_analysis_failure() -> None:
     bench = _bench()
     d = _through_to(bench, "Running")
-    failed = _step(bench, d.status, 9, variants={"g5-vllm": VariantObservation(1, master=JobState(failed=True, message="BackoffLimitExceeded"))})  # fmt: skip
+    failed = _step(
+        bench,
+        d.status,
+        9,
+        variants={"g5-vllm": VariantObservation(1, master=JobState(failed=True, message="BackoffLimitExceeded"))},
+    )
     assert failed.status["phase"] == "Failed" and "load generator failed" in failed.status["message"]
 
     d = _through_to(bench, "Analyzing")
@@ -139,7 +160,9 @@ def test_load_failure_and_analysis_failure() -> None:
 def test_crash_of_the_model_server_during_load_fails_the_variant() -> None:
     bench = _bench()
     d = _through_to(bench, "Running")
-    d = _step(bench, d.status, 9, variants={"g5-vllm": VariantObservation(0, problem=("CrashLoopBackOff", "back-off 40s"))})  # fmt: skip
+    d = _step(
+        bench, d.status, 9, variants={"g5-vllm": VariantObservation(0, problem=("CrashLoopBackOff", "back-off 40s"))}
+    )
     assert d.status["phase"] == "Failed" and "CrashLoopBackOff" in d.status["message"]
 
 
