@@ -18,8 +18,9 @@ only (no kubectl), so it works on any machine that can build the binaries.
 from __future__ import annotations
 
 import copy
-import hashlib
 import datetime as _dt
+import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,25 +32,24 @@ import yaml
 from kubernetes import client as k8s  # type: ignore[import-untyped, unused-ignore]
 from kubernetes import config as k8s_config  # type: ignore[import-untyped, unused-ignore]
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped, unused-ignore]
-from kubernetes.dynamic import DynamicClient  # type: ignore[import-untyped, unused-ignore]
-from kubernetes.dynamic.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    ResourceNotFoundError,
-)
 
 __all__ = [
     "KWOK_ANNOTATION",
     "NODES_YAML",
     "ApiException",
+    "ApiResource",
     "Cluster",
     "NodeGroup",
-    "WaitTimeout",
+    "WaitTimeoutError",
     "apply_manifest",
     "complete_pod",
     "create_nodes",
+    "discover",
     "dry_run_create",
     "load_manifests",
     "load_node_groups",
     "node_manifests",
+    "raw_request",
     "wait_for",
 ]
 
@@ -63,7 +63,7 @@ JSON = dict[str, Any]
 T = TypeVar("T")
 
 
-class WaitTimeout(AssertionError):
+class WaitTimeoutError(AssertionError):
     """A polled condition did not hold before its deadline."""
 
 
@@ -76,7 +76,7 @@ def wait_for(
 ) -> T:
     """Call ``predicate`` until it returns a truthy value, and return that value.
 
-    Raises :class:`WaitTimeout` (an ``AssertionError``) after ``timeout`` seconds,
+    Raises :class:`WaitTimeoutError` (an ``AssertionError``) after ``timeout`` seconds,
     quoting the last value seen so failures explain themselves.
     """
     deadline = time.monotonic() + timeout
@@ -86,8 +86,80 @@ def wait_for(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {description}; last value: {last!r}")
+            raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {description}; last value: {last!r}")
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- raw REST
+
+
+def raw_request(
+    api_client: Any,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    content_type: str = "application/json",
+) -> JSON:
+    """One REST call with a plain-dict body and a plain-dict result.
+
+    The generated client validates bodies against its pydantic models, which
+    reject partial objects (e.g. a Node without nodeInfo) and cannot send
+    apply patches; this bypasses the models but keeps the client's TLS and
+    auth. Non-2xx answers raise :class:`ApiException`.
+    """
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    payload = body
+    if payload is not None and not content_type.endswith("json") and not isinstance(payload, (str, bytes)):
+        payload = json.dumps(payload)  # JSON is YAML: fine for application/apply-patch+yaml
+    if hasattr(api_client, "param_serialize"):  # generated client >= v35 (pydantic models)
+        m, url, hdrs, _, _ = api_client.param_serialize(
+            method.upper(), path, query_params=list(query), header_params=headers, auth_settings=["BearerToken"]
+        )
+        resp = api_client.call_api(m, url, header_params=hdrs, body=payload)
+        data = resp.read()
+    else:  # classic client: serializes dicts itself (apply patches too), raises ApiException itself
+        resp = api_client.call_api(
+            path, method.upper(), query_params=list(query), header_params=headers, body=body,
+            auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+        )
+        data = resp.data
+    if not 200 <= resp.status <= 299:
+        raise ApiException(http_resp=resp)
+    result: JSON = json.loads(data) if data else {}
+    return result
+
+
+@dataclass(frozen=True)
+class ApiResource:
+    """Where a kind lives in the REST API."""
+
+    group_version: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        prefix = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
+        ns = f"/namespaces/{namespace}" if self.namespaced and namespace else ""
+        tail = f"/{name}" if name else ""
+        sub = f"/{subresource}" if subresource else ""
+        return f"{prefix}{ns}/{self.plural}{tail}{sub}"
+
+
+def discover(api_client: Any, api_version: str, kind: str) -> ApiResource:
+    """Look ``kind`` up in the discovery document of ``api_version``."""
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    try:
+        doc = raw_request(api_client, "GET", prefix)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise LookupError(f"API group/version {api_version} is not served") from exc
+        raise
+    for res in doc.get("resources", []):
+        if res.get("kind") == kind and "/" not in res.get("name", ""):
+            return ApiResource(api_version, str(res["name"]), bool(res.get("namespaced")))
+    raise LookupError(f"{api_version} serves no kind {kind}")
 
 
 # --------------------------------------------------------------------------- nodes
@@ -207,32 +279,40 @@ def create_nodes(
     """Create (or replace) the kwok nodes of ``groups`` (default: nodes.yaml).
 
     Returns the node names. With ``wait_ready`` it waits until kwok has
-    marked every node Ready, so the scheduler can use them.
+    marked every node Ready and the node lifecycle controller has removed the
+    ``node.kubernetes.io/not-ready`` taint, so the scheduler can use them.
     """
-    core = k8s.CoreV1Api(api_client)
+    core: Any = k8s.CoreV1Api(api_client)
     manifests = node_manifests(load_node_groups() if groups is None else groups)
     for body in manifests:
         try:
-            core.create_node(body)
+            raw_request(api_client, "POST", "/api/v1/nodes", body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            core.delete_node(body["metadata"]["name"])
+            node_name = str(body["metadata"]["name"])
+            core.delete_node(node_name)
             wait_for(
-                lambda n=body["metadata"]["name"]: _absent(lambda: core.read_node(n)),
+                functools.partial(_absent, functools.partial(core.read_node, node_name)),
                 timeout=timeout,
-                description=f"old node {body['metadata']['name']} to go away",
+                description=f"old node {node_name} to go away",
             )
-            core.create_node(body)
+            raw_request(api_client, "POST", "/api/v1/nodes", body)
     names = [str(m["metadata"]["name"]) for m in manifests]
     if wait_ready:
         wanted = set(names)
 
         def all_ready() -> bool:
-            ready = {n.metadata.name for n in core.list_node().items if _condition(n.status.conditions, "Ready")}
+            ready = {
+                n.metadata.name
+                for n in core.list_node().items
+                if _condition(n.status.conditions, "Ready")
+                # the node lifecycle controller lifts the not-ready taint a moment later
+                and not any(t.key.startswith("node.kubernetes.io/") for t in n.spec.taints or ())
+            }
             return wanted <= ready
 
-        wait_for(all_ready, timeout=timeout, description=f"{len(names)} kwok nodes to become Ready")
+        wait_for(all_ready, timeout=timeout, description=f"{len(names)} kwok nodes to become Ready and untainted")
     return names
 
 
@@ -271,12 +351,11 @@ def complete_pod(
     message a Job's pod writes to /dev/termination-log). Returns the updated
     pod as a dict.
     """
-    core = k8s.CoreV1Api(api_client)
     code = exit_code if exit_code is not None else (0 if succeeded else 1)
     why = reason or ("Completed" if succeeded else "Error")
     for attempt in range(retries):
-        resp = core.read_namespaced_pod(name, namespace, _preload_content=False)
-        pod: JSON = json.loads(resp.data)
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        pod = raw_request(api_client, "GET", path)
         now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         status: JSON = pod.setdefault("status", {})
         old = {cs["name"]: cs for cs in status.get("containerStatuses") or []}
@@ -306,13 +385,11 @@ def complete_pod(
             conditions.append({"type": ctype, "status": "False", "reason": "PodCompleted", "lastTransitionTime": now})
         status["conditions"] = conditions
         try:
-            result = core.replace_namespaced_pod_status(name, namespace, pod, _preload_content=False)
+            return raw_request(api_client, "PUT", f"{path}/status", pod)
         except ApiException as exc:
             if exc.status == 409 and attempt + 1 < retries:
                 continue
             raise
-        updated: JSON = json.loads(result.data)
-        return updated
     raise RuntimeError("unreachable")
 
 
@@ -346,17 +423,17 @@ def load_manifests(source: Path | str | Mapping[str, Any] | Sequence[Mapping[str
     return out
 
 
-def _dynamic(api_client: Any) -> Any:
-    return DynamicClient(api_client)
+def _crd_established(ext: Any, name: str) -> bool:
+    return _condition(ext.read_custom_resource_definition(name).status.conditions, "Established")
 
 
-def _resource(dyn: Any, api_version: str, kind: str) -> Any:
-    try:
-        return dyn.resources.get(api_version=api_version, kind=kind)
-    except ResourceNotFoundError:
-        # A CRD applied moments ago is not in the cached discovery yet.
-        dyn.resources.invalidate_cache()
-        return dyn.resources.get(api_version=api_version, kind=kind)
+def _locate(api_client: Any, obj: JSON, namespace: str | None) -> tuple[ApiResource, str | None]:
+    res = discover(api_client, obj["apiVersion"], obj["kind"])
+    ns = None
+    if res.namespaced:
+        ns = obj.get("metadata", {}).get("namespace") or namespace or "default"
+        obj.setdefault("metadata", {})["namespace"] = ns
+    return res, ns
 
 
 def apply_manifest(
@@ -373,28 +450,26 @@ def apply_manifest(
     CustomResourceDefinitions are waited on until Established, so their kinds
     can be used right after. Returns the applied objects as dicts.
     """
-    dyn = _dynamic(api_client)
     applied: list[JSON] = []
     for obj in load_manifests(source):
-        res = _resource(dyn, obj["apiVersion"], obj["kind"])
-        ns = None
-        if res.namespaced:
-            ns = obj.get("metadata", {}).get("namespace") or namespace or "default"
-            obj.setdefault("metadata", {})["namespace"] = ns
-        result = res.server_side_apply(
-            body=obj, name=obj["metadata"]["name"], namespace=ns, field_manager=field_manager, force_conflicts=True
+        res, ns = _locate(api_client, obj, namespace)
+        result = raw_request(
+            api_client,
+            "PATCH",
+            res.path(ns, obj["metadata"]["name"]),
+            obj,
+            query=[("fieldManager", field_manager), ("force", "true")],
+            content_type="application/apply-patch+yaml",
         )
-        applied.append(result.to_dict())
+        applied.append(result)
         if obj["kind"] == "CustomResourceDefinition" and wait_established:
             crd_name = obj["metadata"]["name"]
-            ext = k8s.ApiextensionsV1Api(api_client)
+            ext: Any = k8s.ApiextensionsV1Api(api_client)
             wait_for(
-                lambda: _condition(ext.read_custom_resource_definition(crd_name).status.conditions, "Established"),
+                functools.partial(_crd_established, ext, crd_name),
                 timeout=wait_established,
                 description=f"CRD {crd_name} to be Established",
             )
-    if any(o["kind"] == "CustomResourceDefinition" for o in applied):
-        dyn.resources.invalidate_cache()
     return applied
 
 
@@ -406,16 +481,9 @@ def dry_run_create(api_client: Any, namespace: str | None, body: Mapping[str, An
     :class:`ApiException` (status 422 for invalid objects, ``exc.body`` holds
     the server's explanation) otherwise.
     """
-    dyn = _dynamic(api_client)
     obj = copy.deepcopy(dict(body))
-    res = _resource(dyn, obj["apiVersion"], obj["kind"])
-    ns = None
-    if res.namespaced:
-        ns = obj.get("metadata", {}).get("namespace") or namespace or "default"
-        obj.setdefault("metadata", {})["namespace"] = ns
-    result = res.create(body=obj, namespace=ns, dry_run="All")
-    created: JSON = result.to_dict()
-    return created
+    res, ns = _locate(api_client, obj, namespace)
+    return raw_request(api_client, "POST", res.path(ns), obj, query=[("dryRun", "All"), ("fieldValidation", "Strict")])
 
 
 # --------------------------------------------------------------------------- handle
@@ -436,7 +504,8 @@ class Cluster:
 
     def configuration(self, token: str | None = None) -> Any:
         cfg = k8s.Configuration()
-        k8s_config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg, persist_config=False)
+        load: Any = k8s_config.load_kube_config
+        load(config_file=str(self.kubeconfig), client_configuration=cfg, persist_config=False)
         if token is not None:
             cfg.api_key = {"BearerToken": f"Bearer {token}"}
             cfg.refresh_api_key_hook = None
@@ -451,6 +520,22 @@ class Cluster:
         if self._admin is None:
             self._admin = self.api_client()
         return self._admin
+
+    # Typed as Any so tests can pass plain dict bodies.
+    def core(self, api_client: Any = None) -> Any:
+        return k8s.CoreV1Api(api_client or self.admin)
+
+    def apps(self, api_client: Any = None) -> Any:
+        return k8s.AppsV1Api(api_client or self.admin)
+
+    def batch(self, api_client: Any = None) -> Any:
+        return k8s.BatchV1Api(api_client or self.admin)
+
+    def rbac(self, api_client: Any = None) -> Any:
+        return k8s.RbacAuthorizationV1Api(api_client or self.admin)
+
+    def custom(self, api_client: Any = None) -> Any:
+        return k8s.CustomObjectsApi(api_client or self.admin)
 
     @property
     def server(self) -> str:
@@ -472,8 +557,9 @@ class Cluster:
 
     def create_namespace(self, name: str) -> str:
         """Create a namespace and wait for its default ServiceAccount."""
-        core = k8s.CoreV1Api(self.admin)
-        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        core: Any = k8s.CoreV1Api(self.admin)
+        raw_request(self.admin, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                               "metadata": {"name": name}})
         wait_for(
             lambda: not _absent(lambda: core.read_namespaced_service_account("default", name)),
             timeout=30,
@@ -483,21 +569,21 @@ class Cluster:
 
     def service_account_token(self, namespace: str, name: str, *, expiration_seconds: int = 3600) -> str:
         """Create ServiceAccount ``name`` if needed and return a bound token for it."""
-        core = k8s.CoreV1Api(self.admin)
+        sa_path = f"/api/v1/namespaces/{namespace}/serviceaccounts"
         try:
-            core.create_namespaced_service_account(
-                namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
-            )
+            raw_request(self.admin, "POST", sa_path, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                      "metadata": {"name": name}})
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        req = core.create_namespaced_service_account_token(
-            name,
-            namespace,
+        req = raw_request(
+            self.admin,
+            "POST",
+            f"{sa_path}/{name}/token",
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
              "spec": {"expirationSeconds": expiration_seconds}},
         )
-        return str(req.status.token)
+        return str(req["status"]["token"])
 
     def wait_for(self, predicate: Callable[[], T | None], **kwargs: Any) -> T:
         return wait_for(predicate, **kwargs)

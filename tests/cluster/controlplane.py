@@ -144,13 +144,13 @@ def generate_pki(directory: Path) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
     srv_key = ec.generate_private_key(ec.SECP256R1())
-    first_service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+    first_service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())  # 10.96.0.1
     sans: list[x509.GeneralName] = [
         x509.DNSName(n)
         for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                   "kubernetes.default.svc.cluster.local")
     ]
-    sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(first_service_ip)]
+    sans += [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.IPAddress(first_service_ip)]
     srv_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
@@ -394,6 +394,8 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
+            # 127.0.0.1 is not a valid Endpoints address; nothing in-cluster dials the apiserver.
+            "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
         ])
@@ -461,7 +463,7 @@ class ControlPlane:
         with log.open("ab") as out:
             out.write(f"$ {binary} {' '.join(args)}\n".encode())
             out.flush()
-            popen = subprocess.Popen(  # noqa: S603 - our own binaries
+            popen = subprocess.Popen(
                 [binary, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -498,7 +500,7 @@ class ControlPlane:
             if token:
                 req.add_header("Authorization", f"Bearer {token}")
             try:
-                with urllib.request.urlopen(req, timeout=2, context=context) as resp:  # noqa: S310
+                with urllib.request.urlopen(req, timeout=2, context=context) as resp:
                     body = resp.read().decode(errors="replace")
                 if ok(body):
                     return
@@ -510,19 +512,24 @@ class ControlPlane:
                 raise ControlPlaneError(f"timed out waiting for {what or name} ({url}): {last}{log}")
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Kill every component's process group (TERM, then KILL); idempotent."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Kill every component's process group; idempotent.
+
+        Components stop one by one in reverse start order (kwok ... etcd), each
+        with SIGTERM and, after ``timeout`` seconds, SIGKILL: stopping etcd
+        before kube-apiserver would leave the apiserver's shutdown hanging.
+        """
         comps = list(reversed(self.components)) or list(reversed(self._read_state() or []))
         for c in comps:
             if c.alive():
                 c.signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for c in comps:
-            while c.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
+                deadline = time.monotonic() + timeout
+                while c.alive() and time.monotonic() < deadline:
+                    time.sleep(0.05)
             if c.alive():
                 c.signal(signal.SIGKILL)
-                while c.alive() and time.monotonic() < deadline + 5:
+                deadline = time.monotonic() + 5
+                while c.alive() and time.monotonic() < deadline:
                     time.sleep(0.05)
             if c.popen is not None:
                 # Our own child: its pid (= process group id) cannot be reused
@@ -607,7 +614,7 @@ def running_control_plane(
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from clusterkit import Cluster, create_nodes, load_node_groups
+    from tests.cluster.clusterkit import Cluster, create_nodes, load_node_groups
 
     state_dir = Path(args.state_dir)
     if (state_dir / STATE_FILE).exists():
@@ -676,7 +683,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="state/log directory (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir", default=str(DEFAULT_STATE_DIR), help="state/log directory (default: %(default)s)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build if needed, start detached, create nodes")
     up.add_argument("--kubeconfig", help="where to write the admin kubeconfig (default: <state-dir>/kubeconfig)")
@@ -694,4 +703,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if str(REPO) not in sys.path:  # run as a script: make `tests.cluster` importable
+        sys.path.insert(0, str(REPO))
     sys.exit(main())
