@@ -22,7 +22,14 @@ All times are in seconds; the parameters are the fields of :class:`SimParams`.
    where ``running`` is the number of requests holding a slot at the moment
    that token's wait starts (i.e. when token ``k - 1`` was emitted).  Tokens
    are scheduled on absolute deadlines (deadline_k = deadline_{k-1} + ITL), so
-   event-loop latency does not accumulate across a stream.
+   timer granularity does not accumulate across a stream, and the engine
+   learns the event loop's mean wake-up lag and sleeps that much less, so
+   emitted times are unbiased (about +-1 ms per event).  A token that is
+   late by up to 10 ms (e.g. a busy loop working through many due tokens) is
+   made up on the following ones; if the simulator is stalled for longer (an
+   overloaded host), the rest of the schedule is shifted by the stall rather
+   than caught up with a burst of tokens, as a real server would be.  Neither
+   happens while the simulator keeps up with its load.
 4. Length.  Exactly ``max_tokens`` tokens are produced (``max_new_tokens`` for
    TGI); the default is 16 when the request does not say.  ``finish_reason``
    is always ``"length"``.  The slot is released after the last token.
@@ -39,6 +46,17 @@ all messages is joined with spaces, so the count is the sum over messages.
 The load generator builds its synthetic prompts out of plain words for exactly
 this reason: the prompt length it asks for is the length the simulator sees.
 Every generated token is the text ``" tok"``, one SSE event per token.
+
+HTTP API
+--------
+``POST /v1/chat/completions`` and ``/v1/completions`` (OpenAI; ``stream``,
+``stream_options.include_usage``; ``max_completion_tokens`` or ``max_tokens``;
+a ``model`` other than the served one gets 404 as from vLLM),
+``POST /generate_stream`` and ``/generate`` (TGI), ``POST
+/v2/models/{model}/generate_stream`` and ``/generate`` (Triton generate
+extension; ``max_tokens`` top-level or under ``parameters``), ``GET
+/v1/models``, ``GET /health`` and ``GET /metrics`` (vLLM metric names).
+Invalid bodies get 400 with an OpenAI-style ``{"error": {...}}`` body.
 
 Fault injection
 ---------------

@@ -59,9 +59,8 @@ def params_from_args(args: argparse.Namespace) -> SimParams:
 
 
 def _profiles_table() -> str:
-    cols = ("instance_type", "$/h", "max_num_seqs", "prefill_base_s", "prefill_s_per_token",
-            "decode_base_s", "batch_slowdown")  # fmt: skip
-    lines = ["  ".join(cols) + "   (ILLUSTRATIVE, not measured)"]
+    head = f"{'instance_type':<14} {'$/h':>6} {'seqs':>4} {'pf_base':>7} {'pf/token':>9} {'decode':>7} {'slow':>5}"
+    lines = ["ILLUSTRATIVE profiles (not measurements); times in seconds", head]
     for p in PROFILES.values():
         s = p.params
         lines.append(

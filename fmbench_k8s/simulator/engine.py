@@ -17,6 +17,16 @@ from fmbench_k8s.simulator.params import SimParams
 
 Emit = Callable[[int], Awaitable[None]]
 
+# Lateness up to this (timer granularity, the loop working through a batch of
+# due tokens on a busy server) is made up by the absolute deadlines; a longer
+# stall re-anchors the schedule instead (see generate()).
+MAX_CATCH_UP_S = 0.010
+
+
+# Gain of the wake-up lag estimator and the largest lag it may correct.
+_LAG_GAIN = 0.05
+_MAX_LAG_S = 0.002
+
 
 @dataclass(slots=True)
 class RequestTiming:
@@ -63,6 +73,7 @@ class Engine:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._jitter_rng = random.Random(params.seed)
         self._faults = FaultInjector(params.error_rate, params.seed)
+        self._wake_lag = 0.0
 
     @property
     def running(self) -> int:
@@ -76,6 +87,15 @@ class Engine:
 
     def next_request_fails(self) -> bool:
         return self._faults.next_fails()
+
+    def _learn_lag(self, late: float) -> None:
+        # Event loops wake up late (stdlib: ms-rounded epoll timeouts) or early
+        # (uvloop: ms-floored clock, rounded delays) by a roughly constant
+        # amount.  Deadlines already keep that out of the gaps, but not out of
+        # TTFT; this integral controller shortens sleeps by the learned lag so
+        # that the mean lateness of a wake-up converges to zero.
+        lag = self._wake_lag + _LAG_GAIN * late
+        self._wake_lag = min(max(lag, -_MAX_LAG_S), _MAX_LAG_S)
 
     def _jitter(self, seconds: float) -> float:
         sigma = self.params.jitter_sigma
@@ -128,9 +148,17 @@ class Engine:
             last = output_tokens - 1
             for i in range(output_tokens):
                 delay = deadline - clock()
-                # sleep(0) still yields, so a stream that is behind schedule
-                # cannot starve the others.
-                await asyncio.sleep(delay if delay > 0.0 else 0.0)
+                # sleep(0) still yields, so a stream behind schedule cannot
+                # starve the others.
+                await asyncio.sleep(delay - self._wake_lag if delay > 0.0 else 0.0)
+                late = clock() - deadline
+                if late > MAX_CATCH_UP_S:
+                    # The host stalled us (CPU contention, GC, overload): shift
+                    # the rest of the schedule instead of bursting tokens out
+                    # back-to-back, which no real server does.
+                    deadline += late
+                elif delay > 0.0:
+                    self._learn_lag(late)
                 if i < last:
                     # This instant is when the next token's wait starts.
                     deadline += self._jitter(params.itl_s(self._running))

@@ -216,7 +216,9 @@ def create_app(params: SimParams, model: str) -> web.Application:
 async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving ``app``; returns the runner (for cleanup) and the bound port."""
     # No access log: formatting a log line per request costs more than a stream.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # Handler cancellation: like vLLM aborting a request whose client left, a
+    # disconnect frees the queue position or slot at once, not at the next write.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
     await site.start()
