@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.spec import Variant
 
 
@@ -47,6 +48,18 @@ def engine_info(engine: str) -> EngineInfo:
         return ENGINES[engine]
     except KeyError:
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}") from None
+
+
+def simulator_profile_problems(bench: Benchmark) -> list[str]:
+    """``engine: simulator`` variants whose instanceType has no simulator profile."""
+    from fmbench_k8s.simulator.profiles import PROFILES
+
+    return [
+        f"spec.variants[{i}].instanceType: no simulator profile for {v.instance_type!r}; "
+        f"simulated types: {', '.join(sorted(PROFILES))}"
+        for i, v in enumerate(bench.spec.variants)
+        if v.engine == "simulator" and v.instance_type not in PROFILES
+    ]
 
 
 def variant_api(variant: Variant) -> str:

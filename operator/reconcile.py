@@ -16,6 +16,7 @@ from typing import Any
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.status import TERMINAL_PHASES
 from fmbench_k8s.durations import parse_duration
+from fmbench_k8s.engines import simulator_profile_problems
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.builders import OperatorConfig
 
@@ -153,8 +154,11 @@ class _Machine:
         return False
 
     def pending(self) -> None:
+        problems = simulator_profile_problems(self.bench)
         if self.bench.spec.report.s3 is None:
-            self.fail("InvalidSpec", "spec.report.s3: required on a cluster (records and the report go to S3)")
+            problems.append("spec.report.s3: required on a cluster (records and the report go to S3)")
+        if problems:
+            self.fail("InvalidSpec", "; ".join(problems))
             return
         self.status["runId"] = run_id_for(self.obs.created, self.obs.uid)
         self.status["startTime"] = _iso(self.obs.now)

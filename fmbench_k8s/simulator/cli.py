@@ -59,12 +59,12 @@ def params_from_args(args: argparse.Namespace) -> SimParams:
 
 
 def _profiles_table() -> str:
-    head = f"{'instance_type':<14} {'$/h':>6} {'seqs':>4} {'pf_base':>7} {'pf/token':>9} {'decode':>7} {'slow':>5}"
+    head = f"{'instance_type':<14} {'seqs':>4} {'pf_base':>7} {'pf/token':>9} {'decode':>7} {'slow':>5}"
     lines = ["ILLUSTRATIVE profiles (not measurements); times in seconds", head]
     for p in PROFILES.values():
         s = p.params
         lines.append(
-            f"{p.instance_type:<14} {p.usd_per_hour:>6.2f} {s.max_num_seqs:>4} {s.prefill_base_s:>7.3f} "
+            f"{p.instance_type:<14} {s.max_num_seqs:>4} {s.prefill_base_s:>7.3f} "
             f"{s.prefill_s_per_token:>9.5f} {s.decode_base_s:>7.3f} {s.batch_slowdown:>5.2f}  {p.accelerator}"
         )
     return "\n".join(lines)

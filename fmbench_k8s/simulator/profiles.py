@@ -26,7 +26,6 @@ DEFAULT_INSTANCE_TYPE = "m5.xlarge"
 class InstanceProfile:
     instance_type: str
     accelerator: str
-    usd_per_hour: float
     params: SimParams
     description: str
     illustrative: bool = True
@@ -35,7 +34,6 @@ class InstanceProfile:
 def _p(
     instance_type: str,
     accelerator: str,
-    usd_per_hour: float,
     description: str,
     *,
     max_num_seqs: int,
@@ -52,47 +50,47 @@ def _p(
         batch_slowdown=batch_slowdown,
     )
     text = f"Illustrative (not measured): 8B model on {accelerator}. {description}"
-    return InstanceProfile(instance_type, accelerator, usd_per_hour, params, text)
+    return InstanceProfile(instance_type, accelerator, params, text)
 
 
 _ALL = (
-    _p("g5.2xlarge", "1x NVIDIA A10G 24GB", 1.21,
+    _p("g5.2xlarge", "1x NVIDIA A10G 24GB",
        "Cheap; bf16 weights leave little KV cache, so few slots.",
        max_num_seqs=16, prefill_base_s=0.030, prefill_s_per_token=0.00020,
        decode_base_s=0.030, batch_slowdown=0.6),
-    _p("g5.12xlarge", "4x NVIDIA A10G 24GB (TP=4)", 5.67,
+    _p("g5.12xlarge", "4x NVIDIA A10G 24GB (TP=4)",
        "Four A10Gs: faster decode and many more slots, at ~4.7x the price.",
        max_num_seqs=64, prefill_base_s=0.025, prefill_s_per_token=0.00007,
        decode_base_s=0.014, batch_slowdown=0.6),
-    _p("g6.2xlarge", "1x NVIDIA L4 24GB", 0.98,
+    _p("g6.2xlarge", "1x NVIDIA L4 24GB",
        "Cheapest GPU; low memory bandwidth makes decode the slowest of the GPUs.",
        max_num_seqs=16, prefill_base_s=0.035, prefill_s_per_token=0.00025,
        decode_base_s=0.045, batch_slowdown=0.6),
-    _p("g6e.2xlarge", "1x NVIDIA L40S 48GB", 2.24,
+    _p("g6e.2xlarge", "1x NVIDIA L40S 48GB",
        "Faster and roomier than g5/g6 but pricier.",
        max_num_seqs=48, prefill_base_s=0.020, prefill_s_per_token=0.00010,
        decode_base_s=0.020, batch_slowdown=0.5),
-    _p("p4d.24xlarge", "8x NVIDIA A100 40GB (TP=8)", 21.96,
+    _p("p4d.24xlarge", "8x NVIDIA A100 40GB (TP=8)",
        "Very high capacity; an 8B model underuses it, so cost per token is high.",
        max_num_seqs=256, prefill_base_s=0.015, prefill_s_per_token=0.00002,
        decode_base_s=0.008, batch_slowdown=0.8),
-    _p("p5.48xlarge", "8x NVIDIA H100 80GB (TP=8)", 55.04,
+    _p("p5.48xlarge", "8x NVIDIA H100 80GB (TP=8)",
        "Lowest latency and most capacity; the most expensive.",
        max_num_seqs=256, prefill_base_s=0.010, prefill_s_per_token=0.00001,
        decode_base_s=0.005, batch_slowdown=0.6),
-    _p("inf2.8xlarge", "1x AWS Inferentia2 (2 NeuronCores, TP=2)", 1.97,
+    _p("inf2.8xlarge", "1x AWS Inferentia2 (2 NeuronCores, TP=2)",
        "Static batching: few slots, little slowdown as the batch fills.",
        max_num_seqs=8, prefill_base_s=0.060, prefill_s_per_token=0.00030,
        decode_base_s=0.030, batch_slowdown=0.2),
-    _p("inf2.48xlarge", "12x AWS Inferentia2 (TP=24)", 12.98,
+    _p("inf2.48xlarge", "12x AWS Inferentia2 (TP=24)",
        "Large Inferentia2: moderate slots, fast decode, statically batched.",
        max_num_seqs=32, prefill_base_s=0.040, prefill_s_per_token=0.00005,
        decode_base_s=0.012, batch_slowdown=0.3),
-    _p("trn1.32xlarge", "16x AWS Trainium (TP=32)", 21.50,
+    _p("trn1.32xlarge", "16x AWS Trainium (TP=32)",
        "Training-class part serving inference: capable but expensive for 8B.",
        max_num_seqs=64, prefill_base_s=0.040, prefill_s_per_token=0.00004,
        decode_base_s=0.010, batch_slowdown=0.3),
-    _p("m5.xlarge", "4 vCPU, no accelerator", 0.19,
+    _p("m5.xlarge", "4 vCPU, no accelerator",
        "CPU default: slow prefill and decode, two slots; a smoke-test target.",
        max_num_seqs=2, prefill_base_s=0.100, prefill_s_per_token=0.0020,
        decode_base_s=0.100, batch_slowdown=1.0),

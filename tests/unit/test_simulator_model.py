@@ -112,10 +112,10 @@ def test_profiles_are_illustrative_and_distinct() -> None:
     for prof in PROFILES.values():
         assert prof.illustrative
         assert "llustrative" in prof.description
-    # g6e is faster than g5/g6 but pricier: the trade-off the profiles exist to show.
+    # g6e is faster and roomier than g5/g6 (and pricier, per the analysis price table): the
+    # trade-off the profiles exist to show.
     g5, g6, g6e = (get_profile(t) for t in ("g5.2xlarge", "g6.2xlarge", "g6e.2xlarge"))
     for cheap in (g5, g6):
-        assert g6e.usd_per_hour > cheap.usd_per_hour
         assert g6e.params.decode_base_s < cheap.params.decode_base_s
         assert g6e.params.max_num_seqs > cheap.params.max_num_seqs
 
