@@ -1,0 +1,399 @@
+"""Per variant × stage metrics from the per-request records (definitions: docs/metrics.md).
+
+Counting covers every scheduled request of a stage (nothing is dropped); rates and latency
+distributions cover the stage's steady window only: requests whose ``t_scheduled`` lies in
+``[steady_start, steady_end)``. Latencies are over ok requests of that window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fmbench_k8s.analysis.stats import FloatArray, QuantileCi, Summary, percentile, quantile_ci, summarize
+from fmbench_k8s.api.spec import Slo
+from fmbench_k8s.records import OUTCOME_ERROR, OUTCOME_INCOMPLETE, OUTCOME_OK, OUTCOMES, StageInfo
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
+
+Verdict = Literal["meets", "errors", "latency", "insufficient-samples", "no-requests"]
+LATENCY_METRICS: Final = ("ttft", "tpot", "itl", "e2e", "ntpot", "e2eFromScheduled")
+
+
+class AccountingError(ValueError):
+    """Records that do not add up: a request counted twice, or with no valid outcome."""
+
+
+@dataclass(frozen=True)
+class StageMetrics:
+    variant: str
+    stage: int
+    target: float | None
+    target_kind: Literal["concurrency", "rate"]
+    window_start: float
+    window_end: float
+    # every request scheduled in the stage (warm-up and drain included)
+    requests: int
+    ok: int
+    errors: int
+    incomplete: int
+    errors_by_reason: dict[str, int]
+    # the steady window
+    steady_requests: int
+    steady_ok: int
+    steady_errors: int
+    steady_incomplete: int
+    error_rate: float
+    throughput_rpm: float
+    output_tokens_per_s: float
+    input_tokens_per_s: float
+    mean_prompt_tokens: float
+    mean_output_tokens: float
+    goodput_rps: float
+    slo_attainment: float
+    latency: dict[str, Summary]  # keys: LATENCY_METRICS
+    slo_value: float
+    slo_ci: QuantileCi
+    verdict: Verdict
+    meets_slo: bool
+    failures: tuple[str, ...]  # one sentence per unmet condition
+    client_bound: bool
+    client_bound_share: float
+    notes: tuple[str, ...] = field(default=())
+    # per-request TTFT and TPOT of the window's ok requests, for histograms; not part of the report
+    samples: Mapping[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def window_s(self) -> float:
+        return self.window_end - self.window_start
+
+
+def _floats(frame: pd.DataFrame, column: str) -> FloatArray:
+    return frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _bools(frame: pd.DataFrame, column: str) -> BoolArray:
+    return frame[column].to_numpy(dtype=np.bool_, na_value=False)
+
+
+def check_accounting(frame: pd.DataFrame) -> None:
+    """Every row is exactly one of ok/error/incomplete, agrees with its ``ok`` flag, and appears
+    once per (variant, stage, request_id); otherwise scheduled != ok + error + incomplete."""
+    outcome = frame["outcome"]
+    bad = ~outcome.isin(OUTCOMES)
+    if bad.any():
+        shown = outcome[bad].astype("object").fillna("<null>").value_counts().to_dict()
+        first = frame.loc[bad].iloc[0]
+        raise AccountingError(
+            f"{int(bad.sum())} record(s) have no valid outcome (ok, error or incomplete): {shown}; "
+            f"first: variant {first['variant']} stage {first['stage']} request {first['request_id']}"
+        )
+    flag = frame["ok"]
+    known = flag.notna().to_numpy()
+    flag_ok = flag.to_numpy(dtype=np.bool_, na_value=False)
+    is_ok = (outcome == OUTCOME_OK).to_numpy()
+    contradict = known & (flag_ok != is_ok)
+    if contradict.any():
+        raise AccountingError(
+            f"{int(contradict.sum())} record(s) have ok={flag_ok[contradict][0]} but outcome "
+            f"{outcome.to_numpy()[contradict][0]!r}; the load generator wrote inconsistent rows"
+        )
+    # Arrow's hash aggregation is ~10x faster than pandas' duplicated(); pandas finds the example.
+    keys = pa.table({c: pa.array(frame[c]) for c in ("variant", "stage", "request_id")})
+    distinct = keys.group_by(["variant", "stage"]).aggregate([("request_id", "count_distinct", pc.CountOptions("all"))])
+    if sum(distinct.column("request_id_count_distinct").to_pylist()) < len(frame):
+        dup = frame.duplicated(["variant", "stage", "request_id"])
+        first = frame.loc[dup].iloc[0]
+        raise AccountingError(
+            f"{int(dup.sum())} duplicate record(s) (same variant, stage and request_id), e.g. variant "
+            f"{first['variant']} stage {first['stage']} request {first['request_id']}: a shard was "
+            "probably written twice; scheduled would not equal ok + error + incomplete"
+        )
+
+
+# Above this many runs of consecutive rows, one vectorised index beats a Python loop over slices.
+_MAX_RUNS = 4096
+
+
+@dataclass(frozen=True)
+class _ListChunk:
+    offsets: npt.NDArray[np.int64]  # len + 1, into values
+    values: npt.NDArray[np.floating]
+    valid: BoolArray
+
+
+def _gather(chunk: _ListChunk, rows: IntArray) -> npt.NDArray[np.floating]:
+    """The list elements of ``rows`` (sorted, chunk-local), concatenated, without Python per row."""
+    rows = rows[chunk.valid[rows]]
+    if rows.size == 0:
+        return np.empty(0, dtype=chunk.values.dtype)
+    # Requests of one stage sit mostly in long runs of consecutive rows: copy whole runs.
+    breaks = np.nonzero(np.diff(rows) != 1)[0]
+    if breaks.size < _MAX_RUNS:
+        firsts = np.concatenate(([rows[0]], rows[breaks + 1]))
+        lasts = np.concatenate((rows[breaks], [rows[-1]]))
+        starts, ends = chunk.offsets[firsts], chunk.offsets[lasts + 1]
+        return np.concatenate([chunk.values[s:e] for s, e in zip(starts, ends, strict=True)])
+    starts, lengths = chunk.offsets[rows], chunk.offsets[rows + 1] - chunk.offsets[rows]
+    first_out = np.cumsum(lengths) - lengths
+    index = np.repeat(starts - first_out, lengths) + np.arange(int(lengths.sum()))
+    return chunk.values[index]
+
+
+class _ItlSource:
+    """Flattens the per-request ``itl_s`` lists of chosen rows into one per-chunk array.
+
+    Works on the Arrow buffers (offsets + float32 values) directly: no per-request Python objects,
+    no copy of the lists that are not selected.
+    """
+
+    def __init__(self, column: pd.Series) -> None:
+        self._chunks: list[_ListChunk] = []
+        if isinstance(column.dtype, pd.ArrowDtype):
+            arrays = column.array.__arrow_array__().chunks  # the backing ChunkedArray, no copy
+        else:  # lists or arrays as Python objects (hand-made frames in tests)
+            arrays = [pa.array(column.to_numpy(dtype=np.object_), type=pa.list_(pa.float64()), from_pandas=True)]
+        for arr in arrays:
+            self._chunks.append(
+                _ListChunk(
+                    offsets=arr.offsets.to_numpy().astype(np.int64),
+                    values=arr.values.to_numpy(zero_copy_only=False),
+                    valid=arr.is_valid().to_numpy(zero_copy_only=False),
+                )
+            )
+        self._bounds = np.cumsum([0] + [len(c.valid) for c in self._chunks])
+
+    def values(self, rows: IntArray) -> npt.NDArray[np.floating]:
+        rows = np.sort(rows)
+        chunk_of = np.searchsorted(self._bounds, rows, side="right") - 1
+        parts = [
+            _gather(chunk, rows[chunk_of == i] - self._bounds[i])
+            for i, chunk in enumerate(self._chunks)
+            if (chunk_of == i).any()
+        ]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Numpy views of the frame, made once (per-stage work only indexes them)."""
+
+    t_scheduled: FloatArray
+    t_end: FloatArray
+    ttft: FloatArray
+    e2e: FloatArray
+    prompt: FloatArray
+    output: FloatArray
+    itl_max: FloatArray
+    is_ok: BoolArray
+    is_error: BoolArray
+    is_incomplete: BoolArray
+    client_bound: BoolArray
+    error: npt.NDArray[np.object_]
+    itl: _ItlSource
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Columns:
+        outcome = frame["outcome"]
+        t_sent = _floats(frame, "t_sent")
+        ttft = _floats(frame, "ttft_s")
+        e2e = _floats(frame, "e2e_s")
+        # Durations come from the recorded columns; where a writer left them empty, the
+        # timestamps they are defined by (docs/metrics.md) fill in.
+        ttft = np.where(np.isnan(ttft), _floats(frame, "t_first_token") - t_sent, ttft)
+        e2e = np.where(np.isnan(e2e), _floats(frame, "t_last_token") - t_sent, e2e)
+        return cls(
+            t_scheduled=_floats(frame, "t_scheduled"),
+            t_end=_floats(frame, "t_end"),
+            ttft=ttft,
+            e2e=e2e,
+            prompt=_floats(frame, "prompt_tokens"),
+            output=_floats(frame, "output_tokens"),
+            itl_max=_floats(frame, "itl_max_s"),
+            is_ok=(outcome == OUTCOME_OK).to_numpy(),
+            is_error=(outcome == OUTCOME_ERROR).to_numpy(),
+            is_incomplete=(outcome == OUTCOME_INCOMPLETE).to_numpy(),
+            client_bound=_bools(frame, "client_bound"),
+            error=frame["error"].to_numpy(dtype=np.object_),
+            itl=_ItlSource(frame["itl_s"]),
+        )
+
+
+def tpot(e2e: FloatArray, ttft: FloatArray, output_tokens: FloatArray) -> FloatArray:
+    """(E2E − TTFT) / (output_tokens − 1); NaN where output_tokens ≤ 1 (no decode gap exists)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(output_tokens > 1, (e2e - ttft) / (output_tokens - 1), np.nan)
+
+
+def ntpot(e2e: FloatArray, output_tokens: FloatArray) -> FloatArray:
+    """E2E / output_tokens (GuideLLM's "TPOT"); NaN where no token came back."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(output_tokens >= 1, e2e / output_tokens, np.nan)
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.3g} s" if math.isfinite(seconds) else "n/a"
+
+
+def infer_stage(variant: str, stage: int, rows: IntArray, cols: _Columns, frame: pd.DataFrame) -> StageInfo:
+    """A StageInfo for records whose stages/<variant>.json entry is missing (a cut-short run):
+    the window is the span of requests flagged ``in_steady_window`` (else of all requests)."""
+    sched = cols.t_scheduled[rows]
+    steady = frame["in_steady_window"].to_numpy(dtype=np.bool_, na_value=False)[rows]
+    window = sched[steady] if steady.any() else sched
+    first = frame.iloc[int(rows[0])]
+    tc, tr = first["target_concurrency"], first["target_rate"]
+    return StageInfo(
+        variant=variant,
+        stage=stage,
+        target_concurrency=None if pd.isna(tc) else float(tc),
+        target_rate=None if pd.isna(tr) else float(tr),
+        start=float(np.nanmin(sched)),
+        steady_start=float(np.nanmin(window)),
+        # the last request's own slot is inside the window, so the window ends just after it
+        steady_end=float(np.nanmax(window)) + 1e-6,
+        end=float(np.nanmax(cols.t_end[rows])) if np.isfinite(cols.t_end[rows]).any() else float(np.nanmax(sched)),
+        workers=max(1, int(frame["worker"].iloc[rows].nunique())),
+        note="stage info missing; steady window inferred from the records",
+    )
+
+
+def _per_request_slo_value(metric: str, rows: IntArray, cols: _Columns) -> FloatArray:
+    if metric == "ttft":
+        return cols.ttft[rows]
+    if metric == "tpot":
+        return tpot(cols.e2e[rows], cols.ttft[rows], cols.output[rows])
+    if metric == "itl":
+        return cols.itl_max[rows]  # a request meets an ITL bound when its largest gap does
+    return cols.e2e[rows]
+
+
+def _stage(info: StageInfo, rows: IntArray, cols: _Columns, slo: Slo) -> StageMetrics:
+    is_ok, is_err, is_inc = cols.is_ok[rows], cols.is_error[rows], cols.is_incomplete[rows]
+    n_ok, n_err, n_inc = int(is_ok.sum()), int(is_err.sum()), int(is_inc.sum())
+    if n_ok + n_err + n_inc != rows.size:  # check_accounting makes this impossible; keep the guard
+        raise AccountingError(
+            f"variant {info.variant} stage {info.stage}: scheduled {rows.size} != ok {n_ok} + error {n_err} "
+            f"+ incomplete {n_inc}"
+        )
+    reasons = cols.error[rows][is_err]
+    by_reason = pd.Series(np.where(pd.isna(reasons), "unknown", reasons)).value_counts()
+    errors_by_reason = {str(k): int(v) for k, v in by_reason.items()}
+
+    sched = cols.t_scheduled[rows]
+    in_window = (sched >= info.steady_start) & (sched < info.steady_end)
+    win = rows[in_window]
+    win_ok = win[cols.is_ok[win]]
+    steady_n = int(win.size)
+    steady_ok = int(win_ok.size)
+    steady_err = int(cols.is_error[win].sum())
+    steady_inc = int(cols.is_incomplete[win].sum())
+    window_s = info.steady_seconds
+    per_s = 1.0 / window_s if window_s > 0 else math.nan
+
+    ttft, e2e, out = cols.ttft[win_ok], cols.e2e[win_ok], cols.output[win_ok]
+    tpots = tpot(e2e, ttft, out)
+    itl = cols.itl.values(win_ok)
+    latency = {
+        "ttft": summarize(ttft),
+        "tpot": summarize(tpots),
+        "itl": summarize(itl),
+        "e2e": summarize(e2e),
+        "ntpot": summarize(ntpot(e2e, out)),
+        "e2eFromScheduled": summarize(cols.t_end[win_ok] - cols.t_scheduled[win_ok]),
+    }
+
+    metric, q, bound = slo.latency.metric, slo.latency.percentile, slo.latency.max_seconds
+    per_request = _per_request_slo_value(metric, win_ok, cols)
+    samples = itl if metric == "itl" else per_request
+    slo_value = percentile(samples, q)
+    ci = quantile_ci(samples, q)
+    # A request with no value for the metric (TPOT of a 1-token answer, no ITL gap) has nothing
+    # that could violate the bound.
+    meeting = int(np.sum(~(per_request > bound)))
+    error_rate = (steady_err + steady_inc) / steady_n if steady_n else math.nan
+
+    failures: list[tuple[Verdict, str]] = []
+    if steady_n == 0:
+        failures.append(("no-requests", "no request was scheduled in the steady window"))
+    else:
+        if error_rate > slo.max_error_rate:
+            failures.append(("errors", f"error rate {error_rate:.1%} > {slo.max_error_rate:.1%}"))
+        if math.isfinite(slo_value) and slo_value > bound:
+            failures.append(("latency", f"p{q:g} {metric} {_fmt_s(slo_value)} > {_fmt_s(bound)}"))
+        if not ci.available:
+            failures.append((
+                "insufficient-samples",
+                f"insufficient samples: p{q:g} {metric} needs ≥ {ci.min_samples} samples in the steady window "
+                f"for a {ci.confidence:.0%} confidence interval, got {ci.n}",
+            ))  # fmt: skip
+    verdict: Verdict = failures[0][0] if failures else "meets"
+
+    client_share = float(cols.client_bound[win].mean()) if steady_n else 0.0
+    notes = (info.note,) if info.note else ()
+    return StageMetrics(
+        variant=info.variant,
+        stage=info.stage,
+        target=info.target_concurrency if info.target_concurrency is not None else info.target_rate,
+        target_kind="concurrency" if info.target_concurrency is not None or info.target_rate is None else "rate",
+        window_start=info.steady_start,
+        window_end=info.steady_end,
+        requests=int(rows.size),
+        ok=n_ok,
+        errors=n_err,
+        incomplete=n_inc,
+        errors_by_reason=errors_by_reason,
+        steady_requests=steady_n,
+        steady_ok=steady_ok,
+        steady_errors=steady_err,
+        steady_incomplete=steady_inc,
+        error_rate=error_rate,
+        throughput_rpm=steady_n * per_s * 60,
+        output_tokens_per_s=float(np.nansum(out)) * per_s,
+        input_tokens_per_s=float(np.nansum(cols.prompt[win_ok])) * per_s,
+        mean_prompt_tokens=float(np.nanmean(cols.prompt[win_ok])) if steady_ok else math.nan,
+        mean_output_tokens=float(np.nanmean(out)) if steady_ok else math.nan,
+        goodput_rps=meeting * per_s,
+        slo_attainment=meeting / steady_n if steady_n else math.nan,
+        latency=latency,
+        slo_value=slo_value,
+        slo_ci=ci,
+        verdict=verdict,
+        meets_slo=not failures,
+        failures=tuple(msg for _, msg in failures),
+        client_bound=info.client_bound or client_share > 0,
+        client_bound_share=client_share,
+        notes=notes,
+        samples={"ttft": ttft, "tpot": tpots},
+    )
+
+
+def stage_metrics(frame: pd.DataFrame, stages: Sequence[StageInfo], slo: Slo) -> list[StageMetrics]:
+    """Metrics of every (variant, stage) in ``stages`` or in the records, sorted by both.
+
+    Raises AccountingError when the records do not add up.
+    """
+    check_accounting(frame)
+    cols = _Columns.of(frame)
+    groups: dict[tuple[str, int], IntArray] = {
+        (str(k[0]), int(k[1])): np.asarray(v, dtype=np.intp)
+        for k, v in cast(
+            "dict[tuple[Any, Any], Any]", frame.groupby(["variant", "stage"], sort=False, observed=True).indices
+        ).items()
+    }
+    infos = {(s.variant, s.stage): s for s in stages}
+    out = []
+    for key in sorted(set(groups) | set(infos)):
+        rows = groups.get(key, np.empty(0, dtype=np.intp))
+        info = infos.get(key) or infer_stage(key[0], key[1], rows, cols, frame)
+        out.append(_stage(info, rows, cols, slo))
+    return out

@@ -1,0 +1,199 @@
+"""Server-side metrics from Prometheus over each stage's steady window.
+
+Best effort by design: a missing series is reported as absent and an unreachable Prometheus as
+"server metrics not collected: <reason>"; neither ever fails the analysis, because the per-request
+records alone answer the sizing question.
+
+Series are selected per variant with label matchers (``DEFAULT_SELECTORS``); the operator's
+PodMonitor must attach ``benchmark`` and ``variant`` labels to the model server's series, and the
+load workers label their histograms ``benchmark``, ``variant``, ``stage`` (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from fmbench_k8s.records import StageInfo
+
+Family = Literal["vllm", "dcgm", "neuron", "client"]
+
+# Label matchers per metric family; {benchmark}, {variant}, {stage} are filled in (escaped).
+DEFAULT_SELECTORS: Final[Mapping[Family, str]] = {
+    "vllm": 'benchmark="{benchmark}",variant="{variant}"',
+    # DCGM and neuron-monitor exporters label series with the pod using the device.
+    "dcgm": 'pod=~"{benchmark}-{variant}-.*"',
+    "neuron": 'pod=~"{benchmark}-{variant}-.*"',
+    "client": 'benchmark="{benchmark}",variant="{variant}",stage="{stage}"',
+}
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A gauge summarised over the window as avg and max."""
+
+    key: str
+    family: Family
+    names: tuple[str, ...]  # alternatives, first present wins (vLLM renamed its KV-cache gauge)
+    total: bool  # True: sum across series first (request counts); False: every series' samples
+
+
+@dataclass(frozen=True)
+class Quantile:
+    """histogram_quantile of a client histogram's increase over the window."""
+
+    key: str
+    histogram: str
+    q: float
+
+
+GAUGES: Final = (
+    Gauge("vllm:num_requests_running", "vllm", ("vllm:num_requests_running",), total=True),
+    Gauge("vllm:num_requests_waiting", "vllm", ("vllm:num_requests_waiting",), total=True),
+    Gauge("vllm:gpu_cache_usage_perc", "vllm", ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"), total=False),
+    Gauge("DCGM_FI_DEV_GPU_UTIL", "dcgm", ("DCGM_FI_DEV_GPU_UTIL",), total=False),
+    Gauge("neuroncore_utilization_ratio", "neuron", ("neuroncore_utilization_ratio",), total=False),
+)
+QUANTILES: Final = (Quantile("fmbench_request_e2e_seconds:p95", "fmbench_request_e2e_seconds", 0.95),)
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be asked (connection, HTTP or API error)."""
+
+
+class PrometheusClient:
+    """The two endpoints of the HTTP API we need, synchronous and dependency-free."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        full = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(full, timeout=self.timeout_s) as resp:  # the URL comes from the spec
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as err:  # 400/422 carry the API's own error message
+            try:
+                detail = json.loads(err.read()).get("error", err.reason)
+            except (ValueError, OSError):
+                detail = err.reason
+            raise PrometheusError(f"HTTP {err.code} from {self.url}: {detail}") from None
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise PrometheusError(f"cannot reach {self.url}: {reason}") from None
+        if body.get("status") != "success":
+            raise PrometheusError(f"{self.url}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, promql: str, at: float) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})["result"]
+        return result
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        result: list[dict[str, Any]] = self._get("/api/v1/query_range", params)["result"]
+        return result
+
+    def check(self) -> None:
+        self.query("1", 0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def selector(family: Family, selectors: Mapping[Family, str], *, benchmark: str, info: StageInfo) -> str:
+    template = selectors.get(family, DEFAULT_SELECTORS[family])
+    return "{" + template.format(benchmark=_escape(benchmark), variant=_escape(info.variant), stage=info.stage) + "}"
+
+
+def _spellings(names: Sequence[str]) -> list[str]:
+    """Each name, then its underscore-escaped form: prometheus_client >= 0.22 answers an
+    OpenMetrics scrape (what Prometheus 2.x asks for) with ``vllm_num_requests_running`` for
+    ``vllm:num_requests_running`` (``escaping=underscores``)."""
+    out = list(names)
+    out += [n.replace(":", "_") for n in names if ":" in n]
+    return out
+
+
+def _numbers(series: Sequence[Mapping[str, Any]]) -> list[float]:
+    out = []
+    for s in series:
+        for _, raw in s.get("values", [s["value"]] if "value" in s else []):
+            v = float(raw)
+            if math.isfinite(v):
+                out.append(v)
+    return out
+
+
+def _stage_metrics(
+    client: PrometheusClient, info: StageInfo, benchmark: str, selectors: Mapping[Family, str]
+) -> dict[str, Any]:
+    start, end = info.steady_start, info.steady_end
+    window = max(1, math.ceil(end - start))
+    step = max(1.0, (end - start) / 200)  # at most ~200 points per series
+    # Evaluation points are start + k·step; align them on the window's end so the last one is the
+    # end itself (else up to one step of the window's tail goes unseen).
+    first = end - math.floor((end - start) / step) * step
+    metrics: dict[str, dict[str, float]] = {}
+    absent: list[str] = []
+    for gauge in GAUGES:
+        sel = selector(gauge.family, selectors, benchmark=benchmark, info=info)
+        values: list[float] = []
+        for name in _spellings(gauge.names):
+            promql = f"sum({name}{sel})" if gauge.total else f"{name}{sel}"
+            values = _numbers(client.query_range(promql, first, end, step))
+            if values:
+                break
+        if values:
+            metrics[gauge.key] = {"avg": sum(values) / len(values), "max": max(values)}
+        else:
+            absent.append(gauge.key)
+    for qt in QUANTILES:
+        sel = selector("client", selectors, benchmark=benchmark, info=info)
+        bucket = f"{qt.histogram}_bucket{sel}"
+        promql = f"histogram_quantile({qt.q:g}, sum by (le) (increase({bucket}[{window}s])))"
+        values = _numbers(client.query(promql, end))
+        if values:
+            metrics[qt.key] = {"value": values[0]}
+        else:
+            absent.append(qt.key)
+    return {
+        "variant": info.variant,
+        "stage": info.stage,
+        "windowStart": start,
+        "windowEnd": end,
+        "metrics": metrics,
+        "absent": absent,
+    }
+
+
+def not_collected(reason: str, url: str | None = None) -> dict[str, Any]:
+    return {"collected": False, "url": url, "reason": f"server metrics not collected: {reason}", "stages": []}
+
+
+def collect_server_metrics(
+    url: str | None,
+    stages: Sequence[StageInfo],
+    *,
+    benchmark: str,
+    selectors: Mapping[Family, str] = DEFAULT_SELECTORS,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """The report's ``serverMetrics`` section; never raises for Prometheus trouble."""
+    if not url:
+        return not_collected("no Prometheus URL given (spec.prometheus.url or --prometheus)")
+    client = PrometheusClient(url, timeout_s)
+    try:
+        client.check()
+        per_stage = [_stage_metrics(client, info, benchmark, selectors) for info in stages]
+    except PrometheusError as err:
+        return not_collected(str(err), url)
+    return {"collected": True, "url": url, "reason": None, "stages": per_stage}

@@ -1,0 +1,286 @@
+"""report.json → report.html (self-contained), report.md and CSVs.
+
+Everything is rendered from the JSON document alone, so an old report.json can be re-rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from fmbench_k8s.analysis.plots import PLOTS
+
+Doc = Mapping[str, Any]
+LATENCY = ("ttft", "tpot", "itl", "e2e", "ntpot", "e2eFromScheduled")
+PCTS = ("p50", "p90", "p95", "p99", "mean", "std")
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return str(value)
+
+
+def usd(value: Any) -> str:
+    return "—" if value is None else f"${value:,.4g}"
+
+
+def pct(value: Any) -> str:
+    return "—" if value is None else f"{value:.2%}"
+
+
+def headline(doc: Doc) -> str:
+    rec = doc["recommendation"]
+    if rec is None:
+        return "No variant meets the SLO with a known price; see each variant's reason."
+    slo = doc["slo"]
+    what = f"{rec['instances']} × {rec['instanceType']}" if rec["instanceType"] else "the endpoint"
+    latency = rec["latencySeconds"]
+    at = f", p{slo['percentile']:g} {slo['metric']} {latency:.3g} s" if latency is not None else ""
+    return (
+        f"Deploy {what} (variant {rec['variant']}): {usd(rec['costPerHour'])}/hour, "
+        f"{usd(rec['costPer1kRequests'])} per 1k requests{at}."
+    )
+
+
+def _variant_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    head = [
+        "variant", "instance type", "price/h", "price source", "meets SLO", "c*", "X* req/min",
+        "N", "$/hour", "$/1k req", "$/1M out tok", "reason",
+    ]  # fmt: skip
+    rows = []
+    for v in doc["variants"]:
+        price = v["price"]
+        if price["model"] == "per-token":
+            shown = f"${price['inputPer1kTokens']:.4g}/${price['outputPer1kTokens']:.4g} per 1k in/out"
+        else:
+            shown = usd(v["pricePerHour"])
+        source = price["source"] or "—"
+        if price.get("derived"):
+            source += " (derived)"
+        rows.append([
+            v["name"], v["instanceType"] or v["endpointApi"] or "—", shown, source, fmt(v["meetsSlo"]),
+            fmt(v["maxConcurrencyMeetingSlo"]), fmt(v["throughputRpmAtSlo"]), fmt(v["instancesNeeded"]),
+            usd(v["costPerHour"]), usd(v["costPer1kRequests"]), usd(v["costPer1mOutputTokens"]), v["reason"] or "",
+        ])  # fmt: skip
+    return head, rows
+
+
+def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
+    slo = doc["slo"]
+    q = f"p{slo['percentile']:g} {slo['metric']}"
+    head = [
+        "stage", "target", "requests", "ok", "errors", "incomplete", "error rate", "req/min", "out tok/s",
+        "TTFT p50/p95", "TPOT p50/p95", "ITL p95", "E2E p50/p95/p99", f"{q} [95% CI]", "verdict",
+    ]  # fmt: skip
+    rows = []
+    for s in v["stages"]:
+        ci = s["sloPercentileCi"]
+        ci_text = (
+            f"[{fmt(ci['low'])}, {fmt(ci['high'])}]" if ci["low"] is not None else f"(n={ci['n']} < {ci['minSamples']})"
+        )
+        verdict = s["sloVerdict"] + (" (client-bound)" if s["clientBound"] else "")
+        rows.append([
+            fmt(s["stage"]), fmt(s["target"]), fmt(s["requests"]), fmt(s["ok"]), fmt(s["errors"]),
+            fmt(s["incomplete"]), pct(s["errorRate"]), fmt(s["throughputRpm"]), fmt(s["outputTokensPerS"]),
+            f"{fmt(s['ttft']['p50'])} / {fmt(s['ttft']['p95'])}", f"{fmt(s['tpot']['p50'])} / {fmt(s['tpot']['p95'])}",
+            fmt(s["itl"]["p95"]), f"{fmt(s['e2e']['p50'])} / {fmt(s['e2e']['p95'])} / {fmt(s['e2e']['p99'])}",
+            f"{fmt(s['sloPercentile'])} {ci_text}", verdict,
+        ])  # fmt: skip
+    return head, rows
+
+
+def _view_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    view = doc["fmbenchView"]
+    head = ["variant"] + [f"R={r:g}" for r in view["requestsPerMinute"]]
+    rows = [
+        [row["variant"]]
+        + [
+            f"{n} / {usd(c)}" if n is not None else "—"
+            for n, c in zip(row["instances"], row["costPerHour"], strict=True)
+        ]
+        for row in view["rows"]
+    ]
+    return head, rows
+
+
+def _server_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    sm = doc["serverMetrics"]
+    names = sorted({k for st in sm["stages"] for k in st["metrics"]} | {k for st in sm["stages"] for k in st["absent"]})
+    head = ["variant", "stage", *names]
+    rows = []
+    for st in sm["stages"]:
+        cells = []
+        for name in names:
+            m = st["metrics"].get(name)
+            if m is None:
+                cells.append("absent")
+            elif "value" in m:
+                cells.append(fmt(m["value"]))
+            else:
+                cells.append(f"{fmt(m['avg'], 3)} / {fmt(m['max'], 3)}")
+        rows.append([st["variant"], fmt(st["stage"]), *cells])
+    return head, rows
+
+
+# ---- HTML -----------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+.answer{background:#eef8ee;border:1px solid #7c7;padding:.8em 1em;font-size:1.1em;border-radius:6px}
+.none{background:#fbeeee;border-color:#c77}.partial{background:#fff4d6;border:1px solid #e0b000;padding:.5em 1em}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}.muted{color:#777;font-size:.85em}
+"""
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
+    """One file: CSS inline, every plot an inline base64 PNG."""
+    e = html.escape
+    w, slo = doc["workload"], doc["slo"]
+
+    def img(name: str) -> str:
+        if name not in plots:
+            return ""
+        data = base64.b64encode(plots[name]).decode()
+        return f'<h3>{e(PLOTS.get(name, name))}</h3><img alt="{e(name)}" src="data:image/png;base64,{data}">'
+
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>fmbench-k8s report: {e(doc['benchmark'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(doc['benchmark'])} <span class='muted'>run {e(doc['runId'])}, {e(doc['generatedAt'])}</span></h1>",
+    ]
+    if doc["partial"]:
+        parts.append("<p class='partial'>Partial report: the run did not finish; some stages may be missing.</p>")
+    css = "answer" + ("" if doc["recommendation"] else " none")
+    parts.append(f"<p class='{css}'>{e(headline(doc))}</p>")
+    parts.append(
+        f"<p>Workload: R = {w['requestsPerMinute']:g} requests/min, prompts ≈ {w['promptTokens']['mean']} tokens, "
+        f"outputs ≈ {w['outputTokens']['mean']} tokens. SLO: p{slo['percentile']:g} {e(slo['metric'])} ≤ "
+        f"{slo['maxSeconds']:g} s, error rate ≤ {slo['maxErrorRate']:.2%}. Headroom {doc['analysis']['headroom']:g}, "
+        f"{e(doc['analysis']['capacityType'])} prices in {e(doc['analysis']['region'])}.</p>"
+    )
+    parts += ["<h2>Variants</h2>", _html_table(*_variant_rows(doc)), img("business_summary.png")]
+    parts.append("<h2>Stages</h2>")
+    for v in doc["variants"]:
+        parts += [f"<h3>{e(v['name'])}</h3>", _html_table(*_stage_rows(doc, v))]
+        parts += [f"<p class='muted'>{e(n)}</p>" for n in v["notes"]]
+    parts.append("<h2>Load, latency and throughput</h2>")
+    parts += [img(n) for n in ("latency_vs_load.png", "throughput_vs_load.png", "ttft_distribution.png",
+                               "tpot_distribution.png")]  # fmt: skip
+    parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
+    parts += [img("cost_vs_rate.png"), img("heatmap.png")]
+    sm = doc["serverMetrics"]
+    parts.append("<h2>Server metrics (Prometheus)</h2>")
+    parts.append(_html_table(*_server_rows(doc)) if sm["collected"] else f"<p>{e(sm['reason'] or '')}</p>")
+    if doc["notes"]:
+        parts += ["<h2>Notes</h2><ul>", *(f"<li>{e(n)}</li>" for n in doc["notes"]), "</ul>"]
+    parts.append(
+        "<p class='muted'>Definitions: docs/metrics.md (TTFT, TPOT, ITL, NTPOT, throughput, percentiles and their "
+        "confidence intervals) and docs/cost-model.md (prices, N, cost formulas).</p></body></html>"
+    )
+    return "\n".join(p for p in parts if p)
+
+
+# ---- Markdown -------------------------------------------------------------------------------
+
+
+def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def cell(c: str) -> str:
+        return c.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
+    w, slo = doc["workload"], doc["slo"]
+    out = [f"# {doc['benchmark']} (run {doc['runId']})", ""]
+    if doc["partial"]:
+        out += ["> **Partial report**: the run did not finish; some stages may be missing.", ""]
+    out += [
+        f"**{headline(doc)}**", "",
+        f"Workload: R = {w['requestsPerMinute']:g} requests/min, P ≈ {w['promptTokens']['mean']}, "
+        f"G ≈ {w['outputTokens']['mean']} tokens. "
+        f"SLO: p{slo['percentile']:g} {slo['metric']} ≤ {slo['maxSeconds']:g} s, "
+        f"error rate ≤ {slo['maxErrorRate']:.2%}.", "",
+        "## Variants", "", _md_table(*_variant_rows(doc)), "",
+    ]  # fmt: skip
+    for name in plot_names:
+        if name == "business_summary.png":
+            out += [f"![{PLOTS[name]}](plots/{name})", ""]
+    out += ["## Stages", ""]
+    for v in doc["variants"]:
+        out += [f"### {v['name']}", "", _md_table(*_stage_rows(doc, v)), ""]
+        out += [f"- {n}" for n in v["notes"]]
+    out += ["## Instances and cost vs request rate", "", _md_table(*_view_rows(doc)), ""]
+    out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
+    sm = doc["serverMetrics"]
+    out += ["", "## Server metrics", "", _md_table(*_server_rows(doc)) if sm["collected"] else sm["reason"] or ""]
+    if doc["notes"]:
+        out += ["", "## Notes", "", *(f"- {n}" for n in doc["notes"])]
+    return "\n".join(out) + "\n"
+
+
+# ---- CSV ------------------------------------------------------------------------------------
+
+
+def _csv(fields: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fields})
+    return buf.getvalue()
+
+
+def stages_csv(doc: Doc) -> str:
+    """One row per variant × stage; latency columns are <metric>_<stat> in seconds."""
+    scalar = [
+        "stage", "target", "targetKind", "windowStart", "windowEnd", "windowSeconds", "requests", "ok", "errors",
+        "incomplete", "errorRate", "throughputRpm", "outputTokensPerS", "inputTokensPerS", "meanPromptTokens",
+        "meanOutputTokens", "goodputRps", "sloAttainment", "sloPercentile", "meetsSlo", "sloVerdict", "clientBound",
+    ]  # fmt: skip
+    latency = [f"{m}_{p}" for m in LATENCY for p in PCTS]
+    fields = ["variant", *scalar, "sloCiLow", "sloCiHigh", *latency, "errorsByReason"]
+    rows = []
+    for v in doc["variants"]:
+        for s in v["stages"]:
+            row: dict[str, Any] = {"variant": v["name"], **{k: s[k] for k in scalar}}
+            row.update({f"{m}_{p}": s[m][p] for m in LATENCY for p in PCTS})
+            row["sloCiLow"], row["sloCiHigh"] = s["sloPercentileCi"]["low"], s["sloPercentileCi"]["high"]
+            row["errorsByReason"] = ";".join(f"{k}={n}" for k, n in sorted(s["errorsByReason"].items()))
+            rows.append(row)
+    return _csv(fields, rows)
+
+
+def variants_csv(doc: Doc) -> str:
+    fields = [
+        "name", "kind", "instanceType", "replicas", "pricePerHour", "priceSource", "meetsSlo",
+        "maxConcurrencyMeetingSlo", "throughputRpmAtSlo", "throughputRpmPerInstance", "latencyAtSloSeconds",
+        "instancesNeeded", "costPerHour", "costPer1kRequests", "costPer1mOutputTokens", "reason",
+    ]  # fmt: skip
+    return _csv(fields, [{k: v[k] for k in fields} for v in doc["variants"]])
+
+
+RENDERERS: dict[str, Callable[[Doc], str]] = {"stages.csv": stages_csv, "variants.csv": variants_csv}

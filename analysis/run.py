@@ -1,0 +1,299 @@
+"""The analysis entry points: ``analyze_run`` (records → report) and ``compare_reports``.
+
+The CLI (``fmbench-k8s analyze`` / ``compare``) and the operator's analysis Job call these two and
+nothing else from this package.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+import numpy as np
+from pydantic import ValidationError
+
+from fmbench_k8s.analysis.frames import empty_frame, read_shards, to_frame
+from fmbench_k8s.analysis.metrics import StageMetrics, stage_metrics
+from fmbench_k8s.analysis.plots import render_plots
+from fmbench_k8s.analysis.pricing import PriceNotFoundError, PriceResolver, VariantPrice
+from fmbench_k8s.analysis.prometheus import collect_server_metrics
+from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
+from fmbench_k8s.analysis.report import build_report, summary, validate_report
+from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
+from fmbench_k8s.analysis.stats import FloatArray
+from fmbench_k8s.api.spec import BenchmarkSpec, Slo
+from fmbench_k8s.records import StageInfo, stages_key
+from fmbench_k8s.storage import Storage
+
+_SHARD = re.compile(r"^records/[^/]+/(?P<stage>[0-9]+)-[^/]*\.parquet$")
+
+
+def shard_groups(keys: Sequence[str]) -> list[list[str]]:
+    """One variant's Parquet keys grouped by the stage in their name (records_key), so one stage
+    at a time is in memory; one group of all keys when a name does not follow that layout."""
+    keys = [k for k in keys if k.endswith(".parquet")]
+    by_stage: dict[int, list[str]] = {}
+    for key in keys:
+        m = _SHARD.match(key)
+        if m is None:
+            return [keys]
+        by_stage.setdefault(int(m["stage"]), []).append(key)
+    return [by_stage[s] for s in sorted(by_stage)]
+
+
+def _measure_groups(
+    run: Storage,
+    groups: Sequence[Sequence[str]],
+    variant: str,
+    *,
+    infos: Sequence[StageInfo],
+    slo: Slo,
+    notes: list[str],
+) -> list[StageMetrics]:
+    out: list[StageMetrics] = []
+    for keys in groups:
+        frame = to_frame(read_shards(run, keys))
+        stray = frame["variant"] != variant
+        if stray.any():
+            notes.append(f"{int(stray.sum())} record(s) under records/{variant}/ name another variant; ignored")
+            frame = frame.loc[~stray].reset_index(drop=True)
+        present = set(frame["stage"].unique().tolist())
+        out.extend(stage_metrics(frame, [i for i in infos if i.stage in present], slo))
+    return out
+
+
+def measure_run(run: Storage, spec: BenchmarkSpec, infos: Sequence[StageInfo], notes: list[str]) -> list[StageMetrics]:
+    """Stage metrics of every variant in the spec, reading one stage's shards at a time."""
+    names = [v.name for v in spec.variants]
+    by_variant: dict[str, list[str]] = {}
+    for key in run.list_keys("records/"):  # one listing: on S3 it is paged, 1000 keys a request
+        if key.count("/") >= 2:
+            by_variant.setdefault(key.split("/")[1], []).append(key)
+    extra = sorted(set(by_variant) - set(names))
+    if extra:
+        notes.append(f"records of variants not in the spec were ignored: {', '.join(extra)}")
+    metrics: list[StageMetrics] = []
+    for name in names:
+        own = [i for i in infos if i.variant == name]
+        groups = shard_groups(by_variant.get(name, []))
+        found = _measure_groups(run, groups, name, infos=own, slo=spec.slo, notes=notes)
+        if len({m.stage for m in found}) < len(found):  # a stage's rows were spread over other stages' shards
+            found = _measure_groups(run, [[k for g in groups for k in g]], name, infos=own, slo=spec.slo, notes=notes)
+        seen = {m.stage for m in found}
+        found += stage_metrics(empty_frame(), [i for i in own if i.stage not in seen], spec.slo)
+        if not found:
+            notes.append(f"{name}: no records and no stages")
+        metrics += sorted(found, key=lambda m: m.stage)
+    return metrics
+
+
+def load_stages(run: Storage, variants: Sequence[str], notes: list[str]) -> list[StageInfo]:
+    infos: list[StageInfo] = []
+    for v in variants:
+        key = stages_key(v)
+        if not run.list_keys(key):
+            notes.append(f"{key} is missing: steady windows of {v} are inferred from the records")
+            continue
+        try:
+            infos.extend(StageInfo.model_validate(s) for s in json.loads(run.read_bytes(key)))
+        except (ValueError, ValidationError) as err:
+            raise ValueError(f"{run.uri(key)} is not a valid stage list: {err}") from None
+    return infos
+
+
+def _prices(spec: BenchmarkSpec, notes: list[str]) -> list[VariantPrice]:
+    resolver = PriceResolver(spec.analysis.pricing)
+    prices = []
+    for v in spec.variants:
+        try:
+            price = resolver.variant(v)
+        except PriceNotFoundError as err:
+            # The latency results are still worth a report; the variant just cannot be sized.
+            notes.append(f"{v.name}: {err}")
+            price = VariantPrice("unknown", reason=f"cost unknown: {err}")
+        if price.instance is not None:
+            notes.extend(f"{v.name}: {n}" for n in price.instance.notes if "pricePerHour" not in n)
+        prices.append(price)
+    return prices
+
+
+def _window(m: StageMetrics) -> StageInfo:
+    """The steady window of a measured stage, as the StageInfo that queries take."""
+    return StageInfo(
+        variant=m.variant, stage=m.stage, start=m.window_start, steady_start=m.window_start,
+        steady_end=m.window_end, end=m.window_end, workers=1,
+    )  # fmt: skip
+
+
+def _windows(metrics: Sequence[StageMetrics]) -> list[StageInfo]:
+    return [_window(m) for m in metrics if m.window_end > m.window_start]
+
+
+def _samples(metrics: Sequence[StageMetrics], sizings: Sequence[Sizing]) -> dict[str, dict[str, FloatArray]]:
+    """TTFT and TPOT samples per variant at its sizing stage (else its busiest stage), for histograms."""
+    out: dict[str, dict[str, FloatArray]] = {"ttft": {}, "tpot": {}}
+    for sizing in sizings:
+        own = [m for m in metrics if m.variant == sizing.variant]
+        stage = sizing.slo_stage or max(own, key=lambda m: m.steady_ok, default=None)
+        if stage is None or stage.steady_ok == 0:
+            continue
+        label = f"{stage.variant} @ {stage.target:g}" if stage.target else stage.variant
+        for metric, per_variant in out.items():
+            per_variant[label] = stage.samples.get(metric, np.empty(0))
+    return out
+
+
+def analyze_run(
+    spec: BenchmarkSpec,
+    run: Storage,
+    *,
+    benchmark: str,
+    run_id: str,
+    prometheus_url: str | None = None,
+    partial: bool = False,
+    plots: bool = True,
+    output: Storage | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Read records/ and stages/ from ``run``, write report.json/.html/.md, stages.csv,
+    variants.csv and plots/*.png to ``output`` (default: ``run``), return the summary.
+
+    ``prometheus_url`` defaults to spec.prometheus.url; Prometheus trouble never fails the analysis.
+    ``notes`` (from the caller, e.g. the local runner) open the report's notes.
+    Raises AccountingError when the records do not add up.
+    """
+    out = output or run
+    notes = list(notes)
+    if partial:
+        notes.append("the run did not finish: this report covers the stages that ran")
+    names = [v.name for v in spec.variants]
+    prices = _prices(spec, notes)
+    infos = load_stages(run, names, notes)
+    metrics = measure_run(run, spec, infos, notes)
+
+    sizer = Sizer(spec.workload, spec.analysis.headroom)
+    sizings = [
+        sizer.size(v, [m for m in metrics if m.variant == v.name], p)
+        for v, p in zip(spec.variants, prices, strict=True)
+    ]
+    best = recommend(sizings)
+    url = prometheus_url or (spec.prometheus.url if spec.prometheus else None)
+    server = collect_server_metrics(url, _windows(metrics), benchmark=benchmark)
+    if not server["collected"]:
+        notes.append(server["reason"])
+    if any(m.client_bound for m in metrics):
+        notes.append("some stages were client-bound (load generator saturated); see each stage's clientBound flag")
+
+    doc = build_report(
+        spec, metrics, sizings, best,
+        benchmark=benchmark, run_id=run_id, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        server_metrics=server, partial=partial, notes=notes,
+    )  # fmt: skip
+    try:
+        validate_report(doc)
+    except jsonschema.ValidationError as err:  # a bug of ours: say so, but keep the results
+        doc["notes"].append(f"report.json does not match its schema at {list(err.absolute_path)}: {err.message}")
+
+    json_uri = out.write_bytes("report.json", json.dumps(doc, indent=1).encode())
+    images = render_plots(doc, _samples(metrics, sizings)) if plots else {}
+    for name, png in images.items():
+        out.write_bytes(f"plots/{name}", png)
+    html_uri = out.write_bytes("report.html", render_html(doc, images).encode())
+    out.write_bytes("report.md", render_markdown(doc, list(images)).encode())
+    for name, render in RENDERERS.items():
+        out.write_bytes(name, render(doc).encode())
+    return summary(doc, html_uri, json_uri)
+
+
+# ---- compare --------------------------------------------------------------------------------
+
+
+def _change(old: float | None, new: float | None) -> float | None:
+    if old is None or new is None or old == 0:
+        return None
+    return (new - old) / old
+
+
+def _cell(old: float | None, new: float | None, unit: str = "") -> str:
+    def show(x: float | None) -> str:
+        return "—" if x is None else f"{unit}{x:,.4g}"
+
+    change = _change(old, new)
+    delta = "" if change is None else f" ({change:+.1%})"
+    return f"{show(old)} → {show(new)}{delta}"
+
+
+def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, threshold: float = 0.05) -> str:
+    """A Markdown regression table from report ``a`` (baseline) to ``b`` (candidate).
+
+    A variant regresses when X* drops, its SLO latency rises or its cost per 1k requests rises by
+    more than ``threshold``, or when it stops meeting the SLO.
+    """
+    lines = [
+        f"Comparing {a.get('benchmark')} run {a.get('runId')} (A) with {b.get('benchmark')} run {b.get('runId')} (B)"
+    ]
+    sa, sb = a.get("slo"), b.get("slo")
+    if sa != sb:
+        lines.append(f"Warning: the SLOs differ (A {sa}, B {sb}); the numbers are not directly comparable.")
+    if a.get("workload") != b.get("workload"):
+        lines.append("Warning: the workloads differ; instance counts and costs are for different R, P or G.")
+    lines += [
+        "",
+        "| variant | X* req/min at SLO | SLO latency (s) | $/1k requests | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    va = {v["name"]: v for v in a.get("variants", [])}
+    vb = {v["name"]: v for v in b.get("variants", [])}
+    regressions = 0
+    for name in [*va, *(n for n in vb if n not in va)]:
+        if name not in vb or name not in va:
+            lines.append(f"| {name} | only in {'A' if name in va else 'B'} | | | |")
+            continue
+        x, y = va[name], vb[name]
+        tp = _change(x["throughputRpmAtSlo"], y["throughputRpmAtSlo"])
+        lat = _change(x["latencyAtSloSeconds"], y["latencyAtSloSeconds"])
+        cost = _change(x["costPer1kRequests"], y["costPer1kRequests"])
+        worse = (
+            (x["meetsSlo"] and not y["meetsSlo"])
+            or (tp is not None and tp < -threshold)
+            or (lat is not None and lat > threshold)
+            or (cost is not None and cost > threshold)
+        )
+        better = not worse and (
+            (not x["meetsSlo"] and y["meetsSlo"])
+            or (tp is not None and tp > threshold)
+            or (cost is not None and cost < -threshold)
+        )
+        regressions += worse
+        verdict = "REGRESSION" if worse else ("improvement" if better else "same")
+        lines.append(
+            f"| {name} | {_cell(x['throughputRpmAtSlo'], y['throughputRpmAtSlo'])} | "
+            f"{_cell(x['latencyAtSloSeconds'], y['latencyAtSloSeconds'])} | "
+            f"{_cell(x['costPer1kRequests'], y['costPer1kRequests'], '$')} | {verdict} |"
+        )
+    ra, rb = a.get("recommendation"), b.get("recommendation")
+
+    def rec(r: Mapping[str, Any] | None) -> str:
+        if not r:
+            return "none"
+        return f"{r['variant']} × {r['instances']} at ${r['costPerHour']:,.4g}/h"
+
+    lines += ["", f"Recommendation: A {rec(ra)}; B {rec(rb)}.",
+              f"{regressions} regression(s) beyond {threshold:.0%}." if regressions else
+              f"No regression beyond {threshold:.0%}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def load_report(storage: Storage, key: str = "report.json") -> dict[str, Any]:
+    """A report.json from storage (for ``fmbench-k8s compare``)."""
+    doc: dict[str, Any] = json.loads(storage.read_bytes(key))
+    if doc.get("schemaVersion") != 1:
+        raise ValueError(f"{storage.uri(key)}: unsupported report schemaVersion {doc.get('schemaVersion')!r}")
+    return doc
+
+
+__all__ = ["analyze_run", "compare_reports", "load_report"]

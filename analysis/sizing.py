@@ -1,0 +1,184 @@
+"""The sizing solver (DESIGN §6, docs/cost-model.md): c*, X*, N and the cost of serving R.
+
+For an instance-priced variant:
+    c*  = the highest load level whose stage meets the SLO (percentile, error budget, samples)
+    X*  = steady throughput at c*, requests/min, per instance (divided by replicas)
+    N   = ceil(R / (headroom × X*))
+    $/h = N × price per instance-hour;  $/1k requests = $/h / (R × 60) × 1000
+For a token-priced endpoint (Bedrock on-demand): $/request = P × in + G × out, $/h = $/request × R × 60,
+N = 1 (there are no instances to count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from fmbench_k8s.analysis.metrics import StageMetrics
+from fmbench_k8s.analysis.pricing import VariantPrice
+from fmbench_k8s.api.spec import Variant, Workload
+
+# FMBench's heatmap rates (requests/min); the workload's own R is added.
+FMBENCH_RATES: Final = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+# N is an integer count of something measured with noise: 3.0000000001 instances is 3.
+_CEIL_SLACK: Final = 1e-9
+
+
+def instances_needed(requests_per_minute: float, headroom: float, rpm_per_instance: float) -> int:
+    """N = ceil(R / (headroom × X*)); at least 1."""
+    if rpm_per_instance <= 0 or not math.isfinite(rpm_per_instance):
+        raise ValueError(f"throughput per instance must be positive, got {rpm_per_instance}")
+    return max(1, math.ceil(requests_per_minute / (headroom * rpm_per_instance) - _CEIL_SLACK))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What serving R requests/min costs with one variant."""
+
+    instances: int
+    cost_per_hour: float
+    cost_per_1k_requests: float
+    cost_per_1m_output_tokens: float | None
+    cost_per_request: float
+
+
+def _cost(cost_per_hour: float, instances: int, rpm: float, output_tokens: float | None) -> Cost:
+    per_request = cost_per_hour / (rpm * 60)
+    per_1m_out = per_request / output_tokens * 1e6 if output_tokens and output_tokens > 0 else None
+    return Cost(instances, cost_per_hour, per_request * 1000, per_1m_out, per_request)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Sizing:
+    variant: str
+    price: VariantPrice
+    slo_stage: StageMetrics | None  # the stage at c*
+    max_level_meeting_slo: float | None  # c*
+    throughput_rpm_at_slo: float | None  # X* for all replicas
+    throughput_rpm_per_instance: float | None
+    latency_at_slo: float | None  # the SLO percentile at c*
+    cost: Cost | None  # None: SLO not met by an instance-priced variant, or price unknown
+    meets_slo: bool
+    reason: str | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def recommendable(self) -> bool:
+        return self.meets_slo and self.cost is not None
+
+
+class Sizer:
+    """Sizes variants for one workload; pure arithmetic on stage metrics and prices."""
+
+    def __init__(self, workload: Workload, headroom: float) -> None:
+        self.workload = workload
+        self.headroom = headroom
+
+    def cost_at(self, rpm: float, variant: Variant, price: VariantPrice, stage: StageMetrics | None) -> Cost | None:
+        """The cost of serving ``rpm`` with ``variant`` run at ``stage``'s level (None: not computable)."""
+        out_tokens = _measured(stage.mean_output_tokens if stage else math.nan, self.workload.output_tokens.mean)
+        if price.kind == "token" and price.tokens is not None:
+            prompt = _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_tokens.mean)
+            per_request = price.tokens.per_request(prompt, out_tokens)
+            return _cost(per_request * rpm * 60, 1, rpm, out_tokens)
+        if price.kind != "instance" or price.instance is None or stage is None:
+            return None
+        per_instance = stage.throughput_rpm / variant.replicas
+        if not per_instance > 0:
+            return None
+        n = instances_needed(rpm, self.headroom, per_instance)
+        return _cost(n * price.instance.usd_per_hour, n, rpm, out_tokens)
+
+    def size(self, variant: Variant, stages: Sequence[StageMetrics], price: VariantPrice) -> Sizing:
+        rpm = self.workload.requests_per_minute
+        meeting = [s for s in stages if s.meets_slo and s.target is not None and s.throughput_rpm > 0]
+        best = max(meeting, key=lambda s: (s.target or 0.0, s.throughput_rpm), default=None)
+        notes: list[str] = []
+        if best is not None and best.client_bound:
+            notes.append(
+                f"stage {best.stage} (level {best.target:g}) was client-bound: the load generator may have "
+                "limited its throughput, so X* and the instance count are conservative"
+            )
+        cost = self.cost_at(rpm, variant, price, best)
+        reason = None if best is not None else _no_level_reason(stages)
+        if price.kind == "unknown":
+            reason = f"{reason}; {price.reason}" if reason else price.reason
+        return Sizing(
+            variant=variant.name,
+            price=price,
+            slo_stage=best,
+            max_level_meeting_slo=best.target if best else None,
+            throughput_rpm_at_slo=best.throughput_rpm if best else None,
+            throughput_rpm_per_instance=best.throughput_rpm / variant.replicas if best else None,
+            latency_at_slo=_finite(best.slo_value) if best else None,
+            cost=cost,
+            meets_slo=best is not None,
+            reason=reason,
+            notes=tuple(notes),
+        )
+
+    def view(self, variants: Sequence[Variant], sizings: Sequence[Sizing], rates: Iterable[float]) -> dict[str, object]:
+        """FMBench's view: N and $/h for each R in ``rates`` per variant (the heatmap's data)."""
+        rates = sorted(set(rates))
+        rows = []
+        for variant, sizing in zip(variants, sizings, strict=True):
+            costs = [
+                self.cost_at(r, variant, sizing.price, sizing.slo_stage) if sizing.meets_slo else None for r in rates
+            ]
+            rows.append({
+                "variant": variant.name,
+                "instances": [c.instances if c else None for c in costs],
+                "costPerHour": [c.cost_per_hour if c else None for c in costs],
+            })  # fmt: skip
+        return {"requestsPerMinute": rates, "rows": rows}
+
+
+def _measured(value: float, fallback: float) -> float:
+    return value if math.isfinite(value) and value > 0 else float(fallback)
+
+
+def _level(s: StageMetrics) -> str:
+    return f"{s.target:g}" if s.target is not None else f"stage {s.stage}"
+
+
+def _no_level_reason(stages: Sequence[StageMetrics]) -> str:
+    """Why no level meets the SLO: the lowest level's real failure (latency, errors), and which
+    levels could not be judged for lack of samples."""
+    if not stages:
+        return "no stage ran: there are no records for this variant"
+    ordered = sorted(stages, key=lambda s: (s.target if s.target is not None else 0.0, s.stage))
+    judged = [s for s in ordered if s.verdict != "insufficient-samples"]
+    too_few = [s for s in ordered if s.verdict == "insufficient-samples"]
+    hint = ""
+    if too_few:
+        need = too_few[0].slo_ci.min_samples
+        hint = (
+            f"level{'s' if len(too_few) > 1 else ''} {', '.join(_level(s) for s in too_few)} had too few samples "
+            f"(need ≥ {need} per steady window; raise load.minRequestsPerStage or load.stageDuration)"
+        )
+    if not judged:
+        return f"insufficient samples at every level: {hint}"
+    first = judged[0]
+    real = "; ".join(f for f in first.failures if not f.startswith("insufficient samples")) or "SLO not met"
+    where = f"even at the lowest level {_level(first)}" if first is ordered[0] else f"at level {_level(first)}"
+    return f"{real} {where}" + (f"; {hint}" if hint and first is not ordered[0] else "")
+
+
+def recommend(sizings: Sequence[Sizing]) -> Sizing | None:
+    """Cheapest $/hour among variants that meet the SLO and have a price; ties → fewer instances."""
+    candidates = [s for s in sizings if s.recommendable]
+    if not candidates:
+        return None
+
+    def key(s: Sizing) -> tuple[float, int, str]:
+        assert s.cost is not None
+        # equal to about a micro-dollar per hour counts as a tie
+        return (round(s.cost.cost_per_hour, 6), s.cost.instances, s.variant)
+
+    return min(candidates, key=key)
