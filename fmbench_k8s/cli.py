@@ -59,6 +59,62 @@ def _run(args: argparse.Namespace) -> int:
     return 2
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from fmbench_k8s.analysis.metrics import AccountingError
+    from fmbench_k8s.analysis.run import analyze_run
+    from fmbench_k8s.api.benchmark import load_benchmark
+    from fmbench_k8s.storage import open_storage
+
+    try:
+        bench = load_benchmark(args.spec)
+        records = open_storage(args.records)
+        output = open_storage(args.output) if args.output else records
+        run_id = args.run_id or records.uri().rstrip("/").rsplit("/", 1)[-1]
+        summary = analyze_run(
+            bench.spec,
+            records,
+            benchmark=bench.metadata.name,
+            run_id=run_id,
+            prometheus_url=args.prometheus_url,
+            partial=args.partial,
+            plots=not args.no_plots,
+            output=output,
+        )
+    except SpecError as err:
+        for problem in err.problems:
+            print(f"{err.source}: {problem}", file=sys.stderr)
+        return 2
+    except (AccountingError, ValueError, OSError) as err:
+        print(f"analyze: {err}", file=sys.stderr)
+        return 1
+    text = json.dumps(summary, separators=(",", ":"))
+    if args.summary_file:
+        # The operator reads this as the pod's termination message (at most 4 KiB).
+        args.summary_file.write_text(text)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from fmbench_k8s.analysis.run import compare_reports, load_report
+    from fmbench_k8s.storage import open_storage
+
+    reports = []
+    for uri in (args.run_a, args.run_b):
+        key = "report.json"
+        if uri.endswith(".json"):
+            uri, _, key = uri.rpartition("/")
+        try:
+            reports.append(load_report(open_storage(uri or "."), key))
+        except (OSError, ValueError) as err:
+            print(f"compare: cannot read {uri}/{key}: {err}", file=sys.stderr)
+            return 2
+    print(compare_reports(reports[0], reports[1], threshold=args.threshold))
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from fmbench_k8s.simulator.cli import main as simulator_main
 
@@ -103,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("analyze", help="records → report (what the in-cluster analysis Job runs)")
+    p.add_argument("--spec", type=Path, required=True, help="the Benchmark YAML of the run")
+    p.add_argument("--records", required=True, help="the run directory: local path or s3://BUCKET/PREFIX")
+    p.add_argument("--output", help="where the report goes (default: the run directory)")
+    p.add_argument("--run-id", help="run id (default: the last path element of --records)")
+    p.add_argument("--prometheus-url", help="Prometheus for server-side metrics (default: spec.prometheus.url)")
+    p.add_argument("--summary-file", type=Path, help="also write the compact summary JSON here")
+    p.add_argument("--partial", action="store_true", help="mark the report partial (the run did not finish)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("compare", help="regression table between two runs' report.json")
+    p.add_argument("run_a", metavar="RUN_A", help="run directory or report.json (local or s3://)")
+    p.add_argument("run_b", metavar="RUN_B", help="run directory or report.json (local or s3://)")
+    p.add_argument("--threshold", type=float, default=0.05, help="relative change flagged as a regression")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser(
         "simulate",

@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
+from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
+from fmbench_k8s.storage import open_storage
 from tests.cluster.conftest import TestCluster
 from tests.cluster.crd import install_crd
 from tests.corpus import REPO
+from tests.s3 import credentials_env
 
 RULES = yaml.safe_load((REPO / "charts/fmbench-k8s/files/operator-rbac-rules.yaml").read_text())
 
@@ -87,7 +90,7 @@ def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[s
     print((tmp_path / "operator.log").read_text()[-5000:])
 
 
-def _benchmark(name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
+def _benchmark(name: str, variants: list[dict[str, Any]], s3_endpoint: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "fmbench.io/v1alpha1",
         "kind": "Benchmark",
@@ -98,7 +101,13 @@ def _benchmark(name: str, variants: list[dict[str, Any]]) -> dict[str, Any]:
             "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": 512}, "outputTokens": {"mean": 64}},
             "slo": {"latency": {"metric": "e2e", "percentile": 95, "maxSeconds": 2.0}},
             "load": {"workers": 2, "concurrency": {"levels": [1, 2]}, "mode": "sweep"},
-            "report": {"s3": {"bucket": "results", "prefix": "fmbench"}},
+            "report": {
+                "s3": {
+                    "bucket": "results",
+                    "prefix": "fmbench",
+                    **({"endpointUrl": s3_endpoint} if s3_endpoint else {}),
+                }
+            },
         },
     }
 
@@ -127,7 +136,7 @@ def _complete_job_pods(cluster: TestCluster, ns: str, selector: str, message: st
 
 
 def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
-    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str]
+    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str], s3_endpoint: str, tmp_path: Path
 ) -> None:
     ns, name = namespace, "lifecycle"
     variants = [
@@ -136,7 +145,7 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
         {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}, "pricePerHour": 1.0},
     ]
     cluster.custom().create_namespaced_custom_object(
-        "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants)
+        "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants, s3_endpoint)
     )
 
     apps = cluster.apps()
@@ -161,25 +170,27 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     cluster.wait_for(lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 3 or None)
     _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker")
 
-    cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=120)
-    summary = {
-        "recommendation": {
-            "variant": "inf2",
-            "instanceType": "inf2.8xlarge",
-            "instances": 2,
-            "costPerHour": 3.9,
-            "costPer1kRequests": 0.108,
-        },
-        "variants": [{"name": "inf2", "maxConcurrencyMeetingSlo": 2, "stages": 2}],
-        "reportUri": f"s3://results/fmbench/{ns}/{name}/r/report.html",
-    }
-    cluster.wait_for(
-        lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=analysis", json.dumps(summary)) >= 1 or None
-    )
+    analyzing = cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=120)
+    run_id = analyzing["status"]["runId"]
+    # Play the data plane: the records the load generators would have written, then the analysis
+    # pod's own command and arguments, run here (the contract test of the generated pod spec).
+    table, stages = synthesize_table(
+        [SyntheticVariant(v, levels=(1, 2), ttft_s=0.1, itl_s=0.01, output_tokens=64) for v in ("g6e", "inf2", "ext")],
+        warmup_s=2, stage_s=60, drain_s=2,
+    )  # fmt: skip
+    write_run(open_storage(f"s3://results/fmbench/{ns}/{name}/{run_id}", endpoint_url=s3_endpoint), table, stages)
+    pod = cluster.wait_for(lambda: _first_pod(cluster, ns, "fmbench.io/component=analysis"))
+    summary = _run_like_the_pod(cluster, ns, pod, tmp_path)
+    assert len(summary.encode()) <= 4096, "the summary must fit a termination message"
+    cluster.complete_pod(ns, pod.metadata.name, message=summary)
+    expected = json.loads(summary)["recommendation"]
     done = cluster.wait_for(lambda: _phase(cluster, ns, name, "Succeeded"), timeout=120)
     status = done["status"]
-    assert status["recommendation"]["variant"] == "inf2" and status["recommendation"]["instances"] == 2
-    assert status["report"]["uri"].endswith("report.html")
+    assert status["recommendation"]["variant"] == expected["variant"]
+    assert status["recommendation"]["instances"] == expected["instances"] >= 1
+    assert status["report"]["uri"] == f"s3://results/fmbench/{ns}/{name}/{run_id}/report.html"
+    s3 = open_storage(f"s3://results/fmbench/{ns}/{name}/{run_id}", endpoint_url=s3_endpoint)
+    assert "report.html" in s3.list_keys() and "report.json" in s3.list_keys()
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     # cleanup: Always removes the model servers once the run is over
     cluster.wait_for(
@@ -215,6 +226,29 @@ def test_deleting_the_benchmark_garbage_collects_its_children(
         lambda: _read_or_none(lambda: apps.read_namespaced_deployment("gc-g5-server", namespace)) is None or None,
         timeout=120,
     )
+
+
+def _first_pod(cluster: TestCluster, ns: str, selector: str) -> Any:
+    pods = cluster.core().list_namespaced_pod(ns, label_selector=selector).items
+    return pods[0] if pods else None
+
+
+def _run_like_the_pod(cluster: TestCluster, ns: str, pod: Any, tmp_path: Path) -> str:
+    """Run the pod's container command locally: the ConfigMap's spec where the pod mounts it, a
+    file where the pod's termination message goes, the pod's environment plus test credentials."""
+    container = pod.spec.containers[0]
+    config_map = next(v.config_map.name for v in pod.spec.volumes if v.config_map is not None)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(cluster.core().read_namespaced_config_map(config_map, ns).data["spec.yaml"])
+    message = tmp_path / "termination-log"
+    mount = next(m.mount_path for m in container.volume_mounts if m.name == "spec")
+    replace = {f"{mount}/spec.yaml": str(spec), container.termination_message_path: str(message)}
+    argv = [str(Path(sys.executable).parent / container.command[0])]
+    argv += [replace.get(a, a) for a in container.args]
+    env = {**credentials_env(), **{e.name: e.value for e in container.env or [] if e.value is not None}}
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return message.read_text()
 
 
 def _read_or_none(read: Any) -> Any:

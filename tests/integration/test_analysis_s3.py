@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
-import time
-from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from fmbench_k8s.analysis.plots import PLOTS
 from fmbench_k8s.analysis.report import validate_report
@@ -28,41 +24,6 @@ SPEC = BenchmarkSpec.model_validate({
     "workload": {"requestsPerMinute": 300, "promptTokens": {"mean": 512}, "outputTokens": {"mean": 32}},
     "slo": {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 0.5}},
 })  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    deadline = time.monotonic() + 30
-    while True:  # the server thread reports ready before its socket always answers
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    client.create_bucket(Bucket="results")
-    try:
-        yield endpoint
-    finally:
-        server.stop()
 
 
 def test_s3_round_trip(s3_endpoint: str) -> None:

@@ -1,0 +1,20 @@
+"""Fixtures shared by every tier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.s3 import CREDENTIALS, UNSET, moto_s3
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto S3 server with a bucket ``results``; AWS credentials point at it for this test."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    with moto_s3("results") as endpoint:
+        yield endpoint
