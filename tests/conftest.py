@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.cluster.fixtures import cluster, namespace
 from tests.s3 import CREDENTIALS, UNSET, moto_s3
+
+__all__ = ["cluster", "namespace", "s3_endpoint"]
 
 
 @pytest.fixture

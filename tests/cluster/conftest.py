@@ -1,96 +1,17 @@
-"""pytest wiring for the real control plane (``cluster`` fixture).
-
-The session-scoped ``cluster`` fixture builds the binaries (``build.sh``; a
-no-op with a warm cache), starts etcd/kube-apiserver/kube-controller-manager/
-kube-scheduler/kwok on loopback, creates the EKS-shaped nodes of
-``nodes.yaml`` and yields a :class:`TestCluster`. It never skips: if the
-binaries cannot be built or the control plane cannot start, every test that
-uses it fails with the reason.
-
-Set ``FMBENCH_CLUSTER_KUBECONFIG`` to the kubeconfig of a cluster started with
-``make cluster`` to run against it instead of starting a new one.
-"""
+"""Everything under tests/cluster is a cluster test (the ``cluster`` fixture lives in
+tests/cluster/fixtures.py and is shared by every directory through tests/conftest.py, so one
+control plane serves the whole session)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.cluster.clusterkit import Cluster, NodeGroup, load_node_groups
-from tests.cluster.controlplane import ControlPlane, ControlPlaneError, build_binaries
-
 HERE = Path(__file__).resolve().parent
-
-
-class TestCluster(Cluster):
-    """:class:`Cluster` plus the :class:`ControlPlane` that runs it (if ours)."""
-
-    __test__ = False  # not a test class
-
-    def __init__(
-        self,
-        kubeconfig: Path,
-        node_groups: Sequence[NodeGroup],
-        control_plane: ControlPlane | None = None,
-    ) -> None:
-        super().__init__(kubeconfig, node_groups)
-        self.control_plane = control_plane
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "cluster: needs the real Kubernetes control plane built by tests/cluster/build.sh"
-    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
-    groups = load_node_groups()
-    external = os.environ.get("FMBENCH_CLUSTER_KUBECONFIG")
-    if external:
-        handle = TestCluster(Path(external), groups)
-        yield handle
-        handle.close()
-        return
-
-    error = ""
-    try:
-        bin_dir = build_binaries(quiet=True)
-    except ControlPlaneError as exc:
-        error = f"cannot build the test control plane: {exc}"
-    if error:
-        pytest.fail(error, pytrace=False)
-    cp = ControlPlane(bin_dir, tmp_path_factory.mktemp("controlplane"))
-    try:
-        cp.start()
-    except ControlPlaneError as exc:
-        error = f"cannot start the test control plane (logs in {cp.log_dir}): {exc}"
-    if error:
-        pytest.fail(error, pytrace=False)
-    handle = TestCluster(cp.kubeconfig, groups, cp)
-    try:
-        handle.create_nodes(groups)
-        yield handle
-    finally:
-        handle.close()
-        cp.stop()
-
-
-@pytest.fixture
-def namespace(cluster: TestCluster) -> Iterator[str]:
-    """A fresh namespace (with its default ServiceAccount), deleted afterwards."""
-    name = cluster.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
-    yield name
-    core: Any = cluster.core()
-    core.delete_namespace(name)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.cluster.clusterkit import ApiException, WaitTimeoutError, node_manifests, wait_for
-from tests.cluster.conftest import TestCluster
 from tests.cluster.controlplane import ControlPlane, build_binaries
+from tests.cluster.fixtures import TestCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.conftest import TestCluster
 from tests.cluster.crd import install_crd
+from tests.cluster.fixtures import TestCluster
 from tests.corpus import REPO, InvalidCase, invalid_cases, repo_benchmark_files
 
 
@@ -23,9 +23,9 @@ def crd(cluster: TestCluster) -> TestCluster:
 
 
 def _server_message(err: ApiException) -> str:
-    body = json.loads(err.body)
+    body: dict[str, Any] = json.loads(err.body or "{}")
     causes = [f"{c.get('field')}: {c.get('message')}" for c in (body.get("details") or {}).get("causes") or []]
-    return body.get("message", "") + "\n" + "\n".join(causes)
+    return str(body.get("message", "")) + "\n" + "\n".join(causes)
 
 
 @pytest.mark.parametrize("path", repo_benchmark_files(), ids=lambda p: str(p.relative_to(REPO)))

@@ -19,8 +19,8 @@ import yaml
 
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.storage import open_storage
-from tests.cluster.conftest import TestCluster
 from tests.cluster.crd import install_crd
+from tests.cluster.fixtures import TestCluster
 from tests.corpus import REPO
 from tests.s3 import credentials_env
 
@@ -139,7 +139,7 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     cluster: TestCluster, namespace: str, operator: subprocess.Popen[str], s3_endpoint: str, tmp_path: Path
 ) -> None:
     ns, name = namespace, "lifecycle"
-    variants = [
+    variants: list[dict[str, Any]] = [
         {"name": "g6e", "instanceType": "g6e.2xlarge", "engine": "vllm"},
         {"name": "inf2", "instanceType": "inf2.8xlarge", "engine": "neuronx-vllm"},
         {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}, "pricePerHour": 1.0},
@@ -166,7 +166,8 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
 
     batch = cluster.batch()
     for v in ("g6e", "inf2", "ext"):
-        cluster.wait_for(lambda v=v: _read_or_none(lambda: batch.read_namespaced_job(f"{name}-{v}-lg-master", ns)))
+        job = f"{name}-{v}-lg-master"
+        cluster.wait_for(lambda job=job: _read_or_none(lambda: batch.read_namespaced_job(job, ns)))  # type: ignore[misc]
     cluster.wait_for(lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 3 or None)
     _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker")
 
