@@ -102,14 +102,12 @@ def _compare(args: argparse.Namespace) -> int:
     from fmbench_k8s.storage import open_storage
 
     reports = []
-    for uri in (args.run_a, args.run_b):
-        key = "report.json"
-        if uri.endswith(".json"):
-            uri, _, key = uri.rpartition("/")
+    for given in (args.run_a, args.run_b):
+        where, key = given.rpartition("/")[::2] if given.endswith(".json") else (given, "report.json")
         try:
-            reports.append(load_report(open_storage(uri or "."), key))
+            reports.append(load_report(open_storage(where or "."), key))
         except (OSError, ValueError) as err:
-            print(f"compare: cannot read {uri}/{key}: {err}", file=sys.stderr)
+            print(f"compare: cannot read {where}/{key}: {err}", file=sys.stderr)
             return 2
     print(compare_reports(reports[0], reports[1], threshold=args.threshold))
     return 0
