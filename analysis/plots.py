@@ -132,7 +132,8 @@ def latency_vs_load(doc: Doc) -> bytes:
         ax.set_title(f"{metric}: {label} (solid), p50 (dashed)", fontsize=10)
         ax.set_ylabel("seconds")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # nothing measured: no legend to draw
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
@@ -199,10 +200,11 @@ def cost_vs_rate(doc: Doc) -> bytes:
         ax1.plot(rates, [_num(n) for n in row["instances"]], "o-", color=color, label=row["variant"], ms=4)
         ax2.plot(rates, [_num(c) for c in row["costPerHour"]], "o-", color=color, label=row["variant"], ms=4)
     r = doc["workload"]["requestsPerMinute"]
-    for ax, label in ((ax1, "instances N"), (ax2, "USD per hour")):
+    for ax, label, key in ((ax1, "instances N", "instances"), (ax2, "USD per hour", "costPerHour")):
         ax.axvline(r, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if any(_num(x) > 0 for row in view["rows"] for x in row[key]):  # log of nothing fails (no variant sized)
+            ax.set_yscale("log")
         ax.set_xlabel("requests per minute R")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

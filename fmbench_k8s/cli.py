@@ -44,19 +44,21 @@ def _crd(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fmbench_k8s.local.plan import PlanError
     from fmbench_k8s.local.runner import run_local
+    from fmbench_k8s.storage import open_storage
 
+    try:
+        open_storage(args.output)
+    except ValueError as err:  # neither a path nor s3://
+        print(f"--output: {err}", file=sys.stderr)
+        return 2
     try:
         return run_local(
             args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus, plots=not args.no_plots
         )
     except (SpecError, PlanError) as err:
-        problems = err.problems
-        source = f"{args.file}: "
-    except ValueError as err:  # e.g. an --output that is neither a path nor s3://
-        problems, source = [str(err)], "--output: "
-    for problem in problems:
-        print(f"{source}{problem}", file=sys.stderr)
-    return 2
+        for problem in err.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        return 2
 
 
 def _analyze(args: argparse.Namespace) -> int:

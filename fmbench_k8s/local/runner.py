@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from rich.console import Console
 
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
-from fmbench_k8s.engines import variant_api
+from fmbench_k8s.engines import engine_info, variant_api
 from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.progress import Progress
@@ -83,7 +84,7 @@ def _start_simulator(ctx: RunContext, variant: Variant) -> str:
         argv += ["--model", model.name]
     proc = ctx.start(f"simulator-{variant.name}", argv)
     match = proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
-    return match.group(1)
+    return match.group(1) + engine_info("simulator").base_path
 
 
 def _run_variant(
@@ -185,12 +186,13 @@ def run_local(
     console = console or Console()
     bench = load_benchmark(spec_file)
     plans = plan_run(bench)
+    root = open_storage(output)
     print_plan(console, bench, plans)
     if dry_run:
         return 0
 
     run_id = new_run_id()
-    run = open_storage(output).child(f"{LOCAL_NAMESPACE}/{bench.metadata.name}/{run_id}")
+    run = root.child(f"{LOCAL_NAMESPACE}/{bench.metadata.name}/{run_id}")
     local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
     workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +260,7 @@ def _maybe_prometheus(
         ctx.notes.append("server metrics not collected: prometheus is not installed (make setup installs it)")
         ctx.console.print("[yellow]prometheus not found: running without server metrics[/]")
         return None
-    sims = [u.split("//", 1)[1].split("/", 1)[0] for u in endpoints.values() if u]
+    sims = [urlparse(u).netloc for u in endpoints.values() if u]
     jobs = {"simulator": sims, "fmbench-loadgen": [f"127.0.0.1:{p}" for p in metrics_ports]}
     proc, url = start_prometheus(binary, ctx.workdir / "prometheus", jobs)
     ctx.processes.append(proc)
