@@ -1,0 +1,365 @@
+"""A small HTTP/1.1 client for token streams: keep-alive, TLS, chunked bodies, one timestamp per recv.
+
+Why not Locust's FastHttpUser or requests: they hand out the body in fixed blocks, so several SSE
+events share one timestamp. Here every ``recv`` is stamped when it returns and the lines it
+completes carry that stamp. Uses the ``socket`` and ``ssl`` modules, which gevent has patched by
+the time the load generator runs, so one greenlet per request is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from fmbench_k8s.loadgen.sse import ChunkedDecoder, LineSplitter, StreamProtocolError
+
+AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr) from getaddrinfo
+RECV_SIZE = 65536
+MAX_HEADER = 65536
+
+
+def _original_select() -> Any:
+    """The unpatched select.select: with a zero timeout it answers at once, where gevent's
+    version would yield to the hub first (a whole loop iteration at high load)."""
+    try:
+        from gevent import monkey
+
+        return monkey.get_original("select", "select")
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return select.select
+
+
+_select_now = _original_select()
+
+
+def gevent_patched() -> bool:
+    """True in the load generator's processes (gevent has patched ``socket``)."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+class TransportError(Exception):
+    """Transport-level failure; ``reason`` is the record's error string."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def transport_reason(exc: BaseException) -> str:
+    """Stable error reasons for socket-level failures."""
+    if isinstance(exc, TransportError):
+        return exc.reason
+    if isinstance(exc, StreamProtocolError):
+        return exc.reason
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return "connection_reset"
+    if isinstance(exc, socket.gaierror):
+        return "dns_error"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_error"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno)).lower()
+        return {"econnrefused": "connection_refused", "econnreset": "connection_reset",
+                "etimedout": "timeout", "ehostunreach": "host_unreachable",
+                "enetunreach": "network_unreachable"}.get(name, f"os_error_{name}")  # fmt: skip
+    return f"client_error_{type(exc).__name__}"
+
+
+class BaseUrl:
+    """scheme://host:port/base-path, split once."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid endpoint URL {url!r}: use http(s)://HOST[:PORT][/PATH]")
+        self.url = url
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.path = parts.path.rstrip("/")
+        self._addrs: list[AddrInfo] | None = None
+        default = (self.tls and self.port == 443) or (not self.tls and self.port == 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = host if default else f"{host}:{self.port}"
+
+
+    def addresses(self) -> list[AddrInfo]:
+        if self._addrs is None:
+            self._addrs = list(socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM))
+        return self._addrs
+
+    def forget_addresses(self) -> None:
+        """Resolve again next time (the name may point elsewhere now)."""
+        self._addrs = None
+
+
+class Connection:
+    """One keep-alive connection; not shared between concurrent requests."""
+
+    def __init__(
+        self, base: BaseUrl, connect_timeout: float, tls_context: ssl.SSLContext | None = None,
+        external_deadline: bool = False,
+    ) -> None:  # fmt: skip
+        self.base = base
+        self.connect_timeout = connect_timeout
+        self.tls_context = tls_context
+        # Under gevent the caller bounds the whole request with one gevent.Timeout: a socket
+        # timeout would arm and disarm a timer on every recv, a few microseconds per SSE event.
+        self.external_deadline = external_deadline
+        self.sock: socket.socket | None = None
+        self.requests = 0  # served on the current socket
+
+    def connect(self) -> None:
+        sock = self._open()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.base.tls:
+            ctx = self.tls_context or ssl.create_default_context()
+            sock = ctx.wrap_socket(sock, server_hostname=self.base.host)
+        if self.external_deadline:
+            sock.settimeout(None)
+        self.sock = sock
+        self.requests = 0
+
+    def _open(self) -> socket.socket:
+        """Connect to the first address that answers. Addresses are resolved once per base URL
+        and reused: under gevent every lookup is a trip through a thread pool, which would
+        contend for the GIL with the streams being timed."""
+        addrs = self.base.addresses()
+        last: OSError | None = None
+        for family, kind, proto, _, addr in addrs:
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(self.connect_timeout)
+            try:
+                sock.connect(addr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        self.base.forget_addresses()
+        raise last or OSError(f"cannot connect to {self.base.host}:{self.base.port}")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[float, Response]:
+        """Send a request; returns (time sent, response with status and headers read).
+
+        A kept-alive socket the server closed while idle (EOF before any response byte) is retried
+        once on a new connection: the server cannot have processed the request. A reset is not
+        retried; it is recorded (the pool drops sockets the server closed before reusing them)."""
+        head = [f"{method} {self.base.path}{path} HTTP/1.1", f"Host: {self.base.host_header}",
+                f"Content-Length: {len(body)}"]  # fmt: skip
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        payload = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        deadline = time.time() + timeout
+        for attempt in (0, 1):
+            reused = self.sock is not None
+            if self.sock is None:
+                self.connect()
+            assert self.sock is not None
+            t_sent = time.time()
+            try:
+                if not self.external_deadline:
+                    self.sock.settimeout(max(0.001, deadline - time.time()))
+                self.sock.sendall(payload)
+                resp = Response(self, method, deadline)
+                resp.read_head()
+            except TransportError as exc:
+                self.close()
+                if exc.reason != "connection_closed":
+                    raise
+                if reused and attempt == 0:
+                    continue
+                raise TransportError("connection_reset", "server closed the connection before responding") from None
+            except BaseException:
+                self.close()
+                raise
+            self.requests += 1
+            return t_sent, resp
+        raise AssertionError("unreachable")
+
+    def idle_closed(self) -> bool:
+        """True when the server closed (or wrote to) this idle connection: do not reuse it."""
+        if self.sock is None:
+            return True
+        try:
+            readable, _, _ = _select_now([self.sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+
+class Response:
+    """Status and headers, then the body as timestamped lines (or all at once)."""
+
+    def __init__(self, conn: Connection, method: str, deadline: float) -> None:
+        self.conn = conn
+        self.method = method
+        self.deadline = deadline
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.t_first_byte: float | None = None
+        self._rest = b""
+        self._complete = False
+        self._keep_alive = True
+
+    def _recv(self) -> tuple[float, bytes]:
+        sock = self.conn.sock
+        if sock is None:
+            raise TransportError("connection_reset", "connection closed")
+        if not self.conn.external_deadline:
+            left = self.deadline - time.time()
+            if left <= 0:
+                raise TransportError("timeout", "request deadline passed")
+            sock.settimeout(left)
+        data = sock.recv(RECV_SIZE)
+        return time.time(), data
+
+    def read_head(self) -> None:
+        buf = b""
+        while True:
+            ts, data = self._recv()
+            if not data:
+                raise TransportError("connection_closed" if not buf else "malformed_http", "closed in the headers")
+            if self.t_first_byte is None:
+                self.t_first_byte = ts
+            buf += data
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buf) > MAX_HEADER:
+                raise TransportError("malformed_http", "response headers too long")
+        head, self._rest = buf[:end].decode("latin-1"), buf[end + 4 :]
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise TransportError("malformed_http", f"bad status line {lines[0][:60]!r}")
+        self.status = int(parts[1])
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        conn_header = self.headers.get("connection", "").lower()
+        self._keep_alive = parts[0] == "HTTP/1.1" and "close" not in conn_header
+        if self.status in (100, 101):
+            raise TransportError("malformed_http", f"unexpected status {self.status}")
+
+    def _pieces(self) -> Iterator[tuple[float, bytes]]:
+        """Body bytes as they arrive (de-chunked), each with its recv time."""
+        ts = self.t_first_byte or time.time()
+        if self.method == "HEAD" or self.status in (204, 304):
+            self._complete = True
+            return
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            dec = ChunkedDecoder()
+            data = self._rest
+            while True:
+                if data:
+                    piece = dec.feed(data)
+                    if piece:
+                        yield ts, piece
+                    if dec.done:
+                        self._complete = True
+                        return
+                ts, data = self._recv()
+                if not data:
+                    raise TransportError("truncated_stream", "connection closed before the last chunk")
+        length_header = self.headers.get("content-length")
+        if length_header is not None:
+            left = int(length_header)
+            data = self._rest
+            while True:
+                if data:
+                    piece = data[:left]
+                    left -= len(piece)
+                    yield ts, piece
+                if left <= 0:
+                    self._complete = True
+                    return
+                ts, data = self._recv()
+                if not data:
+                    raise TransportError("truncated_stream", f"connection closed {left} bytes before the end")
+        # Neither: the body runs until the server closes the connection.
+        self._keep_alive = False
+        data = self._rest
+        while True:
+            if data:
+                yield ts, data
+            ts, data = self._recv()
+            if not data:
+                self._complete = True
+                return
+
+    def iter_lines(self) -> Iterator[tuple[float, bytes]]:
+        """Body lines with the time their last byte arrived."""
+        splitter = LineSplitter()
+        ts = 0.0
+        for ts, piece in self._pieces():
+            for line in splitter.feed(piece):
+                yield ts, line
+        rest = splitter.finish()
+        if rest is not None:
+            yield ts, rest
+
+    def read(self, limit: int = 1 << 20) -> bytes:
+        out = b""
+        for _, piece in self._pieces():
+            if len(out) < limit:
+                out += piece[: limit - len(out)]
+        return out
+
+    def release(self) -> None:
+        """Return the connection for reuse if the body was read to its end, else close it."""
+        if not (self._complete and self._keep_alive):
+            self.conn.close()
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one base URL (LIFO, so warm sockets are reused first)."""
+
+    def __init__(
+        self, base: BaseUrl, connect_timeout: float = 10.0, max_idle: int = 4096, external_deadline: bool = False
+    ) -> None:
+        self.base = base
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.external_deadline = external_deadline
+        self._idle: list[Connection] = []
+        self._tls = ssl.create_default_context() if base.tls else None
+
+    def get(self) -> Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.idle_closed():
+                return conn
+            conn.close()
+        return Connection(self.base, self.connect_timeout, self._tls, self.external_deadline)
+
+    def put(self, conn: Connection) -> None:
+        if conn.sock is not None and len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()

@@ -1,0 +1,180 @@
+"""Prompts and output lengths for each request.
+
+Synthetic prompts are made of plain words: the simulator (and, roughly, a BPE tokenizer) counts
+one token per whitespace-separated word, so a prompt drawn with N tokens is N tokens to the
+server. Lengths come from the workload's normal(mean, stddev) clipped to [min, max]; every
+worker draws from its own stream seeded by ``workload.seed`` and its index, so a run is
+reproducible. Each prompt starts at a random offset of a large word pool, so prompts differ from
+their first words on and a server's prefix cache cannot make them free.
+
+Datasets are JSONL (one object per line, the prompt in ``promptField``; an optional integer
+``max_tokens``/``output_tokens`` overrides the drawn output length) from a local path,
+``s3://bucket/key``, ``configmap://NAME/KEY`` (mounted at /etc/fmbench/datasets/NAME/KEY, or
+$FMBENCH_DATASETS_DIR/NAME/KEY) or ``hf://DATASET`` (through the ``datasets`` library).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmbench_k8s.api.spec import TokenDistribution, Workload
+
+DATASETS_DIR = "/etc/fmbench/datasets"
+HF_OFFLINE_MESSAGE = (
+    "hf:// needs network access to the Hugging Face Hub; download the dataset to JSONL and use a path/s3 URI"
+)
+POOL_WORDS = 1 << 16
+
+# Short, common words: one token each in the usual BPE vocabularies, and one word to the simulator.
+VOCAB = (
+    "the", "of", "and", "to", "in", "is", "was", "for", "on", "as", "with", "by", "he", "at", "from", "his", "an",
+    "were", "are", "which", "this", "be", "or", "had", "not", "but", "one", "have", "first", "new", "also", "they",
+    "their", "has", "been", "her", "two", "after", "other", "who", "its", "she", "time", "when", "into", "all",
+    "more", "there", "during", "most", "some", "used", "only", "over", "would", "can", "then", "may", "between",
+    "these", "out", "through", "many", "under", "about", "made", "world", "year", "city", "area", "part", "year",
+    "state", "school", "people", "while", "later", "known", "both", "up", "such", "where", "early", "name", "since",
+    "three", "well", "any", "work", "each", "life", "being", "same", "war", "so", "team", "high", "long", "film",
+    "game", "music", "house", "water", "light", "small", "large", "river", "south", "north", "east", "west", "power",
+    "day", "night", "old", "young", "group", "order", "place", "side", "field", "point", "line", "word", "book",
+    "land", "road", "story", "color", "sound", "table", "paper", "hand", "stone", "wood", "glass", "metal", "tree",
+)
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    text: str
+    max_tokens: int
+    prompt_tokens: int | None  # known for synthetic prompts (words); None for dataset text
+
+
+def draw_tokens(dist: TokenDistribution, rng: random.Random) -> int:
+    """normal(mean, stddev), rounded and clipped to [min, max] (min defaults to 1)."""
+    value = dist.mean if dist.stddev == 0 else round(rng.gauss(dist.mean, dist.stddev))
+    lo = dist.min if dist.min is not None else 1
+    hi = dist.max if dist.max is not None else value
+    return int(max(lo, min(value, hi)))
+
+
+_POOLS: dict[int, list[str]] = {}
+
+
+def word_pool(seed: int) -> list[str]:
+    """The words synthetic prompts are cut from (the same for every worker of a run)."""
+    if seed not in _POOLS:
+        _POOLS[seed] = random.Random(f"fmbench-words:{seed}").choices(VOCAB, k=POOL_WORDS)
+    return _POOLS[seed]
+
+
+class PromptSource:
+    """Endless prompts of one stream (a worker's share of a stage); not shared between processes.
+
+    ``stream`` names the random stream (the worker's index and the stage), so a run repeats
+    exactly with the same seed and worker count."""
+
+    def __init__(self, workload: Workload, stream: str, texts: list[tuple[str, int | None]] | None = None) -> None:
+        self.workload = workload
+        self.rng = random.Random(f"fmbench-prompts:{workload.seed}:{stream}")
+        self._texts = texts
+        self._order: list[int] = []
+        self._pool = word_pool(workload.seed)
+        if texts is not None:
+            if not texts:
+                raise DatasetError("the dataset has no prompts")
+            self._order = list(range(len(texts)))
+            self.rng.shuffle(self._order)
+        self._i = 0
+
+    def next(self) -> Prompt:
+        if self._texts is not None:
+            text, max_tokens = self._texts[self._order[self._i % len(self._order)]]
+            self._i += 1
+            out = max_tokens if max_tokens is not None else draw_tokens(self.workload.output_tokens, self.rng)
+            return Prompt(text, out, None)
+        n = draw_tokens(self.workload.prompt_tokens, self.rng)
+        return Prompt(self.synthetic_text(n), draw_tokens(self.workload.output_tokens, self.rng), n)
+
+    def synthetic_text(self, n: int) -> str:
+        start = self.rng.randrange(POOL_WORDS)
+        words = self._pool[start : start + n]
+        while len(words) < n:  # wrap around the pool (and repeat it for very long prompts)
+            words += self._pool[: n - len(words)]
+        return " ".join(words)
+
+
+def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[tuple[str, int | None]] | None:
+    """The workload's dataset rows (prompt, max_tokens or None); None for synthetic prompts."""
+    if workload.dataset is None:
+        return None
+    rows = parse_jsonl(load_dataset_text(workload.dataset.uri, storage_endpoint), workload.dataset.prompt_field)
+    if not rows:
+        raise DatasetError(f"dataset {workload.dataset.uri} has no prompts")
+    return rows
+
+
+def parse_jsonl(text: str, field: str) -> list[tuple[str, int | None]]:
+    rows: list[tuple[str, int | None]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise DatasetError(f"dataset line {n}: not JSON ({exc})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+            raise DatasetError(f"dataset line {n}: expected an object with a string field {field!r}")
+        out = obj.get("max_tokens", obj.get("output_tokens"))
+        rows.append((obj[field], out if isinstance(out, int) and out > 0 else None))
+    return rows
+
+
+def load_dataset_text(uri: str, storage_endpoint: str | None = None) -> str:
+    """The JSONL text behind ``uri``."""
+    if uri.startswith("s3://"):
+        from fmbench_k8s.storage import open_storage
+
+        parent, _, name = uri.rstrip("/").rpartition("/")
+        if not name or parent in ("s3:/", "s3:"):
+            raise DatasetError(f"invalid dataset URI {uri!r}: use s3://BUCKET/KEY")
+        try:
+            return open_storage(parent, endpoint_url=storage_endpoint).read_bytes(name).decode()
+        except Exception as exc:
+            raise DatasetError(f"cannot read dataset {uri}: {exc}") from None
+    if uri.startswith("configmap://"):
+        ref = uri.removeprefix("configmap://")
+        if ref.count("/") != 1 or not all(ref.split("/")):
+            raise DatasetError(f"invalid dataset URI {uri!r}: use configmap://NAME/KEY")
+        base = Path(os.environ.get("FMBENCH_DATASETS_DIR", DATASETS_DIR))
+        return _read_file(base / ref, f"{uri} (mounted at {base / ref})")
+    if uri.startswith("hf://"):
+        return _hf_jsonl(uri.removeprefix("hf://"))
+    if "://" in uri:
+        raise DatasetError(f"unsupported dataset URI {uri!r}: use a path, s3://, configmap:// or hf://")
+    return _read_file(Path(uri), uri)
+
+
+def _read_file(path: Path, shown: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {shown}: {exc.strerror}") from None
+
+
+def _hf_jsonl(name: str) -> str:
+    try:
+        import datasets  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise DatasetError(f"{HF_OFFLINE_MESSAGE} (the `datasets` package is not installed either)") from None
+    try:
+        data: Any = datasets.load_dataset(name, split="train")
+    except Exception as exc:
+        raise DatasetError(f"{HF_OFFLINE_MESSAGE} ({type(exc).__name__}: {exc})") from None
+    return "\n".join(json.dumps(dict(row)) for row in data)

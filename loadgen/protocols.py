@@ -1,0 +1,197 @@
+"""Wire formats of the streaming APIs: the request body, and what each streamed event means. Pure.
+
+One ``Protocol`` per API. ``event`` is called with the data of each SSE event (or JSON line) and
+the time its bytes arrived; it marks content (TTFT/ITL), usage (token counts) and the API's
+end-of-stream marker on the ``RequestState``. Content is the first *non-empty* text of an event.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fmbench_k8s.loadgen.prompts import Prompt
+from fmbench_k8s.loadgen.request import RequestState
+from fmbench_k8s.loadgen.sse import StreamProtocolError
+
+_loads = json.loads
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return _loads(data)
+    except ValueError:
+        raise StreamProtocolError("malformed_sse", f"event is not JSON: {data[:80]!r}") from None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Protocol:
+    """Base class; ``requires_end_marker`` says whether a stream without the marker is truncated."""
+
+    api = ""
+    path = ""
+    requires_end_marker = True
+
+    def __init__(self, model: str | None = None, extra_body: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.extra_body = extra_body or {}
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self, prompt: Prompt) -> bytes:
+        return json.dumps({**self.body(prompt), **self.extra_body}).encode()
+
+    def event(self, data: bytes, ts: float, st: RequestState) -> None:
+        raise NotImplementedError
+
+
+def _stream_error(obj: Any) -> None:
+    if isinstance(obj, dict) and obj.get("error") is not None:
+        err = obj["error"]
+        message = err.get("message") if isinstance(err, dict) else err
+        raise StreamProtocolError("stream_error", str(message)[:200])
+
+
+class OpenAIChat(Protocol):
+    """POST {base}/chat/completions, stream with ``stream_options.include_usage``; ends with [DONE]."""
+
+    api = "openai-chat"
+    path = "/chat/completions"
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": "user", "content": prompt.text}],
+            "max_tokens": prompt.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    def _text(self, choice: dict[str, Any]) -> Any:
+        delta = choice.get("delta") or {}
+        return delta.get("content") or delta.get("reasoning_content")
+
+    def event(self, data: bytes, ts: float, st: RequestState) -> None:
+        if data == b"[DONE]":
+            st.finished = True
+            return
+        obj = _json(data)
+        if not isinstance(obj, dict):
+            raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
+        _stream_error(obj)
+        for choice in obj.get("choices") or ():
+            if isinstance(choice, dict) and self._text(choice):
+                st.content(ts)
+                break
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            out = _int(usage.get("completion_tokens"))
+            if out is not None:
+                st.server_output_tokens = out
+            prompt = _int(usage.get("prompt_tokens"))
+            if prompt is not None:
+                st.server_prompt_tokens = prompt
+
+
+class OpenAICompletions(OpenAIChat):
+    """POST {base}/completions; the text is ``choices[0].text``."""
+
+    api = "openai-completions"
+    path = "/completions"
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": prompt.text,
+            "max_tokens": prompt.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    def _text(self, choice: dict[str, Any]) -> Any:
+        return choice.get("text")
+
+
+class Tgi(Protocol):
+    """POST {base}/generate_stream (Hugging Face TGI; also SageMaker TGI/LMI containers).
+
+    Every event carries one token; the last one also ``generated_text`` and, with
+    ``details: true``, ``details.generated_tokens``."""
+
+    api = "tgi"
+    path = "/generate_stream"
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        return {"inputs": prompt.text, "parameters": {"max_new_tokens": prompt.max_tokens, "details": True}}
+
+    def event(self, data: bytes, ts: float, st: RequestState) -> None:
+        obj = _json(data)
+        if not isinstance(obj, dict):
+            raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
+        _stream_error(obj)
+        token = obj.get("token")
+        if isinstance(token, dict) and token.get("text") and not token.get("special"):
+            st.content(ts)
+        details = obj.get("details")
+        if isinstance(details, dict):
+            out = _int(details.get("generated_tokens"))
+            if out is not None:
+                st.server_output_tokens = out
+            prompt = _int(details.get("input_length"))
+            if prompt is not None:
+                st.server_prompt_tokens = prompt
+        if obj.get("generated_text") is not None:
+            st.finished = True
+
+
+class Lmi(Tgi):
+    """SageMaker LMI (DJL) containers: TGI-like JSON lines; the stream's end is its end."""
+
+    api = "lmi"
+    requires_end_marker = False
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        return {"inputs": prompt.text, "parameters": {"max_new_tokens": prompt.max_tokens}, "stream": True}
+
+
+class Triton(Protocol):
+    """POST {base}/v2/models/{model}/generate_stream (Triton TRT-LLM ensemble); one
+    ``text_output`` per event; the stream simply ends, so output tokens are counted by the client."""
+
+    api = "triton"
+    requires_end_marker = False
+
+    def __init__(self, model: str | None = None, extra_body: dict[str, Any] | None = None) -> None:
+        super().__init__(model or "ensemble", extra_body)
+        self.path = f"/v2/models/{self.model}/generate_stream"
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
+        return {"text_input": prompt.text, "max_tokens": prompt.max_tokens, "stream": True}
+
+    def event(self, data: bytes, ts: float, st: RequestState) -> None:
+        obj = _json(data)
+        if not isinstance(obj, dict):
+            raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
+        _stream_error(obj)
+        if obj.get("text_output"):
+            st.content(ts)
+
+
+PROTOCOLS: dict[str, type[Protocol]] = {
+    p.api: p for p in (OpenAIChat, OpenAICompletions, Tgi, Lmi, Triton)
+}
+
+
+def protocol_for(api: str, model: str | None = None, extra_body: dict[str, Any] | None = None) -> Protocol:
+    try:
+        return PROTOCOLS[api](model, extra_body)
+    except KeyError:
+        raise ValueError(f"no HTTP streaming protocol for api {api!r}") from None

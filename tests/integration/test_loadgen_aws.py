@@ -1,0 +1,212 @@
+"""SageMaker and Bedrock users against responses shaped like the real services.
+
+A local HTTP server speaks the two runtime APIs (``invoke_endpoint_with_response_stream`` and
+``converse_stream``): HTTP/1.1 chunked bodies of AWS event-stream frames, hand-encoded here per
+the spec (prelude with total and header lengths, prelude CRC32, string headers, payload, message
+CRC32). boto3 in the workers is pointed at it with ``--endpoint-url``. SageMaker PayloadParts
+split SSE lines at arbitrary places, as the real service may; the client must reassemble them.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+
+from fmbench_k8s.loadgen.clients import make_client
+from fmbench_k8s.loadgen.prompts import Prompt
+from fmbench_k8s.loadgen.request import RequestState
+from fmbench_k8s.loadgen.target import Target
+from tests.integration.test_loadgen_support import assert_accounting, loadgen, write_spec
+
+pytestmark = pytest.mark.integration
+
+PREFILL_S, ITL_S = 0.02, 0.005
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+
+
+def frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message (all headers of type 7, string)."""
+    head = b"".join(
+        struct.pack(">B", len(k)) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
+        for k, v in headers.items()
+    )
+    total = 12 + len(head) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(head))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + head + payload
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def event(kind: str, payload: bytes, content_type: str = "application/json") -> bytes:
+    return frame({":event-type": kind, ":content-type": content_type, ":message-type": "event"}, payload)
+
+
+class FakeAws(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small frames must leave at once, as from the real services
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _start_stream(self, extra: dict[str, str]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-amzn-RequestId", "fake")
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def _error(self, status: int, code: str) -> None:
+        body = json.dumps({"message": f"fake {code}"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-amzn-ErrorType", code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeAws.bodies.append(body)
+        path = unquote(self.path)
+        if path.startswith("/endpoints/"):
+            self._sagemaker(path.split("/")[2], body)
+        elif path.startswith("/model/"):
+            self._bedrock(path.split("/")[2], body)
+        else:
+            self._error(404, "UnknownOperationException")
+
+    def _sagemaker(self, name: str, body: dict[str, Any]) -> None:
+        if name == "throttled":
+            self._error(429, "ThrottlingException")
+            return
+        n = int(body["parameters"]["max_new_tokens"])
+        words = len(body["inputs"].split())
+        self._start_stream({"X-Amzn-SageMaker-Content-Type": "application/json"})
+        time.sleep(PREFILL_S)
+        for i in range(n):
+            ev: dict[str, Any] = {"index": i + 1, "token": {"id": 1, "text": " tok", "logprob": 0.0, "special": False},
+                                  "generated_text": None, "details": None}  # fmt: skip
+            if i == n - 1:
+                ev["generated_text"] = " tok" * n
+                ev["details"] = {"finish_reason": "length", "generated_tokens": n, "input_length": words}
+            line = b"data:" + json.dumps(ev).encode() + b"\n\n"
+            cut = 7 + (i * 13) % (len(line) - 8)  # PayloadParts split lines anywhere
+            for piece in (line[:cut], line[cut:]):
+                self._chunk(event("PayloadPart", piece, "application/octet-stream"))
+            if i < n - 1:
+                time.sleep(ITL_S)
+        self._chunk(b"")
+
+    def _bedrock(self, model_id: str, body: dict[str, Any]) -> None:
+        n = int(body["inferenceConfig"]["maxTokens"])
+        words = len(body["messages"][0]["content"][0]["text"].split())
+        self._start_stream({})
+        self._chunk(event("messageStart", b'{"role":"assistant"}'))
+        time.sleep(PREFILL_S)
+        for i in range(n):
+            if model_id == "broken" and i == 2:
+                self._chunk(frame({":exception-type": "modelStreamErrorException", ":content-type": "application/json",
+                                   ":message-type": "exception"}, b'{"message":"model failed"}'))  # fmt: skip
+                self._chunk(b"")
+                return
+            delta = {"contentBlockIndex": 0, "delta": {"text": " tok"}}
+            self._chunk(event("contentBlockDelta", json.dumps(delta).encode()))
+            if i < n - 1:
+                time.sleep(ITL_S)
+        self._chunk(event("contentBlockStop", b'{"contentBlockIndex":0}'))
+        self._chunk(event("messageStop", b'{"stopReason":"max_tokens"}'))
+        usage = {"inputTokens": words, "outputTokens": n, "totalTokens": words + n}
+        meta = {"usage": usage, "metrics": {"latencyMs": 1}}
+        self._chunk(event("metadata", json.dumps(meta).encode()))
+        self._chunk(b"")
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAws)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for k, v in AWS_ENV.items():
+        monkeypatch.setenv(k, v)
+    return AWS_ENV
+
+
+VARIANTS = {
+    "sagemaker": {"name": "sm", "endpoint": {"api": "sagemaker", "endpointName": "llm-ep", "payload": "tgi"}},
+    "bedrock": {"name": "br", "endpoint": {"api": "bedrock", "modelId": "anthropic.claude-3-haiku-20240307-v1:0"}},
+}
+
+
+@pytest.mark.parametrize("api", ["sagemaker", "bedrock"])
+def test_aws_streams_through_master_and_workers(aws: str, aws_env: dict[str, str], tmp_path: Path, api: str) -> None:
+    variant = VARIANTS[api]
+    spec = write_spec(
+        tmp_path / "spec.yaml", variants=[variant],
+        workload={"requestsPerMinute": 600, "promptTokens": {"mean": 30, "stddev": 5}, "outputTokens": {"mean": 12}},
+        load={"mode": "fixed", "concurrency": {"levels": [4]}, "stageDuration": "2s"},
+    )  # fmt: skip
+    with loadgen(tmp_path, spec, str(variant["name"]), endpoint_url=aws, env=aws_env) as run:
+        run.start()
+        assert run.wait() == 0, run.master.stderr if run.master else ""
+        df = assert_accounting(run)
+    assert (df["outcome"] == "ok").all(), df["error"].value_counts()
+    assert (df["output_tokens"] == 12).all() and set(df["token_source"]) == {"server"}
+    assert df["prompt_tokens"].between(10, 50).all()
+    win = df[df["in_steady_window"]]
+    # The fake server answers the headers at once, then "prefills": first byte to first token is
+    # the prefill; before it, boto3 builds and signs the request (a few ms, part of TTFT).
+    assert abs(float((win["t_first_token"] - win["t_first_byte"]).median()) - PREFILL_S) < 0.002
+    assert PREFILL_S < float(win["ttft_s"].median()) < PREFILL_S + 0.015
+    gaps = np.concatenate(list(win["itl_s"].to_numpy()))
+    assert len(gaps) == len(win) * 11
+    assert abs(float(np.median(gaps)) - ITL_S) < 0.0015
+    if api == "sagemaker":
+        sent = [b for b in FakeAws.bodies if "inputs" in b]
+        assert sent and all(b["stream"] is True and b["parameters"]["details"] is True for b in sent)
+
+
+def test_aws_failures_have_reasons(aws: str, aws_env: dict[str, str]) -> None:
+    throttled = make_client(Target("sagemaker", aws, endpoint_name="throttled", region="us-east-1", payload="tgi",
+                                   extra_body={"stream": True}), pool_size=2)  # fmt: skip
+    st = RequestState("r1", time.time(), 3)
+    throttled.generate(Prompt("a b c", 4, 3), st)
+    assert (st.outcome, st.error, st.http_status) == ("error", "http_429", 429)
+    broken = make_client(Target("bedrock", aws, model_id="broken", region="us-east-1"), pool_size=2)
+    st = RequestState("r2", time.time(), 3)
+    broken.generate(Prompt("a b c", 8, 3), st)
+    assert (st.outcome, st.error) == ("error", "stream_error_modelStreamErrorException")
+    assert st.content_events == 2
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gone = make_client(Target("bedrock", f"http://127.0.0.1:{port}", model_id="m", region="us-east-1"), pool_size=2)
+    st = RequestState("r3", time.time(), 3)
+    gone.generate(Prompt("a", 2, 1), st)
+    assert (st.outcome, st.error) == ("error", "connection_refused")

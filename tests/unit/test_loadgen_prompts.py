@@ -1,0 +1,129 @@
+"""Synthetic prompts, output lengths and datasets (fmbench_k8s.loadgen.prompts)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from fmbench_k8s.api.spec import TokenDistribution, Workload
+from fmbench_k8s.loadgen.prompts import (
+    HF_OFFLINE_MESSAGE,
+    DatasetError,
+    PromptSource,
+    draw_tokens,
+    load_dataset_text,
+    load_texts,
+)
+from fmbench_k8s.simulator.tokenizer import count_tokens
+
+
+def _workload(**kw: object) -> Workload:
+    doc = {"requestsPerMinute": 60, "promptTokens": {"mean": 200, "stddev": 40, "min": 120, "max": 260},
+           "outputTokens": {"mean": 64, "stddev": 8}, **kw}  # fmt: skip
+    return Workload.model_validate(doc)
+
+
+def test_synthetic_prompts_have_exactly_the_drawn_number_of_simulator_tokens() -> None:
+    source = PromptSource(_workload(), "0:0")
+    lengths = []
+    for _ in range(300):
+        p = source.next()
+        assert p.prompt_tokens is not None
+        assert count_tokens(p.text) == p.prompt_tokens
+        assert 120 <= p.prompt_tokens <= 260 and p.max_tokens >= 1
+        lengths.append(p.prompt_tokens)
+    assert sum(lengths) / len(lengths) == pytest.approx(200, rel=0.05)
+
+
+def test_prompts_are_reproducible_per_stream_and_differ_between_streams() -> None:
+    a = [PromptSource(_workload(), "0:1").next() for _ in range(1)]
+    b = [PromptSource(_workload(), "0:1").next() for _ in range(1)]
+    c = [PromptSource(_workload(), "1:1").next() for _ in range(1)]
+    assert a == b and a != c
+    source = PromptSource(_workload(), "0:2")
+    firsts = {" ".join(source.next().text.split()[:8]) for _ in range(50)}
+    assert len(firsts) > 45, "prompts must differ from their first words (prefix caches)"
+
+
+def test_very_long_prompts_wrap_the_word_pool() -> None:
+    w = _workload(promptTokens={"mean": 150_000})
+    p = PromptSource(w, "x").next()
+    assert count_tokens(p.text) == 150_000
+
+
+def test_draw_tokens_clips_and_is_constant_without_stddev() -> None:
+    rng = random.Random(0)
+    assert {draw_tokens(TokenDistribution(mean=10), rng) for _ in range(20)} == {10}
+    wide = TokenDistribution(mean=10, stddev=100, min=5, max=12)
+    values = [draw_tokens(wide, rng) for _ in range(500)]
+    assert min(values) == 5 and max(values) == 12
+    assert all(draw_tokens(TokenDistribution(mean=2, stddev=50), rng) >= 1 for _ in range(200))
+
+
+def _jsonl(rows: list[dict[str, object]]) -> str:
+    return "\n".join(json.dumps(r) for r in rows) + "\n"
+
+
+def test_dataset_from_a_local_path_and_a_configmap_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(_jsonl([{"prompt": "one two three", "max_tokens": 7}, {"prompt": "four five"}]))
+    w = _workload(dataset={"uri": str(path)})
+    texts = load_texts(w)
+    assert texts == [("one two three", 7), ("four five", None)]
+    source = PromptSource(w, "0:0", texts)
+    seen = {source.next().text for _ in range(10)}
+    assert seen == {"one two three", "four five"}
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "data.jsonl").write_text(_jsonl([{"text": "hi there"}]))
+    monkeypatch.setenv("FMBENCH_DATASETS_DIR", str(tmp_path))
+    cm = _workload(dataset={"uri": "configmap://prompts/data.jsonl", "promptField": "text"})
+    assert load_texts(cm) == [("hi there", None)]
+
+
+def test_dataset_errors_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="cannot read dataset"):
+        load_dataset_text(str(tmp_path / "missing.jsonl"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\nnot json\n')
+    with pytest.raises(DatasetError, match="line 2: not JSON"):
+        load_texts(_workload(dataset={"uri": str(bad)}))
+    with pytest.raises(DatasetError, match="string field 'prompt'"):
+        load_texts(_workload(dataset={"uri": str(_write(tmp_path, '{"q": 1}'))}))
+    with pytest.raises(DatasetError, match="configmap://NAME/KEY"):
+        load_dataset_text("configmap://only-name")
+    with pytest.raises(DatasetError, match="unsupported"):
+        load_dataset_text("ftp://x/y")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "x.jsonl"
+    p.write_text(text)
+    return p
+
+
+def test_hf_datasets_fail_offline_with_a_clear_message() -> None:
+    with pytest.raises(DatasetError) as info:
+        load_dataset_text("hf://some-org/some-dataset")
+    assert str(info.value).startswith(HF_OFFLINE_MESSAGE)
+
+
+def test_dataset_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    with mock_aws():
+        import boto3
+
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="prompts")
+        s3.put_object(Bucket="prompts", Key="sets/a.jsonl", Body=_jsonl([{"prompt": "from s3"}]).encode())
+        assert load_texts(_workload(dataset={"uri": "s3://prompts/sets/a.jsonl"})) == [("from s3", None)]
+        with pytest.raises(DatasetError, match=r"cannot read dataset s3://prompts/none\.jsonl"):
+            load_dataset_text("s3://prompts/none.jsonl")

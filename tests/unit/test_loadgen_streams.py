@@ -1,0 +1,129 @@
+"""Stream decoding (chunked, lines, SSE) and what each API's events mean (sse.py, protocols.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fmbench_k8s.loadgen.prompts import Prompt
+from fmbench_k8s.loadgen.protocols import OpenAIChat, OpenAICompletions, Tgi, Triton, protocol_for
+from fmbench_k8s.loadgen.request import RequestState
+from fmbench_k8s.loadgen.sse import ChunkedDecoder, LineSplitter, SseParser, StreamProtocolError
+
+
+def _chunked(pieces: list[bytes]) -> bytes:
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\nX-Trailer: y\r\n\r\n"
+
+
+def _splits(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, last = [], 0
+    for p in [*points, len(data)]:
+        out.append(data[last:p])
+        last = p
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.binary(min_size=0, max_size=40), max_size=12), cuts=st.lists(st.integers(0, 10_000)))
+def test_chunked_decoder_handles_any_split(pieces: list[bytes], cuts: list[int]) -> None:
+    dec = ChunkedDecoder()
+    out = b"".join(dec.feed(part) for part in _splits(_chunked(pieces), cuts))
+    assert out == b"".join(pieces)
+    assert dec.done
+
+
+def test_chunked_decoder_is_not_done_before_the_last_chunk_and_rejects_garbage() -> None:
+    dec = ChunkedDecoder()
+    assert dec.feed(b"5\r\nhello\r\n") == b"hello"
+    assert not dec.done
+    with pytest.raises(StreamProtocolError, match="chunk size"):
+        ChunkedDecoder().feed(b"zz\r\nhello\r\n")
+    with pytest.raises(StreamProtocolError, match="CRLF"):
+        ChunkedDecoder().feed(b"2\r\nhiXX")
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b and b"\r" not in b), max_size=10),
+       cuts=st.lists(st.integers(0, 1000)), crlf=st.booleans())  # fmt: skip
+def test_line_splitter_reassembles_lines_split_anywhere(lines: list[bytes], cuts: list[int], crlf: bool) -> None:
+    data = b"".join(line + (b"\r\n" if crlf else b"\n") for line in lines)
+    splitter = LineSplitter()
+    got = [ln for part in _splits(data, cuts) for ln in splitter.feed(part)]
+    assert got == lines
+    assert splitter.finish() is None
+
+
+def test_sse_parser_joins_multiline_data_and_ignores_comments_and_fields() -> None:
+    parser = SseParser()
+    lines = [b": keep-alive", b"event: message", b"id: 3", b"data: {\"a\":", b"data: 1}", b"", b"retry: 10", b"",
+             b"data:[DONE]", b""]  # fmt: skip
+    events = [e for e in (parser.line(ln) for ln in lines) if e is not None]
+    assert events == [b'{"a":\n1}', b"[DONE]"]
+    with pytest.raises(StreamProtocolError) as info:
+        SseParser().line(b"garbage here")
+    assert info.value.reason == "malformed_sse"
+    assert SseParser(jsonlines=True).line(b'{"token": {"text": "x"}}') == b'{"token": {"text": "x"}}'
+    unterminated = SseParser()
+    assert unterminated.line(b"data: last") is None
+    assert unterminated.finish() == b"last"
+
+
+def _feed(proto: object, events: list[object], start: float = 100.0, gap: float = 0.01) -> RequestState:
+    st_ = RequestState("r", start - 1.0)
+    st_.t_sent = start - 0.5
+    for i, ev in enumerate(events):
+        data = ev if isinstance(ev, bytes) else json.dumps(ev).encode()
+        proto.event(data, start + i * gap, st_)  # type: ignore[attr-defined]
+    return st_
+
+
+def test_openai_chat_events_content_usage_and_done() -> None:
+    chunk = {"choices": [{"index": 0, "delta": {"content": " tok"}}]}
+    events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}, chunk, chunk, chunk,
+              {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}}, b"[DONE]"]  # fmt: skip
+    st_ = _feed(OpenAIChat("m"), events)
+    assert st_.finished and st_.content_events == 3
+    assert st_.t_first_token == pytest.approx(100.01) and st_.t_last_token == pytest.approx(100.03)
+    assert st_.itl == pytest.approx([0.01, 0.01])
+    assert (st_.server_prompt_tokens, st_.output_tokens, st_.token_source) == (12, 3, "server")
+    assert st_.ttft == pytest.approx(0.51) and st_.tpot == pytest.approx(0.01)
+
+
+def test_openai_errors_and_malformed_events_raise_with_reasons() -> None:
+    with pytest.raises(StreamProtocolError) as info:
+        _feed(OpenAIChat(), [{"error": {"message": "overloaded"}}])
+    assert info.value.reason == "stream_error" and "overloaded" in info.value.detail
+    with pytest.raises(StreamProtocolError) as info:
+        _feed(OpenAICompletions(), [b"{not json"])
+    assert info.value.reason == "malformed_sse"
+
+
+def test_completions_tgi_and_triton_events() -> None:
+    comp = _feed(OpenAICompletions(), [{"choices": [{"text": " a"}]}, {"choices": [{"text": " b"}]}, b"[DONE]"])
+    assert comp.content_events == 2 and comp.token_source == "client" and comp.output_tokens == 2
+    tok = {"index": 1, "token": {"id": 1, "text": " t", "special": False}, "generated_text": None, "details": None}
+    special = {**tok, "token": {"id": 2, "text": "</s>", "special": True}}
+    final = {**tok, "generated_text": " t t", "details": {"generated_tokens": 3, "input_length": 9}}
+    tgi = _feed(Tgi(), [tok, special, final])
+    assert tgi.finished and tgi.content_events == 2 and (tgi.output_tokens, tgi.server_prompt_tokens) == (3, 9)
+    tri = _feed(Triton("ensemble"), [{"text_output": " x"}, {"text_output": ""}, {"text_output": " y"}])
+    assert tri.content_events == 2 and not Triton.requires_end_marker
+    assert Triton("my-model").path == "/v2/models/my-model/generate_stream"
+
+
+def test_request_bodies_per_api() -> None:
+    prompt = Prompt("a b c", 7, 3)
+    chat = json.loads(protocol_for("openai-chat", "m", {"ignore_eos": True}).encode(prompt))
+    assert chat == {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 7, "stream": True,
+                    "stream_options": {"include_usage": True}, "model": "m", "ignore_eos": True}  # fmt: skip
+    comp = json.loads(protocol_for("openai-completions").encode(prompt))
+    assert comp["prompt"] == "a b c" and "model" not in comp
+    assert json.loads(protocol_for("tgi").encode(prompt)) == {
+        "inputs": "a b c", "parameters": {"max_new_tokens": 7, "details": True}}  # fmt: skip
+    assert json.loads(protocol_for("triton").encode(prompt)) == {"text_input": "a b c", "max_tokens": 7, "stream": True}
+    with pytest.raises(ValueError, match="no HTTP streaming protocol"):
+        protocol_for("bedrock")
