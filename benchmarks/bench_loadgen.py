@@ -158,8 +158,11 @@ def summarize(reqs: list[dict[str, Any]], window: tuple[float, float], prefill_s
     inflight = sum(max(0.0, min(r["t_end"], w1) - max(r["t_sent"], w0)) for r in reqs if r["t_sent"]) / span
     lag = np.array([r["t_sent"] - r["t_scheduled"] for r in in_win if r["t_sent"]] or [math.nan])
     return {
-        "offered_rps": offered, "requests": len(in_win), "failed": len(in_win) - len(ok),
-        "streams": round(inflight, 1), "events_per_s": round(events / span),
+        "offered_rps": offered,
+        "requests": len(in_win),
+        "failed": len(in_win) - len(ok),
+        "streams": round(inflight, 1),
+        "events_per_s": round(events / span),
         "ttft_err_p50_ms": round(float(np.nanpercentile(err, 50)) * 1000, 2),
         "ttft_err_p99_ms": round(float(np.nanpercentile(err, 99)) * 1000, 2),
         "ttft_err_max_ms": round(float(np.nanmax(err)) * 1000, 2),
@@ -329,16 +332,23 @@ def run_guidellm(url: str, rate: float, args: argparse.Namespace, workdir: Path)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", default="250,500,1000,1500,2000", help="target concurrent streams per level")
-    p.add_argument("--clients", default="loadgen,aiohttp,guidellm",
-                   help="loadgen, aiohttp and guidellm (from /tmp/guidellm-venv; skipped when absent)")
+    p.add_argument(
+        "--clients",
+        default="loadgen,aiohttp,guidellm",
+        help="loadgen, aiohttp and guidellm (from /tmp/guidellm-venv; skipped when absent)",
+    )
     p.add_argument("--tokens", type=int, default=100, help="events per request")
     p.add_argument("--decode-s", type=float, default=0.05, help="gap between a stream's events")
     p.add_argument("--prefill-s", type=float, default=0.02, help="the simulator's (exact) TTFT")
     p.add_argument("--warmup-s", type=float, default=6.0)
     p.add_argument("--stage-s", type=float, default=10.0)
     p.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "bench_loadgen.json")
-    p.add_argument("--server", choices=["simulator", "raw"], default="simulator",
-                   help="simulator, or a minimal reference server (client error only; see raw_server_main)")
+    p.add_argument(
+        "--server",
+        choices=["simulator", "raw"],
+        default="simulator",
+        help="simulator, or a minimal reference server (client error only; see raw_server_main)",
+    )
     p.add_argument("--child-aiohttp", help=argparse.SUPPRESS)
     p.add_argument("--child-server", type=int, help=argparse.SUPPRESS)
     p.add_argument("--rate", type=float, help=argparse.SUPPRESS)
@@ -359,8 +369,11 @@ def main() -> int:
     request_s = args.prefill_s + (args.tokens - 1) * args.decode_s
     clients = [c for c in args.clients.split(",") if c != "guidellm" or GUIDELLM.exists()]
     if len(clients) < len(args.clients.split(",")):
-        print(f"guidellm skipped: {GUIDELLM} not found (python -m venv /tmp/guidellm-venv && "
-              "/tmp/guidellm-venv/bin/pip install guidellm)", flush=True)
+        print(
+            f"guidellm skipped: {GUIDELLM} not found (python -m venv /tmp/guidellm-venv && "
+            "/tmp/guidellm-venv/bin/pip install guidellm)",
+            flush=True,
+        )
     start = start_raw_server if args.server == "raw" else start_simulator
     sim, url = start(args.prefill_s, args.decode_s)
     rows = []
@@ -397,8 +410,16 @@ def main() -> int:
         best = max(ok, key=lambda r: r["events_per_s"]) if ok else None
         shown = f"{best['events_per_s']} events/s, {best['streams']} streams" if best else "none"
         print(f"{client}: highest passing level: {shown}")
-    args.json.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(), "args": {
-        k: v for k, v in vars(args).items() if isinstance(v, (int, float, str))}}, indent=1))
+    args.json.write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "cpus": os.cpu_count(),
+                "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str))},
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -98,7 +98,6 @@ class BaseUrl:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default else f"{host}:{self.port}"
 
-
     def addresses(self) -> list[AddrInfo]:
         if self._addrs is None:
             self._addrs = list(socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM))

@@ -265,8 +265,9 @@ class Master:
             notes.append("interrupted")
         notes += [f"{self._name(r.client_id)}: {r.note}" for r in results if r.note]
         self._gauges(-1, None)
-        return self._judge(stage, level, plan, steady_end=steady_end, results=results, notes=notes,
-                           n_workers=len(workers))
+        return self._judge(
+            stage, level, plan, steady_end=steady_end, results=results, notes=notes, n_workers=len(workers)
+        )
 
     def _gauges(self, stage: int, level: float | None) -> None:
         if self.exporter is None:

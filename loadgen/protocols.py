@@ -185,9 +185,7 @@ class Triton(Protocol):
             st.content(ts)
 
 
-PROTOCOLS: dict[str, type[Protocol]] = {
-    p.api: p for p in (OpenAIChat, OpenAICompletions, Tgi, Lmi, Triton)
-}
+PROTOCOLS: dict[str, type[Protocol]] = {p.api: p for p in (OpenAIChat, OpenAICompletions, Tgi, Lmi, Triton)}
 
 
 def protocol_for(api: str, model: str | None = None, extra_body: dict[str, Any] | None = None) -> Protocol:

@@ -9,6 +9,7 @@ before it was sent.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -40,8 +41,8 @@ class Monitor:
         self._lags: list[float] = []
         self._cpu: list[float] = []
         self._recent_lag = 0.0
+        self._last_big_lag = -math.inf  # perf_counter of the last lag above LAG_LIMIT_S
         self.cpu_now = 0.0
-        self.bound_now = False
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)
         self._greenlets: list[gevent.Greenlet] = []
@@ -61,28 +62,35 @@ class Monitor:
             now = clock()
             lag = max(0.0, now - t0 - tick)
             self._lags.append(lag)
+            if lag > LAG_LIMIT_S:
+                self._last_big_lag = now
             window_max = max(window_max, lag)
             if now - window_start >= 1.0:
                 self._recent_lag, window_max, window_start = window_max, 0.0, now
-                self._update()
 
     def _cpu_loop(self) -> None:
         while True:
             gevent.sleep(1.0)
             self.cpu_now = float(self._proc.cpu_percent(None))
             self._cpu.append(self.cpu_now)
-            self._update()
 
-    def _update(self) -> None:
-        self.bound_now = self._recent_lag > LAG_LIMIT_S or self.cpu_now > CPU_LIMIT_PERCENT
+    @property
+    def bound_now(self) -> bool:
+        """The hub lagged more than 50 ms within the last second, or the last second's CPU > 90%."""
+        return time.perf_counter() - self._last_big_lag < 1.0 or self.cpu_now > CPU_LIMIT_PERCENT
 
     @property
     def recent_lag(self) -> float:
         return self._recent_lag
 
     def reset(self) -> None:
-        """Start a new stage's window."""
+        """Start a new stage's window. What happened before (start-up, the collection the worker
+        runs between stages) does not count against the stage."""
         self._lags, self._cpu = [], []
+        self._last_big_lag = -math.inf
+        self._recent_lag = 0.0
+        self.cpu_now = 0.0
+        self._proc.cpu_percent(None)
 
     def summary(self) -> SelfCheck:
         lags = np.asarray(self._lags or [0.0])

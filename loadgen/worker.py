@@ -50,6 +50,7 @@ def quiet_gc() -> None:
     modules) are frozen out of future collections; the thresholds keep young collections small
     and full ones rare while a stage runs (each stage starts with a fresh collect-and-freeze).
     """
+    gc.unfreeze()  # what was frozen before may be garbage by now (e.g. the last stage's state)
     gc.collect()
     gc.freeze()
     gc.set_threshold(5_000, 50, 1000)
@@ -360,6 +361,13 @@ class Worker:
             stage, res.scheduled, res.ok, res.errors, res.incomplete, res.window_scheduled,
         )  # fmt: skip
         self.runner.send_message(m.RESULT, res.to_msg())
+        # The samples are sent; drop them (and the dead greenlets) now rather than at the next
+        # stage: a long stage's ITL gaps can be tens of megabytes.
+        run.ttft, run.e2e, run.tpot, run.itl, run.lags = [], [], [], array("d"), []
+        res.ttft = res.e2e = res.tpot = res.itl = b""
+        run.greenlets.clear()
+        run.pool = None
+        run.arrivals = None
 
     def _flush_loop(self) -> None:
         while True:

@@ -50,8 +50,11 @@ def test_measurements_match_the_simulator_model(sim: Sim, tmp_path: Path, api: s
     spec = write_spec(
         tmp_path / "spec.yaml",
         variants=[{"name": "sim", "engine": "simulator", "instanceType": "g5.2xlarge"}],
-        workload={"requestsPerMinute": 600, "promptTokens": {"mean": 100, "stddev": 20, "min": 50, "max": 150},
-                  "outputTokens": {"mean": OUTPUT_TOKENS}},
+        workload={
+            "requestsPerMinute": 600,
+            "promptTokens": {"mean": 100, "stddev": 20, "min": 50, "max": 150},
+            "outputTokens": {"mean": OUTPUT_TOKENS},
+        },
         load={"mode": "fixed", "concurrency": {"levels": [CONCURRENCY]}, "stageDuration": "2s"},
     )
     with loadgen(tmp_path, spec, "sim", endpoint_url=sim.url + path, api=api) as run:
@@ -107,9 +110,16 @@ def test_measurements_match_the_simulator_model(sim: Sim, tmp_path: Path, api: s
     measured_rate = len(win) / (stage["steady_end"] - stage["steady_start"])
     assert measured_rate == pytest.approx(expected_rate, rel=0.15)
     if scraped:
-        for name in ("fmbench_requests_total", "fmbench_request_ttft_seconds_count",
-                     "fmbench_request_e2e_seconds_count", "fmbench_request_tpot_seconds_count",
-                     "fmbench_output_tokens_total", "fmbench_prompt_tokens_total", "fmbench_inflight_requests",
-                     "fmbench_target_concurrency", "fmbench_schedule_lag_seconds_count"):
+        for name in (
+            "fmbench_requests_total",
+            "fmbench_request_ttft_seconds_count",
+            "fmbench_request_e2e_seconds_count",
+            "fmbench_request_tpot_seconds_count",
+            "fmbench_output_tokens_total",
+            "fmbench_prompt_tokens_total",
+            "fmbench_inflight_requests",
+            "fmbench_target_concurrency",
+            "fmbench_schedule_lag_seconds_count",
+        ):
             assert name in scraped, name
         assert scraped["fmbench_target_concurrency"] == CONCURRENCY

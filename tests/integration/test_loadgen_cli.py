@@ -31,8 +31,9 @@ def test_usage_errors_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     unknown = _loadgen("worker", *common, "--variant", "nope", "--master-host", "x", "--master-port", "1",
                        cwd=tmp_path)  # fmt: skip
     assert unknown.returncode == 2 and "--variant 'nope' is not in" in unknown.stderr
-    (tmp_path / "bad.yaml").write_text("kind: Benchmark\napiVersion: fmbench.io/v1alpha1\nmetadata: {name: x}\n"
-                                       "spec: {}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "kind: Benchmark\napiVersion: fmbench.io/v1alpha1\nmetadata: {name: x}\nspec: {}\n"
+    )
     bad = _loadgen("master", "--spec", str(tmp_path / "bad.yaml"), "--variant", "v", "--output", "o", "--run-id", "r",
                    cwd=tmp_path)  # fmt: skip
     assert bad.returncode == 2 and "spec.variants: required field is missing" in bad.stderr
@@ -81,8 +82,9 @@ def test_the_locust_user_classes_work_in_a_plain_locust_environment(tmp_path: Pa
         print(json.dumps({{name: [e.num_requests, e.num_failures] for (name, _), e in env.stats.entries.items()}}))
     """)  # fmt: skip
     try:
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                             check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
+        )
     finally:
         sim.stop()
     assert out.returncode == 0, out.stderr

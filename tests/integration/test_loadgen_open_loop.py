@@ -61,8 +61,12 @@ def _spec(tmp: Path, arrival: str, rate: float, seconds: int) -> Path:
     return write_spec(
         tmp / "spec.yaml",
         variants=[{"name": "sim", "engine": "simulator", "instanceType": "g5.2xlarge"}],
-        workload={"requestsPerMinute": rate * 60, "promptTokens": {"mean": 20}, "outputTokens": {"mean": 8},
-                  "seed": 11},
+        workload={
+            "requestsPerMinute": rate * 60,
+            "promptTokens": {"mean": 20},
+            "outputTokens": {"mean": 8},
+            "seed": 11,
+        },
         load={"mode": "fixed", "arrival": arrival, "rate": {"levels": [rate]}, "stageDuration": f"{seconds}s"},
     )
 
@@ -127,8 +131,13 @@ def test_a_stage_with_too_few_requests_is_extended_up_to_three_times(sim: Sim, t
         tmp_path / "spec.yaml",
         variants=[{"name": "sim", "engine": "simulator", "instanceType": "g5.2xlarge"}],
         workload={"requestsPerMinute": 240, "promptTokens": {"mean": 20}, "outputTokens": {"mean": 4}, "seed": 11},
-        load={"mode": "fixed", "arrival": "constant", "rate": {"levels": [4]}, "stageDuration": "1s",
-              "minRequestsPerStage": 9},  # fmt: skip
+        load={
+            "mode": "fixed",
+            "arrival": "constant",
+            "rate": {"levels": [4]},
+            "stageDuration": "1s",
+            "minRequestsPerStage": 9,
+        },
     )
     with loadgen(tmp_path, spec, "sim", endpoint_url=sim.url + "/v1") as run:
         run.start()

@@ -28,8 +28,13 @@ def test_search_finds_the_capacity_limit_under_a_ttft_slo(sim: Sim, tmp_path: Pa
         variants=[{"name": "sim", "engine": "simulator", "instanceType": "g5.2xlarge"}],
         workload={"requestsPerMinute": 600, "promptTokens": {"mean": 50}, "outputTokens": {"mean": 20}},
         slo={"latency": {"metric": "ttft", "percentile": 95, "maxSeconds": 0.03}, "maxErrorRate": 0.01},
-        load={"mode": "search", "concurrency": {"min": 4, "max": 16}, "tolerance": 0.01, "stageDuration": "1500ms",
-              "minRequestsPerStage": 20},
+        load={
+            "mode": "search",
+            "concurrency": {"min": 4, "max": 16},
+            "tolerance": 0.01,
+            "stageDuration": "1500ms",
+            "minRequestsPerStage": 20,
+        },
     )
     with loadgen(tmp_path, spec, "sim", endpoint_url=sim.url + "/v1") as run:
         run.start()

@@ -79,8 +79,8 @@ def write_spec(path: Path, *, variants: list[dict[str, Any]], load: dict[str, An
         "metadata": {"name": name},
         "spec": {
             "variants": variants,
-            "workload": workload or {"requestsPerMinute": 600, "promptTokens": {"mean": 100, "stddev": 10},
-                                     "outputTokens": {"mean": 16}},
+            "workload": workload
+            or {"requestsPerMinute": 600, "promptTokens": {"mean": 100, "stddev": 10}, "outputTokens": {"mean": 16}},
             "slo": slo or {"latency": {"metric": "e2e", "percentile": 95, "maxSeconds": 10}, "maxErrorRate": 1.0},
             "load": {"workers": 2, "warmup": "300ms", "drain": "2s", "minRequestsPerStage": 1, **load},
         },
