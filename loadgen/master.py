@@ -20,11 +20,12 @@ from typing import Any
 import gevent
 import numpy as np
 
+from fmbench_k8s.analysis.stats import percentile
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
-from fmbench_k8s.loadgen.plan import Planner, StageCounts, Verdict, judge_stage, percentile, planner_for
+from fmbench_k8s.loadgen.plan import Planner, StageCounts, Verdict, judge_stage, planner_for, required_requests
 from fmbench_k8s.loadgen.progress import ProgressSink
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
@@ -256,7 +257,7 @@ class Master:
         results = [self.results.get(stage, {})[c] for c in workers if c in self.results.get(stage, {})]
         if steady_end > plan.steady_end:
             notes.append(f"steady window extended from {duration:g}s to {steady_end - steady_start:.1f}s "
-                         f"to reach minRequestsPerStage {load.min_requests_per_stage}")  # fmt: skip
+                         f"to reach {required_requests(self.spec)} requests")  # fmt: skip
         if lost_here:
             names = ", ".join(self._name(c) for c in lost_here)
             notes.append(f"worker(s) {names} lost during the stage: their records since the last flush "
@@ -280,7 +281,7 @@ class Master:
             gauge.labels(**labels).set(level)
 
     def _extension(self, stage: int, plan: m.StagePlan, steady_end: float, limit: float, now: float) -> float | None:
-        """A later steady end when the window would hold fewer than minRequestsPerStage requests."""
+        """A later steady end when the window would hold fewer requests than required_requests."""
         load = self.spec.load
         margin = min(1.0, 0.25 * load.stage_duration_s)
         if now < steady_end - margin:
@@ -295,10 +296,11 @@ class Master:
             return None
         window = steady_end - plan.steady_start
         projected = count * window / elapsed
-        if projected >= load.min_requests_per_stage:
+        need = required_requests(self.spec)
+        if projected >= need:
             return None
         rate = max(count / elapsed, 1e-9)
-        wanted = plan.steady_start + 1.1 * load.min_requests_per_stage / rate
+        wanted = plan.steady_start + 1.1 * need / rate
         return min(limit, max(wanted, steady_end + margin * 2))
 
     def _judge(self, stage: int, level: float, plan: m.StagePlan, *, steady_end: float,
@@ -312,7 +314,7 @@ class Master:
             errors=sum(r.window_errors for r in results),
             incomplete=sum(r.window_incomplete for r in results),
         )
-        verdict = judge_stage(cat[slo.latency.metric], counts, slo, load.min_requests_per_stage)
+        verdict = judge_stage(cat[slo.latency.metric], counts, slo, required_requests(self.spec))
         client_bound = any(bool(r.selfcheck.get("client_bound")) for r in results)
         if client_bound:
             notes.append("client-bound: a worker's event loop lagged (p99 > 50 ms) or its CPU was > 90%; "

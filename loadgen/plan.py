@@ -18,7 +18,8 @@ from typing import Literal
 
 import numpy as np
 
-from fmbench_k8s.api.spec import Levels, Load, Slo
+from fmbench_k8s.analysis.stats import min_samples, percentile
+from fmbench_k8s.api.spec import BenchmarkSpec, Levels, Load, Slo
 
 Decision = Literal["continue", "done"]
 
@@ -58,11 +59,11 @@ def split_concurrency(total: int, workers: int, index: int) -> int:
 # -- the SLO verdict of one stage -----------------------------------------------------------------
 
 
-def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
-    """Exact q-th percentile (linear interpolation, as numpy and the analysis); NaN if empty."""
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    return float(np.percentile(x, q)) if x.size else math.nan
+def required_requests(spec: BenchmarkSpec) -> int:
+    """Requests a stage's steady window needs: minRequestsPerStage, and at least enough for the
+    analysis to put a confidence interval on the SLO percentile (72 for p95), so the master's
+    verdict and the report's agree."""
+    return max(spec.load.min_requests_per_stage, min_samples(spec.slo.latency.percentile / 100))
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,12 @@ def judge_stage(values: Sequence[float] | np.ndarray, counts: StageCounts, slo: 
     the ok requests ≤ maxSeconds. ``values`` are that metric's exact per-request values (for
     ``itl``: every gap of every ok request)."""
     lat = slo.latency
-    value = percentile(values, lat.percentile)
+    value = percentile(np.asarray(values, dtype=np.float64), lat.percentile)
     failed = counts.errors + counts.incomplete
     error_rate = failed / counts.scheduled if counts.scheduled else math.nan
     reasons = []
     if counts.scheduled < min_requests:
-        reasons.append(f"only {counts.scheduled} requests in the steady window (< minRequestsPerStage {min_requests})")
+        reasons.append(f"only {counts.scheduled} requests in the steady window (need {min_requests})")
     if counts.scheduled and error_rate > slo.max_error_rate:
         reasons.append(f"error rate {error_rate:.1%} > {slo.max_error_rate:.1%}")
     if math.isnan(value):

@@ -339,6 +339,15 @@ def endpoint_url(bench: Benchmark, variant: Variant) -> str | None:
 # -- load generation -------------------------------------------------------------------------------
 
 
+def _loadgen_env(bench: Benchmark, variant: Variant) -> list[dict[str, Any]]:
+    """Storage settings and, for endpoints that need one, the bearer token as a Secret reference."""
+    env = _storage_env(bench)
+    ref = variant.endpoint.api_key_secret_ref if variant.endpoint is not None else None
+    if ref is not None:
+        env.append({"name": "FMBENCH_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
+
+
 def _loadgen_common(bench: Benchmark, variant: Variant, run_id: str) -> list[str]:
     args = [
         "--spec",
@@ -380,7 +389,7 @@ def loadgen_master_job(
         "--expect-workers",
         str(bench.spec.load.workers),
     ]
-    container = _project_container(cfg, "master", args, _storage_env(bench))
+    container = _project_container(cfg, "master", args, _loadgen_env(bench, variant))
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
     container["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
     return {
@@ -432,7 +441,10 @@ def loadgen_workers_job(
         "--worker-id",
         "$(POD_NAME)",
     ]
-    env = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, *_storage_env(bench)]
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *_loadgen_env(bench, variant),
+    ]
     container = _project_container(cfg, "worker", args, env)
     container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
     container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}

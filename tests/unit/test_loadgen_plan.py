@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +15,6 @@ from fmbench_k8s.loadgen.plan import (
     StageCounts,
     candidate_levels,
     judge_stage,
-    percentile,
     planner_for,
     split_concurrency,
 )
@@ -140,13 +138,6 @@ def test_split_concurrency_distributes_every_slot_once() -> None:
         split_concurrency(4, 2, 2)
 
 
-def test_percentile_is_exact_linear_interpolation_ignoring_nan() -> None:
-    values = [0.1, 0.2, 0.3, 0.4, float("nan")]
-    assert percentile(values, 50) == pytest.approx(0.25)
-    assert percentile(values, 95) == pytest.approx(float(np.percentile([0.1, 0.2, 0.3, 0.4], 95)))
-    assert math.isnan(percentile([], 95))
-
-
 def test_judge_stage_passes_only_with_latency_errors_and_count_in_bounds() -> None:
     values = np.linspace(0.1, 1.0, 100)  # p95 = 0.955
     ok = StageCounts(scheduled=100, ok=100, errors=0, incomplete=0)
@@ -160,3 +151,16 @@ def test_judge_stage_passes_only_with_latency_errors_and_count_in_bounds() -> No
     assert not few.passed and "only 10 requests" in (few.reason or "")
     none = judge_stage([], StageCounts(10, 0, 10, 0), _slo(err=1.0), 1)
     assert not none.passed and "no successful request" in (none.reason or "")
+
+
+def test_a_stage_needs_enough_requests_for_the_analysis_confidence_interval() -> None:
+    from fmbench_k8s.analysis.stats import min_samples
+    from fmbench_k8s.api import parse_benchmark
+    from fmbench_k8s.loadgen.plan import required_requests
+    from tests.corpus import REPO
+
+    doc = yaml.safe_load((REPO / "examples/quickstart.yaml").read_text())
+    doc["spec"]["load"]["minRequestsPerStage"] = 10
+    assert required_requests(parse_benchmark(doc).spec) == min_samples(0.95) == 72
+    doc["spec"]["load"]["minRequestsPerStage"] = 500
+    assert required_requests(parse_benchmark(doc).spec) == 500

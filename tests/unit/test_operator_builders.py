@@ -149,3 +149,17 @@ def test_catalog() -> None:
     assert shape_of("trn1.32xlarge").resource == "aws.amazon.com/neuron"
     with pytest.raises(UnknownInstanceTypeError, match="known families"):
         shape_of("x9.huge")
+
+
+def test_an_endpoint_api_key_reaches_the_load_generators_as_a_secret_reference() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/openai-endpoint.yaml").read_text())
+    doc["spec"]["variants"][0]["endpoint"]["apiKeySecretRef"] = {"name": "openai", "key": "api-key"}
+    doc["spec"]["report"] = {"s3": {"bucket": "results"}}
+    bench = parse_benchmark(doc)
+    for job in (
+        builders.loadgen_master_job(bench, bench.spec.variants[0], UID, "r", CFG),
+        builders.loadgen_workers_job(bench, bench.spec.variants[0], UID, "r", CFG),
+    ):
+        env = {e["name"]: e for e in _container(job)["env"]}
+        assert env["FMBENCH_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "openai", "key": "api-key"}}
+        assert "value" not in env["FMBENCH_API_KEY"]
