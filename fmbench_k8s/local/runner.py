@@ -183,7 +183,8 @@ def run_local(
     plots: bool = True,
 ) -> int:
     """The ``fmbench-k8s run`` command. Returns the process exit code."""
-    console = console or Console()
+    # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
+    console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     bench = load_benchmark(spec_file)
     plans = plan_run(bench)
     root = open_storage(output)

@@ -26,10 +26,12 @@ def _spec(tmp_path: Path, **load: Any) -> Path:
     doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
     doc["metadata"]["name"] = "mini"
     doc["spec"]["variants"] = doc["spec"]["variants"][:2]
-    doc["spec"]["workload"] = {"requestsPerMinute": 600, "promptTokens": {"mean": 64}, "outputTokens": {"mean": 16}}
+    doc["spec"]["workload"] = {"requestsPerMinute": 600, "promptTokens": {"mean": 64}, "outputTokens": {"mean": 8}}
+    # p90 needs 35 requests per stage for its confidence interval; these levels get them in ~2 s.
+    doc["spec"]["slo"] = {"latency": {"metric": "e2e", "percentile": 90, "maxSeconds": 1.0}}
     doc["spec"]["load"] = {
-        "mode": "sweep", "concurrency": {"levels": [2, 8]}, "warmup": "500ms", "stageDuration": "3s",
-        "drain": "3s", "minRequestsPerStage": 10, "workers": 2, **load,
+        "mode": "sweep", "concurrency": {"levels": [4, 16]}, "warmup": "500ms", "stageDuration": "3s",
+        "drain": "3s", "minRequestsPerStage": 35, "workers": 2, **load,
     }  # fmt: skip
     path = tmp_path / "mini.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -58,7 +60,7 @@ def test_local_run_writes_the_report_and_prints_the_recommendation(tmp_path: Pat
     by_name = {v["name"]: v for v in report["variants"]}
     assert set(by_name) == {"g5-sim", "g6e-sim"}
     for v in by_name.values():
-        assert [s["target"] for s in v["stages"]] == [2, 8]
+        assert [s["target"] for s in v["stages"]] == [4, 16]
         assert all(s["requests"] > 0 and s["errors"] == 0 for s in v["stages"])
     rec = report["recommendation"]
     assert rec is not None, report["notes"]
@@ -85,7 +87,7 @@ def test_an_endpoint_variant_uses_a_running_openai_server(tmp_path: Path) -> Non
             {"name": "ext", "endpoint": {"api": "openai-chat", "url": f"{url}/v1", "model": "my-model"},
              "instanceType": "g6e.2xlarge"},
         ]  # fmt: skip
-        spec["spec"]["load"]["concurrency"] = {"levels": [2]}
+        spec["spec"]["load"]["concurrency"] = {"levels": [4]}
         path = tmp_path / "ext.yaml"
         path.write_text(yaml.safe_dump(spec))
         done = _run(["run", str(path), "--output", str(tmp_path / "out"), "--no-plots", "--no-prometheus"])
@@ -100,7 +102,7 @@ def test_an_endpoint_variant_uses_a_running_openai_server(tmp_path: Path) -> Non
 
 def test_output_to_s3(tmp_path: Path, s3_endpoint: str) -> None:
     env = {**credentials_env(), "AWS_ENDPOINT_URL_S3": s3_endpoint}
-    done = _run(["run", str(_spec(tmp_path, concurrency={"levels": [2]})), "--output", "s3://results/bench",
+    done = _run(["run", str(_spec(tmp_path, concurrency={"levels": [4]})), "--output", "s3://results/bench",
                  "--no-plots", "--no-prometheus"], env=env)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
@@ -111,7 +113,7 @@ def test_output_to_s3(tmp_path: Path, s3_endpoint: str) -> None:
 
 
 def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, stageDuration="30s", concurrency={"levels": [2, 4]})
+    spec = _spec(tmp_path, stageDuration="30s", concurrency={"levels": [4, 8]})
     out = tmp_path / "out"
     proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
