@@ -121,8 +121,14 @@ def raw_request(
         data = resp.read()
     else:  # classic client: serializes dicts itself (apply patches too), raises ApiException itself
         resp = api_client.call_api(
-            path, method.upper(), query_params=list(query), header_params=headers, body=body,
-            auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+            path,
+            method.upper(),
+            query_params=list(query),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
         )
         data = resp.data
     if not 200 <= resp.status <= 299:
@@ -558,8 +564,12 @@ class Cluster:
     def create_namespace(self, name: str) -> str:
         """Create a namespace and wait for its default ServiceAccount."""
         core: Any = k8s.CoreV1Api(self.admin)
-        raw_request(self.admin, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                               "metadata": {"name": name}})
+        raw_request(
+            self.admin,
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
         wait_for(
             lambda: not _absent(lambda: core.read_namespaced_service_account("default", name)),
             timeout=30,
@@ -571,8 +581,9 @@ class Cluster:
         """Create ServiceAccount ``name`` if needed and return a bound token for it."""
         sa_path = f"/api/v1/namespaces/{namespace}/serviceaccounts"
         try:
-            raw_request(self.admin, "POST", sa_path, {"apiVersion": "v1", "kind": "ServiceAccount",
-                                                      "metadata": {"name": name}})
+            raw_request(
+                self.admin, "POST", sa_path, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -580,8 +591,11 @@ class Cluster:
             self.admin,
             "POST",
             f"{sa_path}/{name}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-             "spec": {"expirationSeconds": expiration_seconds}},
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
         )
         return str(req["status"]["token"])
 

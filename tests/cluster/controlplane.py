@@ -135,8 +135,15 @@ def generate_pki(directory: Path) -> Pki:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -147,8 +154,13 @@ def generate_pki(directory: Path) -> Pki:
     first_service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())  # 10.96.0.1
     sans: list[x509.GeneralName] = [
         x509.DNSName(n)
-        for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                  "kubernetes.default.svc.cluster.local")
+        for n in (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
     ]
     sans += [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.IPAddress(first_service_ip)]
     srv_cert = (
@@ -162,9 +174,7 @@ def generate_pki(directory: Path) -> Pki:
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     sa_key = ec.generate_private_key(ec.SECP256R1())
@@ -200,8 +210,10 @@ def kubeconfig_yaml(server: str, ca_pem: bytes, token: str, user: str, cluster: 
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": cluster, "cluster": {"server": server,
-                                          "certificate-authority-data": base64.b64encode(ca_pem).decode()}}
+            {
+                "name": cluster,
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()},
+            }
         ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
@@ -371,79 +383,123 @@ class ControlPlane:
         # etcd
         etcd_url = f"http://127.0.0.1:{p['etcd']}"
         peer_url = f"http://127.0.0.1:{p['etcd-peer']}"
-        self._spawn("etcd", [
-            "--name=fmbench", f"--data-dir={sd / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=fmbench={peer_url}", "--initial-cluster-state=new",
-            "--unsafe-no-fsync=true", "--log-level=warn", "--quota-backend-bytes=2147483648",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                "--name=fmbench",
+                f"--data-dir={sd / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=fmbench={peer_url}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+                "--quota-backend-bytes=2147483648",
+            ],
+        )
         self._wait_http("etcd", f"{etcd_url}/health", deadline, lambda body: '"health":"true"' in body)
 
         # kube-apiserver
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            f"--token-auth-file={sd / 'pki' / 'tokens.csv'}",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            f"--service-account-issuer={SA_ISSUER}",
-            f"--service-account-key-file={pki.sa_pub}",
-            f"--service-account-signing-key-file={pki.sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true",
-            # 127.0.0.1 is not a valid Endpoints address; nothing in-cluster dials the apiserver.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
-            "--v=1",
-        ])
-        self._wait_http("kube-apiserver", f"{self.server}/readyz", deadline, lambda body: body.strip() == "ok",
-                        token=self.admin_token)
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={p['apiserver']}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--token-auth-file={sd / 'pki' / 'tokens.csv'}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                # 127.0.0.1 is not a valid Endpoints address; nothing in-cluster dials the apiserver.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._wait_http(
+            "kube-apiserver",
+            f"{self.server}/readyz",
+            deadline,
+            lambda body: body.strip() == "ok",
+            token=self.admin_token,
+        )
 
         # controllers, scheduler, kwok
-        self._spawn("kube-controller-manager", [
-            f"--kubeconfig={kcfg['controller-manager']}",
-            f"--authentication-kubeconfig={kcfg['controller-manager']}",
-            f"--authorization-kubeconfig={kcfg['controller-manager']}",
-            "--bind-address=127.0.0.1", f"--secure-port={p['controller-manager']}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-            f"--service-account-private-key-file={pki.sa_key}",
-            f"--root-ca-file={pki.ca_cert}",
-            f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
-            "--use-service-account-credentials=true",
-            "--controllers=*",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--cluster-name=fmbench-test",
-            "--leader-elect=false",
-            "--v=1",
-        ])
-        self._spawn("kube-scheduler", [
-            f"--kubeconfig={kcfg['scheduler']}",
-            f"--authentication-kubeconfig={kcfg['scheduler']}",
-            f"--authorization-kubeconfig={kcfg['scheduler']}",
-            "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-            "--leader-elect=false",
-            "--v=1",
-        ])
-        self._spawn("kwok", [
-            f"--kubeconfig={kcfg['kwok']}",
-            f"--config={KWOK_CONFIG}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--server-address=127.0.0.1:{p['kwok']}",
-            "--cidr=10.244.0.0/16",
-            "--node-ip=10.240.0.1",
-            "--node-lease-duration-seconds=40",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={kcfg['controller-manager']}",
+                f"--authentication-kubeconfig={kcfg['controller-manager']}",
+                f"--authorization-kubeconfig={kcfg['controller-manager']}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={p['controller-manager']}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--cluster-signing-cert-file={pki.ca_cert}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                "--use-service-account-credentials=true",
+                "--controllers=*",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--cluster-name=fmbench-test",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={kcfg['scheduler']}",
+                f"--authentication-kubeconfig={kcfg['scheduler']}",
+                f"--authorization-kubeconfig={kcfg['scheduler']}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={p['scheduler']}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                f"--kubeconfig={kcfg['kwok']}",
+                f"--config={KWOK_CONFIG}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address=127.0.0.1:{p['kwok']}",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.240.0.1",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
         self._write_state()
         ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
-        self._wait_http("kube-controller-manager", f"https://127.0.0.1:{p['controller-manager']}/healthz",
-                        deadline, lambda b: b.strip() == "ok", context=ctx)
-        self._wait_http("kube-scheduler", f"https://127.0.0.1:{p['scheduler']}/healthz",
-                        deadline, lambda b: b.strip() == "ok", context=ctx)
+        self._wait_http(
+            "kube-controller-manager",
+            f"https://127.0.0.1:{p['controller-manager']}/healthz",
+            deadline,
+            lambda b: b.strip() == "ok",
+            context=ctx,
+        )
+        self._wait_http(
+            "kube-scheduler",
+            f"https://127.0.0.1:{p['scheduler']}/healthz",
+            deadline,
+            lambda b: b.strip() == "ok",
+            context=ctx,
+        )
         self._wait_http("kwok", f"http://127.0.0.1:{p['kwok']}/healthz", deadline, lambda b: b.strip() == "ok")
         # Pods need the namespace's default ServiceAccount (serviceaccount controller).
         self._wait_http(
@@ -494,8 +550,9 @@ class ControlPlane:
         last = ""
         while True:
             if comp is not None and not comp.alive():
-                raise ControlPlaneError(f"{name} exited during start-up; last log lines ({comp.log}):\n"
-                                        f"{_tail(comp.log)}")
+                raise ControlPlaneError(
+                    f"{name} exited during start-up; last log lines ({comp.log}):\n{_tail(comp.log)}"
+                )
             req = urllib.request.Request(url)
             if token:
                 req.add_header("Authorization", f"Bearer {token}")

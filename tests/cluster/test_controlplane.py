@@ -36,8 +36,11 @@ def _deployment(name: str, template: dict[str, Any], replicas: int = 1) -> dict[
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": template["metadata"]["labels"]},
-                 "template": template},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": template["metadata"]["labels"]},
+            "template": template,
+        },
     }
 
 
@@ -66,14 +69,27 @@ def test_nodes_have_eks_shape(cluster: TestCluster) -> None:
     assert set(nodes) == {m["metadata"]["name"] for m in expected}
 
     by_type = {n.metadata.labels["node.kubernetes.io/instance-type"]: n for n in nodes.values()}
-    assert {"g5.2xlarge", "g6e.2xlarge", "g5.12xlarge", "p4d.24xlarge", "p5.48xlarge", "inf2.8xlarge",
-            "inf2.48xlarge", "trn1.32xlarge", "m5.xlarge", "m6i.2xlarge"} <= set(by_type)
-    gpus = {t: by_type[t].status.allocatable.get("nvidia.com/gpu") for t in
-            ("g5.2xlarge", "g6e.2xlarge", "g5.12xlarge", "p4d.24xlarge", "p5.48xlarge")}
-    assert gpus == {"g5.2xlarge": "1", "g6e.2xlarge": "1", "g5.12xlarge": "4", "p4d.24xlarge": "8",
-                    "p5.48xlarge": "8"}
-    neuron = {t: by_type[t].status.capacity.get("aws.amazon.com/neuron") for t in
-              ("inf2.8xlarge", "inf2.48xlarge", "trn1.32xlarge")}
+    assert {
+        "g5.2xlarge",
+        "g6e.2xlarge",
+        "g5.12xlarge",
+        "p4d.24xlarge",
+        "p5.48xlarge",
+        "inf2.8xlarge",
+        "inf2.48xlarge",
+        "trn1.32xlarge",
+        "m5.xlarge",
+        "m6i.2xlarge",
+    } <= set(by_type)
+    gpus = {
+        t: by_type[t].status.allocatable.get("nvidia.com/gpu")
+        for t in ("g5.2xlarge", "g6e.2xlarge", "g5.12xlarge", "p4d.24xlarge", "p5.48xlarge")
+    }
+    assert gpus == {"g5.2xlarge": "1", "g6e.2xlarge": "1", "g5.12xlarge": "4", "p4d.24xlarge": "8", "p5.48xlarge": "8"}
+    neuron = {
+        t: by_type[t].status.capacity.get("aws.amazon.com/neuron")
+        for t in ("inf2.8xlarge", "inf2.48xlarge", "trn1.32xlarge")
+    }
     assert neuron == {"inf2.8xlarge": "1", "inf2.48xlarge": "12", "trn1.32xlarge": "16"}
 
     for node in nodes.values():
@@ -122,8 +138,11 @@ def test_gpu_deployment_lands_on_g6e_and_becomes_ready(cluster: TestCluster, nam
 
 
 def test_more_gpus_than_any_node_has_stays_pending(cluster: TestCluster, namespace: str) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           **_pod_template({"app": "greedy"}, {"limits": {"nvidia.com/gpu": "9"}}, tolerations=[GPU_TOLERATION])}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        **_pod_template({"app": "greedy"}, {"limits": {"nvidia.com/gpu": "9"}}, tolerations=[GPU_TOLERATION]),
+    }
     pod["metadata"]["name"] = "greedy"
     cluster.core().create_namespaced_pod(namespace, pod)
 
@@ -147,17 +166,24 @@ def test_more_gpus_than_any_node_has_stays_pending(cluster: TestCluster, namespa
 def test_deleting_a_deployment_garbage_collects_replicasets_and_pods(cluster: TestCluster, namespace: str) -> None:
     apps = cluster.apps()
     apps.create_namespaced_deployment(namespace, _deployment("web", _pod_template({"app": "web"}), replicas=2))
-    wait_for(lambda: len([p for p in _pods(cluster, namespace, "app=web") if _ready(p)]) == 2,
-             timeout=60, description="2 Ready web pods")
+    wait_for(
+        lambda: len([p for p in _pods(cluster, namespace, "app=web") if _ready(p)]) == 2,
+        timeout=60,
+        description="2 Ready web pods",
+    )
     rs = apps.list_namespaced_replica_set(namespace, label_selector="app=web").items
     assert len(rs) == 1
     assert rs[0].metadata.owner_references[0].kind == "Deployment"
 
     apps.delete_namespaced_deployment("web", namespace, propagation_policy="Background")
-    wait_for(lambda: not apps.list_namespaced_replica_set(namespace, label_selector="app=web").items,
-             timeout=60, description="the ReplicaSet to be garbage-collected")
-    wait_for(lambda: not _pods(cluster, namespace, "app=web"), timeout=60,
-             description="the pods to be garbage-collected")
+    wait_for(
+        lambda: not apps.list_namespaced_replica_set(namespace, label_selector="app=web").items,
+        timeout=60,
+        description="the ReplicaSet to be garbage-collected",
+    )
+    wait_for(
+        lambda: not _pods(cluster, namespace, "app=web"), timeout=60, description="the pods to be garbage-collected"
+    )
 
 
 def test_deleting_an_owner_garbage_collects_a_dependent_configmap(cluster: TestCluster, namespace: str) -> None:
@@ -165,14 +191,25 @@ def test_deleting_an_owner_garbage_collects_a_dependent_configmap(cluster: TestC
     owner = core.create_namespaced_config_map(
         namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}, "data": {"a": "1"}}
     )
-    core.create_namespaced_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "dependent", "ownerReferences": [
-            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]},
-    })
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "dependent",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+                ],
+            },
+        },
+    )
     core.delete_namespaced_config_map("owner", namespace)
-    wait_for(lambda: _gone(core.read_namespaced_config_map, "dependent", namespace), timeout=60,
-             description="the dependent ConfigMap to be garbage-collected")
+    wait_for(
+        lambda: _gone(core.read_namespaced_config_map, "dependent", namespace),
+        timeout=60,
+        description="the dependent ConfigMap to be garbage-collected",
+    )
 
 
 # --------------------------------------------------------------------------- jobs
@@ -194,15 +231,21 @@ def _job_condition(cluster: TestCluster, namespace: str, name: str, ctype: str) 
 
 def test_job_pod_completed_by_helper_completes_the_job(cluster: TestCluster, namespace: str) -> None:
     cluster.batch().create_namespaced_job(namespace, _job("bench"))
-    pod = wait_for(lambda: [p for p in _pods(cluster, namespace, "job=bench") if p.status.phase == "Running"],
-                   timeout=60, description="the Job's pod to run")[0]
+    pod = wait_for(
+        lambda: [p for p in _pods(cluster, namespace, "job=bench") if p.status.phase == "Running"],
+        timeout=60,
+        description="the Job's pod to run",
+    )[0]
     # kwok does not finish Job pods by itself: the pod stays Running until told.
     assert _job_condition(cluster, namespace, "bench", "Complete") is None
 
     done = cluster.complete_pod(namespace, pod.metadata.name, message='{"requests": 100}')
     assert done["status"]["phase"] == "Succeeded"
-    wait_for(lambda: _job_condition(cluster, namespace, "bench", "Complete"), timeout=60,
-             description="the Job to be Complete")
+    wait_for(
+        lambda: _job_condition(cluster, namespace, "bench", "Complete"),
+        timeout=60,
+        description="the Job to be Complete",
+    )
     term = cluster.core().read_namespaced_pod(pod.metadata.name, namespace).status.container_statuses[0].state
     assert json.loads(term.terminated.message) == {"requests": 100}
     assert term.terminated.exit_code == 0
@@ -210,11 +253,15 @@ def test_job_pod_completed_by_helper_completes_the_job(cluster: TestCluster, nam
 
 def test_job_pod_failed_by_helper_fails_the_job(cluster: TestCluster, namespace: str) -> None:
     cluster.batch().create_namespaced_job(namespace, _job("crash"))
-    pod = wait_for(lambda: [p for p in _pods(cluster, namespace, "job=crash") if p.status.phase == "Running"],
-                   timeout=60, description="the Job's pod to run")[0]
+    pod = wait_for(
+        lambda: [p for p in _pods(cluster, namespace, "job=crash") if p.status.phase == "Running"],
+        timeout=60,
+        description="the Job's pod to run",
+    )[0]
     cluster.complete_pod(namespace, pod.metadata.name, succeeded=False, exit_code=3, message="boom")
-    cond = wait_for(lambda: _job_condition(cluster, namespace, "crash", "Failed"), timeout=60,
-                    description="the Job to be Failed")
+    cond = wait_for(
+        lambda: _job_condition(cluster, namespace, "crash", "Failed"), timeout=60, description="the Job to be Failed"
+    )
     assert cond.reason == "BackoffLimitExceeded"
 
 
@@ -231,15 +278,25 @@ def test_rbac_forbids_a_serviceaccount_without_permissions(cluster: TestCluster,
         assert f"system:serviceaccount:{namespace}:nobody" in str(err.value.body)
 
         rbac = cluster.rbac()
-        rbac.create_namespaced_role(namespace, {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
-        })
-        rbac.create_namespaced_role_binding(namespace, {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "nobody-reads"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-            "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
-        })
+        rbac.create_namespaced_role(
+            namespace,
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "pod-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "nobody-reads"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
+            },
+        )
 
         def allowed() -> bool:
             try:
@@ -301,8 +358,11 @@ def test_apply_manifest_and_server_side_dry_run(cluster: TestCluster, namespace:
     assert out["spec"] == {"size": 3, "max": 10}  # defaulted by the server
     assert _gone(cluster.custom().get_namespaced_custom_object, "test.fmbench.io", "v1", namespace, "widgets", "w")
 
-    for spec, fragment in (({}, "spec.size: Required value"), ({"size": 0}, "spec.size"),
-                           ({"size": 11}, "size must not exceed max")):
+    for spec, fragment in (
+        ({}, "spec.size: Required value"),
+        ({"size": 0}, "spec.size"),
+        ({"size": 11}, "size must not exceed max"),
+    ):
         with pytest.raises(ApiException) as err:
             cluster.dry_run_create(namespace, {**good, "spec": spec})
         assert err.value.status == 422, err.value.body
