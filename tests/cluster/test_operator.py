@@ -61,33 +61,53 @@ def _kubeconfig(cluster: TestCluster, token: str, path: Path) -> Path:
     return path
 
 
+class Operator:
+    """The operator as a process that a test can SIGKILL and start again."""
+
+    def __init__(self, namespace: str, kubeconfig: Path, log_path: Path) -> None:
+        self.namespace, self.log_path = namespace, log_path
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
+            "FMBENCH_INTERVAL_SECONDS": "1",
+            "FMBENCH_IMAGE": "example.com/fmbench-k8s:test",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fmbench_k8s.operator", "--namespace", self.namespace, "--standalone",
+                 "--liveness", ""],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.starts += 1
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # SIGKILL: no cleanup, as when a node dies
+        self.proc.wait(15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 @pytest.fixture
-def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     install_crd(cluster)
     kubeconfig = _kubeconfig(cluster, _grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
-        "FMBENCH_INTERVAL_SECONDS": "1",
-        "FMBENCH_IMAGE": "example.com/fmbench-k8s:test",
-    }
-    log = (tmp_path / "operator.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fmbench_k8s.operator", "--namespace", namespace, "--standalone", "--liveness", ""],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    print((tmp_path / "operator.log").read_text()[-5000:])
+    op = Operator(namespace, kubeconfig, tmp_path / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    print(op.log_path.read_text()[-5000:])
 
 
 def _benchmark(name: str, variants: list[dict[str, Any]], s3_endpoint: str | None = None) -> dict[str, Any]:
@@ -136,7 +156,7 @@ def _complete_job_pods(cluster: TestCluster, ns: str, selector: str, message: st
 
 
 def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
-    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str], s3_endpoint: str, tmp_path: Path
+    cluster: TestCluster, namespace: str, operator: Operator, s3_endpoint: str, tmp_path: Path
 ) -> None:
     ns, name = namespace, "lifecycle"
     variants: list[dict[str, Any]] = [
@@ -200,7 +220,7 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
 
 
 def test_too_many_gpus_fails_with_the_scheduler_reason(
-    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str]
+    cluster: TestCluster, namespace: str, operator: Operator
 ) -> None:
     variants = [{"name": "huge", "instanceType": "g6e.2xlarge", "engine": "vllm", "accelerators": 8}]
     cluster.custom().create_namespaced_custom_object(
@@ -213,7 +233,7 @@ def test_too_many_gpus_fails_with_the_scheduler_reason(
 
 
 def test_deleting_the_benchmark_garbage_collects_its_children(
-    cluster: TestCluster, namespace: str, operator: subprocess.Popen[str]
+    cluster: TestCluster, namespace: str, operator: Operator
 ) -> None:
     variants = [{"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"}]
     custom = cluster.custom()
@@ -261,3 +281,74 @@ def _read_or_none(read: Any) -> Any:
         if err.status == 404:
             return None
         raise
+
+
+def _uid(read: Any) -> str:
+    return str(read().metadata.uid)
+
+
+def test_the_operator_killed_in_every_phase_still_completes_the_run_once(
+    cluster: TestCluster, namespace: str, operator: Operator, s3_endpoint: str, tmp_path: Path
+) -> None:
+    ns, name = namespace, "restarts"
+    variants: list[dict[str, Any]] = [{"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"}]
+    custom, apps, batch = cluster.custom(), cluster.apps(), cluster.batch()
+    custom.create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants, s3_endpoint)
+    )
+
+    cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns)))
+    server_uid = _uid(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns))
+    operator.kill()  # in Deploying
+    operator.start()
+
+    cluster.wait_for(lambda: _phase(cluster, ns, name, "Running"), timeout=120)
+    cluster.wait_for(lambda: _read_or_none(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns)))
+    master_uid = _uid(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns))
+    operator.kill()  # in Running
+    operator.start()
+    cluster.wait_for(lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 1 or None)
+    _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker")
+
+    analyzing = cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=120)
+    pod = cluster.wait_for(lambda: _first_pod(cluster, ns, "fmbench.io/component=analysis"))
+    operator.kill()  # in Analyzing, with the analysis Job running
+    run_id = analyzing["status"]["runId"]
+    table, stages = synthesize_table([SyntheticVariant("g5", levels=(1, 2), ttft_s=0.1, itl_s=0.01)], stage_s=60)
+    write_run(open_storage(f"s3://results/fmbench/{ns}/{name}/{run_id}", endpoint_url=s3_endpoint), table, stages)
+    cluster.complete_pod(ns, pod.metadata.name, message=_run_like_the_pod(cluster, ns, pod, tmp_path))
+    operator.start()
+
+    done = cluster.wait_for(lambda: _phase(cluster, ns, name, "Succeeded"), timeout=120)
+    assert operator.starts == 4
+    assert done["status"]["runId"] == run_id, "the run id survives restarts"
+    assert done["status"]["recommendation"]["variant"] == "g5"
+    # nothing was created twice: the same objects carried the run through every restart
+    assert _uid(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns)) == master_uid
+    masters = cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=loadgen-master").items
+    analyses = cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=analysis").items
+    assert len(masters) == 1 and len(analyses) == 1
+    assert server_uid  # and the model server was cleaned up after the run
+    cluster.wait_for(
+        lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns)) is None or None
+    )
+
+
+def test_twenty_benchmarks_at_once(cluster: TestCluster, namespace: str, operator: Operator) -> None:
+    custom = cluster.custom()
+    names = [f"many-{i:02d}" for i in range(20)]
+    endpoint = {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}}
+    for n in names:
+        custom.create_namespaced_custom_object(
+            "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark(n, [endpoint])
+        )
+
+    def all_running() -> bool | None:
+        items = custom.list_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks")["items"]
+        phases = [(i.get("status") or {}).get("phase") for i in items]
+        assert "Failed" not in phases, [(i["metadata"]["name"], i.get("status")) for i in items]
+        return (len(items) == 20 and all(p == "Running" for p in phases)) or None
+
+    cluster.wait_for(all_running, timeout=180)
+    jobs = cluster.batch().list_namespaced_job(namespace, label_selector="fmbench.io/component=loadgen-master").items
+    assert sorted(j.metadata.labels["fmbench.io/benchmark"] for j in jobs) == names

@@ -161,6 +161,7 @@ def test_a_stage_needs_enough_requests_for_the_analysis_confidence_interval() ->
 
     doc = yaml.safe_load((REPO / "examples/quickstart.yaml").read_text())
     doc["spec"]["load"]["minRequestsPerStage"] = 10
+    doc["spec"]["slo"]["latency"]["percentile"] = 95
     assert required_requests(parse_benchmark(doc).spec) == min_samples(0.95) == 72
     doc["spec"]["load"]["minRequestsPerStage"] = 500
     assert required_requests(parse_benchmark(doc).spec) == 500
