@@ -44,6 +44,7 @@ cluster-down:
 bench: setup
 	$(BIN)/python benchmarks/bench_loadgen.py
 	$(BIN)/python benchmarks/bench_analysis.py
+	$(BIN)/python benchmarks/bench_operator.py
 
 clean:
 	rm -rf $(OUTPUT) .pytest-results.xml .mypy_cache .ruff_cache

@@ -76,12 +76,16 @@ def main() -> int:
 
         def watch_children() -> None:
             w = watch.Watch()
-            for event in w.stream(core.list_namespaced_service_account, "default", timeout_seconds=600):
-                name = event["object"].metadata.name
-                if name.endswith("-runner"):
-                    seen.setdefault(name.removesuffix("-runner"), time.monotonic())
-                if stop.is_set():
-                    w.stop()
+            try:
+                for event in w.stream(core.list_namespaced_service_account, "default", timeout_seconds=600):
+                    name = event["object"].metadata.name
+                    if name.endswith("-runner"):
+                        seen.setdefault(name.removesuffix("-runner"), time.monotonic())
+                    if stop.is_set():
+                        w.stop()
+            except Exception:  # the control plane going away at the end
+                if not stop.is_set():
+                    raise
 
         watcher = threading.Thread(target=watch_children, daemon=True)
         watcher.start()
