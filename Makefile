@@ -41,7 +41,7 @@ cluster: setup cluster-build
 cluster-down:
 	$(BIN)/python tests/cluster/controlplane.py down
 
-bench: setup
+bench: setup cluster-build
 	$(BIN)/python benchmarks/bench_loadgen.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_operator.py
