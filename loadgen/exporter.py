@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from fmbench_k8s.loadgen.request import RequestState
+from fmbench_k8s.records import OUTCOMES
 
 
 def _ladder(lo_exp: int, hi: float) -> tuple[float, ...]:
@@ -66,6 +67,7 @@ class Exporter:
             metric.labels(**self.labels)  # exported (as 0) before the first stage, so dashboards find them
         self.port: int | None = None
         self._server: Any = None
+        self._stages_seen: set[str] = set()
 
     def start(self, port: int, host: str = "0.0.0.0") -> int:
         """Serve /metrics; ``port`` 0 picks a free one. Returns the bound port."""
@@ -81,6 +83,12 @@ class Exporter:
 
     def observe(self, stage: int, st: RequestState, open_loop: bool) -> None:
         labels = {**self.labels, "stage": str(stage)}
+        if labels["stage"] not in self._stages_seen:
+            # Every outcome exists from a stage's first request on, at 0 until it happens, so
+            # error panels and alerts read 0 for a clean run instead of "no data".
+            self._stages_seen.add(labels["stage"])
+            for outcome in OUTCOMES:
+                self.requests.labels(**labels, outcome=outcome)
         self.requests.labels(**labels, outcome=st.outcome or "incomplete").inc()
         if st.outcome == "ok":
             if st.ttft is not None:

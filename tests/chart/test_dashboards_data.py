@@ -1,0 +1,124 @@
+"""Every dashboard panel fed by what a benchmark itself exports (the load workers' fmbench_* and
+the model server's vLLM metrics) returns data for a real local run.
+
+The run is `fmbench-k8s run` with Prometheus scraping the simulators and workers; afterwards a
+Prometheus is started on that run's TSDB and every such panel query is evaluated at the end of
+the run. Panels fed by cluster-only exporters (kube-state-metrics, DCGM, neuron-monitor, the
+chart's price recording rules) are listed explicitly, not skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fmbench_k8s.local.processes import ManagedProcess, free_port
+from tests.chart.chartkit import dashboard_queries, load_dashboard, metric_names, raw_queries
+from tests.chart.conftest import require_tool
+from tests.corpus import REPO
+
+pytestmark = pytest.mark.integration
+DASHBOARDS = REPO / "charts" / "fmbench-k8s" / "dashboards"
+LOCAL_METRICS = ("fmbench_", "vllm:", "vllm_")  # what a run itself exports
+# Panels whose series come from exporters a local run does not have.
+CLUSTER_ONLY = ("kube_", "DCGM_", "neuron", "fmbench:instance_price", "fmbench_benchmark_", "node_")
+
+
+def _query(url: str, expr: str, at: float) -> list[Any]:
+    data = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/v1/query", data=data), timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["status"] == "success", body
+    result: list[Any] = body["data"]["result"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tool("prometheus", "Debian package prometheus")
+    tmp = tmp_path_factory.mktemp("dashboards")
+    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    doc["metadata"]["name"] = "dash"
+    doc["spec"]["variants"] = doc["spec"]["variants"][:1]
+    doc["spec"]["workload"]["outputTokens"] = {"mean": 8}
+    doc["spec"]["load"] = {"mode": "fixed", "concurrency": {"levels": [8]}, "warmup": "1s", "stageDuration": "70s",
+                           "drain": "3s", "workers": 2}  # fmt: skip
+    spec = tmp / "dash.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    cli = str(Path(sys.executable).parent / "fmbench-k8s")
+    done = subprocess.run([cli, "run", str(spec), "--output", str(tmp / "out"), "--no-plots"],
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = (tmp / "out" / "local" / "dash").iterdir()
+    return run
+
+
+def _local_queries() -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(dashboard, panel, query) a local run can feed, and the titles of the cluster-only panels."""
+    local, cluster_only = [], []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        titled = raw_queries(load_dashboard(path))
+        for (title, _), expr in zip(titled, dashboard_queries(path), strict=True):
+            names = metric_names(expr)
+            if names and all(n.startswith(LOCAL_METRICS) for n in names):
+                local.append((path.stem, title, expr))
+            else:
+                assert any(n.startswith(CLUSTER_ONLY) for n in names), (path.stem, title, names)
+                cluster_only.append(f"{path.stem}: {title}")
+    return local, cluster_only
+
+
+def test_the_split_between_local_and_cluster_only_panels_is_deliberate() -> None:
+    local, cluster_only = _local_queries()
+    dashboards = {d for d, _, _ in local}
+    assert {"live-run", "model-server"} <= dashboards
+    assert all(not t.startswith("live-run") for t in cluster_only), "every live-run panel is fed by the run itself"
+
+
+def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
+    report = json.loads((finished_run / "report.json").read_text())
+    assert report["serverMetrics"]["collected"] is True, report["serverMetrics"]
+    stages = json.loads((finished_run / "stages" / "g5-sim.json").read_text())
+    at = stages[-1]["steady_end"] - 1  # inside the stage: rates over the last minute are defined
+    binary = require_tool("prometheus", "Debian package prometheus")
+    # A fresh server on the run's own TSDB (the run's Prometheus stopped with the run).
+    proc, url = _replay(binary, finished_run)
+    try:
+        queries = _local_queries()[0]
+        empty = [(d, t, q) for d, t, q in queries if not _query(url, q, at)]
+    finally:
+        proc.stop()
+    assert len(queries) >= 20
+    assert not empty, "panels without data:\n" + "\n".join(f"{d} / {t}: {q}" for d, t, q in empty)
+
+
+def _replay(binary: str, run: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    config = run / "prometheus-replay.yml"
+    config.write_text("global: {scrape_interval: 1m}\nscrape_configs: []\n")
+    proc = ManagedProcess(
+        "prometheus-replay",
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={run / 'prometheus' / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        run / "prometheus-replay.log",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.stop()
+    raise AssertionError(f"replay prometheus not ready; see {run / 'prometheus-replay.log'}")
