@@ -27,8 +27,11 @@ def write_config(path: Path, jobs: dict[str, list[str]], interval_s: float = 1.0
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def start_prometheus(binary: str, workdir: Path, jobs: dict[str, list[str]]) -> tuple[ManagedProcess, str]:
-    """Start it and wait until ready; returns the process and its base URL."""
+def start_prometheus(
+    binary: str, workdir: Path, jobs: dict[str, list[str]], data_dir: Path | None = None
+) -> tuple[ManagedProcess, str]:
+    """Start it and wait until ready; returns the process and its base URL. ``data_dir`` (default
+    ``workdir/data``) may be an earlier run's TSDB, to query that run afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     write_config(config, jobs)
@@ -38,7 +41,7 @@ def start_prometheus(binary: str, workdir: Path, jobs: dict[str, list[str]]) -> 
         [
             binary,
             f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--storage.tsdb.path={data_dir or workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--storage.tsdb.retention.time=1d",
         ],

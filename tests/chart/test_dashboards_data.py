@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fmbench_k8s.local.processes import ManagedProcess, free_port
+from fmbench_k8s.local.prometheus import start_prometheus
 from tests.chart.chartkit import dashboard_queries, load_dashboard, metric_names, raw_queries
 from tests.chart.conftest import require_tool
 from tests.corpus import REPO
@@ -91,7 +90,7 @@ def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
     at = stages[-1]["steady_end"] - 1  # inside the stage: rates over the last minute are defined
     binary = require_tool("prometheus", "Debian package prometheus")
     # A fresh server on the run's own TSDB (the run's Prometheus stopped with the run).
-    proc, url = _replay(binary, finished_run)
+    proc, url = start_prometheus(binary, finished_run / "replay", {}, data_dir=finished_run / "prometheus" / "data")
     try:
         queries = _local_queries()[0]
         empty = [(d, t, q) for d, t, q in queries if not _query(url, q, at)]
@@ -99,26 +98,3 @@ def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
         proc.stop()
     assert len(queries) >= 20
     assert not empty, "panels without data:\n" + "\n".join(f"{d} / {t}: {q}" for d, t, q in empty)
-
-
-def _replay(binary: str, run: Path) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    config = run / "prometheus-replay.yml"
-    config.write_text("global: {scrape_interval: 1m}\nscrape_configs: []\n")
-    proc = ManagedProcess(
-        "prometheus-replay",
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={run / 'prometheus' / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        run / "prometheus-replay.log",
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.stop()
-    raise AssertionError(f"replay prometheus not ready; see {run / 'prometheus-replay.log'}")

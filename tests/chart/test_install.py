@@ -21,7 +21,6 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-import yaml
 
 from tests.chart.chartkit import CHART, JSON
 from tests.cluster.clusterkit import ApiException, raw_request
@@ -98,15 +97,6 @@ def _free_port() -> int:
         return port
 
 
-def _kubeconfig_for_token(cluster: TestCluster, token: str, path: Path) -> Path:
-    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    config["users"] = [{"name": "chart-operator", "user": {"token": token}}]
-    for ctx in config["contexts"]:
-        ctx["context"]["user"] = "chart-operator"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def _benchmark(name: str) -> JSON:
     return {
         "apiVersion": "fmbench.io/v1alpha1",
@@ -176,7 +166,7 @@ def _run_operator_as_the_chart_configures_it(cluster: TestCluster, namespace: st
     env = {
         **os.environ,
         **{e.name: e.value for e in container.env if e.value is not None},
-        "KUBECONFIG": str(_kubeconfig_for_token(cluster, token, tmp_path / "operator.kubeconfig")),
+        "KUBECONFIG": str(cluster.kubeconfig_for_token(token, tmp_path / "operator.kubeconfig")),
         "MPLCONFIGDIR": str(tmp_path / "matplotlib"),
     }
     log_path = tmp_path / "operator.log"

@@ -577,6 +577,16 @@ class Cluster:
         )
         return name
 
+    def kubeconfig_for_token(self, token: str, path: Path, user: str = "token-user") -> Path:
+        """A copy of the admin kubeconfig that authenticates with ``token`` instead (e.g. a
+        ServiceAccount's, to run a process with exactly that account's RBAC)."""
+        config = yaml.safe_load(Path(self.kubeconfig).read_text())
+        config["users"] = [{"name": user, "user": {"token": token}}]
+        for ctx in config["contexts"]:
+            ctx["context"]["user"] = user
+        path.write_text(yaml.safe_dump(config))
+        return path
+
     def service_account_token(self, namespace: str, name: str, *, expiration_seconds: int = 3600) -> str:
         """Create ServiceAccount ``name`` if needed and return a bound token for it."""
         sa_path = f"/api/v1/namespaces/{namespace}/serviceaccounts"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.clusterkit import Cluster, NodeGroup, load_node_groups
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError, build_binaries
@@ -75,8 +76,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
 
 @pytest.fixture
 def namespace(cluster: TestCluster) -> Iterator[str]:
-    """A fresh namespace (with its default ServiceAccount), deleted afterwards."""
+    """A fresh namespace (with its default ServiceAccount), deleted afterwards - and gone before
+    the next test starts, so pods of one test never hold the GPUs another test schedules onto."""
     name = cluster.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
     yield name
     core: Any = cluster.core()
     core.delete_namespace(name)
+    _release_benchmarks(cluster, name)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(name)
+            return False
+        except ApiException as err:
+            return bool(err.status == 404)
+
+    cluster.wait_for(gone, timeout=120, description=f"namespace {name} to be deleted")
+
+
+def _release_benchmarks(cluster: TestCluster, namespace: str) -> None:
+    """Remove the operator's finalizer from Benchmarks left behind: by teardown the test's operator
+    has stopped, and (as after uninstalling the operator, docs/operator.md) nothing else would."""
+    custom: Any = cluster.custom()
+    try:
+        items = custom.list_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks")["items"]
+    except ApiException as err:
+        if err.status == 404:  # the CRD is not installed in this session
+            return
+        raise
+    for item in items:
+        if item["metadata"].get("finalizers"):
+            patch = {"metadata": {"finalizers": None}}
+            custom.patch_namespaced_custom_object(
+                "fmbench.io", "v1alpha1", namespace, "benchmarks", item["metadata"]["name"], patch
+            )

@@ -52,15 +52,6 @@ def _grant_operator(cluster: TestCluster, ns: str) -> str:
     return token
 
 
-def _kubeconfig(cluster: TestCluster, token: str, path: Path) -> Path:
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    admin["users"] = [{"name": "operator", "user": {"token": token}}]
-    for ctx in admin["contexts"]:
-        ctx["context"]["user"] = "operator"
-    path.write_text(yaml.safe_dump(admin))
-    return path
-
-
 class Operator:
     """The operator as a process that a test can SIGKILL and start again."""
 
@@ -102,7 +93,7 @@ class Operator:
 @pytest.fixture
 def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     install_crd(cluster)
-    kubeconfig = _kubeconfig(cluster, _grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
+    kubeconfig = cluster.kubeconfig_for_token(_grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
     op = Operator(namespace, kubeconfig, tmp_path / "operator.log")
     op.start()
     yield op
