@@ -4,7 +4,6 @@ Prometheus on loopback (Debian's `prometheus`) for PromQL checks."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fmbench_k8s.local.processes import free_port
+
 __all__ = ["Prometheus", "prometheus", "require_tool"]
 
 
@@ -25,13 +26,6 @@ def require_tool(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not on PATH: install {package} (scripts/setup.sh does)", pytrace=False)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Prometheus:
@@ -58,7 +52,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     workdir = tmp_path_factory.mktemp("prometheus")
     config = workdir / "prometheus.yml"
     config.write_text(yaml.safe_dump({"global": {"scrape_interval": "15s"}, "scrape_configs": []}))
-    port = _free_port()
+    port = free_port()
     log = (workdir / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [

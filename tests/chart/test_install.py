@@ -11,7 +11,6 @@ token, and moves a Benchmark from Pending through Deploying to Running.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -22,6 +21,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
+from fmbench_k8s.local.processes import free_port
 from tests.chart.chartkit import CHART, JSON
 from tests.cluster.clusterkit import ApiException, raw_request
 from tests.cluster.fixtures import TestCluster
@@ -90,13 +90,6 @@ def _can(cluster: TestCluster, subject: tuple[str, str], verb: str, resource: st
     return bool(review["status"].get("allowed"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _benchmark(name: str) -> JSON:
     return {
         "apiVersion": "fmbench.io/v1alpha1",
@@ -159,7 +152,7 @@ def _check_installed(cluster: TestCluster, namespace: str) -> None:
 
 def _run_operator_as_the_chart_configures_it(cluster: TestCluster, namespace: str, tmp_path: Path) -> None:
     container = cluster.apps().read_namespaced_deployment(FULLNAME, namespace).spec.template.spec.containers[0]
-    port = _free_port()
+    port = free_port()
     args = [a.replace("0.0.0.0:8080", f"127.0.0.1:{port}") for a in container.args]
     assert f"--namespace={namespace}" in args
     token = cluster.service_account_token(namespace, FULLNAME)  # the chart's ServiceAccount (exists already)

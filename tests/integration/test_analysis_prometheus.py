@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -18,18 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 from fmbench_k8s.analysis.prometheus import GAUGES, QUANTILES, collect_server_metrics
+from fmbench_k8s.local.processes import free_port
 from fmbench_k8s.records import StageInfo
 
 pytestmark = pytest.mark.integration
 
 LABELS = {"benchmark": "bench", "variant": "g5"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def poll(what: str, check: Callable[[], bool], timeout_s: float = 60.0) -> None:

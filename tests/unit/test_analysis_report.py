@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from fmbench_k8s.analysis.report import validate_report
 from fmbench_k8s.analysis.run import analyze_run, compare_reports, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.local.processes import free_port
 from fmbench_k8s.records import StageInfo
 from fmbench_k8s.storage import LocalStorage
 
@@ -214,13 +214,6 @@ def test_compare_reports_flags_regressions(analyzed: tuple[dict[str, Any], dict[
     assert "only in A" in rows["mine"]
     assert "1 regression(s) beyond 5%." in text
     assert "No regression" in compare_reports(a, a)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_unreachable_prometheus_is_reported_not_raised() -> None:
