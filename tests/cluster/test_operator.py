@@ -343,3 +343,32 @@ def test_twenty_benchmarks_at_once(cluster: TestCluster, namespace: str, operato
     cluster.wait_for(all_running, timeout=180)
     jobs = cluster.batch().list_namespaced_job(namespace, label_selector="fmbench.io/component=loadgen-master").items
     assert sorted(j.metadata.labels["fmbench.io/benchmark"] for j in jobs) == names
+
+
+def test_secret_values_never_leave_their_secret(cluster: TestCluster, namespace: str, operator: Operator) -> None:
+    canary = "canary-7f3a9c1e-do-not-leak"
+    core = cluster.core()
+    for name in ("hf-token", "api-key"):
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": {"token": canary}})
+    variants: list[dict[str, Any]] = [
+        {"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"},
+        {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://x:8000/v1",
+                                     "apiKeySecretRef": {"name": "api-key"}}},
+    ]  # fmt: skip
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("secrets", variants)
+    )
+    cluster.wait_for(lambda: _phase(cluster, namespace, "secrets", "Running"), timeout=120)
+    admin = cluster.admin
+    seen = [
+        json.dumps(_get(cluster, namespace, "secrets")),
+        json.dumps(admin.sanitize_for_serialization(core.list_namespaced_event(namespace))),
+        json.dumps(admin.sanitize_for_serialization(cluster.apps().list_namespaced_deployment(namespace))),
+        json.dumps(admin.sanitize_for_serialization(cluster.batch().list_namespaced_job(namespace))),
+        json.dumps(admin.sanitize_for_serialization(core.list_namespaced_config_map(namespace))),
+        operator.log_path.read_text(),
+    ]
+    assert all(canary not in text for text in seen)
+    # ...while the references are in place for the kubelet to resolve
+    assert '"secretKeyRef": {"key": "token", "name": "hf-token"}' in seen[2]
+    assert '"secretKeyRef": {"key": "token", "name": "api-key"}' in seen[3]
