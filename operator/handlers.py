@@ -24,13 +24,12 @@ TERMINAL = ("Succeeded", "Failed")
 def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, float, float]:
     """Operator settings (the Helm chart sets these variables)."""
     env = dict(os.environ if env is None else env)
-    annotations = tuple(
-        tuple(kv.split("=", 1)) for kv in env.get("FMBENCH_RUNNER_SA_ANNOTATIONS", "").split(",") if "=" in kv
-    )
+    pairs = (kv.partition("=") for kv in env.get("FMBENCH_RUNNER_SA_ANNOTATIONS", "").split(",") if "=" in kv)
+    annotations = tuple((key.strip(), value.strip()) for key, _, value in pairs)
     cfg = OperatorConfig(
         image=env.get("FMBENCH_IMAGE", OperatorConfig.image),
         image_pull_policy=env.get("FMBENCH_IMAGE_PULL_POLICY", OperatorConfig.image_pull_policy),
-        service_account_annotations=annotations,  # type: ignore[arg-type]
+        service_account_annotations=annotations,
     )
     return (
         cfg,

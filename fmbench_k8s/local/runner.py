@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -147,10 +148,10 @@ def _run_variant(
             forwarded = True
         time.sleep(0.1)
     code = master.wait()
-    for w in workers:
+    for w in workers:  # they exit once the master tells them to; stop any that did not
         try:
             w.proc.wait(15)
-        except Exception:
+        except subprocess.TimeoutExpired:
             w.stop(grace=5)
     return code
 
