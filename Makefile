@@ -30,6 +30,7 @@ lint: setup
 ## Regenerate what is generated from the models (the CRD, docs/api.md).
 crd: setup
 	$(BIN)/fmbench-k8s crd -o crds/fmbench.io_benchmarks.yaml
+	cp crds/fmbench.io_benchmarks.yaml charts/fmbench-k8s/crds/
 docs: crd
 	$(BIN)/python -m fmbench_k8s.api.docs > docs/api.md
 

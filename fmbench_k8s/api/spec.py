@@ -286,7 +286,10 @@ class Load(ApiModel):
         description="Time in-flight requests get to finish after a stage; later ones count as incomplete.",
     )
     min_requests_per_stage: int = Field(
-        default=50, ge=1, description="A stage is extended until its steady window holds this many requests."
+        default=50,
+        ge=1,
+        description="A stage is extended (up to 3x) until its steady window holds this many requests, and at "
+        "least as many as a confidence interval of the SLO percentile needs (72 for p95, 35 for p90).",
     )
     tolerance: float = Field(
         default=0.1, gt=0, le=1, description="search: stop bisecting when the bracket is within this relative width."
