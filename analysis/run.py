@@ -100,7 +100,10 @@ def load_stages(run: Storage, variants: Sequence[str], notes: list[str]) -> list
             continue
         try:
             infos.extend(StageInfo.model_validate(s) for s in json.loads(run.read_bytes(key)))
-        except (ValueError, ValidationError) as err:
+        except ValidationError as err:
+            where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"{run.uri(key)} is not a valid stage list: {where}") from None
+        except ValueError as err:
             raise ValueError(f"{run.uri(key)} is not a valid stage list: {err}") from None
     return infos
 
