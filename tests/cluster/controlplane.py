@@ -270,6 +270,7 @@ class Component:
     pid: int
     log: Path
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    args: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -529,7 +530,7 @@ class ControlPlane:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
-        comp = Component(name=name, binary=binary, pid=popen.pid, log=log, popen=popen)
+        comp = Component(name=name, binary=binary, pid=popen.pid, log=log, popen=popen, args=tuple(args))
         self.components.append(comp)
         return comp
 
@@ -568,6 +569,24 @@ class ControlPlane:
                 log = f"; last log lines ({comp.log}):\n{_tail(comp.log)}" if comp else ""
                 raise ControlPlaneError(f"timed out waiting for {what or name} ({url}): {last}{log}")
             time.sleep(0.1)
+
+    def restart_apiserver(self, timeout: float = 60.0) -> None:
+        """Kill kube-apiserver (SIGKILL) and start it again with the same flags, as when its node
+        or pod dies; returns once it is ready again. Clients must reconnect on their own."""
+        old = next(c for c in self.components if c.name == "kube-apiserver")
+        old.signal(signal.SIGKILL)
+        if old.popen is not None:
+            old.popen.wait(timeout)
+        self.components.remove(old)
+        self._spawn("kube-apiserver", old.args)
+        self._wait_http(
+            "kube-apiserver",
+            f"{self.server}/readyz",
+            time.monotonic() + timeout,
+            lambda body: body.strip() == "ok",
+            token=self.admin_token,
+        )
+        self._write_state()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Kill every component's process group; idempotent.

@@ -372,3 +372,19 @@ def test_secret_values_never_leave_their_secret(cluster: TestCluster, namespace:
     # ...while the references are in place for the kubelet to resolve
     assert '"secretKeyRef": {"key": "token", "name": "hf-token"}' in seen[2]
     assert '"secretKeyRef": {"key": "token", "name": "api-key"}' in seen[3]
+
+
+def test_the_operator_reconnects_after_the_api_server_restarts(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    assert cluster.control_plane is not None, "needs the control plane this session started"
+    variants: list[dict[str, Any]] = [{"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"}]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("apirestart", variants)
+    )
+    apps = cluster.apps()
+    cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment("apirestart-g5-server", namespace)))
+    cluster.control_plane.restart_apiserver()
+    # The model server becomes Ready while the operator's connections are new: it must notice.
+    cluster.wait_for(lambda: _phase(cluster, namespace, "apirestart", "Running"), timeout=180)
+    assert operator.proc is not None and operator.proc.poll() is None, "the operator survived the outage"
