@@ -62,9 +62,12 @@ class OpenAIChat(Protocol):
     api = "openai-chat"
     path = "/chat/completions"
 
+    def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": prompt.text}]}
+
     def body(self, prompt: Prompt) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": [{"role": "user", "content": prompt.text}],
+            **self.prompt_field(prompt),
             "max_tokens": prompt.max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -105,16 +108,8 @@ class OpenAICompletions(OpenAIChat):
     api = "openai-completions"
     path = "/completions"
 
-    def body(self, prompt: Prompt) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "prompt": prompt.text,
-            "max_tokens": prompt.max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.model:
-            body["model"] = self.model
-        return body
+    def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
+        return {"prompt": prompt.text}
 
     def _text(self, choice: dict[str, Any]) -> Any:
         return choice.get("text")

@@ -201,9 +201,9 @@ def run_local(
     ctx = RunContext(bench, run, run_id, workdir, console)
     manifest = yaml.safe_dump(to_manifest(bench), sort_keys=False)
     run.write_bytes("spec.yaml", manifest.encode())
-    spec_path = workdir / "logs" / "spec.yaml"
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(manifest)
+    spec_path = workdir / "spec.yaml"  # what the load generators read: the run's own copy when local
+    if local_root is None:
+        spec_path.write_text(manifest)
     console.print(f"run {run_id} → {run.uri()}")
 
     prometheus_url: str | None = None
