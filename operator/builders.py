@@ -375,6 +375,19 @@ def _project_pod(cfg: OperatorConfig, containers: list[dict[str, Any]], bench: B
     }
 
 
+def _job(
+    bench: Benchmark, uid: str, name: str, component: str, *, variant: str | None, pod: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    """A Job owned by the Benchmark whose pods carry the same labels as the Job."""
+    template = {"metadata": {"labels": labels(bench, component, variant)}, "spec": pod}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(bench, uid, name, component, variant),
+        "spec": {**spec, "template": template},
+    }
+
+
 def loadgen_master_job(
     bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig
 ) -> dict[str, Any]:
@@ -392,18 +405,17 @@ def loadgen_master_job(
     container = _project_container(cfg, "master", args, _loadgen_env(bench, variant))
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
     container["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _meta(bench, uid, master_name(bench, variant), "loadgen-master", variant.name),
-        "spec": {
-            "backoffLimit": 0,  # a re-run master would start the stages over: fail and say so instead
-            "template": {
-                "metadata": {"labels": labels(bench, "loadgen-master", variant.name)},
-                "spec": _project_pod(cfg, [container], bench),
-            },
-        },
-    }
+    # backoffLimit 0: a re-run master would start the stages over; fail and say so instead.
+    name = master_name(bench, variant)
+    return _job(
+        bench,
+        uid,
+        name,
+        "loadgen-master",
+        variant=variant.name,
+        pod=_project_pod(cfg, [container], bench),
+        backoffLimit=0,
+    )
 
 
 def loadgen_master_service(bench: Benchmark, variant: Variant, uid: str) -> dict[str, Any]:
@@ -448,20 +460,12 @@ def loadgen_workers_job(
     container = _project_container(cfg, "worker", args, env)
     container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
     container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _meta(bench, uid, workers_name(bench, variant), "loadgen-worker", variant.name),
-        "spec": {
-            "parallelism": workers,
-            "completions": workers,
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"labels": labels(bench, "loadgen-worker", variant.name)},
-                "spec": _project_pod(cfg, [container], bench),
-            },
-        },
-    }
+    pod = _project_pod(cfg, [container], bench)
+    name = workers_name(bench, variant)
+    return _job(
+        bench, uid, name, "loadgen-worker", variant=variant.name, pod=pod,
+        parallelism=workers, completions=workers, backoffLimit=0,
+    )  # fmt: skip
 
 
 # -- analysis --------------------------------------------------------------------------------------
@@ -490,15 +494,7 @@ def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache
     pod = _project_pod(cfg, [container], bench)
     pod["volumes"].append({"name": "tmp", "emptyDir": {}})
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _meta(bench, uid, analysis_name(bench), "analysis"),
-        "spec": {
-            "backoffLimit": 1,
-            "template": {"metadata": {"labels": labels(bench, "analysis")}, "spec": pod},
-        },
-    }
+    return _job(bench, uid, analysis_name(bench), "analysis", variant=None, pod=pod, backoffLimit=1)
 
 
 def parse_summary(message: str) -> dict[str, Any]:
