@@ -67,12 +67,13 @@ def _analyze(args: argparse.Namespace) -> int:
     from fmbench_k8s.analysis.metrics import AccountingError
     from fmbench_k8s.analysis.run import analyze_run
     from fmbench_k8s.api.benchmark import load_benchmark
-    from fmbench_k8s.storage import open_storage
+    from fmbench_k8s.storage import open_storage, patient
 
     try:
         bench = load_benchmark(args.spec)
-        records = open_storage(args.records)
-        output = open_storage(args.output) if args.output else records
+        # An analysis Job started while S3 is unreachable waits for it (FMBENCH_STORAGE_PATIENCE_SECONDS).
+        records = patient(open_storage(args.records))
+        output = patient(open_storage(args.output)) if args.output else records
         run_id = args.run_id or records.uri().rstrip("/").rsplit("/", 1)[-1]
         summary = analyze_run(
             bench.spec,

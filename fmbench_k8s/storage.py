@@ -6,11 +6,20 @@ relative to the run directory.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
+
+log = logging.getLogger("fmbench.storage")
+T = TypeVar("T")
+# How long a run waits out an S3 outage before giving up (FMBENCH_STORAGE_PATIENCE_SECONDS).
+DEFAULT_PATIENCE_S = 900.0
+MAX_BACKOFF_S = 30.0
 
 
 class Storage(Protocol):
@@ -74,8 +83,14 @@ class S3Storage:
             import boto3
             from botocore.config import Config
 
-            # Adaptive retries ride out throttling and short outages without losing an upload.
-            config = Config(retries={"max_attempts": 10, "mode": "adaptive"}, max_pool_connections=32)
+            # botocore rides out throttling and blips within a few seconds; longer outages are
+            # waited out by Patient (below), whose caller decides whether it may block that long.
+            config = Config(
+                retries={"max_attempts": 4, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                max_pool_connections=32,
+            )
             client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
             object.__setattr__(self, "_client", client)
         return self._client
@@ -116,3 +131,78 @@ def open_storage(uri: str, endpoint_url: str | None = None, region: str | None =
     if "://" in uri:
         raise ValueError(f"unsupported output {uri!r}: use a local directory or s3://BUCKET/PREFIX")
     return LocalStorage(Path(uri))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error that waiting may cure: S3 unreachable, timing out, throttling or failing (5xx).
+
+    Access denied, a missing bucket or key, or a local disk error are not: they fail at once."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "Throttling")
+    return False
+
+
+def retrying(call: Callable[[], T], what: str, patience_s: float, sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call()``, retried with exponential backoff (1 s doubling to 30 s) on transient errors
+    until ``patience_s`` has passed; then (or on any other error) its error is raised."""
+    deadline = time.monotonic() + patience_s
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            left = deadline - time.monotonic()
+            if not is_transient(exc) or left < delay:
+                raise
+            log.warning("%s: %s; retrying in %.0f s (giving up in %.0f s)", what, exc, delay, left)
+            sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+def patience_from_env(env: dict[str, str] | None = None) -> float:
+    value = (os.environ if env is None else env).get("FMBENCH_STORAGE_PATIENCE_SECONDS", "")
+    try:
+        return float(value) if value else DEFAULT_PATIENCE_S
+    except ValueError:
+        raise ValueError(f"FMBENCH_STORAGE_PATIENCE_SECONDS: {value!r} is not a number of seconds") from None
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A storage whose every call waits out transient outages (see ``retrying``) for up to
+    ``patience_s``: for work that must not be lost and may block, like a run's final records,
+    its stages files and the report."""
+
+    inner: Storage
+    patience_s: float = field(default_factory=patience_from_env)
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        return retrying(call, what, self.patience_s)
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        return self._call(f"writing {self.inner.uri(key)}", lambda: self.inner.write_bytes(key, data))
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._call(f"reading {self.inner.uri(key)}", lambda: self.inner.read_bytes(key))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        return self._call(f"listing {self.inner.uri(prefix)}", lambda: self.inner.list_keys(prefix))
+
+    def uri(self, key: str = "") -> str:
+        return self.inner.uri(key)
+
+    def child(self, key: str) -> Patient:
+        return Patient(self.inner.child(key), self.patience_s)
+
+
+def patient(storage: Storage, patience_s: float | None = None) -> Storage:
+    """``storage`` made Patient; a local directory as it is (waiting cures no local error)."""
+    if isinstance(storage, LocalStorage | Patient):
+        return storage
+    return Patient(storage, patience_from_env() if patience_s is None else patience_s)

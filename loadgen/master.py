@@ -31,7 +31,7 @@ from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
 from fmbench_k8s.loadgen.schedule import stage_seed
 from fmbench_k8s.records import StageInfo, stages_key
-from fmbench_k8s.storage import Storage
+from fmbench_k8s.storage import Storage, patient
 
 log = logging.getLogger("fmbench.loadgen")
 
@@ -409,10 +409,10 @@ class Master:
             "interrupted": self.interrupted, "workers_lost": sorted(self._name(c) for c in self.lost),
             "notes": self.notes,
         }  # fmt: skip
+        storage = patient(self.storage)  # the run is over: wait out a storage outage rather than lose them
         try:
-            self.storage.write_bytes(stages_key(self.variant), json.dumps(stages_doc, indent=1).encode())
-            trace = json.dumps(_finite(search_doc), indent=1).encode()
-            self.storage.write_bytes(search_key(self.variant), trace)
+            storage.write_bytes(stages_key(self.variant), json.dumps(stages_doc, indent=1).encode())
+            storage.write_bytes(search_key(self.variant), json.dumps(_finite(search_doc), indent=1).encode())
         except Exception as exc:
             log.error("writing the stages files failed: %s", exc)
 

@@ -389,4 +389,5 @@ class Worker:
             if self._stage_greenlet is not None:
                 self._stage_greenlet.join(timeout=20)
         self._flusher.kill()
-        self.writer.flush()
+        if not self.writer.flush(wait=True):
+            log.error("%d records could not be written to storage and are lost", self.writer.pending())

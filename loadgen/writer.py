@@ -2,7 +2,9 @@
 
 Rows are buffered per stage and written as a new part (``records_key(variant, stage, worker,
 part)``) every ``interval`` seconds and at the end of each stage, so a worker that dies loses at
-most the last interval. A failed write keeps the rows buffered for the next attempt.
+most the last interval. A failed write keeps the rows buffered for the next attempt: during the run
+the next flush (the stage must not wait for storage; its results reach the master by message),
+and at the end a flush that waits out a storage outage (``storage.Patient``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pyarrow.parquet as pq
 
 from fmbench_k8s.loadgen.httpclient import gevent_patched
 from fmbench_k8s.records import SCHEMA, records_key
-from fmbench_k8s.storage import Storage
+from fmbench_k8s.storage import Storage, patient
 
 log = logging.getLogger("fmbench.loadgen")
 FLUSH_INTERVAL_S = 2.0
@@ -46,8 +48,9 @@ def encode_parquet(rows: list[dict[str, Any]]) -> bytes:
 
 
 class RecordWriter:
-    def __init__(self, storage: Storage, variant: str, worker: str) -> None:
+    def __init__(self, storage: Storage, variant: str, worker: str, patience_s: float | None = None) -> None:
         self.storage = storage
+        self._patient = patient(storage, patience_s)
         self.variant = variant
         self.worker = worker
         self._rows: dict[int, list[dict[str, Any]]] = {}
@@ -68,8 +71,11 @@ class RecordWriter:
             return len(self._rows.get(stage, ()))
         return sum(len(r) for r in self._rows.values())
 
-    def flush(self, stage: int | None = None) -> bool:
-        """Write buffered rows (of one stage, or all) as new parts; False if a write failed."""
+    def flush(self, stage: int | None = None, *, wait: bool = False) -> bool:
+        """Write buffered rows (of one stage, or all) as new parts; False if a write failed.
+
+        ``wait``: wait out a storage outage (for the last flush, when nothing else is waiting)."""
+        storage = self._patient if wait else self.storage
         ok = True
         for s in [stage] if stage is not None else sorted(self._rows):
             rows = self._rows.get(s)
@@ -79,7 +85,7 @@ class RecordWriter:
             key = records_key(self.variant, s, self.worker, part)
             self._rows[s] = []  # rows added while the upload runs go to the next part
             try:
-                self.storage.write_bytes(key, encode_parquet(rows))
+                storage.write_bytes(key, encode_parquet(rows))
             except Exception as exc:
                 log.error("writing %s failed (%s); keeping %d rows for the next flush", key, exc, len(rows))
                 self._rows[s] = rows + self._rows[s]

@@ -7,17 +7,23 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.fixtures import cluster, namespace
-from tests.s3 import CREDENTIALS, UNSET, moto_s3
+from tests.s3 import CREDENTIALS, UNSET, MotoS3, moto_s3
 
-__all__ = ["cluster", "namespace", "s3_endpoint"]
+__all__ = ["cluster", "namespace", "s3_endpoint", "s3_server"]
 
 
 @pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]:
     """A moto S3 server with a bucket ``results``; AWS credentials point at it for this test."""
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     for name in UNSET:
         monkeypatch.delenv(name, raising=False)
-    with moto_s3("results") as endpoint:
-        yield endpoint
+    with moto_s3("results") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_endpoint(s3_server: MotoS3) -> str:
+    """The URL of ``s3_server``."""
+    return s3_server.endpoint

@@ -16,30 +16,49 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
+class MotoS3:
+    """moto's S3 on a fixed loopback port that a test can take down and bring back: the objects
+    live in moto's in-process backend, so they survive the outage as they would in S3."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server: ThreadedMotoServer | None = None
+
+    def up(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        deadline = time.monotonic() + 30
+        while True:  # the server thread reports ready before its socket always answers
+            try:
+                client.list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def down(self) -> None:
+        """Stop answering: connections are refused until ``up()``."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
 @contextlib.contextmanager
-def moto_s3(*buckets: str) -> Iterator[str]:
-    """Start moto, create ``buckets``, yield the endpoint URL. Credentials must be set by the caller
-    (see CREDENTIALS); subprocesses get them through the environment."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    deadline = time.monotonic() + 30
-    while True:  # the server thread reports ready before its socket always answers
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+def moto_s3(*buckets: str) -> Iterator[MotoS3]:
+    """Start moto, create ``buckets``, yield the server (``.endpoint`` is its URL). Credentials must
+    be set by the caller (see CREDENTIALS); subprocesses get them through the environment."""
+    server = MotoS3()
+    server.up()
+    client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
     for bucket in buckets:
         client.create_bucket(Bucket=bucket)
     try:
-        yield endpoint
+        yield server
     finally:
-        server.stop()
+        server.down()
 
 
 def credentials_env() -> dict[str, str]:

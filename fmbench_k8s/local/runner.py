@@ -32,7 +32,7 @@ from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.progress import Progress
 from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
-from fmbench_k8s.storage import Storage, open_storage
+from fmbench_k8s.storage import Storage, open_storage, patience_from_env, patient
 
 LOCAL_NAMESPACE = "local"
 READY_TIMEOUT_S = 60.0
@@ -148,9 +148,12 @@ def _run_variant(
             forwarded = True
         time.sleep(0.1)
     code = master.wait()
-    for w in workers:  # they exit once the master tells them to; stop any that did not
+    # They exit once the master tells them to, after their last records are stored (which may wait
+    # out a storage outage); stop any that did not.
+    drain_s = 15 + (patience_from_env() if ctx.run.uri().startswith("s3://") else 0)
+    for w in workers:
         try:
-            w.proc.wait(15)
+            w.proc.wait(drain_s)
         except subprocess.TimeoutExpired:
             w.stop(grace=5)
     return code
@@ -188,7 +191,7 @@ def run_local(
     console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     bench = load_benchmark(spec_file)
     plans = plan_run(bench)
-    root = open_storage(output)
+    root = patient(open_storage(output))  # S3 down for a while: records, stages and report wait for it
     print_plan(console, bench, plans)
     if dry_run:
         return 0

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from tests.corpus import REPO
-from tests.s3 import credentials_env
+from tests.s3 import MotoS3, credentials_env
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "fmbench-k8s")
@@ -110,6 +114,54 @@ def test_output_to_s3(tmp_path: Path, s3_endpoint: str) -> None:
     names = {k.rsplit("/", 1)[-1] for k in keys}
     assert {"report.json", "report.html", "report.md", "spec.yaml"} <= names
     assert any("/records/g5-sim/" in k and k.endswith(".parquet") for k in keys)
+
+
+def test_an_s3_outage_through_the_end_of_the_load_loses_no_record(tmp_path: Path, s3_server: MotoS3) -> None:
+    """S3 refuses connections from mid-load until after the load has ended: the workers keep their
+    records, the master its stages file, the analysis waits; all of it lands when S3 returns."""
+    env = {**credentials_env(), "AWS_ENDPOINT_URL_S3": s3_server.endpoint, "FMBENCH_STORAGE_PATIENCE_SECONDS": "300"}
+    spec = _spec(tmp_path, concurrency={"levels": [4, 8]})
+    doc = yaml.safe_load(spec.read_text())
+    doc["spec"]["variants"] = doc["spec"]["variants"][:1]
+    spec.write_text(yaml.safe_dump(doc))
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1")
+
+    def keys() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="out/").get("Contents", [])]
+
+    proc = subprocess.Popen([CLI, "run", str(spec), "--output", "s3://results/out", "--no-plots", "--no-prometheus"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(k.endswith(".parquet") for k in keys()):  # the load is running and flushing
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    s3_server.down()
+    time.sleep(30)  # longer than the rest of the load (two 3 s stages, drains): it ends during the outage
+    assert proc.poll() is None, "the run finished (or failed) without S3"
+    back = time.time()
+    s3_server.up()
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+
+    stored = keys()
+    stages_key = next(k for k in stored if k.endswith("stages/g5-sim.json"))
+    written = s3.head_object(Bucket="results", Key=stages_key)["LastModified"].timestamp()
+    assert written >= back - 1, "the stages file was written after S3 came back, not lost"
+    # Ground truth that never went through S3: the request counts the workers sent the master.
+    run_id = re.search(r"run (\S+) → s3://", output).group(1)  # type: ignore[union-attr]
+    (master_log,) = Path(tempfile.gettempdir()).glob(f"fmbench-{run_id}-*/logs/loadgen-master-g5-sim.log")
+    events = [json.loads(line) for line in master_log.read_text().splitlines() if line.startswith('{"event"')]
+    scheduled = [e["requests"] for e in events if e["event"] == "stage_end"]
+    assert len(scheduled) == 2 and min(scheduled) > 0
+    rows = 0
+    for key in (k for k in stored if k.endswith(".parquet")):
+        body = s3.get_object(Bucket="results", Key=key)["Body"].read()
+        rows += pq.read_metadata(pa.BufferReader(body)).num_rows
+    assert rows == sum(scheduled), "every scheduled request is a stored record"
+    report = json.loads(s3.get_object(Bucket="results", Key=next(k for k in stored if k.endswith("report.json")))[
+        "Body"].read())  # fmt: skip
+    assert report["partial"] is False
+    assert [s["requests"] for s in report["variants"][0]["stages"]] == scheduled
 
 
 def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> None:
