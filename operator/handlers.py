@@ -5,6 +5,7 @@ Run with ``fmbench-k8s operator`` or ``kopf run -m fmbench_k8s.operator.handlers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import kopf
 from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, SpecError, parse_benchmark
 from fmbench_k8s.operator.actions import Actions
 from fmbench_k8s.operator.builders import OperatorConfig
+from fmbench_k8s.operator.leader import ElectionConfig, Elector
 from fmbench_k8s.operator.observe import Reader, observe
 from fmbench_k8s.operator.reconcile import reconcile
 
@@ -64,8 +66,28 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.actions = Actions(memo.api_client)
 
 
+@kopf.on.startup()
+async def elect(memo: kopf.Memo, **_: Any) -> None:
+    """With leader election on (``run --leader-elect``), stand by until this replica holds the Lease."""
+    election: ElectionConfig | None = memo.get("election")
+    if election is not None:
+        memo.elector = Elector(memo.api_client, election)
+        memo.election_task = asyncio.create_task(memo.elector.run(), name="leader election")
+
+
+@kopf.on.cleanup()
+async def resign(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("election_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.to_thread(memo.elector.release)
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=_INTERVAL, initial_delay=0, sharp=False)
 def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    elector: Elector | None = memo.get("elector")
+    if elector is not None and not elector.leading:
+        return  # a standby: kopf keeps its caches warm, the leader acts
     phase = (body.get("status") or {}).get("phase")
     if phase in TERMINAL:
         return

@@ -44,6 +44,7 @@ FULL: dict[str, Any] = {
     "priorityClassName": "system-cluster-critical",
     "podAnnotations": {"a": "b"},
     "podLabels": {"team": "ml"},
+    "networkPolicy": {"enabled": True},
     "monitoring": {
         "labels": {"release": "kube-prometheus-stack"},
         "modelServers": {"kind": "ServiceMonitor"},
@@ -194,8 +195,9 @@ def test_default_render_has_the_expected_objects() -> None:
     objects = render_objects()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds.count("ConfigMap") == 4  # dashboards
-    for kind in ("ServiceAccount", "Deployment", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+    for kind in ("ServiceAccount", "Deployment", "ClusterRole", "ClusterRoleBinding"):
         assert kinds.count(kind) == 1, kind
+    assert kinds.count("Role") == kinds.count("RoleBinding") == 2  # the watched namespace's, leader election's
     assert kinds.count("PodMonitor") == 2 and kinds.count("PrometheusRule") == 1
     for obj in objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
@@ -227,13 +229,21 @@ def test_operator_deployment_is_hardened() -> None:
         ({"watch": {"mode": "cluster"}}, ["--all-namespaces"]),
     ],
 )
-def test_watch_mode_becomes_operator_args(values: dict[str, Any], args: list[str]) -> None:
+def test_watch_mode_becomes_operator_args(
+    values: dict[str, Any], args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     c = _operator_container(render_objects(values))
-    assert c["args"][0] == "operator" and "--standalone" in c["args"]
+    assert c["args"][0] == "operator"
     assert [a for a in c["args"] if a.startswith(("--namespace", "--all-namespaces"))] == args
-    from fmbench_k8s.operator.run import main  # the operator's own parser accepts them
+    from fmbench_k8s.operator.run import parse_args
 
-    assert callable(main)
+    # the operator's own parser accepts them, with the Lease in the namespace the pod is given
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"] if "valueFrom" in e}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    monkeypatch.setenv("POD_NAMESPACE", "fmbench")
+    parsed, election = parse_args(c["args"][1:])
+    assert parsed.standalone and election is not None
+    assert (election.namespace, election.name) == ("fmbench", "fmbench-operator")
 
 
 def test_operator_environment_round_trips_through_the_operator_config() -> None:
@@ -282,13 +292,17 @@ def test_rbac_has_no_wildcards_and_no_secrets(values: dict[str, Any]) -> None:
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
 
 
+def _watch_roles(objects: list[JSON], kind: str) -> list[JSON]:
+    return [o for o in by_kind(objects, kind) if not o["metadata"]["name"].endswith("-leader-election")]
+
+
 def test_namespaced_mode_rbac_comes_from_the_shared_rules_file() -> None:
     rules = rbac_rules()
     objects = render_objects({"watch": {"namespaces": ["team-a", "team-b"]}})
-    roles = by_kind(objects, "Role")
+    roles = _watch_roles(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(r["rules"] == rules["namespaced"] for r in roles)
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = _watch_roles(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert all(
         b["subjects"] == [{"kind": "ServiceAccount", "name": "fmb-fmbench-k8s", "namespace": "fmbench"}]
@@ -301,13 +315,107 @@ def test_namespaced_mode_rbac_comes_from_the_shared_rules_file() -> None:
 def test_cluster_mode_rbac_is_one_cluster_role_with_both_rule_sets() -> None:
     rules = rbac_rules()
     objects = render_objects({"watch": {"mode": "cluster"}})
-    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
+    assert not _watch_roles(objects, "Role") and not _watch_roles(objects, "RoleBinding")
     assert one(objects, "ClusterRole")["rules"] == rules["namespaced"] + rules["cluster"]
     binding = one(objects, "ClusterRoleBinding")
     assert binding["subjects"][0]["name"] == "fmb-fmbench-k8s"
+
+
+@pytest.mark.parametrize("watch", [{"namespaces": ["team-a"]}, {"mode": "cluster"}])
+def test_leader_election_may_touch_only_its_lease_in_the_release_namespace(watch: dict[str, Any]) -> None:
+    objects = render_objects({"watch": watch})
+    role = one(objects, "Role", "fmb-fmbench-k8s-leader-election")
+    assert role["metadata"]["namespace"] == "fmbench"
+    assert role["rules"] == rbac_rules()["leaderElection"]
+    named = [r for r in role["rules"] if r["verbs"] != ["create"]]
+    assert named and all(r["resourceNames"] == ["fmbench-operator"] for r in named)
+    binding = one(objects, "RoleBinding", "fmb-fmbench-k8s-leader-election")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "fmb-fmbench-k8s", "namespace": "fmbench"}
 
 
 def test_rbac_and_service_account_can_be_turned_off() -> None:
     objects = render_objects({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
     assert not _rules_of(objects) and not by_kind(objects, "ServiceAccount")
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+# --------------------------------------------------------------------------- network policies
+
+
+def _selects(selector: JSON, labels: dict[str, str]) -> bool:
+    """A metav1.LabelSelector matched against pod labels (In/NotIn/Exists/DoesNotExist)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        present = key in labels
+        ok = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _run_pods() -> dict[str, dict[str, str]]:
+    """The labels of the pods the operator creates for a run, from its own builders."""
+    from fmbench_k8s.api import parse_benchmark
+    from fmbench_k8s.operator import builders
+    from tests.corpus import REPO
+
+    bench = parse_benchmark(yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text()), "sample")
+    variant, cfg = bench.spec.variants[0], builders.OperatorConfig()
+    objects = {
+        "server": builders.server_deployment(bench, variant, "uid", cfg),
+        "master": builders.loadgen_master_job(bench, variant, "uid", "run", cfg),
+        "worker": builders.loadgen_workers_job(bench, variant, "uid", "run", cfg),
+        "analysis": builders.analysis_job(bench, "uid", "run", cfg),
+    }
+    return {k: o["spec"]["template"]["metadata"]["labels"] for k, o in objects.items()}
+
+
+def test_network_policies_isolate_each_component_of_a_run() -> None:
+    pods = _run_pods()
+    objects = render_objects({"networkPolicy": {"enabled": True}, "watch": {"namespaces": ["team-a", "team-b"]}})
+    policies = by_kind(objects, "NetworkPolicy")
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a"] * 3 + ["team-b"] * 3
+    by_name = {p["metadata"]["name"]: p["spec"] for p in policies if p["metadata"]["namespace"] == "team-a"}
+    loadgen, server, analysis = (by_name[f"fmb-fmbench-k8s-{n}"] for n in ("loadgen", "model-server", "analysis"))
+
+    def selected(spec: JSON) -> set[str]:
+        return {name for name, labels in pods.items() if _selects(spec["podSelector"], labels)}
+
+    assert selected(loadgen) == {"master", "worker"}
+    assert selected(server) == {"server"}
+    assert selected(analysis) == {"analysis"}
+
+    def peers(rules: list[JSON], key: str) -> set[str]:
+        return {n for r in rules for p in r.get(key, []) if "namespaceSelector" not in p
+                for n, labels in pods.items() if _selects(p["podSelector"], labels)}  # fmt: skip
+
+    # load generators: to each other and their model servers in-namespace, DNS, and HTTPS (loadEgress)
+    assert peers(loadgen["egress"], "to") == {"master", "worker", "server"}
+    assert {"port": 53, "protocol": "UDP"} in loadgen["egress"][2]["ports"]
+    assert loadgen["egress"][3] == {"ports": [{"port": 443, "protocol": "TCP"}]}
+    # in: each other, and Prometheus on the metrics port only
+    assert peers(loadgen["ingress"], "from") == {"master", "worker"}
+    prometheus = loadgen["ingress"][1]
+    assert prometheus["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert prometheus["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    # model servers: reached by the load generators and Prometheus only; analysis: by nothing
+    assert server["policyTypes"] == ["Ingress"] and peers(server["ingress"], "from") == {"master", "worker"}
+    assert analysis["policyTypes"] == ["Ingress"] and "ingress" not in analysis
+
+
+def test_network_policies_are_opt_in_and_need_a_namespace_list() -> None:
+    assert not by_kind(render_objects(), "NetworkPolicy")
+    assert not by_kind(
+        render_objects({"networkPolicy": {"enabled": True}, "watch": {"mode": "cluster"}}), "NetworkPolicy"
+    )
+    narrowed = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/16"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]
+    objects = render_objects({"networkPolicy": {"enabled": True, "loadEgress": narrowed}})
+    assert one(objects, "NetworkPolicy", "fmb-fmbench-k8s-loadgen")["spec"]["egress"][3:] == narrowed

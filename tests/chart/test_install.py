@@ -36,6 +36,7 @@ VALUES: JSON = {
     "operator": {"intervalSeconds": 1, "unschedulableGraceSeconds": 5},
     "runner": {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": RUNNER_ROLE}}},
     "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/fmbench-op"}},
+    "networkPolicy": {"enabled": True},  # the API server validates them (kwok enforces none)
 }
 
 

@@ -540,6 +540,9 @@ class Cluster:
     def rbac(self, api_client: Any = None) -> Any:
         return k8s.RbacAuthorizationV1Api(api_client or self.admin)
 
+    def coordination(self, api_client: Any = None) -> Any:
+        return k8s.CoordinationV1Api(api_client or self.admin)
+
     def custom(self, api_client: Any = None) -> Any:
         return k8s.CustomObjectsApi(api_client or self.admin)
 

@@ -31,7 +31,8 @@ def _grant_operator(cluster: TestCluster, ns: str) -> str:
     rbac = cluster.rbac()
     token = cluster.service_account_token(ns, "fmbench-operator")
     subject = [{"kind": "ServiceAccount", "name": "fmbench-operator", "namespace": ns}]
-    rbac.create_namespaced_role(ns, {"metadata": {"name": "fmbench-operator"}, "rules": RULES["namespaced"]})
+    rules = RULES["namespaced"] + RULES["leaderElection"]  # the test namespace is also the operator's
+    rbac.create_namespaced_role(ns, {"metadata": {"name": "fmbench-operator"}, "rules": rules})
     rbac.create_namespaced_role_binding(
         ns,
         {
@@ -55,10 +56,13 @@ def _grant_operator(cluster: TestCluster, ns: str) -> str:
 class Operator:
     """The operator as a process that a test can SIGKILL and start again."""
 
-    def __init__(self, namespace: str, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, namespace: str, kubeconfig: Path, log_path: Path, leader_elect: str = "") -> None:
+        """``leader_elect``: a replica name (its identity's prefix) to run with ``--leader-elect``."""
         self.namespace, self.log_path = namespace, log_path
+        self.args = ["--leader-elect", "--lease-duration", "3"] if leader_elect else []
         self.env = {
             **os.environ,
+            "POD_NAME": leader_elect,
             "KUBECONFIG": str(kubeconfig),
             "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
             "FMBENCH_INTERVAL_SECONDS": "1",
@@ -71,7 +75,7 @@ class Operator:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fmbench_k8s.operator", "--namespace", self.namespace, "--standalone",
-                 "--liveness", ""],
+                 "--liveness", "", *self.args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.starts += 1
@@ -89,16 +93,22 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def _operator_kubeconfig(cluster: TestCluster, namespace: str, tmp_path: Path) -> Path:
+    install_crd(cluster)
+    return cluster.kubeconfig_for_token(_grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
+
 
 @pytest.fixture
 def operator(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    install_crd(cluster)
-    kubeconfig = cluster.kubeconfig_for_token(_grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
-    op = Operator(namespace, kubeconfig, tmp_path / "operator.log")
+    op = Operator(namespace, _operator_kubeconfig(cluster, namespace, tmp_path), tmp_path / "operator.log")
     op.start()
     yield op
     op.stop()
-    print(op.log_path.read_text()[-5000:])
+    print(op.log()[-5000:])
 
 
 def _benchmark(name: str, variants: list[dict[str, Any]], s3_endpoint: str | None = None) -> dict[str, Any]:
@@ -388,3 +398,61 @@ def test_the_operator_reconnects_after_the_api_server_restarts(
     # The model server becomes Ready while the operator's connections are new: it must notice.
     cluster.wait_for(lambda: _phase(cluster, namespace, "apirestart", "Running"), timeout=180)
     assert operator.proc is not None and operator.proc.poll() is None, "the operator survived the outage"
+
+
+def _lease_holder(cluster: TestCluster, ns: str) -> tuple[str, int] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        spec = cluster.coordination().read_namespaced_lease("fmbench-operator", ns).spec
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    return (spec.holder_identity or "", spec.lease_transitions or 0)
+
+
+def _holder_is(cluster: TestCluster, ns: str, replica: str) -> tuple[str, int] | None:
+    lease = _lease_holder(cluster, ns)
+    return lease if lease and lease[0].startswith(f"{replica}_") else None
+
+
+def test_of_two_operator_replicas_only_the_lease_holder_acts(
+    cluster: TestCluster, namespace: str, tmp_path: Path
+) -> None:
+    ns, name = namespace, "replicas"
+    kubeconfig = _operator_kubeconfig(cluster, ns, tmp_path)
+    a = Operator(ns, kubeconfig, tmp_path / "a.log", leader_elect="op-a")
+    b = Operator(ns, kubeconfig, tmp_path / "b.log", leader_elect="op-b")
+    try:
+        a.start()
+        cluster.wait_for(lambda: _holder_is(cluster, ns, "op-a"), timeout=60)
+        b.start()
+        cluster.wait_for(lambda: "stands by" in b.log() or None, timeout=60)
+        endpoint = {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}}
+        cluster.custom().create_namespaced_custom_object(
+            "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, [endpoint])
+        )
+        cluster.wait_for(lambda: _phase(cluster, ns, name, "Running"), timeout=60)
+        assert f"created Job/{name}-ext-lg-master" in a.log()
+        assert "created " not in b.log(), "the standby acted"
+
+        a.kill()  # the leader dies without releasing: the standby waits out the lease, then acts
+        cluster.wait_for(lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 1 or None)
+        _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker")
+        cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=60)
+        assert _holder_is(cluster, ns, "op-b") is not None
+        assert "created Job/" in b.log() and "now leads" in b.log()
+
+        a.start()  # back as the standby ...
+        cluster.wait_for(lambda: "stands by" in a.log() or None, timeout=60)
+        transitions = cluster.wait_for(lambda: _holder_is(cluster, ns, "op-b"))[1]
+        b.stop()  # ... and a clean stop hands over at once: the Lease is released, not left to expire
+        assert "released Lease" in b.log()
+        assert cluster.wait_for(lambda: _holder_is(cluster, ns, "op-a"), timeout=30)[1] == transitions + 1
+        cluster.wait_for(lambda: a.log().count("now leads") >= 2 or None, timeout=30)
+        assert "Timer 'tick' succeeded" not in a.log(), "one line per Benchmark per interval drowns the log"
+    finally:
+        for op in (a, b):
+            op.stop()
+            print(op.log_path.name, op.log()[-3000:])

@@ -63,8 +63,8 @@ app.kubernetes.io/part-of: fmbench-k8s
 {{/* The operator's RBAC rules: the one definition shared with the cluster tests. */}}
 {{- define "fmbench.rbacRules" -}}
 {{- $rules := .Files.Get "files/operator-rbac-rules.yaml" | fromYaml -}}
-{{- if or (not $rules.namespaced) (not $rules.cluster) -}}
-{{- fail "files/operator-rbac-rules.yaml must define `namespaced` and `cluster` rule lists" -}}
+{{- if or (not $rules.namespaced) (not $rules.cluster) (not $rules.leaderElection) -}}
+{{- fail "files/operator-rbac-rules.yaml must define `namespaced`, `cluster` and `leaderElection` rule lists" -}}
 {{- end -}}
 {{- toYaml $rules -}}
 {{- end -}}
@@ -98,4 +98,12 @@ any: true
 matchNames:
 {{ include "fmbench.watchedNamespaces" . }}
 {{- end -}}
+{{- end -}}
+
+{{/* The load generator pods (master and workers) of every run. */}}
+{{- define "fmbench.loadgenSelector" -}}
+matchLabels:
+  app.kubernetes.io/managed-by: fmbench-k8s
+matchExpressions:
+  - {key: fmbench.io/component, operator: In, values: [loadgen-master, loadgen-worker]}
 {{- end -}}
