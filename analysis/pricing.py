@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmbench_k8s.api.spec import Pricing, Variant
 
@@ -148,6 +149,25 @@ def parse_price_table(doc: Mapping[str, Any]) -> PriceTable:
     if table.base_region not in table.regions:
         raise ValueError(f"price table baseRegion {table.base_region!r} is not under regions")
     return table
+
+
+def load_price_table(path: Path) -> PriceTable:
+    """A user's price table (the shipped table's format, e.g. with negotiated rates).
+
+    Raises ValueError with one ``path: field: problem`` line per problem."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read a YAML price table: {err}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a price table is a mapping (see docs/cost-model.md), not {type(doc).__name__}")
+    try:
+        return parse_price_table(doc)
+    except ValidationError as err:
+        lines = [f"{path}: {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in err.errors()]
+        raise ValueError("\n".join(lines)) from None
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 @cache

@@ -19,7 +19,13 @@ from pydantic import ValidationError
 from fmbench_k8s.analysis.frames import empty_frame, read_shards, to_frame
 from fmbench_k8s.analysis.metrics import StageMetrics, stage_metrics
 from fmbench_k8s.analysis.plots import render_plots
-from fmbench_k8s.analysis.pricing import PriceNotFoundError, PriceResolver, VariantPrice
+from fmbench_k8s.analysis.pricing import (
+    PriceNotFoundError,
+    PriceResolver,
+    PriceTable,
+    VariantPrice,
+    builtin_table,
+)
 from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
 from fmbench_k8s.analysis.report import build_report, summary, validate_report
@@ -108,8 +114,8 @@ def load_stages(run: Storage, variants: Sequence[str], notes: list[str]) -> list
     return infos
 
 
-def _prices(spec: BenchmarkSpec, notes: list[str]) -> list[VariantPrice]:
-    resolver = PriceResolver(spec.analysis.pricing)
+def _prices(spec: BenchmarkSpec, notes: list[str], table: PriceTable | None) -> list[VariantPrice]:
+    resolver = PriceResolver(spec.analysis.pricing, table or builtin_table())
     prices = []
     for v in spec.variants:
         try:
@@ -161,12 +167,14 @@ def analyze_run(
     plots: bool = True,
     output: Storage | None = None,
     notes: Sequence[str] = (),
+    price_table: PriceTable | None = None,
 ) -> dict[str, Any]:
     """Read records/ and stages/ from ``run``, write report.json/.html/.md, stages.csv,
     variants.csv and plots/*.png to ``output`` (default: ``run``), return the summary.
 
     ``prometheus_url`` defaults to spec.prometheus.url; Prometheus trouble never fails the analysis.
     ``notes`` (from the caller, e.g. the local runner) open the report's notes.
+    ``price_table`` replaces the shipped one (``--price-table``).
     Raises AccountingError when the records do not add up.
     """
     out = output or run
@@ -174,7 +182,7 @@ def analyze_run(
     if partial:
         notes.append("the run did not finish: this report covers the stages that ran")
     names = [v.name for v in spec.variants]
-    prices = _prices(spec, notes)
+    prices = _prices(spec, notes, price_table)
     infos = load_stages(run, names, notes)
     metrics = measure_run(run, spec, infos, notes)
 

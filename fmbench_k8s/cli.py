@@ -6,9 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import SpecError, is_benchmark_document, load_documents, parse_benchmark
+
+if TYPE_CHECKING:
+    from fmbench_k8s.analysis.pricing import PriceTable
+
+PRICE_TABLE_HELP = "your own price table (the shipped table's format, docs/cost-model.md), e.g. negotiated rates"
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -52,13 +58,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"--output: {err}", file=sys.stderr)
         return 2
     try:
+        table = _price_table(args.price_table)
+    except ValueError as err:  # checked before any process starts
+        print(f"--price-table: {err}", file=sys.stderr)
+        return 2
+    try:
         return run_local(
-            args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus, plots=not args.no_plots
-        )
+            args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
+            plots=not args.no_plots, price_table=table,
+        )  # fmt: skip
     except (SpecError, PlanError) as err:
         for problem in err.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return 2
+
+
+def _price_table(path: Path | None) -> PriceTable | None:
+    from fmbench_k8s.analysis.pricing import load_price_table
+
+    return load_price_table(path) if path is not None else None
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -69,6 +87,11 @@ def _analyze(args: argparse.Namespace) -> int:
     from fmbench_k8s.api.benchmark import load_benchmark
     from fmbench_k8s.storage import open_storage, patient
 
+    try:
+        table = _price_table(args.price_table)
+    except ValueError as err:
+        print(f"--price-table: {err}", file=sys.stderr)
+        return 2
     try:
         bench = load_benchmark(args.spec)
         # An analysis Job started while S3 is unreachable waits for it (FMBENCH_STORAGE_PATIENCE_SECONDS).
@@ -84,6 +107,7 @@ def _analyze(args: argparse.Namespace) -> int:
             partial=args.partial,
             plots=not args.no_plots,
             output=output,
+            price_table=table,
         )
     except SpecError as err:
         for problem in err.problems:
@@ -159,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan (variants, stages, duration) and exit")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("analyze", help="records → report (what the in-cluster analysis Job runs)")
@@ -170,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-file", type=Path, help="also write the compact summary JSON here")
     p.add_argument("--partial", action="store_true", help="mark the report partial (the run did not finish)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("compare", help="regression table between two runs' report.json")

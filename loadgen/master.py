@@ -25,7 +25,15 @@ from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
-from fmbench_k8s.loadgen.plan import Planner, StageCounts, Verdict, judge_stage, planner_for, required_requests
+from fmbench_k8s.loadgen.plan import (
+    Planner,
+    StageCounts,
+    Verdict,
+    endpoint_lost,
+    judge_stage,
+    planner_for,
+    required_requests,
+)
 from fmbench_k8s.loadgen.progress import ProgressSink
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
@@ -167,6 +175,7 @@ class Master:
             self.warm_up()
             self.wait_for_workers()
             stage = 0
+            retries = load.endpoint_retries
             while not self.interrupted:
                 level = planner.next_level()
                 if level is None:
@@ -174,6 +183,26 @@ class Master:
                 if not self.alive():
                     raise MasterError(EXIT_WORKERS_LOST, "all workers were lost; stopping")
                 outcome = self.run_stage(stage, level, planner)
+                lost = endpoint_lost(
+                    [r.errors_by_reason for r in outcome.results],
+                    sum(r.scheduled for r in outcome.results),
+                    self.spec.slo.max_error_rate,
+                )
+                if lost is not None and not self.interrupted:
+                    # Not a verdict on the level: keep the stage in the files, and do not tell the planner.
+                    what = f"stage {stage} (level {level:g}): the endpoint stopped answering ({lost})"
+                    note = "; ".join(filter(None, [outcome.info.note, f"endpoint unreachable ({lost})"]))
+                    self.stages[-1] = outcome.info = outcome.info.model_copy(update={"note": note})
+                    self._trace(stage, level, outcome)
+                    stage += 1
+                    if retries == 0:
+                        raise MasterError(EXIT_ENDPOINT, f"{what}; no retries left (load.endpointRetries)")
+                    retries -= 1
+                    self.notes.append(f"{what}; the level is run again once the endpoint answers")
+                    self.write_files(planner)
+                    log.warning("%s; waiting up to %gs for it (--ready-timeout)", what, self.ready_timeout)
+                    self.warm_up()
+                    continue
                 planner.record(level, outcome.verdict.passed, outcome.verdict.reason)
                 self._trace(stage, level, outcome)
                 self.write_files(planner)

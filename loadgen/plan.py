@@ -12,7 +12,8 @@ Concurrency levels are integers; rates (requests/s) are real numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -103,6 +104,24 @@ def judge_stage(values: Sequence[float] | np.ndarray, counts: StageCounts, slo: 
     elif value > lat.max_seconds:
         reasons.append(f"p{lat.percentile:g} {lat.metric} {value:.3f}s > {lat.max_seconds:g}s")
     return Verdict(not reasons, value, error_rate, "; ".join(reasons) or None)
+
+
+# Error reasons that mean the endpoint could not be reached at all: it was down, not slow.
+UNREACHABLE = frozenset({"connection_refused", "dns_error", "host_unreachable", "network_unreachable"})
+
+
+def endpoint_lost(errors_by_reason: Iterable[Mapping[str, int]], scheduled: int, max_error_rate: float) -> str | None:
+    """Why a stage measured an outage rather than the load, or None.
+
+    Connections refused (or names unresolved, hosts unreachable) mean the server was not there,
+    not slow. When they alone would fail the SLO's error rate, the stage says nothing about its
+    level: it is run again once the endpoint answers. Fewer are network blips the SLO tolerates."""
+    reasons: Counter[str] = Counter()
+    for counts in errors_by_reason:
+        reasons.update({k: v for k, v in counts.items() if k in UNREACHABLE})
+    if not scheduled or sum(reasons.values()) <= max_error_rate * scheduled:
+        return None
+    return ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
 
 
 # -- level planners --------------------------------------------------------------------------------

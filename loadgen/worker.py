@@ -29,7 +29,7 @@ from fmbench_k8s.api.spec import Workload
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
-from fmbench_k8s.loadgen.plan import split_concurrency
+from fmbench_k8s.loadgen.plan import UNREACHABLE, split_concurrency
 from fmbench_k8s.loadgen.prompts import PromptSource
 from fmbench_k8s.loadgen.request import RequestState, StageContext, to_row
 from fmbench_k8s.loadgen.schedule import worker_offsets
@@ -40,6 +40,10 @@ from fmbench_k8s.records import OUTCOME_ERROR, OUTCOME_OK
 
 log = logging.getLogger("fmbench.loadgen")
 PROGRESS_INTERVAL_S = 0.5
+# After failing to reach the endpoint at all (plan.UNREACHABLE), a closed-loop slot waits before its
+# next request, as a real client reconnecting would: against a dead server it would otherwise spin
+# tens of thousands of refused connections per second, drowning the records and this worker's CPU.
+UNREACHABLE_BACKOFF_S = 0.5
 
 
 def quiet_gc() -> None:
@@ -218,7 +222,10 @@ class Worker:
             now = time.time()
             if now >= run.steady_end:
                 return
-            self._execute(run, self._new_request(run, now))
+            st = self._new_request(run, now)
+            self._execute(run, st)
+            if st.error in UNREACHABLE:
+                gevent.sleep(max(0.0, min(UNREACHABLE_BACKOFF_S, run.steady_end - time.time())))
 
     def _dispatch(self, run: StageRun) -> None:
         assert run.arrivals is not None and run.pool is not None

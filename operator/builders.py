@@ -25,6 +25,7 @@ LABEL_COMPONENT = "fmbench.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "fmbench-k8s"}
 LOCUST_PORT = 5557
 METRICS_PORT = 9646
+ENDPOINT_RECOVERY_S = 900
 SPEC_MOUNT = "/etc/fmbench"
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -402,6 +403,11 @@ def loadgen_master_job(
         "--expect-workers",
         str(bench.spec.load.workers),
     ]
+    if variant.endpoint is None:
+        # How long to wait for a model server that went away mid-run (load.endpointRetries): a
+        # crashed pod needs its restart back-off plus reloading its weights. (An existing
+        # endpoint keeps the default 60 s, so that a wrong URL fails fast.)
+        args += ["--ready-timeout", str(ENDPOINT_RECOVERY_S)]
     container = _project_container(cfg, "master", args, _loadgen_env(bench, variant))
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
     container["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}

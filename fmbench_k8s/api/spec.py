@@ -296,6 +296,14 @@ class Load(ApiModel):
     )
     max_stages: int = Field(default=12, ge=1, le=100, description="search: upper bound on stages per variant.")
     workers: int = Field(default=2, ge=1, le=256, description="Load generator worker processes (pods).")
+    endpoint_retries: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="Times a stage during which the endpoint could not be reached (connections refused beyond "
+        "slo.maxErrorRate: the server was down, not slow) is run again once it answers again, e.g. after its pod "
+        "restarted. Each wait lasts up to the load generator's --ready-timeout. 0: the variant fails at once.",
+    )
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:

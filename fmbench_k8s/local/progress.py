@@ -52,6 +52,12 @@ class Progress:
         elif row["state"] in ("stage_end", "done"):
             self.console.print(self._line(str(event["variant"]), row))
 
+    def failure(self, variant: str) -> str | None:
+        """The master's error message for ``variant`` (its ``error`` event), if it reported one."""
+        with self._lock:
+            message = self._rows.get(variant, {}).get("message")
+        return str(message) if message else None
+
     def _cells(self, name: str, row: dict[str, Any]) -> list[str]:
         return [
             name,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import yaml
@@ -33,6 +33,9 @@ from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.progress import Progress
 from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
 from fmbench_k8s.storage import Storage, open_storage, patience_from_env, patient
+
+if TYPE_CHECKING:
+    from fmbench_k8s.analysis.pricing import PriceTable
 
 LOCAL_NAMESPACE = "local"
 READY_TIMEOUT_S = 60.0
@@ -49,10 +52,25 @@ class RunContext:
     interrupted: threading.Event = field(default_factory=threading.Event)
     notes: list[str] = field(default_factory=list)
 
+    simulators: dict[str, ManagedProcess] = field(default_factory=dict)  # by variant
+    price_table: PriceTable | None = None  # None: the shipped one
+
     def start(self, name: str, argv: list[str], **kw: Any) -> ManagedProcess:
         proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", **kw)
         self.processes.append(proc)
         return proc
+
+    def revive_simulator(self, variant: str) -> None:
+        """Restart ``variant``'s simulator if it died, on the same port, as the kubelet restarts a
+        crashed model server: the load generator then waits for it (load.endpointRetries)."""
+        dead = self.simulators.get(variant)
+        if dead is None or dead.proc.poll() is None or self.interrupted.is_set():
+            return
+        self.notes.append(f"variant {variant}: the simulator exited (code {dead.proc.returncode}) and was restarted")
+        self.processes.remove(dead)
+        proc = self.start(dead.name, [str(a) for a in dead.proc.args])  # type: ignore[union-attr]
+        self.simulators[variant] = proc
+        proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
 
 
 def new_run_id() -> str:
@@ -80,10 +98,11 @@ def _python() -> str:
 
 def _start_simulator(ctx: RunContext, variant: Variant) -> str:
     model = ctx.bench.spec.model_for(variant)
-    argv = [_python(), "-m", "fmbench_k8s.simulator", "--port", "0", "--profile", str(variant.instance_type)]
+    port = str(free_port())  # fixed, so that a restarted simulator is the same endpoint
+    argv = [_python(), "-m", "fmbench_k8s.simulator", "--port", port, "--profile", str(variant.instance_type)]
     if model is not None:
         argv += ["--model", model.name]
-    proc = ctx.start(f"simulator-{variant.name}", argv)
+    proc = ctx.simulators[variant.name] = ctx.start(f"simulator-{variant.name}", argv)
     match = proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
     return match.group(1) + engine_info("simulator").base_path
 
@@ -146,6 +165,7 @@ def _run_variant(
         if ctx.interrupted.is_set() and not forwarded:
             master.signal(signal.SIGINT)  # the master stops load; workers flush and mark in-flight requests
             forwarded = True
+        ctx.revive_simulator(variant.name)
         time.sleep(0.1)
     code = master.wait()
     # They exit once the master tells them to, after their last records are stored (which may wait
@@ -185,6 +205,7 @@ def run_local(
     console: Console | None = None,
     use_prometheus: bool = True,
     plots: bool = True,
+    price_table: PriceTable | None = None,
 ) -> int:
     """The ``fmbench-k8s run`` command. Returns the process exit code."""
     # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
@@ -201,7 +222,7 @@ def run_local(
     local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
     workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(bench, run, run_id, workdir, console)
+    ctx = RunContext(bench, run, run_id, workdir, console, price_table=price_table)
     manifest = yaml.safe_dump(to_manifest(bench), sort_keys=False)
     run.write_bytes("spec.yaml", manifest.encode())
     spec_path = workdir / "spec.yaml"  # what the load generators read: the run's own copy when local
@@ -233,9 +254,10 @@ def run_local(
                         progress=progress,
                     )
                     if rc not in (0, 130):
-                        ctx.notes.append(f"variant {v.name}: load generator exited with code {rc}")
+                        why = progress.failure(v.name) or f"load generator exited with code {rc}"
+                        ctx.notes.append(f"variant {v.name} failed: {why}")
                         code = 1
-                        console.print(f"[red]variant {v.name}: load generator failed; see {workdir / 'logs'}[/]")
+                        console.print(f"[red]variant {v.name} failed: {why}; logs in {workdir / 'logs'}[/]")
             if prometheus_url is not None:
                 time.sleep(1.5)  # one more 1 s scrape, so the final counters are in Prometheus
         partial = ctx.interrupted.is_set() or code != 0
@@ -285,6 +307,7 @@ def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: 
         partial=partial,
         plots=plots,
         notes=ctx.notes,
+        price_table=ctx.price_table,
     )
     ctx.run.write_bytes("summary.json", json.dumps(summary, indent=2).encode())
     return summary

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +51,82 @@ def test_a_malformed_stages_file_is_named_with_the_field(tmp_path: Path, stages:
     assert done.returncode == 1
     assert "stages/g5-sim.json is not a valid stage list" in done.stderr and expected in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# ---- price tables (--price-table: the shipped table's format, a user's own rates) ----------------
+
+TABLE = REPO / "analysis/data/prices.yaml"
+
+
+def _table(tmp_path: Path, edit: object) -> Path:
+    import yaml
+
+    doc = yaml.safe_load(TABLE.read_text())
+    if callable(edit):
+        edit(doc)
+    path = tmp_path / "prices.yaml"
+    path.write_text(yaml.safe_dump(doc) if not isinstance(edit, str) else edit)
+    return path
+
+
+def _set(path: str, value: object) -> object:
+    def edit(doc: dict[str, object]) -> None:
+        *parents, last = (k.replace("\\.", ".") for k in re.split(r"(?<!\\)\.", path))
+        node: object = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]  # type: ignore[index]
+        node[int(last) if isinstance(node, list) else last] = value  # type: ignore[index]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ("schemaVersion: [1", "cannot read a YAML price table"),
+        ("- a list", "a price table is a mapping"),
+        (_set("instances.0.usdPerHour.g5\\.2xlarge", "cheap"), "instances.0.usdPerHour"),
+        (_set("currency", "EUR"), "currency: Input should be 'USD'"),
+        (_set("instances.0.source", "nowhere"), "undeclared sources: ['nowhere']"),
+        (_set("baseRegion", "mars-1"), "baseRegion 'mars-1' is not under regions"),
+        (_set("capacityTypes.spot.discount", 1.5), "capacityTypes.spot.discount: Input should be less than 1"),
+        (_set("regions.us-east-1.colour", "red"), "regions.us-east-1.colour: Extra inputs are not permitted"),
+    ],
+    ids=["not-yaml", "not-a-mapping", "price-not-a-number", "currency", "source", "base-region", "discount", "typo"],
+)
+def test_a_malformed_price_table_names_the_field_and_nothing_runs(tmp_path: Path, edit: object, expected: str) -> None:
+    table = _table(tmp_path, edit)
+    for argv in (
+        ["analyze", "--spec", str(REPO / "examples/quickstart.yaml"), "--records", str(tmp_path / "none")],
+        ["run", str(REPO / "examples/quickstart.yaml"), "--output", str(tmp_path / "out")],
+    ):
+        done = subprocess.run([CLI, *argv, "--price-table", str(table)], capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"--price-table: {table}: ") and expected in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists(), "a bad table is refused before the run starts"
+
+
+def test_a_users_price_table_decides_the_cost(tmp_path: Path) -> None:
+    from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
+    from fmbench_k8s.storage import LocalStorage
+
+    variants = [SyntheticVariant(n, levels=(4, 8), ttft_s=0.05, itl_s=0.01, prompt_tokens=256, output_tokens=32)
+                for n in ("g5-sim", "g6e-sim", "inf2-sim")]  # fmt: skip
+    table, stages = synthesize_table(variants, stage_s=30)
+    run = tmp_path / "run"
+    write_run(LocalStorage(run), table, stages)
+    shipped = _analyze_with(run)
+    negotiated = _analyze_with(run, _table(tmp_path, _set("instances.0.usdPerHour.inf2\\.8xlarge", 0.01)))
+    assert shipped["recommendation"]["variant"] != "inf2-sim"
+    assert negotiated["recommendation"]["variant"] == "inf2-sim"
+    assert negotiated["recommendation"]["costPerHour"] < shipped["recommendation"]["costPerHour"]
+
+
+def _analyze_with(run: Path, table: Path | None = None) -> dict[str, Any]:
+    argv = [CLI, "analyze", "--spec", str(REPO / "examples/quickstart.yaml"), "--records", str(run), "--no-plots",
+            *(["--price-table", str(table)] if table else [])]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    report: dict[str, Any] = json.loads((run / "report.json").read_text())
+    assert done.returncode == 0
+    return report

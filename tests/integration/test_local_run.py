@@ -164,6 +164,80 @@ def test_an_s3_outage_through_the_end_of_the_load_loses_no_record(tmp_path: Path
     assert [s["requests"] for s in report["variants"][0]["stages"]] == scheduled
 
 
+def _kill_simulator_mid_stream(proc: subprocess.Popen[str], out: Path, variant: str, profile: str) -> None:
+    """SIGKILL ``variant``'s simulator (``profile``) once its load is running (records are being flushed)."""
+    deadline = time.monotonic() + 120
+    while not list(out.rglob(f"records/{variant}/*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    time.sleep(1)  # well inside the first stage's steady window: streams are in flight
+    pattern = f"fmbench_k8s.simulator .*--profile {profile}"
+    pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
+    assert len(pids) == 1, pids
+    os.kill(int(pids[0]), signal.SIGKILL)
+
+
+def _records(run: Path, variant: str) -> pa.Table:
+    return pq.read_table(run / "records" / variant)
+
+
+DOWN = {"truncated_stream", "connection_reset", "connection_refused"}  # what a killed server looks like
+
+
+def test_a_model_server_killed_mid_stream_is_restarted_and_its_stage_run_again(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, concurrency={"levels": [4]}, stageDuration="5s")
+    doc = yaml.safe_load(spec.read_text())
+    doc["spec"]["variants"] = doc["spec"]["variants"][:1]
+    doc["spec"]["workload"]["outputTokens"] = {"mean": 32}  # streams long enough to be cut mid-way
+    doc["spec"]["slo"]["latency"]["maxSeconds"] = 3.0
+    spec.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots", "--no-prometheus"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    _kill_simulator_mid_stream(proc, out, "g5-sim", "g5.2xlarge")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    run = _only_run_dir(out)
+    report = json.loads((run / "report.json").read_text())
+    hit, again = report["variants"][0]["stages"]
+    # the in-flight streams and the requests sent while it was down are errors, with their reasons
+    assert hit["target"] == again["target"] == 4
+    assert hit["errors"] > 0 and set(hit["errorsByReason"]) <= DOWN and "connection_refused" in hit["errorsByReason"]
+    assert any("endpoint unreachable" in n for n in hit["notes"])
+    assert again["errors"] == 0 and again["ok"] > 0 and again["meetsSlo"]
+    assert report["variants"][0]["meetsSlo"] and report["recommendation"]["variant"] == "g5-sim"
+    assert any("simulator exited (code -9) and was restarted" in n for n in report["notes"])
+    rows = _records(run, "g5-sim").to_pydict()
+    stage0 = [e for st, e in zip(rows["stage"], rows["error"], strict=True) if st == 0 and e is not None]
+    assert len(stage0) == hit["errors"] and set(stage0) <= DOWN  # every error is a record, none dropped
+    for stage in (hit, again):
+        assert stage["requests"] == stage["ok"] + stage["errors"] + stage["incomplete"]
+
+
+def test_with_no_endpoint_retries_a_dead_model_server_fails_its_variant_only(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, concurrency={"levels": [4, 8]}, stageDuration="5s", endpointRetries=0)
+    doc = yaml.safe_load(spec.read_text())
+    doc["spec"]["workload"]["outputTokens"] = {"mean": 32}
+    doc["spec"]["slo"]["latency"]["maxSeconds"] = 3.0
+    spec.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots", "--no-prometheus"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    _kill_simulator_mid_stream(proc, out, "g5-sim", "g5.2xlarge")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output[-3000:]
+    assert "variant g5-sim failed: stage 0 (level 4): the endpoint stopped answering" in output
+    run = _only_run_dir(out)
+    report = json.loads((run / "report.json").read_text())
+    by_name = {v["name"]: v for v in report["variants"]}
+    (hit,) = by_name["g5-sim"]["stages"]  # no further stage against a dead server
+    assert hit["errors"] > 0 and set(hit["errorsByReason"]) <= DOWN
+    assert not by_name["g5-sim"]["meetsSlo"]
+    assert [s["target"] for s in by_name["g6e-sim"]["stages"]] == [4, 8], "the other variant still ran"
+    assert report["recommendation"]["variant"] == "g6e-sim"
+    assert len(_records(run, "g5-sim")) == hit["requests"]
+
+
 def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> None:
     spec = _spec(tmp_path, stageDuration="30s", concurrency={"levels": [4, 8]})
     out = tmp_path / "out"

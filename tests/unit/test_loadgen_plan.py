@@ -14,6 +14,7 @@ from fmbench_k8s.loadgen.plan import (
     Search,
     StageCounts,
     candidate_levels,
+    endpoint_lost,
     judge_stage,
     planner_for,
     split_concurrency,
@@ -165,3 +166,14 @@ def test_a_stage_needs_enough_requests_for_the_analysis_confidence_interval() ->
     assert required_requests(parse_benchmark(doc).spec) == min_samples(0.95) == 72
     doc["spec"]["load"]["minRequestsPerStage"] = 500
     assert required_requests(parse_benchmark(doc).spec) == 500
+
+
+def test_a_stage_lost_the_endpoint_when_refusals_alone_would_fail_the_error_rate() -> None:
+    down = [{"connection_refused": 6, "truncated_stream": 2}, {"connection_refused": 3, "http_500": 9}]
+    assert endpoint_lost(down, scheduled=100, max_error_rate=0.01) == "9 connection_refused"
+    # timeouts, 5xx and cut streams are the server under load, not the server gone
+    assert endpoint_lost([{"timeout": 50, "http_503": 50}], scheduled=100, max_error_rate=0.01) is None
+    # a blip the SLO tolerates is not an outage
+    assert endpoint_lost([{"dns_error": 1}], scheduled=100, max_error_rate=0.01) is None
+    assert endpoint_lost([{"dns_error": 2, "host_unreachable": 1}], 100, 0.01) == "2 dns_error, 1 host_unreachable"
+    assert endpoint_lost([], scheduled=0, max_error_rate=0.01) is None

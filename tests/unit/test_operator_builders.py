@@ -102,6 +102,7 @@ def test_loadgen_jobs_pass_endpoint_plan_and_storage_explicitly() -> None:
     assert args[args.index("--endpoint-url") + 1] == "http://llama31-8b-vllm-gpu-g5-vllm-server.team-a.svc:8000/v1"
     assert args[args.index("--output") + 1] == "s3://my-results/fmbench/team-a/llama31-8b-vllm-gpu/run1"
     assert args[args.index("--expect-workers") + 1] == "4"
+    assert args[args.index("--ready-timeout") + 1] == "900"  # a crashed model server reloads its weights
     workers = builders.loadgen_workers_job(bench, v, UID, "run1", CFG)
     assert workers["spec"]["parallelism"] == 4 and workers["spec"]["completions"] == 4
     wargs = _container(workers)["args"]
@@ -118,6 +119,7 @@ def test_endpoint_variants_get_no_server_and_no_endpoint_url() -> None:
     assert kinds == ["ServiceAccount", "ConfigMap"]
     args = _container(builders.loadgen_master_job(bench, bench.spec.variants[0], UID, "r", CFG))["args"]
     assert "--endpoint-url" not in args
+    assert "--ready-timeout" not in args  # a wrong URL fails within the default 60 s
 
 
 def test_analysis_job_reports_through_its_termination_message() -> None:
