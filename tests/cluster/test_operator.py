@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,7 +290,32 @@ def _uid(read: Any) -> str:
     return str(read().metadata.uid)
 
 
-def test_the_operator_killed_in_every_phase_still_completes_the_run_once(
+class Chaos:
+    """SIGKILLs and restarts the operator at random moments (seeded) while a test waits."""
+
+    def __init__(self, operator: Operator, seed: int = 7) -> None:
+        self.operator, self.rng, self.kills = operator, random.Random(seed), 0
+        self._next = time.monotonic() + self.rng.uniform(0.2, 2.0)
+
+    def __call__(self) -> None:
+        if time.monotonic() >= self._next:
+            self.operator.kill()
+            self.operator.start()
+            self.kills += 1
+            self._next = time.monotonic() + self.rng.uniform(0.2, 2.0)
+
+    def wait(self, cluster: TestCluster, predicate: Any, *, kills: int = 0, timeout: float = 180) -> Any:
+        """Wait for ``predicate`` (and for at least ``kills`` kills so far), killing meanwhile."""
+
+        def chaotic() -> Any:
+            self()
+            value = predicate()
+            return value if value and self.kills >= kills else None
+
+        return cluster.wait_for(chaotic, timeout=timeout, interval=0.1)
+
+
+def test_the_operator_killed_ten_times_at_random_points_completes_the_run_once(
     cluster: TestCluster, namespace: str, operator: Operator, s3_endpoint: str, tmp_path: Path
 ) -> None:
     ns, name = namespace, "restarts"
@@ -297,62 +324,106 @@ def test_the_operator_killed_in_every_phase_still_completes_the_run_once(
     custom.create_namespaced_custom_object(
         "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(name, variants, s3_endpoint)
     )
+    chaos = Chaos(operator)
 
-    cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns)))
-    server_uid = _uid(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns))
-    operator.kill()  # in Deploying
-    operator.start()
+    def server() -> Any:
+        return _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns))
 
-    cluster.wait_for(lambda: _phase(cluster, ns, name, "Running"), timeout=120)
-    cluster.wait_for(lambda: _read_or_none(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns)))
-    master_uid = _uid(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns))
-    operator.kill()  # in Running
-    operator.start()
-    cluster.wait_for(lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 1 or None)
-    _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker")
+    def master() -> Any:
+        return _read_or_none(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns))
 
-    analyzing = cluster.wait_for(lambda: _phase(cluster, ns, name, "Analyzing"), timeout=120)
-    pod = cluster.wait_for(lambda: _first_pod(cluster, ns, "fmbench.io/component=analysis"))
-    operator.kill()  # in Analyzing, with the analysis Job running
+    server_uid = chaos.wait(cluster, server, kills=2).metadata.uid  # kills in Deploying
+    chaos.wait(cluster, lambda: _phase(cluster, ns, name, "Running"), kills=4)
+    master_uid = chaos.wait(cluster, master, kills=6).metadata.uid  # kills in Running, load unfinished
+    assert server().metadata.uid == server_uid
+    chaos.wait(cluster, lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-master") >= 1)
+    chaos.wait(cluster, lambda: _complete_job_pods(cluster, ns, "fmbench.io/component=loadgen-worker") >= 2)
+    analyzing = chaos.wait(cluster, lambda: _phase(cluster, ns, name, "Analyzing"), kills=8)
+    pod = chaos.wait(cluster, lambda: _first_pod(cluster, ns, "fmbench.io/component=analysis"), kills=10)
+    assert chaos.kills == 10
+
+    # The analysis pod's own command on the run's records, as the pod would run it: the operator
+    # must copy exactly its recommendation, however often it was killed.
     run_id = analyzing["status"]["runId"]
     table, stages = synthesize_table([SyntheticVariant("g5", levels=(1, 2), ttft_s=0.1, itl_s=0.01)], stage_s=60)
     write_run(open_storage(f"s3://results/fmbench/{ns}/{name}/{run_id}", endpoint_url=s3_endpoint), table, stages)
-    cluster.complete_pod(ns, pod.metadata.name, message=_run_like_the_pod(cluster, ns, pod, tmp_path))
-    operator.start()
+    message = _run_like_the_pod(cluster, ns, pod, tmp_path)
+    cluster.complete_pod(ns, pod.metadata.name, message=message)
 
     done = cluster.wait_for(lambda: _phase(cluster, ns, name, "Succeeded"), timeout=120)
-    assert operator.starts == 4
+    assert operator.starts == 11
     assert done["status"]["runId"] == run_id, "the run id survives restarts"
-    assert done["status"]["recommendation"]["variant"] == "g5"
+    undisturbed = json.loads(message)["recommendation"]
+    assert done["status"]["recommendation"] == {k: v for k, v in undisturbed.items() if v is not None and k in (
+        "variant", "instanceType", "instances", "costPerHour", "costPer1kRequests", "latencySeconds")}  # fmt: skip
     # nothing was created twice: the same objects carried the run through every restart
-    assert _uid(lambda: batch.read_namespaced_job(f"{name}-g5-lg-master", ns)) == master_uid
-    masters = cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=loadgen-master").items
-    analyses = cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=analysis").items
-    assert len(masters) == 1 and len(analyses) == 1
-    assert server_uid  # and the model server was cleaned up after the run
-    cluster.wait_for(
-        lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g5-server", ns)) is None or None
-    )
+    assert master().metadata.uid == master_uid
+    for component in ("loadgen-master", "analysis"):
+        pods = cluster.core().list_namespaced_pod(ns, label_selector=f"fmbench.io/component={component}").items
+        assert len(pods) == 1, component
+    assert len(cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=loadgen-worker").items) == 2
+    cluster.wait_for(lambda: server() is None or None)  # and the model server was cleaned up after the run
 
 
-def test_twenty_benchmarks_at_once(cluster: TestCluster, namespace: str, operator: Operator) -> None:
-    custom = cluster.custom()
-    names = [f"many-{i:02d}" for i in range(20)]
-    endpoint = {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}}
+def _phases(cluster: TestCluster, ns: str) -> list[tuple[str, str | None]]:
+    items = cluster.custom().list_namespaced_custom_object("fmbench.io", "v1alpha1", ns, "benchmarks")["items"]
+    out = [(i["metadata"]["name"], (i.get("status") or {}).get("phase")) for i in items]
+    assert all(p != "Failed" for _, p in out), [i.get("status") for i in items if (i.get("status") or {}).get("phase")]
+    return out
+
+
+def test_fifty_benchmarks_at_once_each_run_once_to_succeeded(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    ns, count = namespace, 50
+    names = [f"many-{i:02d}" for i in range(count)]
+    endpoint = {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"},
+                "pricePerHour": 1.5}  # fmt: skip
     for n in names:
-        custom.create_namespaced_custom_object(
-            "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark(n, [endpoint])
+        cluster.custom().create_namespaced_custom_object(
+            "fmbench.io", "v1alpha1", ns, "benchmarks", _benchmark(n, [endpoint])
         )
 
-    def all_running() -> bool | None:
-        items = custom.list_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks")["items"]
-        phases = [(i.get("status") or {}).get("phase") for i in items]
-        assert "Failed" not in phases, [(i["metadata"]["name"], i.get("status")) for i in items]
-        return (len(items) == 20 and all(p == "Running" for p in phases)) or None
+    def all_in(phase: str) -> bool | None:
+        phases = _phases(cluster, ns)
+        return (len(phases) == count and all(p == phase for _, p in phases)) or None
 
-    cluster.wait_for(all_running, timeout=180)
-    jobs = cluster.batch().list_namespaced_job(namespace, label_selector="fmbench.io/component=loadgen-master").items
-    assert sorted(j.metadata.labels["fmbench.io/benchmark"] for j in jobs) == names
+    cluster.wait_for(lambda: all_in("Running"), timeout=300)
+    # the data plane: every load generator pod finishes (as the Job controller creates them) ...
+    for component, pods in (("loadgen-master", count), ("loadgen-worker", 2 * count)):
+        selector = f"fmbench.io/component={component}"
+        cluster.wait_for(lambda: _complete_job_pods(cluster, ns, selector) == pods or None, timeout=120)  # noqa: B023
+    cluster.wait_for(lambda: all_in("Analyzing"), timeout=300)
+    # ... then every analysis pod reports
+
+    def analyses_done() -> bool | None:
+        pods = cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=analysis").items
+        for pod in pods:
+            if pod.status.phase not in ("Succeeded", "Failed"):
+                bench = pod.metadata.labels["fmbench.io/benchmark"]
+                cluster.complete_pod(ns, pod.metadata.name, message=json.dumps(_summary(bench)))
+        return len(pods) == count or None
+
+    cluster.wait_for(analyses_done, timeout=120)
+    cluster.wait_for(lambda: all_in("Succeeded"), timeout=300)
+
+    done = cluster.custom().list_namespaced_custom_object("fmbench.io", "v1alpha1", ns, "benchmarks")["items"]
+    assert all(d["status"]["recommendation"]["variant"] == "ext" for d in done)
+    for component, per_run in (("loadgen-master", 1), ("analysis", 1), ("loadgen-worker", 2)):
+        pods = cluster.core().list_namespaced_pod(ns, label_selector=f"fmbench.io/component={component}").items
+        runs = sorted(p.metadata.labels["fmbench.io/benchmark"] for p in pods)
+        assert runs == sorted(names * per_run), f"{component}: each run's pods exactly once"
+
+
+def _summary(bench: str) -> dict[str, Any]:
+    """The analysis Job's termination message, as analysis.report.summary writes it."""
+    rec = {"variant": "ext", "instanceType": None, "instances": 2, "costPerHour": 3.0, "costPer1kRequests": 0.08,
+           "latencySeconds": 1.2}  # fmt: skip
+    return {
+        "benchmark": bench, "runId": "r", "partial": False, "reportUri": f"s3://results/fmbench/{bench}/report.html",
+        "reportJsonUri": f"s3://results/fmbench/{bench}/report.json", "recommendation": rec,
+        "variants": [{"name": "ext", "meetsSlo": True, "stages": 2, "maxConcurrencyMeetingSlo": 2}], "notes": [],
+    }  # fmt: skip
 
 
 def test_secret_values_never_leave_their_secret(cluster: TestCluster, namespace: str, operator: Operator) -> None:
