@@ -382,6 +382,7 @@ class Master:
             "loop_lag_max_s": max((float(r.selfcheck.get("loop_lag_max_s", 0.0)) for r in results), default=None),
             "client_cpu_percent": max((float(r.selfcheck.get("cpu_mean_percent", 0.0)) for r in results),
                                       default=None),
+            "client_rss_mb": max((float(r.selfcheck.get("rss_mb", 0.0)) for r in results), default=None),
             "note": info.note,
         }  # fmt: skip
         self.progress.emit("stage_end", **summary, eta_s=None)

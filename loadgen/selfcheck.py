@@ -28,11 +28,12 @@ class SelfCheck:
     cpu_mean_percent: float
     cpu_max_percent: float
     client_bound: bool
+    rss_mb: float  # resident memory at the stage's end: stable across stages, or the worker leaks
 
     def as_dict(self) -> dict[str, float | bool]:
         return {"loop_lag_p99_s": self.loop_lag_p99_s, "loop_lag_max_s": self.loop_lag_max_s,
                 "cpu_mean_percent": self.cpu_mean_percent, "cpu_max_percent": self.cpu_max_percent,
-                "client_bound": self.client_bound}  # fmt: skip
+                "client_bound": self.client_bound, "rss_mb": self.rss_mb}  # fmt: skip
 
 
 class Monitor:
@@ -98,4 +99,5 @@ class Monitor:
         p99 = float(np.percentile(lags, 99))
         mean_cpu = float(cpu.mean())
         return SelfCheck(p99, float(lags.max()), mean_cpu, float(cpu.max()),
-                         p99 > LAG_LIMIT_S or mean_cpu > CPU_LIMIT_PERCENT)  # fmt: skip
+                         p99 > LAG_LIMIT_S or mean_cpu > CPU_LIMIT_PERCENT,
+                         self._proc.memory_info().rss / 2**20)  # fmt: skip
