@@ -3,8 +3,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= examples/quickstart.yaml
 OUTPUT ?= results
+# Triaged advisories that do not apply, as --ignore-vuln ID (each with its reason in docs/reliability.md).
+AUDIT_IGNORE ?=
 
-.PHONY: setup run test test-fast lint crd docs cluster-build cluster cluster-down bench clean
+.PHONY: setup run test test-fast lint audit crd docs cluster-build cluster cluster-down bench clean
 
 setup:
 	@scripts/setup.sh
@@ -26,6 +28,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy fmbench_k8s tests
 	$(BIN)/lint-imports
+
+## Known vulnerabilities in every installed package (needs PyPI's JSON API with its vulnerability
+## data; --strict fails when a package cannot be audited). Triage: docs/reliability.md#dependency-audit.
+audit: setup
+	$(BIN)/pip install -q pip-audit
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off $(AUDIT_IGNORE)
 
 ## Regenerate what is generated from the models (the CRD, docs/api.md).
 crd: setup
