@@ -1,9 +1,12 @@
 """A small HTTP/1.1 client for token streams: keep-alive, TLS, chunked bodies, one timestamp per recv.
 
 Why not Locust's FastHttpUser or requests: they hand out the body in fixed blocks, so several SSE
-events share one timestamp. Here every ``recv`` is stamped when it returns and the lines it
-completes carry that stamp. Uses the ``socket`` and ``ssl`` modules, which gevent has patched by
-the time the load generator runs, so one greenlet per request is cheap.
+events share one timestamp. Here every ``recv`` is stamped and the lines it completes carry that
+stamp. On plain TCP the stamp is the kernel's (SO_TIMESTAMPNS: when the data reached the socket,
+on the same wall clock as ``time.time()``), so a worker busy with other streams when an event
+arrives does not move the event's time; under TLS, or where the kernel gives none, it is the
+moment ``recv`` returns. Uses the ``socket`` and ``ssl`` modules, which gevent has patched by the
+time the load generator runs, so one greenlet per request is cheap.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import errno
 import select
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +27,10 @@ from fmbench_k8s.loadgen.sse import ChunkedDecoder, LineSplitter, StreamProtocol
 AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr) from getaddrinfo
 RECV_SIZE = 65536
 MAX_HEADER = 65536
+# Kernel receive timestamps (Linux): SO_TIMESTAMPNS on the socket, a struct timespec per recvmsg.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_STAMP_SPACE = socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("@qq")
 
 
 def _original_select() -> Any:
@@ -123,13 +131,19 @@ class Connection:
         self.external_deadline = external_deadline
         self.sock: socket.socket | None = None
         self.requests = 0  # served on the current socket
+        self.kernel_stamps = False  # the current socket delivers SO_TIMESTAMPNS
 
     def connect(self) -> None:
         sock = self._open()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.kernel_stamps = False
         if self.base.tls:
             ctx = self.tls_context or ssl.create_default_context()
             sock = ctx.wrap_socket(sock, server_hostname=self.base.host)
+        else:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                self.kernel_stamps = True
         if self.external_deadline:
             sock.settimeout(None)
         self.sock = sock
@@ -232,8 +246,15 @@ class Response:
             if left <= 0:
                 raise TransportError("timeout", "request deadline passed")
             sock.settimeout(left)
-        data = sock.recv(RECV_SIZE)
-        return time.time(), data
+        if not self.conn.kernel_stamps:
+            data = sock.recv(RECV_SIZE)
+            return time.time(), data
+        data, ancillary, _, _ = sock.recvmsg(RECV_SIZE, _STAMP_SPACE)
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(raw)
+                return sec + nsec * 1e-9, data
+        return time.time(), data  # EOF, or data the kernel did not stamp
 
     def read_head(self) -> None:
         buf = b""
