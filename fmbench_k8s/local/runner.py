@@ -51,7 +51,6 @@ class RunContext:
     processes: list[ManagedProcess] = field(default_factory=list)
     interrupted: threading.Event = field(default_factory=threading.Event)
     notes: list[str] = field(default_factory=list)
-
     simulators: dict[str, ManagedProcess] = field(default_factory=dict)  # by variant
     price_table: PriceTable | None = None  # None: the shipped one
 
