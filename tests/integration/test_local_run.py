@@ -116,6 +116,16 @@ def test_output_to_s3(tmp_path: Path, s3_endpoint: str) -> None:
     assert any("/records/g5-sim/" in k and k.endswith(".parquet") for k in keys)
 
 
+def _retrying_stages_file(since: float) -> bool:
+    """A local run's master (its log in the run's temporary work directory) is waiting out S3."""
+    for log in Path(tempfile.gettempdir()).glob("fmbench-*/logs/loadgen-master-g5-sim.log"):
+        if log.stat().st_mtime >= since:
+            lines = log.read_text().splitlines()
+            if any("stages/g5-sim.json" in line and "retrying in" in line for line in lines):
+                return True
+    return False
+
+
 def test_an_s3_outage_through_the_end_of_the_load_loses_no_record(tmp_path: Path, s3_server: MotoS3) -> None:
     """S3 refuses connections from mid-load until after the load has ended: the workers keep their
     records, the master its stages file, the analysis waits; all of it lands when S3 returns."""
@@ -135,9 +145,13 @@ def test_an_s3_outage_through_the_end_of_the_load_loses_no_record(tmp_path: Path
     while not any(k.endswith(".parquet") for k in keys()):  # the load is running and flushing
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.2)
+    started = time.time()
     s3_server.down()
-    time.sleep(30)  # longer than the rest of the load (two 3 s stages, drains): it ends during the outage
-    assert proc.poll() is None, "the run finished (or failed) without S3"
+    # S3 stays down until the load is over and the master is retrying its stages file.
+    while not _retrying_stages_file(started):
+        assert proc.poll() is None and time.monotonic() < deadline + 120, "the run finished (or failed) without S3"
+        time.sleep(0.5)
+    assert proc.poll() is None
     back = time.time()
     s3_server.up()
     output, _ = proc.communicate(timeout=300)
