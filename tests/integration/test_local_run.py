@@ -198,10 +198,11 @@ def _records(run: Path, variant: str) -> pa.Table:
 DOWN = {"truncated_stream", "connection_reset", "connection_refused"}  # what a killed server looks like
 
 
-def test_a_model_server_killed_mid_stream_is_restarted_and_its_stage_run_again(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, concurrency={"levels": [4]}, stageDuration="5s")
+def _run_killing_g5(tmp_path: Path, variants: int, **load: Any) -> tuple[subprocess.Popen[str], str, Path]:
+    """A local run whose g5 simulator is SIGKILLed mid-stream; (process, output, run directory)."""
+    spec = _spec(tmp_path, stageDuration="5s", **load)
     doc = yaml.safe_load(spec.read_text())
-    doc["spec"]["variants"] = doc["spec"]["variants"][:1]
+    doc["spec"]["variants"] = doc["spec"]["variants"][:variants]
     doc["spec"]["workload"]["outputTokens"] = {"mean": 32}  # streams long enough to be cut mid-way
     doc["spec"]["slo"]["latency"]["maxSeconds"] = 3.0
     spec.write_text(yaml.safe_dump(doc))
@@ -210,8 +211,12 @@ def test_a_model_server_killed_mid_stream_is_restarted_and_its_stage_run_again(t
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     _kill_simulator_mid_stream(proc, out, "g5-sim", "g5.2xlarge")
     output, _ = proc.communicate(timeout=300)
+    return proc, output, _only_run_dir(out)
+
+
+def test_a_model_server_killed_mid_stream_is_restarted_and_its_stage_run_again(tmp_path: Path) -> None:
+    proc, output, run = _run_killing_g5(tmp_path, 1, concurrency={"levels": [4]})
     assert proc.returncode == 0, output[-3000:]
-    run = _only_run_dir(out)
     report = json.loads((run / "report.json").read_text())
     hit, again = report["variants"][0]["stages"]
     # the in-flight streams and the requests sent while it was down are errors, with their reasons
@@ -229,19 +234,9 @@ def test_a_model_server_killed_mid_stream_is_restarted_and_its_stage_run_again(t
 
 
 def test_with_no_endpoint_retries_a_dead_model_server_fails_its_variant_only(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, concurrency={"levels": [4, 8]}, stageDuration="5s", endpointRetries=0)
-    doc = yaml.safe_load(spec.read_text())
-    doc["spec"]["workload"]["outputTokens"] = {"mean": 32}
-    doc["spec"]["slo"]["latency"]["maxSeconds"] = 3.0
-    spec.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "out"
-    proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots", "--no-prometheus"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    _kill_simulator_mid_stream(proc, out, "g5-sim", "g5.2xlarge")
-    output, _ = proc.communicate(timeout=300)
+    proc, output, run = _run_killing_g5(tmp_path, 2, concurrency={"levels": [4, 8]}, endpointRetries=0)
     assert proc.returncode == 1, output[-3000:]
     assert "variant g5-sim failed: stage 0 (level 4): the endpoint stopped answering" in output
-    run = _only_run_dir(out)
     report = json.loads((run / "report.json").read_text())
     by_name = {v["name"]: v for v in report["variants"]}
     (hit,) = by_name["g5-sim"]["stages"]  # no further stage against a dead server
