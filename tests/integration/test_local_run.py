@@ -116,14 +116,14 @@ def test_output_to_s3(tmp_path: Path, s3_endpoint: str) -> None:
     assert any("/records/g5-sim/" in k and k.endswith(".parquet") for k in keys)
 
 
-def _retrying_stages_file(since: float) -> bool:
-    """A local run's master (its log in the run's temporary work directory) is waiting out S3."""
+def _stages_file_retries(since: float) -> int:
+    """How often a local run's master (its log is in the run's temporary work directory) has
+    retried writing its stages file since ``since``."""
     for log in Path(tempfile.gettempdir()).glob("fmbench-*/logs/loadgen-master-g5-sim.log"):
         if log.stat().st_mtime >= since:
             lines = log.read_text().splitlines()
-            if any("stages/g5-sim.json" in line and "retrying in" in line for line in lines):
-                return True
-    return False
+            return sum("stages/g5-sim.json" in line and "retrying in" in line for line in lines)
+    return 0
 
 
 def test_an_s3_outage_through_the_end_of_the_load_loses_no_record(tmp_path: Path, s3_server: MotoS3) -> None:
@@ -147,12 +147,14 @@ def test_an_s3_outage_through_the_end_of_the_load_loses_no_record(tmp_path: Path
         time.sleep(0.2)
     started = time.time()
     s3_server.down()
-    # S3 stays down until the load is over and the master is retrying its stages file.
-    while not _retrying_stages_file(started):
-        assert proc.poll() is None and time.monotonic() < deadline + 120, "the run finished (or failed) without S3"
+    # S3 stays down until the load is over and the master has backed off 1+2+4+8+16+30 s for its
+    # stages file: an outage of over a minute, as long as the backoff's longest step.
+    while _stages_file_retries(started) < 7:
+        assert proc.poll() is None and time.monotonic() < deadline + 240, "the run finished (or failed) without S3"
         time.sleep(0.5)
     assert proc.poll() is None
     back = time.time()
+    assert back - started > 60
     s3_server.up()
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
