@@ -58,9 +58,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"--output: {err}", file=sys.stderr)
         return 2
     try:
-        table = _price_table(args.price_table)
-    except ValueError as err:  # checked before any process starts
-        print(f"--price-table: {err}", file=sys.stderr)
+        table = _price_table(args.price_table)  # checked before any process starts
+    except ValueError:
         return 2
     try:
         return run_local(
@@ -74,9 +73,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _price_table(path: Path | None) -> PriceTable | None:
+    """``--price-table``: the user's table, or None for the shipped one. A bad table is reported
+    here, one ``--price-table: FILE: field: problem`` line each, and re-raised for exit 2."""
     from fmbench_k8s.analysis.pricing import load_price_table
 
-    return load_price_table(path) if path is not None else None
+    try:
+        return load_price_table(path) if path is not None else None
+    except ValueError as err:
+        print(f"--price-table: {err}", file=sys.stderr)
+        raise
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -89,8 +94,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
     try:
         table = _price_table(args.price_table)
-    except ValueError as err:
-        print(f"--price-table: {err}", file=sys.stderr)
+    except ValueError:
         return 2
     try:
         bench = load_benchmark(args.spec)

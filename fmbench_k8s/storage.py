@@ -180,7 +180,7 @@ class Patient:
     its stages files and the report."""
 
     inner: Storage
-    patience_s: float = field(default_factory=patience_from_env)
+    patience_s: float
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         return retrying(call, what, self.patience_s)

@@ -48,9 +48,9 @@ def encode_parquet(rows: list[dict[str, Any]]) -> bytes:
 
 
 class RecordWriter:
-    def __init__(self, storage: Storage, variant: str, worker: str, patience_s: float | None = None) -> None:
+    def __init__(self, storage: Storage, variant: str, worker: str) -> None:
         self.storage = storage
-        self._patient = patient(storage, patience_s)
+        self._patient = patient(storage)
         self.variant = variant
         self.worker = worker
         self._rows: dict[int, list[dict[str, Any]]] = {}

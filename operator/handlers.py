@@ -68,7 +68,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 @kopf.on.startup()
 async def elect(memo: kopf.Memo, **_: Any) -> None:
-    """With leader election on (``run --leader-elect``), stand by until this replica holds the Lease."""
+    """With leader election on (``run --leader-elect``), contend for the Lease in the background;
+    ``tick`` acts only while this replica holds it."""
     election: ElectionConfig | None = memo.get("election")
     if election is not None:
         memo.elector = Elector(memo.api_client, election)

@@ -55,7 +55,6 @@ def decide(current: LeaseRecord | None, unchanged_for: float, me: str, now: str,
 class ElectionConfig:
     namespace: str
     name: str = "fmbench-operator"
-    identity: str = ""
     lease_duration_s: int = 15  # client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry
 
     @property
@@ -98,7 +97,7 @@ class Elector:
         from kubernetes import client
 
         self.config = config
-        self.identity = config.identity or default_identity()
+        self.identity = default_identity()
         self.leading = False
         self._said: bool | None = None  # what the log last said, so that it says each change once
         self._api: Any = client.CoordinationV1Api(api_client)  # Any: it takes our plain-dict bodies
