@@ -312,7 +312,9 @@ class Master:
     def _extension(self, stage: int, plan: m.StagePlan, steady_end: float, limit: float, now: float) -> float | None:
         """A later steady end when the window would hold fewer requests than required_requests."""
         load = self.spec.load
-        margin = min(1.0, 0.25 * load.stage_duration_s)
+        # Decide in the window's last second (half of a short window): late enough to project
+        # from a real count, early enough that a stalled master still decides in time.
+        margin = min(1.0, 0.5 * load.stage_duration_s)
         if now < steady_end - margin:
             return None
         reports = self.latest.get(stage, {})

@@ -198,9 +198,11 @@ def _drive_a_benchmark(cluster: TestCluster, namespace: str, port: int, proc: su
     cluster.custom().create_namespaced_custom_object(
         "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark(name)
     )
+    # Deploying may last only one tick: status.startTime proves the run was started either way.
     cluster.wait_for(
-        lambda: _phase(cluster, namespace, name) == "Deploying" or None, timeout=60, description="phase Deploying"
-    )
+        lambda: _phase(cluster, namespace, name) in ("Deploying", "Running") or None, timeout=60,
+        description="phase Deploying or Running",
+    )  # fmt: skip
     apps, core = cluster.apps(), cluster.core()
     server = cluster.wait_for(
         lambda: _read(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", namespace)),
@@ -216,8 +218,19 @@ def _drive_a_benchmark(cluster: TestCluster, namespace: str, port: int, proc: su
     batch = cluster.batch()
     job = cluster.wait_for(lambda: _read(lambda: batch.read_namespaced_job(f"{name}-g6e-lg-workers", namespace)))
     assert job.spec.template.spec.containers[0].image == "example.com/fmbench-k8s:test"  # FMBENCH_IMAGE
-    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-    assert {"Deploying", "Running"} <= {e.reason for e in events}
+    # kopf posts events asynchronously: the status may show Running before its event exists.
+    cluster.wait_for(
+        lambda: (
+            {"Deploying", "Running"}
+            <= {
+                e.reason
+                for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+            }
+            or None
+        ),
+        timeout=30,
+        description="Deploying and Running events",
+    )
     assert _healthz(port)  # what the livenessProbe asks
 
 

@@ -52,6 +52,11 @@ def event(kind: str, payload: bytes, content_type: str = "application/json") -> 
     return frame({":event-type": kind, ":content-type": content_type, ":message-type": "event"}, payload)
 
 
+def _sleep_until(deadline: float) -> None:
+    """Absolute deadlines, as the simulator keeps them: one late wake-up is not carried forward."""
+    time.sleep(max(0.0, deadline - time.perf_counter()))
+
+
 class FakeAws(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small frames must leave at once, as from the real services
@@ -100,7 +105,8 @@ class FakeAws(BaseHTTPRequestHandler):
         n = int(body["parameters"]["max_new_tokens"])
         words = len(body["inputs"].split())
         self._start_stream({"X-Amzn-SageMaker-Content-Type": "application/json"})
-        time.sleep(PREFILL_S)
+        t0 = time.perf_counter()
+        _sleep_until(t0 + PREFILL_S)
         for i in range(n):
             ev: dict[str, Any] = {"index": i + 1, "token": {"id": 1, "text": " tok", "logprob": 0.0, "special": False},
                                   "generated_text": None, "details": None}  # fmt: skip
@@ -112,7 +118,7 @@ class FakeAws(BaseHTTPRequestHandler):
             for piece in (line[:cut], line[cut:]):
                 self._chunk(event("PayloadPart", piece, "application/octet-stream"))
             if i < n - 1:
-                time.sleep(ITL_S)
+                _sleep_until(t0 + PREFILL_S + (i + 1) * ITL_S)
         self._chunk(b"")
 
     def _bedrock(self, model_id: str, body: dict[str, Any]) -> None:
@@ -120,7 +126,8 @@ class FakeAws(BaseHTTPRequestHandler):
         words = len(body["messages"][0]["content"][0]["text"].split())
         self._start_stream({})
         self._chunk(event("messageStart", b'{"role":"assistant"}'))
-        time.sleep(PREFILL_S)
+        t0 = time.perf_counter()
+        _sleep_until(t0 + PREFILL_S)
         for i in range(n):
             if model_id == "broken" and i == 2:
                 self._chunk(frame({":exception-type": "modelStreamErrorException", ":content-type": "application/json",
@@ -130,7 +137,7 @@ class FakeAws(BaseHTTPRequestHandler):
             delta = {"contentBlockIndex": 0, "delta": {"text": " tok"}}
             self._chunk(event("contentBlockDelta", json.dumps(delta).encode()))
             if i < n - 1:
-                time.sleep(ITL_S)
+                _sleep_until(t0 + PREFILL_S + (i + 1) * ITL_S)
         self._chunk(event("contentBlockStop", b'{"contentBlockIndex":0}'))
         self._chunk(event("messageStop", b'{"stopReason":"max_tokens"}'))
         usage = {"inputTokens": words, "outputTokens": n, "totalTokens": words + n}

@@ -70,8 +70,9 @@ def test_interrupting_the_master_marks_in_flight_requests_incomplete(sim: Sim, t
         df = assert_accounting(run)
         stages, search = run.stages(), run.search()
     cut = df[df["outcome"] == "incomplete"]
-    assert len(cut) == 4 and set(cut["error"]) == {"interrupted"}
-    assert cut["t_sent"].notna().all() and cut["t_first_token"].notna().all()
+    # one per slot; a slot caught in its ~ms gap between two requests has none, or none streaming yet
+    assert 3 <= len(cut) <= 4 and set(cut["error"]) == {"interrupted"}
+    assert cut["t_sent"].notna().all() and cut["t_first_token"].notna().sum() >= 3
     assert (cut["output_tokens"] > 0).all() and (cut["token_source"] == "client").all()
     assert (df["outcome"] == "ok").sum() >= 4
     assert "interrupted" in (stages[0]["note"] or "")

@@ -1,6 +1,7 @@
 """The SLO search finds the simulator's capacity: with max_num_seqs = 8 a ninth concurrent request
 queues for a slot, so its TTFT grows from the prefill time (20 ms) to a large share of a whole
-request (~200 ms). Under a TTFT p95 bound of 30 ms the answer is exactly c* = 8."""
+request (~115 ms). Under a TTFT p95 bound of 40 ms the answer is exactly c* = 8; the 20 ms between
+the prefill and the bound absorb a loaded machine's scheduling noise."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Sim]:
     s = start_simulator("--max-num-seqs", "8", "--prefill-base-s", "0.02", "--prefill-s-per-token", "0",
-                        "--decode-base-s", "0.01", "--batch-slowdown", "0")  # fmt: skip
+                        "--decode-base-s", "0.005", "--batch-slowdown", "0")  # fmt: skip
     yield s
     s.stop()
 
@@ -27,7 +28,7 @@ def test_search_finds_the_capacity_limit_under_a_ttft_slo(sim: Sim, tmp_path: Pa
         tmp_path / "spec.yaml",
         variants=[{"name": "sim", "engine": "simulator", "instanceType": "g5.2xlarge"}],
         workload={"requestsPerMinute": 600, "promptTokens": {"mean": 50}, "outputTokens": {"mean": 20}},
-        slo={"latency": {"metric": "ttft", "percentile": 95, "maxSeconds": 0.03}, "maxErrorRate": 0.01},
+        slo={"latency": {"metric": "ttft", "percentile": 95, "maxSeconds": 0.04}, "maxErrorRate": 0.01},
         load={
             "mode": "search",
             "concurrency": {"min": 4, "max": 16},

@@ -95,6 +95,7 @@ class Proc:
     proc: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
     err_path: Path | None = None
+    reader: threading.Thread | None = None
 
     def start_reader(self) -> None:
         def read() -> None:
@@ -102,7 +103,13 @@ class Proc:
             for line in self.proc.stdout:
                 self.lines.append(line.rstrip("\n"))
 
-        threading.Thread(target=read, daemon=True).start()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+
+    def drain(self) -> None:
+        """After the process exited: wait until every line it printed has been read (EOF)."""
+        if self.reader is not None:
+            self.reader.join(timeout=30)
 
     @property
     def stderr(self) -> str:
@@ -186,7 +193,8 @@ class LoadgenRun:
                 w.proc.wait(30)
             except subprocess.TimeoutExpired:
                 raise AssertionError(f"worker {w.name} did not exit after the master:\n{w.stderr[-2000:]}") from None
-        time.sleep(0)  # let the reader threads drain stdout
+        for p in [self.master, *self.workers]:
+            p.drain()
         return code
 
     def kill_all(self) -> None:

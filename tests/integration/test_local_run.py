@@ -186,7 +186,8 @@ def _kill_simulator_mid_stream(proc: subprocess.Popen[str], out: Path, variant: 
     while not list(out.rglob(f"records/{variant}/*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.2)
-    time.sleep(1)  # well inside the first stage's steady window: streams are in flight
+    # The first flush holds finished requests, so the steady window has begun; at once, before
+    # it ends however slow the machine: closed-loop streams are always in flight.
     pattern = f"fmbench_k8s.simulator .*--profile {profile}"
     pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
     assert len(pids) == 1, pids

@@ -512,7 +512,7 @@ def test_metrics_count_completed_requests(sim_default: Sim) -> None:
     assert delta(_m("vllm:e2e_request_latency_seconds_count")) == len(prompts)
     assert delta(_m("vllm:time_per_output_token_seconds_count")) == len(prompts) * (max_tokens - 1)
     mean_tpot = delta(_m("vllm:time_per_output_token_seconds_sum")) / (len(prompts) * (max_tokens - 1))
-    assert abs(mean_tpot - 0.005) <= 0.002
+    assert 0.005 - 0.002 <= mean_tpot <= 0.005 + SLACK_S  # the late side allows for a loaded machine
     assert after[_m("vllm:num_requests_running")] == 0
     assert after[_m("vllm:gpu_cache_usage_perc")] == 0
 

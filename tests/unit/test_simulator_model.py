@@ -260,12 +260,19 @@ def test_engine_records_timing_model() -> None:
         await Engine(params).generate(10, 6, emit, timing)
         return timing
 
-    timing = asyncio.run(scenario())
-    assert len(timing.token_times_s) == 6
-    assert timing.ttft_s is not None and timing.e2e_s is not None
-    assert 0.0095 <= timing.ttft_s < 0.02
-    # Deadline scheduling: the total cannot drift by more than one late wake-up.
-    assert 0.0095 + 5 * 0.004 <= timing.e2e_s < 0.03 + 0.008
+    # Never early, in every attempt; late by at most one wake-up in at least one of three (a
+    # loaded machine may oversleep any single attempt).
+    on_time = []
+    for _ in range(3):
+        timing = asyncio.run(scenario())
+        assert len(timing.token_times_s) == 6
+        assert timing.ttft_s is not None and timing.e2e_s is not None
+        assert timing.ttft_s >= 0.0095 and timing.e2e_s >= 0.0095 + 5 * 0.004
+        # Deadline scheduling: the total cannot drift by more than one late wake-up.
+        on_time.append(timing.ttft_s < 0.02 and timing.e2e_s < 0.03 + 0.008)
+        if on_time[-1]:
+            break
+    assert any(on_time), "three attempts were all late by more than one wake-up"
 
 
 def test_engine_shifts_schedule_after_a_stall_instead_of_bursting() -> None:
@@ -283,8 +290,9 @@ def test_engine_shifts_schedule_after_a_stall_instead_of_bursting() -> None:
 
     times = asyncio.run(scenario())
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    # Tokens after the stall keep their spacing rather than coming out at once.
-    assert all(g >= 0.003 for g in gaps[3:]), gaps
+    # Tokens after the stall keep their spacing (4 x 5 ms) rather than coming out at once (~0 ms).
+    # Late wake-ups only widen the span; 12 ms leaves room for the catch-up of one of them.
+    assert times[-1] - times[3] >= 0.012, gaps
 
 
 def test_jitter_is_seeded() -> None:
