@@ -125,7 +125,7 @@ class Worker:
         dummy = RequestState("warm-up", time.time())
         dummy.succeed(time.time())
         writer.warm_up(to_row(dummy, StageContext(variant, 0, worker_id, 1.0, None, 0.0, 1.0)))
-        self._flusher = gevent.spawn(self._flush_loop)
+        gevent.spawn(self._flush_loop)
 
     @property
     def client_id(self) -> str:
@@ -382,6 +382,8 @@ class Worker:
             labels = self.exporter.labels
             self.exporter.loop_lag.labels(**labels).set(self.monitor.recent_lag)
             self.exporter.cpu.labels(**labels).set(self.monitor.cpu_now)
+            if self.stopped:
+                return  # shutdown's last flush writes what is left, after the uploads in flight
             if self.writer.pending():
                 self.writer.flush()
 
@@ -395,6 +397,7 @@ class Worker:
             run.aborted = reason
             if self._stage_greenlet is not None:
                 self._stage_greenlet.join(timeout=20)
-        self._flusher.kill()
+        # The flusher is not killed: an upload cut off mid-way might be stored and then written
+        # again. It sees ``stopped`` and ends; the last flush waits for its upload in flight.
         if not self.writer.flush(wait=True):
             log.error("%d records could not be written to storage and are lost", self.writer.pending())

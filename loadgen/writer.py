@@ -5,11 +5,16 @@ part)``) every ``interval`` seconds and at the end of each stage, so a worker th
 most the last interval. A failed write keeps the rows buffered for the next attempt: during the run
 the next flush (the stage must not wait for storage; its results reach the master by message),
 and at the end a flush that waits out a storage outage (``storage.Patient``).
+
+Flushes may overlap (the periodic flusher and a stage's end): each takes its part number when it
+takes its rows, so two uploads never share a key, and the last flush first waits for the uploads
+in flight, whose rows come back to the buffer if they fail.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -57,6 +62,8 @@ class RecordWriter:
         self._parts: dict[int, int] = {}
         self.written: dict[int, int] = {}  # rows stored per stage
         self.keys: list[str] = []
+        self._uploads = 0  # in flight; a gevent Condition in the (monkey-patched) worker
+        self._idle = threading.Condition()
 
     def warm_up(self, row: dict[str, Any]) -> None:
         """Encode one row and throw it away: pyarrow's first Parquet write initialises for ~0.2 s,
@@ -74,7 +81,10 @@ class RecordWriter:
     def flush(self, stage: int | None = None, *, wait: bool = False) -> bool:
         """Write buffered rows (of one stage, or all) as new parts; False if a write failed.
 
-        ``wait``: wait out a storage outage (for the last flush, when nothing else is waiting)."""
+        ``wait``: the last flush: wait for the uploads in flight, then wait out a storage outage."""
+        if wait:
+            with self._idle:
+                self._idle.wait_for(lambda: self._uploads == 0)
         storage = self._patient if wait else self.storage
         ok = True
         for s in [stage] if stage is not None else sorted(self._rows):
@@ -82,16 +92,30 @@ class RecordWriter:
             if not rows:
                 continue
             part = self._parts.get(s, 0)
+            self._parts[s] = part + 1  # taken now: an overlapping flush of this stage gets the next part
             key = records_key(self.variant, s, self.worker, part)
             self._rows[s] = []  # rows added while the upload runs go to the next part
             try:
-                storage.write_bytes(key, encode_parquet(rows))
+                self._upload(storage, s, key, rows)
             except Exception as exc:
                 log.error("writing %s failed (%s); keeping %d rows for the next flush", key, exc, len(rows))
-                self._rows[s] = rows + self._rows[s]
                 ok = False
                 continue
-            self._parts[s] = part + 1
             self.written[s] = self.written.get(s, 0) + len(rows)
             self.keys.append(key)
         return ok
+
+    def _upload(self, storage: Storage, stage: int, key: str, rows: list[dict[str, Any]]) -> None:
+        """Write one part; on any failure (or the greenlet being killed) the rows go back to the
+        front of their stage's buffer, so they are written, in order, by a later flush."""
+        with self._idle:
+            self._uploads += 1
+        try:
+            storage.write_bytes(key, encode_parquet(rows))
+        except BaseException:
+            self._rows[stage] = rows + self._rows.get(stage, [])
+            raise
+        finally:
+            with self._idle:
+                self._uploads -= 1
+                self._idle.notify_all()
