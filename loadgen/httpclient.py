@@ -306,7 +306,10 @@ class Response:
                     raise TransportError("truncated_stream", "connection closed before the last chunk")
         length_header = self.headers.get("content-length")
         if length_header is not None:
-            left = int(length_header)
+            try:
+                left = int(length_header)
+            except ValueError:
+                raise TransportError("malformed_http", f"Content-Length {length_header!r}") from None
             data = self._rest
             while True:
                 if data:

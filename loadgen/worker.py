@@ -258,13 +258,17 @@ class Worker:
         gauge.inc()
         try:
             self.client.generate(prompt, st)
+        except Exception as exc:  # a client bug must cost one error row, not the slot
+            log.exception("request %s: unexpected client error", st.request_id)
+            st.fail(f"client_error_{type(exc).__name__}", time.time())
         finally:
             gauge.dec()
         self._record(run, st)
 
     def _record(self, run: StageRun, st: RequestState) -> None:
         """Account for a finished (or cut-off) request: row, metrics, counters, Locust event."""
-        run.inflight.pop(st.request_id, None)
+        if run.inflight.pop(st.request_id, None) is None:
+            return  # already recorded (cut off at the stage's end): one row per request
         if st.outcome is None:
             st.cut_off("unknown")
         res = run.result
@@ -307,7 +311,10 @@ class Worker:
         live = list(run.greenlets)
         if run.pool is not None:
             live += list(run.pool.greenlets)
-        gevent.killall(live, block=True, timeout=10)
+        try:
+            gevent.killall(live, block=True, timeout=10)
+        except gevent.Timeout:  # raised here, in the stage: its rows and result must still follow
+            log.warning("stage %d: %d request greenlets did not stop within 10 s", run.plan.stage, len(live))
         for st in list(run.inflight.values()):
             st.cut_off("not_sent" if st.t_sent is None else reason)
             self._record(run, st)
@@ -395,8 +402,9 @@ class Worker:
         run = self.run
         if run is not None and not run.stopping:
             run.aborted = reason
-            if self._stage_greenlet is not None:
-                self._stage_greenlet.join(timeout=20)
+        # Joined even when the stage is already stopping: it is then writing its cut-off requests.
+        if self._stage_greenlet is not None:
+            self._stage_greenlet.join(timeout=20)
         # The flusher is not killed: an upload cut off mid-way might be stored and then written
         # again. It sees ``stopped`` and ends; the last flush waits for its upload in flight.
         if not self.writer.flush(wait=True):

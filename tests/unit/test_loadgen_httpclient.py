@@ -1,4 +1,5 @@
-"""The stream client's timestamps: when an event reached the socket, not when it was read."""
+"""The stream client: timestamps of when an event reached the socket (not when it was read), and
+a malformed response as an error reason."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import socket
 import threading
 import time
 
-from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection
+import pytest
+
+from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection, TransportError
 
 EVENTS = (b"data: a\n\n", b"data: b\n\n")
 
@@ -50,3 +53,27 @@ def test_events_are_stamped_on_arrival_even_when_the_reader_is_late() -> None:
     for stamp, left in zip(stamps, sent, strict=True):
         assert left <= stamp < left + 0.03, "the kernel's arrival time, on the same clock as time.time()"
     assert read_at[1] - stamps[1] > 0.1  # what a stamp taken when recv returned would have added
+
+
+def test_a_non_numeric_content_length_is_a_malformed_http_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while b"\r\n\r\n" not in conn.recv(65536):
+                pass
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n{}")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    conn = Connection(BaseUrl(f"http://127.0.0.1:{listener.getsockname()[1]}"), connect_timeout=5)
+    try:
+        _, resp = conn.request("POST", "/v1/completions", b"{}", {}, timeout=10)
+        with pytest.raises(TransportError) as err:
+            resp.read()
+        assert err.value.reason == "malformed_http" and "'abc'" in str(err.value)
+    finally:
+        server.join(5)
+        conn.close()
+        listener.close()
