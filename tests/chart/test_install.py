@@ -198,7 +198,7 @@ def _drive_a_benchmark(cluster: TestCluster, namespace: str, port: int, proc: su
     cluster.custom().create_namespaced_custom_object(
         "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark(name)
     )
-    # Deploying may last only one tick: status.startTime proves the run was started either way.
+    # Deploying may last only one tick; Running shows just as well that the run started.
     cluster.wait_for(
         lambda: _phase(cluster, namespace, name) in ("Deploying", "Running") or None, timeout=60,
         description="phase Deploying or Running",
@@ -220,14 +220,7 @@ def _drive_a_benchmark(cluster: TestCluster, namespace: str, port: int, proc: su
     assert job.spec.template.spec.containers[0].image == "example.com/fmbench-k8s:test"  # FMBENCH_IMAGE
     # kopf posts events asynchronously: the status may show Running before its event exists.
     cluster.wait_for(
-        lambda: (
-            {"Deploying", "Running"}
-            <= {
-                e.reason
-                for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-            }
-            or None
-        ),
+        lambda: {"Deploying", "Running"} <= cluster.event_reasons(namespace, name) or None,
         timeout=30,
         description="Deploying and Running events",
     )

@@ -615,6 +615,11 @@ class Cluster:
     def wait_for(self, predicate: Callable[[], T | None], **kwargs: Any) -> T:
         return wait_for(predicate, **kwargs)
 
+    def event_reasons(self, namespace: str, name: str) -> set[str]:
+        """The reasons of the events about the object ``name`` in ``namespace``."""
+        events = self.core().list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+        return {str(e.reason) for e in events}
+
     def close(self) -> None:
         if self._admin is not None:
             self._admin.close()

@@ -185,7 +185,7 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     assert by_name["g6e"]["nodeInstanceTypes"] == ["g6e.2xlarge"]
     assert by_name["inf2"]["nodeInstanceTypes"] == ["inf2.8xlarge"]
     # kopf posts events asynchronously: the status may show Running before its event exists.
-    cluster.wait_for(lambda: {"Deploying", "Running"} <= _event_reasons(cluster, ns, name) or None, timeout=30)
+    cluster.wait_for(lambda: {"Deploying", "Running"} <= cluster.event_reasons(ns, name) or None, timeout=30)
 
     batch = cluster.batch()
     for v in ("g6e", "inf2", "ext"):
@@ -367,11 +367,6 @@ def test_the_operator_killed_ten_times_at_random_points_completes_the_run_once(
         assert len(pods) == 1, component
     assert len(cluster.core().list_namespaced_pod(ns, label_selector="fmbench.io/component=loadgen-worker").items) == 2
     cluster.wait_for(lambda: server() is None or None)  # and the model server was cleaned up after the run
-
-
-def _event_reasons(cluster: TestCluster, ns: str, name: str) -> set[str]:
-    events = cluster.core().list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
-    return {e.reason for e in events}
 
 
 def _phases(cluster: TestCluster, ns: str) -> list[tuple[str, str | None]]:
