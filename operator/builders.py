@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -28,6 +29,16 @@ METRICS_PORT = 9646
 ENDPOINT_RECOVERY_S = 900
 SPEC_MOUNT = "/etc/fmbench"
 TERMINATION_LOG = "/dev/termination-log"
+Resources = dict[str, dict[str, str]]
+# Requests and limits of the pods that run the project's image, by component (the chart's
+# runner.resources overrides them). The simulator stands in for an instance without being one: it
+# needs a fraction of a core however large the instance type it simulates.
+DEFAULT_RESOURCES: Mapping[str, Resources] = {
+    "loadgenMaster": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+    "loadgenWorker": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    "analysis": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+    "simulator": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,15 @@ class OperatorConfig:
     image_pull_policy: str = "IfNotPresent"
     # Annotations of each run's ServiceAccount, e.g. eks.amazonaws.com/role-arn for IRSA (S3, pricing).
     service_account_annotations: tuple[tuple[str, str], ...] = ()
+    # Secrets for pulling the project's image; every pod that runs it gets them.
+    image_pull_secrets: tuple[str, ...] = ()
+    # Extra environment of the load generator and analysis pods (the chart's runner.extraEnv), e.g.
+    # S3 credentials from a Secret where IRSA is not available, or a proxy.
+    runner_env: tuple[Mapping[str, Any], ...] = ()
+    resources: Mapping[str, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+
+    def resources_of(self, component: str) -> Resources:
+        return {kind: dict(values) for kind, values in self.resources[component].items()}
 
 
 def child_name(bench: str, *parts: str) -> str:
@@ -125,9 +145,9 @@ def run_uri(bench: Benchmark, run_id: str) -> str:
     return f"s3://{s3.bucket}/" + "/".join(parts)
 
 
-def _storage_env(bench: Benchmark) -> list[dict[str, Any]]:
+def _storage_env(bench: Benchmark, cfg: OperatorConfig) -> list[dict[str, Any]]:
     s3 = bench.spec.report.s3
-    env = []
+    env = [dict(e) for e in cfg.runner_env]
     if s3 is not None and s3.endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": s3.endpoint_url})
     if s3 is not None and s3.region:
@@ -202,14 +222,19 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
     image = variant.image or image
     args += list(variant.args)
     env += [{"name": e.name, "value": e.value} for e in variant.env]
-    resources: dict[str, dict[str, str]] = {
-        "requests": {"cpu": str(max(1, math.floor(shape.vcpu * 0.8))), "memory": f"{int(shape.memory_gib * 0.8)}Gi"},
-        "limits": {"memory": f"{int(shape.memory_gib * 0.8)}Gi"},
-    }
-    accelerators = variant.accelerators if variant.accelerators is not None else shape.accelerators
-    if shape.resource is not None and accelerators > 0 and variant.engine != "simulator":
-        resources["requests"][shape.resource] = str(accelerators)
-        resources["limits"][shape.resource] = str(accelerators)
+    resources: Resources
+    if variant.engine == "simulator":
+        resources = cfg.resources_of("simulator")
+    else:
+        memory = f"{int(shape.memory_gib * 0.8)}Gi"
+        resources = {
+            "requests": {"cpu": str(max(1, math.floor(shape.vcpu * 0.8))), "memory": memory},
+            "limits": {"memory": memory},
+        }
+        accelerators = variant.accelerators if variant.accelerators is not None else shape.accelerators
+        if shape.resource is not None and accelerators > 0:
+            resources["requests"][shape.resource] = str(accelerators)
+            resources["limits"][shape.resource] = str(accelerators)
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
@@ -282,10 +307,20 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
     if variant.engine == "djl-lmi":
         model = bench.spec.model_for(variant)
         container["env"].insert(0, {"name": "HF_MODEL_ID", "value": model.name if model else ""})
-    node_selector = {
-        "node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml."),
-        **variant.node_selector,
+    # A simulator only plays the instance type: it runs wherever the variant's own selector allows.
+    simulated = variant.engine == "simulator"
+    pinned = {} if simulated else {"node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml.")}
+    node_selector = {**pinned, **variant.node_selector}
+    pod_spec: dict[str, Any] = {
+        "nodeSelector": node_selector,
+        "tolerations": _tolerations(variant, None if simulated else shape.resource),
+        "containers": [container],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     }
+    if simulated:
+        _add_pull_secrets(pod_spec, cfg)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -299,17 +334,7 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
                     LABEL_COMPONENT: "server",
                 }
             },
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": {
-                    "nodeSelector": node_selector,
-                    "tolerations": _tolerations(variant, shape.resource),
-                    "containers": [container],
-                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                },
-            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }
 
@@ -340,9 +365,9 @@ def endpoint_url(bench: Benchmark, variant: Variant) -> str | None:
 # -- load generation -------------------------------------------------------------------------------
 
 
-def _loadgen_env(bench: Benchmark, variant: Variant) -> list[dict[str, Any]]:
+def _loadgen_env(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -> list[dict[str, Any]]:
     """Storage settings and, for endpoints that need one, the bearer token as a Secret reference."""
-    env = _storage_env(bench)
+    env = _storage_env(bench, cfg)
     ref = variant.endpoint.api_key_secret_ref if variant.endpoint is not None else None
     if ref is not None:
         env.append({"name": "FMBENCH_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
@@ -366,14 +391,21 @@ def _loadgen_common(bench: Benchmark, variant: Variant, run_id: str) -> list[str
     return args
 
 
+def _add_pull_secrets(pod: dict[str, Any], cfg: OperatorConfig) -> None:
+    if cfg.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in cfg.image_pull_secrets]
+
+
 def _project_pod(cfg: OperatorConfig, containers: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
-    return {
+    pod = {
         "serviceAccountName": runner_name(bench),
         "restartPolicy": "Never",
         "containers": containers,
         "volumes": [_spec_volume(bench)],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
     }
+    _add_pull_secrets(pod, cfg)
+    return pod
 
 
 def _job(
@@ -408,9 +440,9 @@ def loadgen_master_job(
         # crashed pod needs its restart back-off plus reloading its weights. (An existing
         # endpoint keeps the default 60 s, so that a wrong URL fails fast.)
         args += ["--ready-timeout", str(ENDPOINT_RECOVERY_S)]
-    container = _project_container(cfg, "master", args, _loadgen_env(bench, variant))
+    container = _project_container(cfg, "master", args, _loadgen_env(bench, variant, cfg))
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
-    container["resources"] = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+    container["resources"] = cfg.resources_of("loadgenMaster")
     # backoffLimit 0: a re-run master would start the stages over; fail and say so instead.
     name = master_name(bench, variant)
     return _job(
@@ -461,11 +493,11 @@ def loadgen_workers_job(
     ]
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *_loadgen_env(bench, variant),
+        *_loadgen_env(bench, variant, cfg),
     ]
     container = _project_container(cfg, "worker", args, env)
     container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
-    container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    container["resources"] = cfg.resources_of("loadgenWorker")
     pod = _project_pod(cfg, [container], bench)
     name = workers_name(bench, variant)
     return _job(
@@ -495,8 +527,8 @@ def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -
     ]
     if bench.spec.prometheus is not None:
         args += ["--prometheus-url", bench.spec.prometheus.url]
-    container = _project_container(cfg, "analysis", args, _storage_env(bench))
-    container["resources"] = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
+    container = _project_container(cfg, "analysis", args, _storage_env(bench, cfg))
+    container["resources"] = cfg.resources_of("analysis")
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache
     pod = _project_pod(cfg, [container], bench)
     pod["volumes"].append({"name": "tmp", "emptyDir": {}})

@@ -6,6 +6,7 @@ Run with ``fmbench-k8s operator`` or ``kopf run -m fmbench_k8s.operator.handlers
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import kopf
 
 from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, SpecError, parse_benchmark
 from fmbench_k8s.operator.actions import Actions
-from fmbench_k8s.operator.builders import OperatorConfig
+from fmbench_k8s.operator.builders import DEFAULT_RESOURCES, OperatorConfig, Resources
 from fmbench_k8s.operator.leader import ElectionConfig, Elector
 from fmbench_k8s.operator.observe import Reader, observe
 from fmbench_k8s.operator.reconcile import reconcile
@@ -28,16 +29,33 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
     env = dict(os.environ if env is None else env)
     pairs = (kv.partition("=") for kv in env.get("FMBENCH_RUNNER_SA_ANNOTATIONS", "").split(",") if "=" in kv)
     annotations = tuple((key.strip(), value.strip()) for key, _, value in pairs)
+    secrets = tuple(name.strip() for name in env.get("FMBENCH_IMAGE_PULL_SECRETS", "").split(",") if name.strip())
     cfg = OperatorConfig(
         image=env.get("FMBENCH_IMAGE", OperatorConfig.image),
         image_pull_policy=env.get("FMBENCH_IMAGE_PULL_POLICY", OperatorConfig.image_pull_policy),
         service_account_annotations=annotations,
+        image_pull_secrets=secrets,
+        resources=runner_resources(env.get("FMBENCH_RUNNER_RESOURCES", "")),
+        runner_env=tuple(json.loads(env.get("FMBENCH_RUNNER_ENV") or "[]")),
     )
     return (
         cfg,
         float(env.get("FMBENCH_UNSCHEDULABLE_GRACE_SECONDS", "60")),
         float(env.get("FMBENCH_INTERVAL_SECONDS", "2")),
     )
+
+
+def runner_resources(text: str) -> dict[str, Resources]:
+    """FMBENCH_RUNNER_RESOURCES (JSON, the chart's runner.resources) over the defaults; a component
+    given replaces its default whole."""
+    out = dict(DEFAULT_RESOURCES)
+    if not text.strip():
+        return out
+    given = json.loads(text)
+    if not isinstance(given, dict) or not set(given) <= set(out):
+        raise ValueError(f"FMBENCH_RUNNER_RESOURCES: an object with keys among {sorted(out)}, got {text[:200]!r}")
+    out.update({k: v for k, v in given.items() if v})
+    return out
 
 
 _CFG, _GRACE, _INTERVAL = config_from_env()

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.fixtures import cluster, namespace
+from tests.cluster.fixtures import cluster, namespace, real_node
 from tests.s3 import CREDENTIALS, UNSET, MotoS3, moto_s3
 
-__all__ = ["cluster", "namespace", "s3_endpoint", "s3_server"]
+__all__ = ["cluster", "namespace", "real_node", "s3_endpoint", "s3_server"]
 
 
 @pytest.fixture

@@ -20,13 +20,14 @@ class MotoS3:
     """moto's S3 on a fixed loopback port that a test can take down and bring back: the objects
     live in moto's in-process backend, so they survive the outage as they would in S3."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host  # the real node's pods reach the host end of its link, not loopback
         self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"http://{host}:{self.port}"
         self._server: ThreadedMotoServer | None = None
 
     def up(self) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
         deadline = time.monotonic() + 30
@@ -47,10 +48,10 @@ class MotoS3:
 
 
 @contextlib.contextmanager
-def moto_s3(*buckets: str) -> Iterator[MotoS3]:
+def moto_s3(*buckets: str, host: str = "127.0.0.1") -> Iterator[MotoS3]:
     """Start moto, create ``buckets``, yield the server (``.endpoint`` is its URL). Credentials must
     be set by the caller (see CREDENTIALS); subprocesses get them through the environment."""
-    server = MotoS3()
+    server = MotoS3(host)
     server.up()
     client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
     for bucket in buckets:

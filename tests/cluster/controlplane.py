@@ -116,10 +116,13 @@ class Pki:
     serving_key: Path
     sa_key: Path
     sa_pub: Path
+    kubelet_client_cert: Path  # the API server's identity towards kubelets (logs, exec)
+    kubelet_client_key: Path
 
 
-def generate_pki(directory: Path) -> Pki:
-    """CA, a serving cert for 127.0.0.1/localhost/kubernetes.default..., SA keys."""
+def generate_pki(directory: Path, address: str = "127.0.0.1") -> Pki:
+    """CA, a serving cert for 127.0.0.1/``address``/localhost/kubernetes.default..., SA keys, and
+    the API server's client certificate for kubelets."""
     now = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5)
     until = now + _dt.timedelta(days=365)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -162,7 +165,8 @@ def generate_pki(directory: Path) -> Pki:
             "kubernetes.default.svc.cluster.local",
         )
     ]
-    sans += [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.IPAddress(first_service_ip)]
+    ips = {ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Address(address), first_service_ip}
+    sans += [x509.IPAddress(ip) for ip in sorted(ips)]
     srv_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
@@ -175,6 +179,23 @@ def generate_pki(directory: Path) -> Pki:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_name = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+    ]
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(client_name))
+        .issuer_name(ca_name)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     sa_key = ec.generate_private_key(ec.SECP256R1())
@@ -190,6 +211,8 @@ def generate_pki(directory: Path) -> Pki:
             sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo),
             0o644,
         ),
+        kubelet_client_cert=_write(directory / "kubelet-client.crt", client_cert.public_bytes(pem), 0o644),
+        kubelet_client_key=_write(directory / "kubelet-client.key", _key_pem(client_key)),
     )
 
 
@@ -295,6 +318,12 @@ class ControlPlane:
     ``logs/`` and ``pids.json``; it is wiped on :meth:`start`.
     ``die_with_parent`` makes the components exit if this Python process dies
     (for tests); the CLI's ``up`` turns it off so the cluster outlives it.
+
+    ``address`` is where kube-apiserver listens and what it advertises: loopback for a kwok-only
+    cluster, the host end of a real node's link (tests/cluster/node.py) when pods must reach it -
+    then the ``kubernetes`` Service gets that address as its endpoint. ``identities`` adds static
+    token users (name -> (user, comma-separated groups)), e.g. a kubelet's ``system:node:<name>``;
+    each gets a kubeconfig at :meth:`component_kubeconfig`.
     """
 
     def __init__(
@@ -304,8 +333,12 @@ class ControlPlane:
         kubeconfig: Path | None = None,
         *,
         die_with_parent: bool = True,
+        address: str = "127.0.0.1",
+        identities: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.bin_dir = Path(bin_dir)
+        self.address = address
+        self.identities = dict(identities or {})
         self.state_dir = Path(state_dir).resolve()
         self.kubeconfig = Path(kubeconfig).resolve() if kubeconfig else self.state_dir / "kubeconfig"
         self.die_with_parent = die_with_parent
@@ -318,11 +351,15 @@ class ControlPlane:
     # -- properties ---------------------------------------------------------
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    def component_kubeconfig(self, name: str) -> Path:
+        """The kubeconfig of a component or of one of the ``identities``."""
+        return self.state_dir / "components" / f"{name}.kubeconfig"
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, timeout: float = 90.0) -> None:
@@ -357,7 +394,7 @@ class ControlPlane:
 
     def _start_all(self, deadline: float) -> None:
         sd = self.state_dir
-        pki = self.pki = generate_pki(sd / "pki")
+        pki = self.pki = generate_pki(sd / "pki", self.address)
         names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         p = self.ports
@@ -368,15 +405,15 @@ class ControlPlane:
             "controller-manager": (secrets.token_hex(24), "system:kube-controller-manager", ""),
             "scheduler": (secrets.token_hex(24), "system:kube-scheduler", ""),
             "kwok": (secrets.token_hex(24), "kwok-controller", "system:masters"),
+            **{name: (secrets.token_hex(24), user, groups) for name, (user, groups) in self.identities.items()},
         }
         _write(
             sd / "pki" / "tokens.csv",
             "".join(f'{tok},{user},{user},"{groups}"\n' for tok, user, groups in tokens.values()),
         )
         ca_pem = pki.ca_cert.read_bytes()
-        comp_dir = sd / "components"
         kcfg = {
-            name: _write(comp_dir / f"{name}.kubeconfig", kubeconfig_yaml(self.server, ca_pem, tok, user))
+            name: _write(self.component_kubeconfig(name), kubeconfig_yaml(self.server, ca_pem, tok, user))
             for name, (tok, user, _) in tokens.items()
         }
         _write(self.kubeconfig, kubeconfig_yaml(self.server, ca_pem, self.admin_token, "admin"))
@@ -407,22 +444,26 @@ class ControlPlane:
             "kube-apiserver",
             [
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={p['apiserver']}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--token-auth-file={sd / 'pki' / 'tokens.csv'}",
                 "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # 127.0.0.1 is not a valid Endpoints address; nothing in-cluster dials the apiserver.
-                "--endpoint-reconciler-type=none",
+                # 127.0.0.1 is not a valid Endpoints address: without a real node nothing in the
+                # cluster dials the API server; with one, pods reach it through the Service.
+                f"--endpoint-reconciler-type={'none' if self.address == '127.0.0.1' else 'lease'}",
+                f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+                f"--kubelet-client-key={pki.kubelet_client_key}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",  # node names are not in DNS
+                "--enable-admission-plugins=NodeRestriction,PodNodeSelector",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -516,7 +557,7 @@ class ControlPlane:
         binary = str(self.bin_dir / name)
         log = self.log_dir / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG",)}
-        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+        env["NO_PROXY"] = env["no_proxy"] = f"127.0.0.1,localhost,{self.address}"
         with log.open("ab") as out:
             out.write(f"$ {binary} {' '.join(args)}\n".encode())
             out.flush()

@@ -1,11 +1,13 @@
 """pytest wiring for the real control plane (``cluster`` fixture).
 
 The session-scoped ``cluster`` fixture builds the binaries (``build.sh``; a
-no-op with a warm cache), starts etcd/kube-apiserver/kube-controller-manager/
-kube-scheduler/kwok on loopback, creates the EKS-shaped nodes of
-``nodes.yaml`` and yields a :class:`TestCluster`. It never skips: if the
-binaries cannot be built or the control plane cannot start, every test that
-uses it fails with the reason.
+no-op with a warm cache), creates the real node's network (tests/cluster/node.py),
+starts etcd/kube-apiserver/kube-controller-manager/kube-scheduler/kwok with the
+API server on the host end of that network, creates the EKS-shaped kwok nodes
+of ``nodes.yaml`` and yields a :class:`TestCluster`. The ``real_node`` fixture
+adds the real node (containerd, kubelet, kube-proxy, CoreDNS, the project's
+image) the first time a test asks for it. Neither skips: if something cannot
+be built or started, every test that uses it fails with the reason.
 
 Set ``FMBENCH_CLUSTER_KUBECONFIG`` to the kubeconfig of a cluster started with
 ``make cluster`` to run against it instead of starting a new one.
@@ -24,10 +26,32 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.clusterkit import Cluster, NodeGroup, load_node_groups
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError, build_binaries
+from tests.cluster.images import ImageError, pause_image, project_image
+from tests.cluster.node import NodeNetwork, NodeShape, RealNode
+
+REAL_NODE = "fmbench-real-0"
+SPARE_NODE = "fmbench-real-1"  # a second node a test may start and stop (identities exist for both)
+# The real node presents itself as an EKS g6e.2xlarge GPU node (labels and one nvidia.com/gpu), so
+# the operator's pods for a GPU variant schedule there unchanged; it is not tainted, so that the
+# run's CPU pods (load generators, analysis, the operator) share it as they share a node group.
+REAL_NODE_SHAPE = NodeShape(
+    labels={
+        "node.kubernetes.io/instance-type": "g6e.2xlarge",
+        "eks.amazonaws.com/nodegroup": "real-g6e-2xlarge",
+        "eks.amazonaws.com/capacityType": "ON_DEMAND",
+        "karpenter.sh/capacity-type": "on-demand",
+        "topology.kubernetes.io/zone": "us-west-2a",
+        "topology.kubernetes.io/region": "us-west-2",
+        "nvidia.com/gpu.product": "NVIDIA-L40S",
+        "fmbench.io/real-node": "true",
+    },
+    extended_resources={"nvidia.com/gpu": "1"},
+)
 
 
 class TestCluster(Cluster):
-    """:class:`Cluster` plus the :class:`ControlPlane` that runs it (if ours)."""
+    """:class:`Cluster` plus the :class:`ControlPlane` that runs it (if ours) and the network of its
+    real node."""
 
     __test__ = False  # not a test class
 
@@ -36,9 +60,12 @@ class TestCluster(Cluster):
         kubeconfig: Path,
         node_groups: Sequence[NodeGroup],
         control_plane: ControlPlane | None = None,
+        network: NodeNetwork | None = None,
     ) -> None:
         super().__init__(kubeconfig, node_groups)
         self.control_plane = control_plane
+        self.network = network
+        self.real_node: RealNode | None = None
 
 
 @pytest.fixture(scope="session")
@@ -58,20 +85,62 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
         error = f"cannot build the test control plane: {exc}"
     if error:
         pytest.fail(error, pytrace=False)
-    cp = ControlPlane(bin_dir, tmp_path_factory.mktemp("controlplane"))
+    try:
+        network = NodeNetwork.create()
+    except ControlPlaneError as exc:
+        pytest.fail(f"cannot create the real node's network (needs root and iproute2): {exc}", pytrace=False)
+    cp = ControlPlane(
+        bin_dir,
+        tmp_path_factory.mktemp("controlplane"),
+        address=network.host_ip,
+        identities={**RealNode.identities(REAL_NODE), **RealNode.identities(SPARE_NODE)},
+    )
     try:
         cp.start()
     except ControlPlaneError as exc:
         error = f"cannot start the test control plane (logs in {cp.log_dir}): {exc}"
     if error:
+        network.delete()
         pytest.fail(error, pytrace=False)
-    handle = TestCluster(cp.kubeconfig, groups, cp)
+    handle = TestCluster(cp.kubeconfig, groups, cp, network)
     try:
         handle.create_nodes(groups)
         yield handle
     finally:
+        if handle.real_node is not None:
+            handle.real_node.stop()
         handle.close()
         cp.stop()
+        network.delete()
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> RealNode:
+    """The cluster's real node (started once per session, stopped with the cluster), with the
+    project's image built from the Dockerfile's recipe and imported."""
+    if cluster.real_node is not None:
+        return cluster.real_node
+    if cluster.control_plane is None or cluster.network is None:
+        pytest.fail("the real node needs the session's own control plane (unset FMBENCH_CLUSTER_KUBECONFIG)")
+    error = ""
+    try:
+        images = [project_image()]
+        pause = pause_image()
+    except ImageError as exc:
+        error = f"cannot build the node's images: {exc}"
+    if error:
+        pytest.fail(error, pytrace=False)
+    node = RealNode(
+        REAL_NODE, cluster.network, cluster.control_plane, tmp_path_factory.mktemp("node"), shape=REAL_NODE_SHAPE
+    )
+    try:
+        node.start(images, pause, cluster.admin, timeout=180)
+    except ControlPlaneError as exc:
+        error = f"cannot start the real node (logs in {node.log_dir}): {exc}"
+    if error:
+        pytest.fail(error, pytrace=False)
+    cluster.real_node = node
+    return node
 
 
 @pytest.fixture

@@ -1,0 +1,316 @@
+"""End to end on the real node, as a user runs it: the chart installed with Helm, a Benchmark
+applied, and nothing else.
+
+The operator runs in its pod (the project's image, built from the Dockerfile's recipe) with the
+chart's RBAC; it deploys simulator model servers as pods on the real node, the Locust master and
+worker Jobs load them across pod IPs and Services, records go to an S3 server (moto) on the host
+end of the node's link, a real Prometheus scrapes the pods through the chart's PodMonitors (turned
+into its scrape configuration: there is no Prometheus Operator here), the analysis Job writes the
+report, and the Benchmark's status carries the recommendation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from fmbench_k8s.local.processes import ManagedProcess
+from fmbench_k8s.local.prometheus import find_prometheus
+from tests.chart.chartkit import CHART, JSON, by_kind, render_objects
+from tests.cluster.fixtures import REAL_NODE, TestCluster
+from tests.cluster.node import RealNode
+from tests.s3 import CREDENTIALS, MotoS3
+
+pytestmark = pytest.mark.cluster
+
+RELEASE = "fmb"
+BUCKET = "results"
+GROUP, VERSION, PLURAL = "fmbench.io", "v1alpha1", "benchmarks"
+# Small requests: the node has this machine's two cores for the operator and every run pod.
+SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def chart_values(image: str, *, secret: str = "s3-credentials") -> JSON:
+    repository, _, tag = image.rpartition(":")
+    env = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    ]
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "operator": {"intervalSeconds": 1, "unschedulableGraceSeconds": 60},
+        "resources": {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"memory": "1Gi"}},
+        "runner": {
+            "resources": {"loadgenMaster": SMALL, "loadgenWorker": SMALL, "analysis": SMALL, "simulator": SMALL},
+            "extraEnv": env,
+        },
+    }
+
+
+# -- Prometheus from the chart's PodMonitors ------------------------------------------------------
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+def scrape_configs(pod_monitors: list[JSON], sd: JSON) -> list[JSON]:
+    """What the Prometheus Operator generates from PodMonitors, for the fields the chart uses:
+    label selector, namespaces, port name, path, interval, honorLabels and relabelings."""
+    out = []
+    for monitor in pod_monitors:
+        spec = monitor["spec"]
+        names = spec.get("namespaceSelector", {}).get("matchNames")
+        selector = spec["selector"]["matchLabels"]
+        keep_labels = [
+            {
+                "source_labels": [f"__meta_kubernetes_pod_label_{_label(k)}" for k in selector],
+                "regex": ";".join(selector.values()),
+                "action": "keep",
+            }
+        ]
+        for i, endpoint in enumerate(spec["podMetricsEndpoints"]):
+            relabel = [
+                *keep_labels,
+                {
+                    "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                    "regex": endpoint["port"],
+                    "action": "keep",
+                },
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                *({_snake(k): v for k, v in r.items()} for r in endpoint.get("relabelings", [])),
+            ]
+            job: JSON = {
+                "job_name": f"podMonitor/{monitor['metadata']['namespace']}/{monitor['metadata']['name']}/{i}",
+                "honor_labels": bool(endpoint.get("honorLabels", False)),
+                "metrics_path": endpoint.get("path", "/metrics"),
+                "scrape_interval": "1s",
+                "kubernetes_sd_configs": [{**sd, "role": "pod", **({"namespaces": {"names": names}} if names else {})}],
+                "relabel_configs": relabel,
+            }
+            out.append(job)
+    return out
+
+
+def _label(key: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in key)
+
+
+class Prometheus:
+    def __init__(self, cluster: TestCluster, host: str, pod_monitors: list[JSON], workdir: Path) -> None:
+        binary = find_prometheus()
+        if binary is None:
+            pytest.fail("prometheus is not installed (scripts/setup.sh installs Debian's)", pytrace=False)
+        assert cluster.control_plane is not None and cluster.control_plane.pki is not None
+        workdir.mkdir(parents=True, exist_ok=True)
+        token = workdir / "token"
+        token.write_text(cluster.control_plane.admin_token)
+        sd = {
+            "api_server": cluster.server,
+            "tls_config": {"ca_file": str(cluster.control_plane.pki.ca_cert)},
+            "authorization": {"credentials_file": str(token)},
+        }
+        config = {"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs(pod_monitors, sd)}
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        from fmbench_k8s.local.processes import free_port
+
+        port = free_port()
+        self.url = f"http://{host}:{port}"
+        self.proc = ManagedProcess(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={host}:{port}",
+            ],
+            workdir / "prometheus.log",
+        )
+        cluster.wait_for(self._ready, timeout=60, description="Prometheus to be ready")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def query(self, promql: str) -> list[JSON]:
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            result: list[JSON] = json.load(resp)["data"]["result"]
+        return result
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: TestCluster, real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JSON]:
+    """S3 (moto) and Prometheus on the host end of the real node's link, for the module's runs."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    s3 = MotoS3(real_node.network.host_ip)
+    s3.up()
+    boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    monitors = by_kind(render_objects(chart_values(real_node.images[0].ref)), "PodMonitor")
+    assert len(monitors) == 2, [m["metadata"]["name"] for m in monitors]
+    prom = Prometheus(cluster, real_node.network.host_ip, monitors, tmp_path_factory.mktemp("prometheus"))
+    try:
+        yield {"s3": s3, "prometheus": prom}
+    finally:
+        prom.proc.stop()
+        s3.down()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def installed(cluster: TestCluster, real_node: RealNode, stack: JSON) -> Iterator[str]:
+    """A namespace on the real node with the chart installed in it; yields the namespace."""
+    import helm_python as helm
+
+    namespace = cluster.create_namespace(f"e2e-{uuid.uuid4().hex[:6]}")
+    core: Any = cluster.core()
+    # Every pod of this namespace runs on the real node (the PodNodeSelector admission plugin); the
+    # kwok nodes would otherwise take some and run nothing.
+    core.patch_namespace(
+        namespace,
+        {
+            "metadata": {
+                "annotations": {"scheduler.alpha.kubernetes.io/node-selector": f"kubernetes.io/hostname={REAL_NODE}"}
+            }
+        },
+    )
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "s3-credentials"},
+            "stringData": {k: CREDENTIALS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+        },
+    )
+    cfg = helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=namespace)
+    try:
+        cfg.install(
+            CHART, RELEASE, chart_values(real_node.images[0].ref), namespace=namespace, wait="watcher", timeout=300
+        )
+        yield namespace
+    finally:
+        for bench in cluster.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+            cluster.custom().delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, bench["metadata"]["name"]
+            )
+        _wait_no_pods_but_the_operator(cluster, namespace)
+        cfg.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=120)
+        cfg.close()
+        core.delete_namespace(namespace)
+
+
+def _wait_no_pods_but_the_operator(cluster: TestCluster, namespace: str) -> None:
+    core: Any = cluster.core()
+
+    def only_operator() -> bool:
+        pods = core.list_namespaced_pod(namespace).items
+        return all((p.metadata.labels or {}).get("app.kubernetes.io/component") == "operator" for p in pods)
+
+    cluster.wait_for(only_operator, timeout=120, description="the run's pods to be gone")
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def benchmark(name: str, stack: JSON, variants: list[JSON], **load: Any) -> JSON:
+    s3: MotoS3 = stack["s3"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Benchmark",
+        "metadata": {"name": name},
+        "spec": {
+            "variants": variants,
+            "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": 128}, "outputTokens": {"mean": 8}},
+            "slo": {"latency": {"metric": "e2e", "percentile": 50, "maxSeconds": 1.0}},
+            "load": {
+                "workers": 1,
+                "warmup": "2s",
+                "stageDuration": "6s",
+                "drain": "5s",
+                "minRequestsPerStage": 10,
+                **load,
+            },
+            "report": {"s3": {"bucket": BUCKET, "prefix": "e2e", "endpointUrl": s3.endpoint, "region": "us-east-1"}},
+            "prometheus": {"url": stack["prometheus"].url},
+        },
+    }
+
+
+def apply(cluster: TestCluster, namespace: str, body: JSON) -> None:
+    cluster.custom().create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def status(cluster: TestCluster, namespace: str, name: str) -> JSON:
+    obj = cluster.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return dict(obj.get("status") or {})
+
+
+def wait_phase(cluster: TestCluster, namespace: str, name: str, phases: set[str], timeout: float) -> JSON:
+    def reached() -> JSON | None:
+        st = status(cluster, namespace, name)
+        return st if st.get("phase") in phases else None
+
+    try:
+        return cluster.wait_for(reached, timeout=timeout, description=f"Benchmark {name} to reach {sorted(phases)}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\nstatus: {json.dumps(status(cluster, namespace, name), indent=1)}") from None
+
+
+def s3_json(stack: JSON, uri: str) -> JSON:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=stack["s3"].endpoint, region_name="us-east-1")
+    data: JSON = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return data
+
+
+# -- tests -------------------------------------------------------------------------------------------
+
+
+def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recommendation(
+    cluster: TestCluster, installed: str, stack: JSON
+) -> None:
+    name = "two-sims"
+    variants = [
+        {"name": "g5-sim", "instanceType": "g5.2xlarge", "engine": "simulator"},
+        {"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator"},
+    ]
+    apply(cluster, installed, benchmark(name, stack, variants, concurrency={"min": 1, "max": 4}, maxStages=3))
+    started = time.monotonic()
+    final = wait_phase(cluster, installed, name, {"Succeeded", "Failed"}, timeout=900)
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+    conditions = {c["type"]: c["status"] for c in final["conditions"]}
+    assert conditions["Ready"] == "True", final["conditions"]
+    report_uri = final["report"]["uri"]
+    report = s3_json(stack, report_uri.rsplit("/", 1)[0] + "/report.json")
+    assert final["recommendation"] == report["recommendation"] | final["recommendation"]
+    for key in ("variant", "instanceType", "instances"):
+        assert final["recommendation"][key] == report["recommendation"][key], key
+    # The pods really ran on the real node, and Prometheus scraped the workers through the chart's
+    # PodMonitor (the client metrics carry the Benchmark's name).
+    assert set(final["nodeInstanceTypes"]) <= {"g6e.2xlarge"}
+    series = stack["prometheus"].query(f'fmbench_requests_total{{benchmark="{name}"}}')
+    assert series, "Prometheus has no client metrics of the run"
+    print(f"two-variant search on the real node: {time.monotonic() - started:.0f}s")
