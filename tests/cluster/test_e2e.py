@@ -11,12 +11,16 @@ report, and the Benchmark's status carries the recommendation.
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import boto3
 import pytest
 import yaml
 
-from fmbench_k8s.local.processes import ManagedProcess
+from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.prometheus import find_prometheus
 from tests.chart.chartkit import CHART, JSON, by_kind, render_objects
 from tests.cluster.fixtures import REAL_NODE, TestCluster
@@ -66,11 +70,17 @@ def _snake(key: str) -> str:
 
 def scrape_configs(pod_monitors: list[JSON], sd: JSON) -> list[JSON]:
     """What the Prometheus Operator generates from PodMonitors, for the fields the chart uses:
-    label selector, namespaces, port name, path, interval, honorLabels and relabelings."""
+    label selector, namespaces, port name, path, honorLabels and relabelings (``sd``: where the
+    pod targets come from)."""
     out = []
     for monitor in pod_monitors:
         spec = monitor["spec"]
         names = spec.get("namespaceSelector", {}).get("matchNames")
+        namespaces = (
+            [{"source_labels": ["__meta_kubernetes_namespace"], "regex": "|".join(names), "action": "keep"}]
+            if names
+            else []
+        )
         selector = spec["selector"]["matchLabels"]
         keep_labels = [
             {
@@ -96,8 +106,8 @@ def scrape_configs(pod_monitors: list[JSON], sd: JSON) -> list[JSON]:
                 "honor_labels": bool(endpoint.get("honorLabels", False)),
                 "metrics_path": endpoint.get("path", "/metrics"),
                 "scrape_interval": "1s",
-                "kubernetes_sd_configs": [{**sd, "role": "pod", **({"namespaces": {"names": names}} if names else {})}],
-                "relabel_configs": relabel,
+                "http_sd_configs": [sd],
+                "relabel_configs": [*namespaces, *relabel],
             }
             out.append(job)
     return out
@@ -107,24 +117,71 @@ def _label(key: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in key)
 
 
+class PodDiscovery:
+    """Kubernetes pod service discovery served over Prometheus's HTTP SD: Debian's Prometheus is
+    built without ``kubernetes_sd_configs``, so the targets and ``__meta_kubernetes_pod_*`` labels
+    it would produce (one target per container port of each running pod) come from the API
+    server's pod list here, and the PodMonitors' relabelings run in Prometheus unchanged."""
+
+    def __init__(self, cluster: TestCluster) -> None:
+        core: Any = cluster.core()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(_targets(core.list_pod_for_all_namespaces().items)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _targets(pods: list[Any]) -> list[JSON]:
+    groups = []
+    for pod in pods:
+        if pod.status.phase != "Running" or not pod.status.pod_ip:
+            continue
+        meta = {
+            "__meta_kubernetes_namespace": pod.metadata.namespace,
+            "__meta_kubernetes_pod_name": pod.metadata.name,
+            "__meta_kubernetes_pod_ip": pod.status.pod_ip,
+            "__meta_kubernetes_pod_node_name": pod.spec.node_name or "",
+            **{f"__meta_kubernetes_pod_label_{_label(k)}": v for k, v in (pod.metadata.labels or {}).items()},
+            **{f"__meta_kubernetes_pod_labelpresent_{_label(k)}": "true" for k in pod.metadata.labels or {}},
+        }
+        for container in pod.spec.containers:
+            for port in container.ports or ():
+                labels = {
+                    **meta,
+                    "__meta_kubernetes_pod_container_name": container.name,
+                    "__meta_kubernetes_pod_container_port_name": port.name or "",
+                    "__meta_kubernetes_pod_container_port_number": str(port.container_port),
+                }
+                groups.append({"targets": [f"{pod.status.pod_ip}:{port.container_port}"], "labels": labels})
+    return groups
+
+
 class Prometheus:
     def __init__(self, cluster: TestCluster, host: str, pod_monitors: list[JSON], workdir: Path) -> None:
         binary = find_prometheus()
         if binary is None:
             pytest.fail("prometheus is not installed (scripts/setup.sh installs Debian's)", pytrace=False)
-        assert cluster.control_plane is not None and cluster.control_plane.pki is not None
         workdir.mkdir(parents=True, exist_ok=True)
-        token = workdir / "token"
-        token.write_text(cluster.control_plane.admin_token)
-        sd = {
-            "api_server": cluster.server,
-            "tls_config": {"ca_file": str(cluster.control_plane.pki.ca_cert)},
-            "authorization": {"credentials_file": str(token)},
-        }
+        self.discovery = PodDiscovery(cluster)
+        sd = {"url": self.discovery.url, "refresh_interval": "1s"}
         config = {"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs(pod_monitors, sd)}
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        from fmbench_k8s.local.processes import free_port
-
         port = free_port()
         self.url = f"http://{host}:{port}"
         self.proc = ManagedProcess(
@@ -137,7 +194,11 @@ class Prometheus:
             ],
             workdir / "prometheus.log",
         )
-        cluster.wait_for(self._ready, timeout=60, description="Prometheus to be ready")
+        cluster.wait_for(self._ready, timeout=60, description=f"Prometheus to be ready (log: {workdir})")
+
+    def stop(self) -> None:
+        self.proc.stop()
+        self.discovery.close()
 
     def _ready(self) -> bool:
         try:
@@ -145,6 +206,12 @@ class Prometheus:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def targets(self) -> list[tuple[str, str, str, str]]:
+        """(job, scrape URL, health, last error) of every target."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets?state=any", timeout=10) as resp:
+            data: JSON = json.load(resp)["data"]
+        return [(t["scrapePool"], t["scrapeUrl"], t["health"], t["lastError"]) for t in data["activeTargets"]]
 
     def query(self, promql: str) -> list[JSON]:
         url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
@@ -156,23 +223,47 @@ class Prometheus:
 # -- fixtures ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class Stack:
+    """The module's namespace (on the real node, with the chart installed), and S3 (moto) and
+    Prometheus on the host end of the node's link."""
+
+    namespace: str
+    s3: MotoS3
+    prometheus: Prometheus
+
+
 @pytest.fixture(scope="module")
-def stack(cluster: TestCluster, real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JSON]:
-    """S3 (moto) and Prometheus on the host end of the real node's link, for the module's runs."""
-    import os
+def stack(cluster: TestCluster, real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    import helm_python as helm
 
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
+    values = chart_values(real_node.images[0].ref)
+    namespace = cluster.create_namespace(f"e2e-{uuid.uuid4().hex[:6]}")
+    core: Any = cluster.core()
+    # Every pod of this namespace runs on the real node (the PodNodeSelector admission plugin); the
+    # kwok nodes would otherwise take some and run nothing.
+    selector = {"scheduler.alpha.kubernetes.io/node-selector": f"kubernetes.io/hostname={REAL_NODE}"}
+    core.patch_namespace(namespace, {"metadata": {"annotations": selector}})
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    secret = {"metadata": {"name": "s3-credentials"}, "stringData": {k: CREDENTIALS[k] for k in keys}}
+    core.create_namespaced_secret(namespace, secret)
     s3 = MotoS3(real_node.network.host_ip)
     s3.up()
     boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    monitors = by_kind(render_objects(chart_values(real_node.images[0].ref)), "PodMonitor")
+    monitors = by_kind(render_objects(values, namespace=namespace, release=RELEASE), "PodMonitor")
     assert len(monitors) == 2, [m["metadata"]["name"] for m in monitors]
     prom = Prometheus(cluster, real_node.network.host_ip, monitors, tmp_path_factory.mktemp("prometheus"))
+    cfg = helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=namespace)
     try:
-        yield {"s3": s3, "prometheus": prom}
+        cfg.install(CHART, RELEASE, values, namespace=namespace, wait="watcher", timeout=300)
+        yield Stack(namespace, s3, prom)
     finally:
-        prom.proc.stop()
+        cfg.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=120)
+        cfg.close()
+        core.delete_namespace(namespace)
+        prom.stop()
         s3.down()
         for k, v in saved.items():
             if v is None:
@@ -182,44 +273,13 @@ def stack(cluster: TestCluster, real_node: RealNode, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture
-def installed(cluster: TestCluster, real_node: RealNode, stack: JSON) -> Iterator[str]:
-    """A namespace on the real node with the chart installed in it; yields the namespace."""
-    import helm_python as helm
-
-    namespace = cluster.create_namespace(f"e2e-{uuid.uuid4().hex[:6]}")
-    core: Any = cluster.core()
-    # Every pod of this namespace runs on the real node (the PodNodeSelector admission plugin); the
-    # kwok nodes would otherwise take some and run nothing.
-    core.patch_namespace(
-        namespace,
-        {
-            "metadata": {
-                "annotations": {"scheduler.alpha.kubernetes.io/node-selector": f"kubernetes.io/hostname={REAL_NODE}"}
-            }
-        },
-    )
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "s3-credentials"},
-            "stringData": {k: CREDENTIALS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
-        },
-    )
-    cfg = helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=namespace)
-    try:
-        cfg.install(
-            CHART, RELEASE, chart_values(real_node.images[0].ref), namespace=namespace, wait="watcher", timeout=300
-        )
-        yield namespace
-    finally:
-        for bench in cluster.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
-            cluster.custom().delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, bench["metadata"]["name"]
-            )
-        _wait_no_pods_but_the_operator(cluster, namespace)
-        cfg.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=120)
-        cfg.close()
-        core.delete_namespace(namespace)
+def run(cluster: TestCluster, stack: Stack) -> Iterator[Stack]:
+    """The stack for one test; the test's Benchmarks and their pods are gone afterwards."""
+    yield stack
+    custom: Any = cluster.custom()
+    for bench in custom.list_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL)["items"]:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, stack.namespace, PLURAL, bench["metadata"]["name"])
+    _wait_no_pods_but_the_operator(cluster, stack.namespace)
 
 
 def _wait_no_pods_but_the_operator(cluster: TestCluster, namespace: str) -> None:
@@ -235,8 +295,8 @@ def _wait_no_pods_but_the_operator(cluster: TestCluster, namespace: str) -> None
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def benchmark(name: str, stack: JSON, variants: list[JSON], **load: Any) -> JSON:
-    s3: MotoS3 = stack["s3"]
+def benchmark(name: str, stack: Stack, variants: list[JSON], **load: Any) -> JSON:
+    s3 = stack.s3
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Benchmark",
@@ -254,7 +314,7 @@ def benchmark(name: str, stack: JSON, variants: list[JSON], **load: Any) -> JSON
                 **load,
             },
             "report": {"s3": {"bucket": BUCKET, "prefix": "e2e", "endpointUrl": s3.endpoint, "region": "us-east-1"}},
-            "prometheus": {"url": stack["prometheus"].url},
+            "prometheus": {"url": stack.prometheus.url},
         },
     }
 
@@ -279,9 +339,9 @@ def wait_phase(cluster: TestCluster, namespace: str, name: str, phases: set[str]
         raise AssertionError(f"{err}\nstatus: {json.dumps(status(cluster, namespace, name), indent=1)}") from None
 
 
-def s3_json(stack: JSON, uri: str) -> JSON:
+def s3_json(stack: Stack, uri: str) -> JSON:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    client = boto3.client("s3", endpoint_url=stack["s3"].endpoint, region_name="us-east-1")
+    client = boto3.client("s3", endpoint_url=stack.s3.endpoint, region_name="us-east-1")
     data: JSON = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     return data
 
@@ -290,27 +350,33 @@ def s3_json(stack: JSON, uri: str) -> JSON:
 
 
 def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recommendation(
-    cluster: TestCluster, installed: str, stack: JSON
+    cluster: TestCluster, run: Stack
 ) -> None:
+    ns = run.namespace
     name = "two-sims"
     variants = [
         {"name": "g5-sim", "instanceType": "g5.2xlarge", "engine": "simulator"},
         {"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator"},
     ]
-    apply(cluster, installed, benchmark(name, stack, variants, concurrency={"min": 1, "max": 4}, maxStages=3))
+    apply(cluster, ns, benchmark(name, run, variants, concurrency={"min": 1, "max": 4}, maxStages=3))
     started = time.monotonic()
-    final = wait_phase(cluster, installed, name, {"Succeeded", "Failed"}, timeout=900)
+    final = wait_phase(cluster, ns, name, {"Succeeded", "Failed"}, timeout=900)
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
     conditions = {c["type"]: c["status"] for c in final["conditions"]}
     assert conditions["Ready"] == "True", final["conditions"]
     report_uri = final["report"]["uri"]
-    report = s3_json(stack, report_uri.rsplit("/", 1)[0] + "/report.json")
-    assert final["recommendation"] == report["recommendation"] | final["recommendation"]
-    for key in ("variant", "instanceType", "instances"):
-        assert final["recommendation"][key] == report["recommendation"][key], key
+    report = s3_json(run, report_uri.rsplit("/", 1)[0] + "/report.json")
+    recommended = final["recommendation"]
+    assert {"variant", "instanceType", "instances", "costPerHour", "costPer1kRequests"} <= set(recommended)
+    assert recommended == {key: report["recommendation"][key] for key in recommended}
     # The pods really ran on the real node, and Prometheus scraped the workers through the chart's
     # PodMonitor (the client metrics carry the Benchmark's name).
-    assert set(final["nodeInstanceTypes"]) <= {"g6e.2xlarge"}
-    series = stack["prometheus"].query(f'fmbench_requests_total{{benchmark="{name}"}}')
-    assert series, "Prometheus has no client metrics of the run"
+    assert [v["nodeInstanceTypes"] for v in final["variants"]] == [["g6e.2xlarge"], ["g6e.2xlarge"]]
+    pods = cluster.core().list_namespaced_pod(ns, label_selector=f"fmbench.io/benchmark={name}").items
+    phases = {(p.metadata.labels["fmbench.io/component"], p.status.phase) for p in pods}
+    assert {("loadgen-master", "Succeeded"), ("loadgen-worker", "Succeeded"), ("analysis", "Succeeded")} <= phases
+    assert {p.spec.node_name for p in pods} == {REAL_NODE}
+    # (the workers are gone: their series are stale now, the range still holds them)
+    series = run.prometheus.query(f'max_over_time(fmbench_requests_total{{benchmark="{name}"}}[15m])')
+    assert series, f"Prometheus has no client metrics of the run; its targets: {run.prometheus.targets()}"
     print(f"two-variant search on the real node: {time.monotonic() - started:.0f}s")

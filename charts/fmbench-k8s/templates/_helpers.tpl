@@ -107,3 +107,10 @@ matchLabels:
 matchExpressions:
   - {key: fmbench.io/component, operator: In, values: [loadgen-master, loadgen-worker]}
 {{- end -}}
+
+{{/* Names of imagePullSecrets, comma-separated: the operator gives them to every pod it runs the image in. */}}
+{{- define "fmbench.pullSecretNames" -}}
+{{- $names := list -}}
+{{- range .Values.imagePullSecrets }}{{ $names = append $names .name }}{{ end -}}
+{{- join "," $names -}}
+{{- end -}}
