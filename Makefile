@@ -6,7 +6,7 @@ OUTPUT ?= results
 # Triaged advisories that do not apply, as --ignore-vuln ID (each with its reason in docs/reliability.md).
 AUDIT_IGNORE ?=
 
-.PHONY: setup run test test-fast lint audit crd docs cluster-build cluster cluster-down bench clean
+.PHONY: setup run test test-fast lint audit crd docs node-deps cluster-build cluster cluster-down bench clean
 
 setup:
 	@scripts/setup.sh
@@ -15,8 +15,9 @@ setup:
 run: setup
 	$(BIN)/fmbench-k8s run $(SPEC) --output $(OUTPUT)
 
-## Every test tier (unit, integration, cluster) plus lint; builds the control plane once.
-test: setup cluster-build lint
+## Every test tier (unit, integration, cluster with its real node) plus lint; builds the cluster's
+## binaries and images once (cached outside the checkout).
+test: setup node-deps cluster-build lint
 	$(BIN)/pytest -q --junitxml=.pytest-results.xml
 
 ## Unit tests only (no processes, no cluster).
@@ -42,7 +43,12 @@ crd: setup
 docs: crd
 	$(BIN)/python -m fmbench_k8s.api.docs > docs/api.md
 
-## The Go-built test control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok).
+## The real node's Debian packages (containerd, runc, CNI plugins, iptables, debootstrap).
+node-deps:
+	tests/cluster/host.sh
+
+## The Go-built test cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok; kubelet,
+## kube-proxy, CoreDNS for the real node).
 cluster-build:
 	tests/cluster/build.sh
 cluster: setup cluster-build

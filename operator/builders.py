@@ -258,6 +258,8 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
             "failureThreshold": 6,
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        # A crash's last log lines land in the pod status, and so in the Benchmark's (observe.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if command is not None:
         container["command"] = command

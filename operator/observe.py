@@ -53,9 +53,15 @@ def diagnose_pods(pods: list[dict[str, Any]], now: datetime, unschedulable_grace
                     return ("InsufficientAccelerators" if accel else "Unschedulable", f"pod {name}: {message}")
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in FATAL_WAITING:
-                return (str(waiting["reason"]), f"pod {name}: {waiting.get('message') or waiting['reason']}")
             last = (cs.get("lastState") or {}).get("terminated") or {}
+            if waiting.get("reason") in FATAL_WAITING:
+                detail = waiting.get("message") or waiting["reason"]
+                if last:  # why it crashed: the exit code and the end of its log (FallbackToLogsOnError)
+                    tail = " | ".join((last.get("message") or "").strip().splitlines()[-3:])[-400:]
+                    detail = f"container {cs.get('name')} exited with code {last.get('exitCode')}" + (
+                        f": {tail}" if tail else ""
+                    )
+                return (str(waiting["reason"]), f"pod {name}: {detail}")
             if last.get("reason") == "OOMKilled":
                 return ("OOMKilled", f"pod {name}: container {cs.get('name')} was OOMKilled; choose a larger instance")
     return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import sys
 import threading
 import time
 import urllib.parse
@@ -41,6 +42,7 @@ RELEASE = "fmb"
 BUCKET = "results"
 GROUP, VERSION, PLURAL = "fmbench.io", "v1alpha1", "benchmarks"
 # Small requests: the node has this machine's two cores for the operator and every run pod.
+CLI = str(Path(sys.executable).parent / "fmbench-k8s")
 SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
 
 
@@ -380,3 +382,97 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
     series = run.prometheus.query(f'max_over_time(fmbench_requests_total{{benchmark="{name}"}}[15m])')
     assert series, f"Prometheus has no client metrics of the run; its targets: {run.prometheus.targets()}"
     print(f"two-variant search on the real node: {time.monotonic() - started:.0f}s")
+
+
+def test_an_existing_endpoint_is_benchmarked_from_the_pods(cluster: TestCluster, run: Stack, tmp_path: Path) -> None:
+    """An ``endpoint:`` variant: no model server is deployed; the load generator pods reach an
+    OpenAI-compatible server outside the cluster (the simulator on the host end of the link)."""
+    host = run.s3.host
+    port = free_port()
+    server = ManagedProcess(
+        "simulator",
+        [CLI, "simulate", "--host", host, "--port", str(port), "--profile", "g6e.2xlarge", "--model", "sim"],
+        tmp_path / "simulator.log",
+    )
+    try:
+        cluster.wait_for(lambda: _answers(f"http://{host}:{port}/health"), timeout=60, description="the simulator")
+        variant = {
+            "name": "outside",
+            "endpoint": {"api": "openai-chat", "url": f"http://{host}:{port}/v1", "model": "sim"},
+            "instanceType": "g6e.2xlarge",
+        }
+        apply(cluster, run.namespace, benchmark("outside", run, [variant], mode="fixed", concurrency={"levels": [2]}))
+        final = wait_phase(cluster, run.namespace, "outside", {"Succeeded", "Failed"}, timeout=600)
+    finally:
+        server.stop()
+    assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
+    assert final["recommendation"]["variant"] == "outside"
+    kinds = {d.metadata.name for d in cluster.apps().list_namespaced_deployment(run.namespace).items}
+    assert not any(k.startswith("outside-") for k in kinds), kinds
+
+
+def test_a_model_server_that_cannot_start_fails_the_run_with_its_reason(cluster: TestCluster, run: Stack) -> None:
+    variant = {"name": "broken", "instanceType": "g6e.2xlarge", "engine": "simulator", "args": ["--no-such-flag"]}
+    apply(cluster, run.namespace, benchmark("broken", run, [variant], mode="fixed", concurrency={"levels": [1]}))
+    started = time.monotonic()
+    final = wait_phase(cluster, run.namespace, "broken", {"Failed", "Succeeded"}, timeout=120)
+    elapsed = time.monotonic() - started
+    assert final["phase"] == "Failed", json.dumps(final, indent=1)
+    # The reason, the exit code and the program's own complaint, not a readiness timeout much later.
+    assert "CrashLoopBackOff" in final["message"] and "exited with code 2" in final["message"], final["message"]
+    assert "--no-such-flag" in final["message"], final["message"]
+    print(f"crashing model server reported in {elapsed:.0f}s")
+
+
+def test_a_benchmark_deleted_mid_run_leaves_nothing_behind(
+    cluster: TestCluster, run: Stack, real_node: RealNode
+) -> None:
+    variant = {"name": "doomed", "instanceType": "g6e.2xlarge", "engine": "simulator"}
+    body = benchmark("doomed", run, [variant], mode="fixed", concurrency={"levels": [2]}, stageDuration="5m")
+    apply(cluster, run.namespace, body)
+    wait_phase(cluster, run.namespace, "doomed", {"Running"}, timeout=300)
+    core: Any = cluster.core()
+
+    def load_running() -> bool:
+        pods = core.list_namespaced_pod(run.namespace, label_selector="fmbench.io/component=loadgen-worker").items
+        return any(p.status.phase == "Running" for p in pods)
+
+    cluster.wait_for(load_running, timeout=120, description="the load generator to run")
+    cluster.custom().delete_namespaced_custom_object(GROUP, VERSION, run.namespace, PLURAL, "doomed")
+    selector = "fmbench.io/benchmark=doomed"
+
+    def all_gone() -> bool:
+        kinds = (
+            core.list_namespaced_pod(run.namespace, label_selector=selector).items,
+            core.list_namespaced_service(run.namespace, label_selector=selector).items,
+            core.list_namespaced_config_map(run.namespace, label_selector=selector).items,
+            cluster.apps().list_namespaced_deployment(run.namespace, label_selector=selector).items,
+            cluster.batch().list_namespaced_job(run.namespace, label_selector=selector).items,
+        )
+        return not any(kinds)
+
+    cluster.wait_for(all_gone, timeout=120, description="every child of the deleted Benchmark to be gone")
+
+    # ... and on the node: no container of the run is left in containerd.
+    def no_containers() -> bool:
+        return not [pod for pod in _node_pods(real_node, run.namespace) if pod.startswith("doomed-")]
+
+    cluster.wait_for(no_containers, timeout=60, description="the run's containers to leave the node")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _node_pods(node: RealNode, namespace: str) -> set[str]:
+    """Pods of ``namespace`` that still have a container (or sandbox) in the node's containerd."""
+    out = set()
+    for cid in node.ctr("containers", "ls", "-q").stdout.split():
+        labels = json.loads(node.ctr("containers", "info", cid).stdout).get("Labels") or {}
+        if labels.get("io.kubernetes.pod.namespace") == namespace:
+            out.add(labels.get("io.kubernetes.pod.name", cid))
+    return out
