@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--web-port", type=int, help="serve Locust's web UI on this port")
     mp.add_argument("--metrics-port", type=int, help="Prometheus exporter port (stage and target gauges)")
     mp.add_argument("--progress-file", type=Path, help="append progress JSON lines here instead of stdout")
+    mp.add_argument(
+        "--outcome-file", type=Path, help="write the one-line outcome here at exit (in a pod: its termination message)"
+    )
     wp = sub.add_parser("worker", help="send this worker's share of each stage's load; write records")
     _common(wp)
     wp.add_argument("--master-host", required=True)
@@ -150,8 +153,12 @@ def run_master(args: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGINT, on_signal)
     gevent.signal_handler(signal.SIGTERM, on_signal)
     code = master.run()
-    if code not in (0, EXIT_INTERRUPTED):
-        print(f"loadgen master: {master.notes[-1] if master.notes else 'failed'}", file=sys.stderr, flush=True)
+    outcome = "completed" if code == 0 else "interrupted" if code == EXIT_INTERRUPTED else None
+    if outcome is None:
+        outcome = master.notes[-1] if master.notes else f"failed (exit code {code})"
+        print(f"loadgen master: {outcome}", file=sys.stderr, flush=True)
+    if args.outcome_file is not None:
+        args.outcome_file.write_text(outcome + "\n")
     runner.quit()
     if exporter is not None:
         exporter.stop()

@@ -436,6 +436,8 @@ def loadgen_master_job(
         str(LOCUST_PORT),
         "--expect-workers",
         str(bench.spec.load.workers),
+        "--outcome-file",
+        TERMINATION_LOG,  # the reason a run failed, as one line in the status (not the log's tail)
     ]
     if variant.endpoint is None:
         # How long to wait for a model server that went away mid-run (load.endpointRetries): a

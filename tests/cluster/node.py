@@ -143,8 +143,8 @@ class NodeNetwork:
         _run(["ip", "link", "delete", self.host_if], check=False)
 
 
-def _host_networks() -> list[ipaddress.IPv4Network]:
-    out: list[ipaddress.IPv4Network] = []
+def _host_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for addr in json.loads(_run(["ip", "-j", "-4", "addr"]).stdout or "[]"):
         for info in addr.get("addr_info", []):
             out.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))
@@ -328,7 +328,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _authorize_coredns(self, admin: Any) -> None:
         from kubernetes import client
 
-        rbac = client.RbacAuthorizationV1Api(admin)
+        rbac: Any = client.RbacAuthorizationV1Api(admin)
         name = "fmbench:coredns"
         role = {"metadata": {"name": name}, "rules": COREDNS_RULES}
         binding = {
@@ -440,7 +440,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _wait_ready(self, admin: Any, deadline: float) -> None:
         from kubernetes import client
 
-        core = client.CoreV1Api(admin)
+        core: Any = client.CoreV1Api(admin)
         kubelet = next(c for c in self.components if c.name == "kubelet")
 
         def ready() -> bool:

@@ -476,3 +476,19 @@ def _node_pods(node: RealNode, namespace: str) -> set[str]:
         if labels.get("io.kubernetes.pod.namespace") == namespace:
             out.add(labels.get("io.kubernetes.pod.name", cid))
     return out
+
+
+def test_a_wrong_endpoint_fails_the_run_with_one_line_that_says_why(cluster: TestCluster, run: Stack) -> None:
+    """The master's outcome, not its log, is the status message (its termination message)."""
+    host = run.s3.host
+    variant = {
+        "name": "wrong",
+        "endpoint": {"api": "openai-chat", "url": f"{run.s3.endpoint}/v1", "model": "none"},  # S3, not a model
+        "instanceType": "g6e.2xlarge",
+    }
+    apply(cluster, run.namespace, benchmark("wrong", run, [variant], mode="fixed", concurrency={"levels": [1]}))
+    final = wait_phase(cluster, run.namespace, "wrong", {"Failed", "Succeeded"}, timeout=300)
+    assert final["phase"] == "Failed", json.dumps(final, indent=1)
+    message = final["message"]
+    assert "endpoint unreachable" in message and "\n" not in message.strip(), message
+    assert host in json.dumps(final) or "http_" in message, message
