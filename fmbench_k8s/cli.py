@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import SpecError, is_benchmark_document, load_documents, parse_benchmark
+from fmbench_k8s.engines import cluster_problems, simulator_profile_problems
 
 if TYPE_CHECKING:
     from fmbench_k8s.analysis.pricing import PriceTable
@@ -25,7 +26,10 @@ def _validate(args: argparse.Namespace) -> int:
             if not docs:
                 raise SpecError(str(path), ["document: no fmbench.io Benchmark found in the file"])
             for doc in docs:
-                parse_benchmark(doc, str(path))
+                bench = parse_benchmark(doc, str(path))
+                problems = simulator_profile_problems(bench) if args.local else cluster_problems(bench)
+                if problems:
+                    raise SpecError(str(path), problems)
         except SpecError as err:
             failed += 1
             for problem in err.problems:
@@ -172,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fmbench-k8s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="check Benchmark YAML files offline (same rules as the API server)")
+    p = sub.add_parser(
+        "validate", help="check Benchmark YAML files offline (the rules of the API server and the operator)"
+    )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--local", action="store_true", help="only what `fmbench-k8s run` needs (no report.s3)")
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p.set_defaults(func=_validate)
 

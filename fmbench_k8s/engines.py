@@ -62,6 +62,18 @@ def simulator_profile_problems(bench: Benchmark) -> list[str]:
     ]
 
 
+def cluster_problems(bench: Benchmark) -> list[str]:
+    """Why the operator would refuse ``bench`` (InvalidSpec) although its schema is valid; one home
+    for the rules ``validate`` and the operator apply."""
+    problems = simulator_profile_problems(bench)
+    if bench.spec.report.s3 is None:
+        problems.append(
+            "spec.report.s3: required on a cluster (records and the report go to S3); add "
+            "report: {s3: {bucket: YOUR-BUCKET}} (only `fmbench-k8s run` works without it)"
+        )
+    return problems
+
+
 def variant_api(variant: Variant) -> str:
     """The wire API the load generator uses for ``variant``."""
     if variant.endpoint is not None:

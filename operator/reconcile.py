@@ -16,7 +16,7 @@ from typing import Any
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.status import TERMINAL_PHASES
 from fmbench_k8s.durations import parse_duration
-from fmbench_k8s.engines import simulator_profile_problems
+from fmbench_k8s.engines import cluster_problems
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.builders import OperatorConfig
 
@@ -154,9 +154,7 @@ class _Machine:
         return False
 
     def pending(self) -> None:
-        problems = simulator_profile_problems(self.bench)
-        if self.bench.spec.report.s3 is None:
-            problems.append("spec.report.s3: required on a cluster (records and the report go to S3)")
+        problems = cluster_problems(self.bench)
         if problems:
             self.fail("InvalidSpec", "; ".join(problems))
             return

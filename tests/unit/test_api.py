@@ -26,7 +26,16 @@ def test_the_repository_has_samples_for_every_kind_of_variant() -> None:
 
 @pytest.mark.parametrize("path", repo_benchmark_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_benchmark_yaml_in_the_repo_is_valid(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    """Samples for the cluster pass the operator's rules too; examples/ are for `fmbench-k8s run`."""
+    local = ["--local"] if path.is_relative_to(REPO / "examples") else []
+    assert main(["validate", *local, str(path)]) == 0, capsys.readouterr().err
+
+
+def test_validate_refuses_what_the_operator_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = REPO / "examples" / "quickstart.yaml"
+    assert main(["validate", str(quickstart)]) == 1
+    assert "spec.report.s3: required on a cluster" in capsys.readouterr().err
+    assert main(["validate", "--local", str(quickstart)]) == 0
 
 
 def test_the_corpus_is_large_enough() -> None:

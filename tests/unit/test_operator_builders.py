@@ -140,7 +140,7 @@ def test_child_names_are_deterministic_and_fit_a_dns_label() -> None:
 
 
 def test_cluster_runs_need_s3() -> None:
-    bench = _bench("crds/samples/simulator-cluster.yaml")
+    bench = _bench("examples/quickstart.yaml")
     with pytest.raises(ValueError, match=r"spec.report.s3: required on a cluster"):
         builders.run_uri(bench, "r")
 

@@ -183,6 +183,7 @@ def test_run_deadline_and_missing_s3() -> None:
     assert d.status["phase"] == "Failed" and "spec.timeouts.run" in d.status["message"]
 
     doc = yaml.safe_load((REPO / "crds/samples/simulator-cluster.yaml").read_text())
+    del doc["spec"]["report"]
     d = _step(parse_benchmark(doc), {})
     assert d.status["phase"] == "Failed" and "spec.report.s3" in d.status["message"]
 
