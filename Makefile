@@ -51,7 +51,9 @@ node-deps:
 ## kube-proxy, CoreDNS for the real node).
 cluster-build:
 	tests/cluster/build.sh
-cluster: setup cluster-build
+## A local cluster: control plane, kwok nodes, a real node with the project's image, a local S3
+## (docs/install.md, "Try it on a local cluster").
+cluster: setup node-deps cluster-build
 	$(BIN)/python tests/cluster/controlplane.py up
 cluster-down:
 	$(BIN)/python tests/cluster/controlplane.py down

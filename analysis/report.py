@@ -265,6 +265,39 @@ def _cap(text: str | None) -> str | None:
     return text if text is None or len(text) <= _TEXT_CAP else text[: _TEXT_CAP - 1] + "…"
 
 
+TERMINATION_MESSAGE_BYTES: Final = 4096  # what the kubelet keeps of a termination message
+
+
+def termination_summary(full: Mapping[str, Any], limit: int = TERMINATION_MESSAGE_BYTES) -> str:
+    """The part of a :func:`summary` the operator reads, as JSON of at most ``limit`` bytes for any
+    number of variants the spec allows: first the notes go, then the variants' reasons shrink and
+    go (the full report keeps them all). Raises ValueError if even that does not fit."""
+    compact = {k: full[k] for k in ("benchmark", "runId", "partial", "reportUri", "recommendation")}
+    variants = [
+        {k: v[k] for k in ("name", "stages", "maxConcurrencyMeetingSlo", "reason")}
+        for v in full["variants"]
+    ]
+    attempts = [
+        {**compact, "variants": variants, "notes": full["notes"]},
+        {**compact, "variants": variants},
+        *(
+            {**compact, "variants": [{**v, "reason": _shorten(v["reason"], cap)} for v in variants]}
+            for cap in (80, 30, 0)
+        ),
+    ]
+    for attempt in attempts:
+        text = json.dumps(attempt, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode()) <= limit:
+            return text
+    raise ValueError(f"the analysis summary does not fit a termination message ({limit} bytes)")
+
+
+def _shorten(text: str | None, cap: int) -> str | None:
+    if text is None or len(text) <= cap:
+        return text
+    return text[: cap - 1] + "…" if cap else None
+
+
 def summary(doc: Mapping[str, Any], report_uri: str, json_uri: str) -> dict[str, Any]:
     """What the CLI prints and the operator copies into status: small on purpose."""
     return {

@@ -92,6 +92,7 @@ def _analyze(args: argparse.Namespace) -> int:
     import json
 
     from fmbench_k8s.analysis.metrics import AccountingError
+    from fmbench_k8s.analysis.report import termination_summary
     from fmbench_k8s.analysis.run import analyze_run
     from fmbench_k8s.api.benchmark import load_benchmark
     from fmbench_k8s.storage import open_storage, patient
@@ -124,10 +125,9 @@ def _analyze(args: argparse.Namespace) -> int:
     except (AccountingError, ValueError, OSError) as err:
         print(f"analyze: {err}", file=sys.stderr)
         return 1
-    text = json.dumps(summary, separators=(",", ":"))
     if args.summary_file:
         # The operator reads this as the pod's termination message (at most 4 KiB).
-        args.summary_file.write_text(text)
+        args.summary_file.write_text(termination_summary(summary))
     print(json.dumps(summary, indent=2))
     return 0
 

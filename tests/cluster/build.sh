@@ -2,7 +2,8 @@
 # Build the pinned binaries of the test cluster:
 #   control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
 #   real node:     kubelet, kube-proxy, coredns
-# from the Go module proxy (modules in tests/cluster/go/{kube,kwok,coredns}).
+#   clients:       kubectl, helm (docs/install.md's commands, run as written by a test)
+# from the Go module proxy (modules in tests/cluster/go/{kube,kwok,coredns,helm}).
 #
 # Binaries go to a cache OUTSIDE the checkout, keyed by the pinned versions:
 #   ${FMBENCH_CLUSTER_CACHE:-$HOME/.cache/fmbench-k8s/cluster}/<key>/bin/
@@ -17,6 +18,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KUBE_MOD="$HERE/go/kube"
 KWOK_MOD="$HERE/go/kwok"
 DNS_MOD="$HERE/go/coredns"
+HELM_MOD="$HERE/go/helm"
 MIN_GO_MINOR=26   # go.mod of k8s.io/kubernetes v1.36 and kwok v0.8 need go >= 1.26
 
 log() { printf '[cluster-build] %s\n' "$*" >&2; }
@@ -31,22 +33,24 @@ K8S_VERSION="$(modver "$KUBE_MOD/go.mod" k8s.io/kubernetes)"
 ETCD_VERSION="$(modver "$KUBE_MOD/go.mod" go.etcd.io/etcd/server/v3)"
 KWOK_VERSION="$(modver "$KWOK_MOD/go.mod" sigs.k8s.io/kwok)"
 DNS_VERSION="$(modver "$DNS_MOD/go.mod" github.com/coredns/coredns)"
-[[ -n "$K8S_VERSION" && -n "$ETCD_VERSION" && -n "$KWOK_VERSION" && -n "$DNS_VERSION" ]] ||
+HELM_VERSION="$(modver "$HELM_MOD/go.mod" helm.sh/helm/v3)"
+[[ -n "$K8S_VERSION" && -n "$ETCD_VERSION" && -n "$KWOK_VERSION" && -n "$DNS_VERSION" && -n "$HELM_VERSION" ]] ||
     die "could not read pinned versions from the go.mod files under $HERE/go"
 
 hash_inputs() {
     cat "$KUBE_MOD/go.mod" "$KUBE_MOD/go.sum" "$KUBE_MOD/tools.go" \
         "$KWOK_MOD/go.mod" "$KWOK_MOD/go.sum" "$KWOK_MOD/tools.go" \
-        "$DNS_MOD/go.mod" "$DNS_MOD/go.sum" "$DNS_MOD/tools.go" 2>/dev/null
+        "$DNS_MOD/go.mod" "$DNS_MOD/go.sum" "$DNS_MOD/tools.go" \
+        "$HELM_MOD/go.mod" "$HELM_MOD/go.sum" "$HELM_MOD/tools.go" 2>/dev/null
     # The build recipe below is part of the key too.
     sed -n '/^# --- build recipe ---$/,$p' "${BASH_SOURCE[0]}"
 }
 INPUT_HASH="$(hash_inputs | sha256sum | cut -c1-12)"
-KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_coredns-${DNS_VERSION}_${INPUT_HASH}"
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_coredns-${DNS_VERSION}_helm-${HELM_VERSION}_${INPUT_HASH}"
 CACHE_ROOT="${FMBENCH_CLUSTER_CACHE:-$HOME/.cache/fmbench-k8s/cluster}"
 OUT="$CACHE_ROOT/$KEY"
 BIN="$OUT/bin"
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubelet kube-proxy coredns)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubelet kube-proxy coredns kubectl helm)
 
 if [[ "${1:-}" == "--print-bin-dir" ]]; then
     echo "$BIN"
@@ -100,7 +104,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     K8S_LDFLAGS+=" -X $pkg.gitTreeState=clean"
 done
 
-log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, CoreDNS $DNS_VERSION with $GO_VERSION"
+log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, CoreDNS $DNS_VERSION, Helm $HELM_VERSION with $GO_VERSION"
 log "output: $BIN"
 start_all=$SECONDS
 
@@ -116,10 +120,12 @@ build() { # build <module dir> <output> <ldflags> <package...>
 
 build "$KWOK_MOD" "$STAGE/kwok" "-s -w" sigs.k8s.io/kwok/cmd/kwok
 build "$KUBE_MOD" "$STAGE/etcd" "-s -w" go.etcd.io/etcd/server/v3
-for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
     build "$KUBE_MOD" "$STAGE/$b" "$K8S_LDFLAGS" "k8s.io/kubernetes/cmd/$b"
 done
 build "$DNS_MOD" "$STAGE/coredns" "-s -w" github.com/coredns/coredns
+build "$HELM_MOD" "$STAGE/helm" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    helm.sh/helm/v3/cmd/helm
 
 rm -rf "$BIN"
 mv "$STAGE" "$BIN"
@@ -129,6 +135,7 @@ kubernetes $K8S_VERSION
 etcd $ETCD_VERSION
 kwok $KWOK_VERSION
 coredns $DNS_VERSION
+helm $HELM_VERSION
 go $GO_VERSION
 EOF
 touch "$OUT/.complete"

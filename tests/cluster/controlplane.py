@@ -731,7 +731,9 @@ def running_control_plane(
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from tests.cluster import devcluster
     from tests.cluster.clusterkit import Cluster, create_nodes, load_node_groups
+    from tests.cluster.node import NodeNetwork
 
     state_dir = Path(args.state_dir)
     if (state_dir / STATE_FILE).exists():
@@ -744,38 +746,62 @@ def _cmd_up(args: argparse.Namespace) -> int:
     bin_dir = build_binaries()
     t_build = time.monotonic() - t0
     kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
-    cp = ControlPlane(bin_dir, state_dir, kubeconfig, die_with_parent=False)
+    real = not args.no_real_node
+    if real and (why := devcluster.can_run_a_real_node()):
+        raise ControlPlaneError(f"{why}; or start without it: --no-real-node")
+    network = NodeNetwork.create() if real else None
+    cp = ControlPlane(
+        bin_dir,
+        state_dir,
+        kubeconfig,
+        die_with_parent=False,
+        address=network.host_ip if network else "127.0.0.1",
+        identities=devcluster.identities() if network else None,
+    )
     print(f"starting control plane (logs: {cp.log_dir}) ...", file=sys.stderr)
-    cp.start()
     nodes: list[str] = []
-    if not args.no_nodes:
+    cluster = None
+    try:
+        cp.start()
         cluster = Cluster(cp.kubeconfig)
-        try:
+        if not args.no_nodes:
             nodes = create_nodes(cluster.admin, load_node_groups(args.nodes))
-        except BaseException:
-            cp.stop()
-            raise
-        finally:
+        if network is not None:
+            print("starting the real node, its image and a local S3 (minutes the first time) ...", file=sys.stderr)
+            values = devcluster.start(cp, network, state_dir, cluster.admin)
+    except BaseException:
+        devcluster.stop(cp, state_dir)
+        cp.stop()
+        if network is not None:
+            network.delete()
+        raise
+    finally:
+        if cluster is not None:
             cluster.close()
     total = time.monotonic() - t0
     print(
-        f"control plane up at {cp.server}: {len(nodes)} kwok nodes; "
+        f"control plane up at {cp.server}: {len(nodes)} kwok nodes{', 1 real node' if network else ''}; "
         f"build check {t_build:.1f}s, start {cp.startup_seconds:.1f}s, total {total:.1f}s",
         file=sys.stderr,
     )
+    if network is not None:
+        print(f"chart values for this cluster: {values}", file=sys.stderr)
     print(f"export KUBECONFIG={cp.kubeconfig}")
     return 0
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
+    from tests.cluster import devcluster
+
     state_dir = Path(args.state_dir)
     if not (state_dir / STATE_FILE).exists():
         print(f"no control plane running (no {state_dir / STATE_FILE})", file=sys.stderr)
         return 0
     cp = ControlPlane.attach(state_dir)
     components = list(cp.components)
+    left = devcluster.stop(cp, state_dir)
     cp.stop()
-    left = [c.name for c in components if c.alive()]
+    left += [c.name for c in components if c.alive()]
     print("control plane stopped" if not left else f"still running: {left}", file=sys.stderr)
     return 0 if not left else 1
 
@@ -808,6 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--kubeconfig", help="where to write the admin kubeconfig (default: <state-dir>/kubeconfig)")
     up.add_argument("--nodes", default=str(HERE / "nodes.yaml"), help="node groups YAML (default: %(default)s)")
     up.add_argument("--no-nodes", action="store_true", help="do not create kwok nodes")
+    up.add_argument("--no-real-node", action="store_true", help="no real node (needs no root; nothing runs)")
     sub.add_parser("down", help="stop a control plane started with 'up'")
     sub.add_parser("status", help="show the components of a control plane started with 'up'")
     args = parser.parse_args(argv)

@@ -27,26 +27,10 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster.clusterkit import Cluster, NodeGroup, load_node_groups
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError, build_binaries
 from tests.cluster.images import ImageError, pause_image, project_image
-from tests.cluster.node import NodeNetwork, NodeShape, RealNode
+from tests.cluster.node import GPU_NODE_SHAPE, NodeNetwork, RealNode
 
 REAL_NODE = "fmbench-real-0"
 SPARE_NODE = "fmbench-real-1"  # a second node a test may start and stop (identities exist for both)
-# The real node presents itself as an EKS g6e.2xlarge GPU node (labels and one nvidia.com/gpu), so
-# the operator's pods for a GPU variant schedule there unchanged; it is not tainted, so that the
-# run's CPU pods (load generators, analysis, the operator) share it as they share a node group.
-REAL_NODE_SHAPE = NodeShape(
-    labels={
-        "node.kubernetes.io/instance-type": "g6e.2xlarge",
-        "eks.amazonaws.com/nodegroup": "real-g6e-2xlarge",
-        "eks.amazonaws.com/capacityType": "ON_DEMAND",
-        "karpenter.sh/capacity-type": "on-demand",
-        "topology.kubernetes.io/zone": "us-west-2a",
-        "topology.kubernetes.io/region": "us-west-2",
-        "nvidia.com/gpu.product": "NVIDIA-L40S",
-        "fmbench.io/real-node": "true",
-    },
-    extended_resources={"nvidia.com/gpu": "1"},
-)
 
 
 class TestCluster(Cluster):
@@ -131,7 +115,7 @@ def real_node(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
     if error:
         pytest.fail(error, pytrace=False)
     node = RealNode(
-        REAL_NODE, cluster.network, cluster.control_plane, tmp_path_factory.mktemp("node"), shape=REAL_NODE_SHAPE
+        REAL_NODE, cluster.network, cluster.control_plane, tmp_path_factory.mktemp("node"), shape=GPU_NODE_SHAPE
     )
     try:
         node.start(images, pause, cluster.admin, timeout=180)

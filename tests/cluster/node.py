@@ -167,9 +167,29 @@ class NodeShape:
     extended_resources: dict[str, str] = field(default_factory=dict)
 
 
+# The node presents itself as an EKS g6e.2xlarge GPU node (labels and one nvidia.com/gpu), so the
+# operator's pods for a GPU variant schedule there unchanged; it is not tainted, so that the run's
+# CPU pods (load generators, analysis, the operator) share it as they share a node group.
+GPU_NODE_SHAPE = NodeShape(
+    labels={
+        "node.kubernetes.io/instance-type": "g6e.2xlarge",
+        "eks.amazonaws.com/nodegroup": "real-g6e-2xlarge",
+        "eks.amazonaws.com/capacityType": "ON_DEMAND",
+        "karpenter.sh/capacity-type": "on-demand",
+        "topology.kubernetes.io/zone": "us-west-2a",
+        "topology.kubernetes.io/region": "us-west-2",
+        "nvidia.com/gpu.product": "NVIDIA-L40S",
+        "fmbench.io/real-node": "true",
+    },
+    extended_resources={"nvidia.com/gpu": "1"},
+)
+STATE_FILE = "node.json"
+
+
 class RealNode:
     """One real node against ``control_plane`` (started with ``address=network.host_ip`` and the
-    identities of :func:`identities`)."""
+    identities of :func:`identities`). ``die_with_parent`` as for the control plane: off for
+    ``make cluster``, whose node outlives the command (:meth:`attach` finds it again)."""
 
     def __init__(
         self,
@@ -179,12 +199,14 @@ class RealNode:
         state_dir: Path,
         *,
         shape: NodeShape | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.name = name
         self.network = network
         self.cp = control_plane
         self.state_dir = Path(state_dir).resolve()
         self.shape = shape or NodeShape()
+        self.die_with_parent = die_with_parent
         self.components: list[Component] = []
         self.images: list[Image] = []
         self.containerd_sock = self.state_dir / "containerd" / "containerd.sock"
@@ -219,6 +241,7 @@ class RealNode:
             for image in (pause, *images):
                 import_image(image, str(self.containerd_sock))
             self.images = list(images)
+            self._save()
             self._authorize_coredns(admin)
             self._start_kubelet()
             self._start_kube_proxy()
@@ -243,11 +266,33 @@ class RealNode:
                 stderr=subprocess.STDOUT,
                 cwd=self.state_dir,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         comp = Component(name=name, binary=args[0], pid=popen.pid, log=log, popen=popen, args=tuple(args))
         self.components.append(comp)
+        self._save()
         return comp
+
+    def _save(self) -> None:
+        state = {
+            "name": self.name,
+            "index": self.network.index,
+            "images": [[i.ref, str(i.archive)] for i in self.images],
+            "components": [c.to_json() for c in self.components],
+        }
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+
+    @classmethod
+    def attach(cls, state_dir: Path, control_plane: ControlPlane) -> RealNode:
+        """A handle on a node started earlier by another process (``make cluster``)."""
+        state = json.loads((Path(state_dir) / STATE_FILE).read_text())
+        node = cls(state["name"], NodeNetwork(int(state["index"])), control_plane, state_dir, die_with_parent=False)
+        node.images = [Image(ref, Path(archive)) for ref, archive in state["images"]]
+        node.components = [
+            Component(name=c["name"], binary=c["binary"], pid=int(c["pid"]), log=Path(c["log"]))
+            for c in state["components"]
+        ]
+        return node
 
     def _wait(self, what: str, ok: Any, deadline: float, comp: Component | None = None) -> None:
         while not ok():
@@ -485,6 +530,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         _unmount_under(self.state_dir)
         self.network.delete()
         self.components = []
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
     def _remove_containers(self) -> None:
         tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()

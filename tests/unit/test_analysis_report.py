@@ -240,3 +240,37 @@ def test_rows_in_another_stages_shard_are_still_counted_once(tmp_path: Path) -> 
     (tmp_path / "records" / "g5" / "000-w1-00000.parquet").rename(tmp_path / "records" / "g5" / "001-w7-00000.parquet")
     analyze_run(spec, storage, benchmark="demo", run_id="r", plots=False)
     assert [(s["stage"], s["requests"]) for s in load_report(storage)["variants"][0]["stages"]] == expected
+
+
+def test_the_termination_summary_fits_4_kib_for_the_most_variants_a_spec_allows() -> None:
+    """The operator reads the analysis summary from a termination message, which the kubelet cuts
+    at 4096 bytes: with 32 variants of 40-character names and long reasons it still parses, and
+    keeps the recommendation and every variant's c*."""
+    from fmbench_k8s.analysis.report import termination_summary
+
+    names = [f"{i:02d}-" + "v" * 37 for i in range(32)]
+    full = {
+        "benchmark": "b" * 63,
+        "runId": "20261201-120000-abcdef",
+        "partial": False,
+        "reportUri": "s3://bucket/" + "p" * 200 + "/report.html",
+        "reportJsonUri": "s3://bucket/" + "p" * 200 + "/report.json",
+        "recommendation": {"variant": names[3], "instanceType": "g6e.2xlarge", "instances": 3,
+                           "costPerHour": 6.726, "costPer1kRequests": 0.0623, "latencySeconds": 1.4},
+        "variants": [
+            {"name": n, "instanceType": "g6e.2xlarge", "meetsSlo": i % 2 == 0, "stages": 12,
+             "maxConcurrencyMeetingSlo": 16.0 + i, "throughputRpmAtSlo": 900.0, "latencyAtSloSeconds": 1.2,
+             "instancesNeeded": 3, "costPerHour": 6.7, "costPer1kRequests": 0.06, "reason": "x" * 199 + "…"}
+            for i, n in enumerate(names)
+        ],
+        "notes": ["n" * 199 + "…"] * 5,
+    }  # fmt: skip
+    text = termination_summary(full)
+    assert len(text.encode()) <= 4096
+    parsed = json.loads(text)
+    assert parsed["recommendation"] == full["recommendation"]
+    assert [v["maxConcurrencyMeetingSlo"] for v in parsed["variants"]] == [16.0 + i for i in range(32)]
+    # A small summary keeps everything the operator reads, reasons and notes included.
+    small = {**full, "variants": full["variants"][:2], "notes": ["a note"]}
+    kept = json.loads(termination_summary(small))
+    assert kept["notes"] == ["a note"] and kept["variants"][0]["reason"] == full["variants"][0]["reason"]
