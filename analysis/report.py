@@ -273,10 +273,7 @@ def termination_summary(full: Mapping[str, Any], limit: int = TERMINATION_MESSAG
     number of variants the spec allows: first the notes go, then the variants' reasons shrink and
     go (the full report keeps them all). Raises ValueError if even that does not fit."""
     compact = {k: full[k] for k in ("benchmark", "runId", "partial", "reportUri", "recommendation")}
-    variants = [
-        {k: v[k] for k in ("name", "stages", "maxConcurrencyMeetingSlo", "reason")}
-        for v in full["variants"]
-    ]
+    variants = [{k: v[k] for k in ("name", "stages", "maxConcurrencyMeetingSlo", "reason")} for v in full["variants"]]
     attempts = [
         {**compact, "variants": variants, "notes": full["notes"]},
         {**compact, "variants": variants},

@@ -67,6 +67,16 @@ def diagnose_pods(pods: list[dict[str, Any]], now: datetime, unschedulable_grace
     return None
 
 
+def diagnose_deployment(dep: dict[str, Any] | None) -> tuple[str, str] | None:
+    """Pods the ReplicaSet could not even create (admission, quota, a rejected pod spec): the
+    Deployment's ReplicaFailure condition carries the API server's answer; no pod will say it."""
+    for cond in ((dep or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            name = (dep or {}).get("metadata", {}).get("name", "?")
+            return ("FailedCreate", f"deployment {name}: {cond.get('message') or cond.get('reason')}")
+    return None
+
+
 def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobState | None:
     """A Job's outcome; ``message`` is the failure reason or the first pod's termination message."""
     if job is None:
@@ -145,7 +155,7 @@ def observe(
             dep = reader.deployment(ns, builders.server_name(bench, v))
             ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
             pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "server"})
-            problem = diagnose_pods(pods, now, unschedulable_grace_s)
+            problem = diagnose_pods(pods, now, unschedulable_grace_s) or diagnose_deployment(dep)
             nodes = sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))})
             types = tuple(sorted({t for n in nodes if (t := reader.node_instance_type(n))}))
         master = None

@@ -235,6 +235,22 @@ def test_too_many_gpus_fails_with_the_scheduler_reason(
     assert "variant huge" in failed["status"]["message"]
 
 
+def test_pods_the_api_server_refuses_fail_the_run_with_its_answer(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    """A quota (or an admission policy) refuses the model server's pods: the ReplicaSet's
+    FailedCreate reaches the status at once, not a readiness timeout 45 minutes later."""
+    quota = {"metadata": {"name": "no-gpus"}, "spec": {"hard": {"requests.nvidia.com/gpu": "0"}}}
+    cluster.core().create_namespaced_resource_quota(namespace, quota)
+    variants = [{"name": "quota", "instanceType": "g6e.2xlarge", "engine": "vllm"}]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("refused", variants)
+    )
+    failed = cluster.wait_for(lambda: _phase(cluster, namespace, "refused", "Failed"), timeout=120)
+    message = failed["status"]["message"]
+    assert "FailedCreate" in message and "exceeded quota" in message and "variant quota" in message, message
+
+
 def test_deleting_the_benchmark_garbage_collects_its_children(
     cluster: TestCluster, namespace: str, operator: Operator
 ) -> None:

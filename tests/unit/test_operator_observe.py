@@ -74,3 +74,24 @@ def test_job_states_and_the_termination_message() -> None:
     )  # fmt: skip
     assert failed is not None and failed.failed
     assert failed.message == "BackoffLimitExceeded; Job has reached the specified backoff limit; endpoint unreachable"
+
+
+def test_a_replica_failure_is_the_deployments_problem() -> None:
+    from fmbench_k8s.operator.observe import diagnose_deployment
+
+    dep = {
+        "metadata": {"name": "b-v-server"},
+        "status": {
+            "conditions": [
+                {"type": "Available", "status": "False"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": 'pods "b-v-server-1" is forbidden: exceeded quota: no-gpus'},
+            ]
+        },
+    }  # fmt: skip
+    assert diagnose_deployment(dep) == (
+        "FailedCreate",
+        'deployment b-v-server: pods "b-v-server-1" is forbidden: exceeded quota: no-gpus',
+    )
+    assert diagnose_deployment({"status": {"conditions": [{"type": "ReplicaFailure", "status": "False"}]}}) is None
+    assert diagnose_deployment(None) is None
