@@ -280,13 +280,15 @@ def write_oci_archive(rootfs: Path, config: dict[str, Any], ref: str, dest: Path
 
 
 def _source_key() -> str:
-    """A hash of what the wheel is built from (tracked and untracked files git would ship)."""
-    files = _run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"]).split("\0")
+    """A hash of what the wheel is built from (works in a copy of the checkout without .git)."""
     h = hashlib.sha256(DOCKERFILE.read_bytes())
-    for rel in sorted(f for f in files if f.split("/", 1)[0] in ("fmbench_k8s", "operator", "loadgen", "analysis")):
-        path = REPO / rel
-        if path.is_file() and not path.is_symlink():
-            h.update(rel.encode() + b"\0" + path.read_bytes())
+    for top in ("fmbench_k8s", "operator", "loadgen", "analysis"):
+        for folder, dirs, files in os.walk(REPO / top):  # symlinked folders are not followed
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                path = Path(folder) / name
+                if not path.is_symlink() and path.suffix != ".pyc":
+                    h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     h.update((REPO / "pyproject.toml").read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
