@@ -49,6 +49,7 @@ COREDNS_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
 ]
 MNT_DETACH = 2
+RUN_ROOT = Path("/run/fmbench")
 
 
 class NodeError(ControlPlaneError):
@@ -209,7 +210,10 @@ class RealNode:
         self.die_with_parent = die_with_parent
         self.components: list[Component] = []
         self.images: list[Image] = []
-        self.containerd_sock = self.state_dir / "containerd" / "containerd.sock"
+        # Unix socket paths are limited to 104 bytes: containerd's sockets and the kubelet's root
+        # (device plugin and pod-resources sockets) get a short home, whatever the state directory.
+        self.run_dir = RUN_ROOT / network.netns
+        self.containerd_sock = self.run_dir / "containerd.sock"
 
     @staticmethod
     def identities(name: str) -> dict[str, tuple[str, str]]:
@@ -232,8 +236,9 @@ class RealNode:
         if missing:
             raise NodeError(f"missing on this machine: {', '.join(missing)} (run tests/cluster/host.sh)")
         deadline = time.monotonic() + timeout
-        for sub in ("logs", "containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "plugins"):
+        for sub in ("logs", "containerd", "cni/net.d", "cni/ipam", "pod-logs", "plugins"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.cp.address != self.network.host_ip:  # a second node: the API server is on another link
                 _run(["ip", "-n", self.network.netns, "route", "add", self.cp.address, "via", self.network.host_ip])
@@ -390,7 +395,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     def _start_kubelet(self) -> None:
         assert self.cp.pki is not None
-        kd = self.state_dir / "kubelet"
+        kd = self.run_dir / "kubelet"
+        kd.mkdir(parents=True, exist_ok=True)
         resolv = self.state_dir / "resolv.conf"
         resolv.write_text(f"nameserver {self.network.node_ip}\n")
         config = {
@@ -528,6 +534,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _unmount_under(self.state_dir)
+        _unmount_under(self.run_dir)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            RUN_ROOT.rmdir()  # only when no other node uses it
         self.network.delete()
         self.components = []
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -596,7 +606,8 @@ def leftovers(node: RealNode) -> list[str]:
     """What of ``node`` is still on this machine after :meth:`RealNode.stop` (should be nothing)."""
     out = [f"process {c.name} (pid {c.pid})" for c in node.components if c.alive()]
     out += [f"containerd-shim pid {pid}" for pid in node._shim_pids()]
-    out += [f"mount {m}" for m in mounts_under(node.state_dir)]
+    out += [f"mount {m}" for m in mounts_under(node.state_dir) + mounts_under(node.run_dir)]
+    out += [f"directory {node.run_dir}"] if node.run_dir.exists() else []
     if node.network.netns in _run(["ip", "netns", "list"]).stdout.split():
         out.append(f"network namespace {node.network.netns}")
     links = json.loads(_run(["ip", "-j", "link"]).stdout or "[]")

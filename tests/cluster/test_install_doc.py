@@ -66,7 +66,9 @@ def test_the_local_cluster_walkthrough_reaches_ready_with_a_recommendation(tmp_p
             ["make", "cluster-down"], cwd=repo, capture_output=True, text=True, timeout=300, check=False
         )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    recommendation = json.loads(proc.stdout.strip().splitlines()[-1])
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("{"), f"the last command printed no recommendation:\n{proc.stdout[-3000:]}"
+    recommendation = json.loads(last)
     assert recommendation["instances"] >= 1 and recommendation["variant"] in ("g5-sim", "g6e-sim"), recommendation
     assert recommendation["costPer1kRequests"] > 0
     assert down.returncode == 0, down.stdout + down.stderr

@@ -79,6 +79,7 @@ def test_cli_validate_reports_unreadable_and_non_benchmark_files(
 
 def test_defaults_are_filled() -> None:
     doc = yaml.safe_load((REPO / "crds/samples/simulator-cluster.yaml").read_text())
+    del doc["spec"]["load"]  # the sample shortens its stages
     spec = parse_benchmark(doc).spec
     assert spec.cleanup == "Always"
     assert spec.analysis.headroom == 0.8
@@ -86,7 +87,7 @@ def test_defaults_are_filled() -> None:
     assert spec.analysis.pricing.region == "us-east-1"
     assert spec.slo.max_error_rate == 0.01
     assert spec.load.mode == "search" and spec.load.arrival == "closed"
-    assert spec.load.warmup_s == 10 and spec.load.drain_s == 30 and spec.load.stage_duration_s == 30
+    assert spec.load.warmup_s == 10 and spec.load.drain_s == 30 and spec.load.stage_duration_s == 60
     assert spec.variants[0].replicas == 1 and spec.variants[0].accelerators is None
     assert spec.timeouts.model_ready == "45m"
 
