@@ -249,7 +249,7 @@ def test_the_termination_summary_fits_4_kib_for_the_most_variants_a_spec_allows(
     from fmbench_k8s.analysis.report import termination_summary
 
     names = [f"{i:02d}-" + "v" * 37 for i in range(32)]
-    full = {
+    full: dict[str, Any] = {
         "benchmark": "b" * 63,
         "runId": "20261201-120000-abcdef",
         "partial": False,
