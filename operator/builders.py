@@ -145,7 +145,8 @@ def run_uri(bench: Benchmark, run_id: str) -> str:
     return f"s3://{s3.bucket}/" + "/".join(parts)
 
 
-def _storage_env(bench: Benchmark, cfg: OperatorConfig) -> list[dict[str, Any]]:
+def _runner_env(bench: Benchmark, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """The environment of a run's load and analysis pods: the chart's extras, then the spec's S3."""
     s3 = bench.spec.report.s3
     env = [dict(e) for e in cfg.runner_env]
     if s3 is not None and s3.endpoint_url:
@@ -369,7 +370,7 @@ def endpoint_url(bench: Benchmark, variant: Variant) -> str | None:
 
 def _loadgen_env(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -> list[dict[str, Any]]:
     """Storage settings and, for endpoints that need one, the bearer token as a Secret reference."""
-    env = _storage_env(bench, cfg)
+    env = _runner_env(bench, cfg)
     ref = variant.endpoint.api_key_secret_ref if variant.endpoint is not None else None
     if ref is not None:
         env.append({"name": "FMBENCH_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
@@ -531,7 +532,7 @@ def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -
     ]
     if bench.spec.prometheus is not None:
         args += ["--prometheus-url", bench.spec.prometheus.url]
-    container = _project_container(cfg, "analysis", args, _storage_env(bench, cfg))
+    container = _project_container(cfg, "analysis", args, _runner_env(bench, cfg))
     container["resources"] = cfg.resources_of("analysis")
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache
     pod = _project_pod(cfg, [container], bench)

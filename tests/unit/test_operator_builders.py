@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -165,3 +166,33 @@ def test_an_endpoint_api_key_reaches_the_load_generators_as_a_secret_reference()
         env = {e["name"]: e for e in _container(job)["env"]}
         assert env["FMBENCH_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "openai", "key": "api-key"}}
         assert "value" not in env["FMBENCH_API_KEY"]
+
+
+def test_the_charts_runner_settings_reach_every_pod_of_a_run() -> None:
+    from fmbench_k8s.operator.handlers import config_from_env
+
+    small = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
+    env = {
+        "FMBENCH_IMAGE": "registry.example/fmbench-k8s:1",
+        "FMBENCH_IMAGE_PULL_SECRETS": "regcred, other",
+        "FMBENCH_RUNNER_RESOURCES": json.dumps({"loadgenWorker": small, "simulator": small}),
+        "FMBENCH_RUNNER_ENV": json.dumps([{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]),
+    }
+    cfg, _, _ = config_from_env(env)
+    bench = _bench("crds/samples/simulator-cluster.yaml")
+    v = bench.spec.variants[0]
+    server = builders.server_deployment(bench, v, UID, cfg)["spec"]["template"]["spec"]
+    worker = builders.loadgen_workers_job(bench, v, UID, "r", cfg)["spec"]["template"]["spec"]
+    master = builders.loadgen_master_job(bench, v, UID, "r", cfg)["spec"]["template"]["spec"]
+    analysis = builders.analysis_job(bench, UID, "r", cfg)["spec"]["template"]["spec"]
+    for pod in (server, worker, master, analysis):
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "other"}]
+        assert pod["containers"][0]["image"] == "registry.example/fmbench-k8s:1"
+    assert server["containers"][0]["resources"] == small and worker["containers"][0]["resources"] == small
+    assert master["containers"][0]["resources"] == builders.DEFAULT_RESOURCES["loadgenMaster"]  # not given: default
+    for pod in (worker, master, analysis):
+        assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in pod["containers"][0]["env"]
+    # A simulator is not pinned to the GPU instance type it plays, nor does it take a GPU.
+    assert server["nodeSelector"] == {} and server["tolerations"] == []
+    with pytest.raises(ValueError, match="FMBENCH_RUNNER_RESOURCES"):
+        config_from_env({"FMBENCH_RUNNER_RESOURCES": json.dumps({"gpu": small})})
