@@ -463,7 +463,7 @@ class ControlPlane:
                 f"--kubelet-client-certificate={pki.kubelet_client_cert}",
                 f"--kubelet-client-key={pki.kubelet_client_key}",
                 "--kubelet-preferred-address-types=InternalIP,Hostname",  # node names are not in DNS
-                "--enable-admission-plugins=NodeRestriction,PodNodeSelector",
+                "--enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction",
                 "--profiling=false",
                 "--v=1",
             ],

@@ -21,7 +21,7 @@ import yaml
 
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.images import pause_image, project_image
-from tests.cluster.node import GPU_NODE_SHAPE, NodeNetwork, RealNode, missing_host_tools
+from tests.cluster.node import GPU_NODE_SHAPE, NodeNetwork, RealNode, missing_host_tools, namespace_annotations
 
 NODE_NAME = "fmbench-real-0"
 NAMESPACE = "fmbench"
@@ -51,8 +51,7 @@ def start(cp: ControlPlane, network: NodeNetwork, state_dir: Path, admin: Any) -
     node.start([project_image()], pause_image(), admin, timeout=300)
     endpoint = _start_s3(network.host_ip, state_dir)
     core: Any = client.CoreV1Api(admin)
-    selector = {"scheduler.alpha.kubernetes.io/node-selector": f"kubernetes.io/hostname={NODE_NAME}"}
-    core.create_namespace({"metadata": {"name": NAMESPACE, "annotations": selector}})
+    core.create_namespace({"metadata": {"name": NAMESPACE, "annotations": namespace_annotations(NODE_NAME)}})
     repository, _, tag = node.images[0].ref.rpartition(":")
     env = {
         "AWS_ENDPOINT_URL_S3": endpoint,

@@ -168,9 +168,12 @@ class NodeShape:
     extended_resources: dict[str, str] = field(default_factory=dict)
 
 
+# Only pods of namespaces that ask for the real node run there (:func:`namespace_annotations`); the
+# kwok tests' pods, which a kwok node would never run, stay off it.
+REAL_NODE_TAINT = "fmbench.io/real-node"
 # The node presents itself as an EKS g6e.2xlarge GPU node (labels and one nvidia.com/gpu), so the
-# operator's pods for a GPU variant schedule there unchanged; it is not tainted, so that the run's
-# CPU pods (load generators, analysis, the operator) share it as they share a node group.
+# operator's pods for a GPU variant schedule there unchanged; the run's CPU pods (load generators,
+# analysis, the operator) share it as they share a node group.
 GPU_NODE_SHAPE = NodeShape(
     labels={
         "node.kubernetes.io/instance-type": "g6e.2xlarge",
@@ -183,7 +186,20 @@ GPU_NODE_SHAPE = NodeShape(
         "fmbench.io/real-node": "true",
     },
     extended_resources={"nvidia.com/gpu": "1"},
+    taints=(f"{REAL_NODE_TAINT}=true:NoSchedule",),
 )
+
+
+def namespace_annotations(node: str) -> dict[str, str]:
+    """A namespace whose every pod runs on ``node``: the PodNodeSelector and
+    PodTolerationRestriction admission plugins add the selector and the toleration."""
+    toleration = {"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+    return {
+        "scheduler.alpha.kubernetes.io/node-selector": f"kubernetes.io/hostname={node}",
+        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration]),
+    }
+
+
 STATE_FILE = "node.json"
 
 

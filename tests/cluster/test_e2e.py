@@ -33,7 +33,7 @@ from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.prometheus import find_prometheus
 from tests.chart.chartkit import CHART, JSON, by_kind, render_objects
 from tests.cluster.fixtures import REAL_NODE, TestCluster
-from tests.cluster.node import RealNode
+from tests.cluster.node import RealNode, namespace_annotations
 from tests.s3 import CREDENTIALS, MotoS3
 
 pytestmark = pytest.mark.cluster
@@ -244,10 +244,8 @@ def stack(cluster: TestCluster, real_node: RealNode, tmp_path_factory: pytest.Te
     values = chart_values(real_node.images[0].ref)
     namespace = cluster.create_namespace(f"e2e-{uuid.uuid4().hex[:6]}")
     core: Any = cluster.core()
-    # Every pod of this namespace runs on the real node (the PodNodeSelector admission plugin); the
-    # kwok nodes would otherwise take some and run nothing.
-    selector = {"scheduler.alpha.kubernetes.io/node-selector": f"kubernetes.io/hostname={REAL_NODE}"}
-    core.patch_namespace(namespace, {"metadata": {"annotations": selector}})
+    # Every pod of this namespace runs on the real node; the kwok nodes would take some and run nothing.
+    core.patch_namespace(namespace, {"metadata": {"annotations": namespace_annotations(REAL_NODE)}})
     keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     secret = {"metadata": {"name": "s3-credentials"}, "stringData": {k: CREDENTIALS[k] for k in keys}}
     core.create_namespaced_secret(namespace, secret)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.cluster.fixtures import REAL_NODE, SPARE_NODE, TestCluster
 from tests.cluster.images import pause_image, project_image
-from tests.cluster.node import NodeNetwork, RealNode, host_firewall, leftovers
+from tests.cluster.node import REAL_NODE_TAINT, NodeNetwork, RealNode, host_firewall, leftovers
 from tests.s3 import CREDENTIALS, moto_s3
 
 pytestmark = pytest.mark.cluster
@@ -26,6 +26,7 @@ def _pod(name: str, image: str, args: list[str], labels: dict[str, str] | None =
         "metadata": {"name": name, "labels": labels or {"app": name}},
         "spec": {
             "nodeSelector": {"kubernetes.io/hostname": REAL_NODE},
+            "tolerations": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,  # python's http.server ignores SIGTERM
             "containers": [
@@ -107,6 +108,7 @@ def test_the_real_node_looks_like_an_eks_gpu_node(cluster: TestCluster, real_nod
     node = cluster.core().read_node(REAL_NODE)
     assert node.metadata.labels["node.kubernetes.io/instance-type"] == "g6e.2xlarge"
     assert node.status.allocatable["nvidia.com/gpu"] == "1"
+    assert [t.key for t in node.spec.taints or ()] == [REAL_NODE_TAINT]  # kwok tests' pods stay off it
     addresses = {a.type: a.address for a in node.status.addresses}
     assert addresses["InternalIP"] == real_node.network.node_ip
     assert node.status.node_info.container_runtime_version.startswith("containerd://")
