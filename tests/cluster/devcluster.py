@@ -52,25 +52,32 @@ def start(cp: ControlPlane, network: NodeNetwork, state_dir: Path, admin: Any) -
     endpoint = _start_s3(network.host_ip, state_dir)
     core: Any = client.CoreV1Api(admin)
     core.create_namespace({"metadata": {"name": NAMESPACE, "annotations": namespace_annotations(NODE_NAME)}})
-    repository, _, tag = node.images[0].ref.rpartition(":")
     env = {
         "AWS_ENDPOINT_URL_S3": endpoint,
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_REGION": "us-east-1",
     }
-    values = {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "resources": {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"memory": "1Gi"}},
-        "runner": {
-            "resources": {k: SMALL for k in ("loadgenMaster", "loadgenWorker", "analysis", "simulator")},
-            "extraEnv": [{"name": k, "value": v} for k, v in env.items()],
-        },
-    }
+    values = chart_values(node.images[0].ref, [{"name": k, "value": v} for k, v in env.items()])
     path = state_dir / "values.yaml"
     header = "# Chart values for the local cluster of `make cluster` (its image, its S3, a 2-core node).\n"
     path.write_text(header + yaml.safe_dump(values, sort_keys=False))
     return path
+
+
+def chart_values(image: str, runner_env: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chart values for a cluster whose one real node runs everything: the locally imported image
+    (no registry: pullPolicy Never), small requests, and the run pods' extra environment."""
+    repository, _, tag = image.rpartition(":")
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "operator": {"intervalSeconds": 1},
+        "resources": {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"memory": "1Gi"}},
+        "runner": {
+            "resources": {k: SMALL for k in ("loadgenMaster", "loadgenWorker", "analysis", "simulator")},
+            "extraEnv": runner_env,
+        },
+    }
 
 
 def _start_s3(host: str, state_dir: Path) -> str:

@@ -32,6 +32,7 @@ import yaml
 from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.prometheus import find_prometheus
 from tests.chart.chartkit import CHART, JSON, by_kind, render_objects
+from tests.cluster import devcluster
 from tests.cluster.fixtures import REAL_NODE, TestCluster
 from tests.cluster.node import RealNode, namespace_annotations
 from tests.s3 import CREDENTIALS, MotoS3
@@ -41,26 +42,18 @@ pytestmark = pytest.mark.cluster
 RELEASE = "fmb"
 BUCKET = "results"
 GROUP, VERSION, PLURAL = "fmbench.io", "v1alpha1", "benchmarks"
-# Small requests: the node has this machine's two cores for the operator and every run pod.
 CLI = str(Path(sys.executable).parent / "fmbench-k8s")
-SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
 
 
 def chart_values(image: str, *, secret: str = "s3-credentials") -> JSON:
-    repository, _, tag = image.rpartition(":")
+    """This cluster's values, with the S3 credentials from a Secret (the production path)."""
     env = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     ]
-    return {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "operator": {"intervalSeconds": 1, "unschedulableGraceSeconds": 60},
-        "resources": {"requests": {"cpu": "50m", "memory": "192Mi"}, "limits": {"memory": "1Gi"}},
-        "runner": {
-            "resources": {"loadgenMaster": SMALL, "loadgenWorker": SMALL, "analysis": SMALL, "simulator": SMALL},
-            "extraEnv": env,
-        },
-    }
+    values = devcluster.chart_values(image, env)
+    values["operator"]["unschedulableGraceSeconds"] = 60
+    return values
 
 
 # -- Prometheus from the chart's PodMonitors ------------------------------------------------------
