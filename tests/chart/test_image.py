@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart.chartkit import CHART_CRD
+from tests.cluster.images import dockerfile_instructions, dockerfile_stages, runtime_install_steps
 from tests.corpus import REPO
 
 pytestmark = pytest.mark.integration
@@ -37,47 +38,19 @@ INSTALL_STEPS = [
 COMPONENT_DIRS = ("operator", "loadgen", "analysis")
 
 
-def _instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    out: list[tuple[str, str]] = []
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
-
-
-def _stages() -> list[list[tuple[str, str]]]:
-    stages: list[list[tuple[str, str]]] = []
-    for instr in _instructions():
-        if instr[0] == "FROM":
-            stages.append([])
-        if stages:
-            stages[-1].append(instr)
-    return stages
-
-
 def test_dockerfile_shape() -> None:
-    instructions = _instructions()
+    instructions = dockerfile_instructions()
     base = next(v for k, v in instructions if k == "ARG" and v.startswith("PYTHON_IMAGE="))
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
-    builder, runtime = _stages()
+    builder, runtime = dockerfile_stages()
     assert builder[0] == ("FROM", "${PYTHON_IMAGE} AS builder") and runtime[0] == ("FROM", "${PYTHON_IMAGE}")
     assert ("RUN", WHEEL_BUILD) in builder
-    assert _install_steps(runtime) == INSTALL_STEPS
+    assert runtime_install_steps() == INSTALL_STEPS
     assert ("USER", "10001:10001") in runtime
     assert ("ENTRYPOINT", '["fmbench-k8s"]') in runtime
     env = " ".join(v for k, v in runtime if k == "ENV")
     for setting in ("MPLCONFIGDIR=/tmp/matplotlib", "PATH=/opt/venv/bin:$PATH", "PYTHONDONTWRITEBYTECODE=1"):
         assert setting in env
-
-
-def _install_steps(runtime: list[tuple[str, str]]) -> list[str]:
-    """The runtime stage's RUN that creates /opt/venv, split into its commands."""
-    run = next(v for k, v in runtime if k == "RUN" and "/opt/venv" in v)
-    return [part.strip() for part in run.split("&&")]
 
 
 def test_hadolint_passes() -> None:
@@ -135,13 +108,13 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("image")
     src = _build_context(root / "src")
     paths = {"/opt/venv": root / "opt" / "venv", "/dist": root / "dist"}
-    builder, runtime = _stages()
+    builder = dockerfile_stages()[0]
     for kind, command in builder:
         if kind == "RUN":
             _run(["sh", "-c", _mirror(command, paths)], cwd=src)
     (wheel,) = paths["/dist"].glob("*.whl")
     kept = shutil.copy(wheel, root / wheel.name)  # the runtime stage deletes /dist
-    for command in _install_steps(runtime):
+    for command in runtime_install_steps():
         _run(["sh", "-c", _mirror(command, paths)], cwd=root, timeout=900)
     return Path(kept), paths["/opt/venv"]
 
