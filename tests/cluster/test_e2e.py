@@ -196,11 +196,7 @@ class Prometheus:
         self.discovery.close()
 
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+        return _answers(f"{self.url}/-/ready")
 
     def targets(self) -> list[tuple[str, str, str, str]]:
         """(job, scrape URL, health, last error) of every target."""

@@ -127,7 +127,8 @@ def test_a_node_taken_down_leaves_nothing_on_the_machine(
     node = RealNode(SPARE_NODE, NodeNetwork.create(), cluster.control_plane, tmp_path / "node")
     try:
         node.start([project_image()], pause_image(), cluster.admin, timeout=180)
-        pod = _pod("sleeper", real_node.images[0].ref, ["import time; time.sleep(3600)"])
+        # The container waits for a signal (no timer): it runs until the node stops it.
+        pod = _pod("sleeper", real_node.images[0].ref, ["import signal; signal.pause()"])
         pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": SPARE_NODE}
         core.create_namespaced_pod(ns, pod)
 
