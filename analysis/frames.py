@@ -14,15 +14,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fmbench_k8s.records import SCHEMA
+from fmbench_k8s.contract.records import REQUIRED_COLUMNS, SCHEMA
 from fmbench_k8s.storage import LocalStorage, Storage
 
 
-def conform(table: pa.Table) -> pa.Table:
-    """``table`` with exactly SCHEMA's columns, in order: missing ones null, others cast.
+def conform(table: pa.Table, source: str = "a record shard") -> pa.Table:
+    """``table`` with exactly SCHEMA's columns, in order: missing optional ones null, others cast.
 
     Shards written by an older or newer load generator still load; unknown columns are dropped.
+    A shard without one of REQUIRED_COLUMNS is refused (ValueError naming ``source``).
     """
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{source}: column(s) {', '.join(missing)} missing; records without them cannot be counted")
     columns = []
     for field in SCHEMA:
         if field.name in table.column_names:
@@ -46,9 +50,9 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def read_parquet_shards(blobs: Iterable[bytes]) -> pa.Table:
-    """Concatenate Parquet shards into one conformed table (an empty one if there are none)."""
-    tables = [conform(pq.read_table(pa.py_buffer(blob))) for blob in blobs]
+def read_parquet_shards(blobs: Iterable[tuple[str, bytes]]) -> pa.Table:
+    """Concatenate (name, Parquet bytes) shards into one conformed table (empty if there are none)."""
+    tables = [conform(pq.read_table(pa.py_buffer(blob)), name) for name, blob in blobs]
     if not tables:
         return SCHEMA.empty_table()
     return pa.concat_tables(tables)
@@ -61,9 +65,9 @@ def read_shards(storage: Storage, keys: Sequence[str]) -> pa.Table:
     twice more, and fresh memory (page faults) is what dominates reading on a small machine.
     """
     if isinstance(storage, LocalStorage):
-        tables = [conform(pq.read_table(storage.root / key)) for key in keys]
+        tables = [conform(pq.read_table(storage.root / key), storage.uri(key)) for key in keys]
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    return read_parquet_shards(storage.read_bytes(key) for key in keys)
+    return read_parquet_shards((storage.uri(key), storage.read_bytes(key)) for key in keys)
 
 
 def empty_frame() -> pd.DataFrame:

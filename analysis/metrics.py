@@ -18,14 +18,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fmbench_k8s.analysis.stats import FloatArray, QuantileCi, Summary, percentile, quantile_ci, summarize
-from fmbench_k8s.api.spec import Slo
-from fmbench_k8s.records import OUTCOME_ERROR, OUTCOME_INCOMPLETE, OUTCOME_OK, OUTCOMES, StageInfo
+from fmbench_k8s.contract.records import (
+    INVALID_RECORD,
+    OUTCOME_ERROR,
+    OUTCOME_INCOMPLETE,
+    OUTCOME_OK,
+    OUTCOMES,
+    StageInfo,
+    invalid_values,
+)
+from fmbench_k8s.contract.stats import FloatArray, QuantileCi, Summary, summarize
+from fmbench_k8s.contract.verdict import Kind, Outcome, SloRule, StageCounts, judge
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 
-Verdict = Literal["meets", "errors", "latency", "insufficient-samples", "no-requests"]
 LATENCY_METRICS: Final = ("ttft", "tpot", "itl", "e2e", "ntpot", "e2eFromScheduled")
 
 
@@ -63,7 +70,8 @@ class StageMetrics:
     latency: dict[str, Summary]  # keys: LATENCY_METRICS
     slo_value: float
     slo_ci: QuantileCi
-    verdict: Verdict
+    outcome: Outcome  # meets | fails | inconclusive (contract.verdict)
+    verdict: Kind
     meets_slo: bool
     failures: tuple[str, ...]  # one sentence per unmet condition
     client_bound: bool
@@ -204,6 +212,14 @@ class _Columns:
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _Columns:
         outcome = frame["outcome"]
+        t_scheduled = _floats(frame, "t_scheduled")
+        unplaced = ~np.isfinite(t_scheduled)
+        if unplaced.any():
+            first = frame.loc[unplaced].iloc[0]
+            raise AccountingError(
+                f"{int(unplaced.sum())} record(s) have no valid t_scheduled (e.g. variant {first['variant']} stage "
+                f"{first['stage']} request {first['request_id']}): no stage window can place them"
+            )
         t_sent = _floats(frame, "t_sent")
         ttft = _floats(frame, "ttft_s")
         e2e = _floats(frame, "e2e_s")
@@ -211,19 +227,31 @@ class _Columns:
         # timestamps they are defined by (docs/metrics.md) fill in.
         ttft = np.where(np.isnan(ttft), _floats(frame, "t_first_token") - t_sent, ttft)
         e2e = np.where(np.isnan(e2e), _floats(frame, "t_last_token") - t_sent, e2e)
+        t_end = _floats(frame, "t_end")
+        prompt, output = _floats(frame, "prompt_tokens"), _floats(frame, "output_tokens")
+        itl_max = _floats(frame, "itl_max_s")
+        is_ok = (outcome == OUTCOME_OK).to_numpy()
+        is_error = (outcome == OUTCOME_ERROR).to_numpy()
+        error = frame["error"].to_numpy(dtype=np.object_)
+        invalid = invalid_values(ttft=ttft, e2e=e2e, since_scheduled=t_end - t_scheduled, itl_max=itl_max,
+                                 prompt_tokens=prompt, output_tokens=output)  # fmt: skip
+        bad = is_ok & (invalid != None)  # noqa: E711 - elementwise over an object array
+        if bad.any():
+            # An ok request with an impossible value is an error with a reason, never a sample.
+            is_ok, is_error, error = is_ok & ~bad, is_error | bad, np.where(bad, invalid, error)
         return cls(
-            t_scheduled=_floats(frame, "t_scheduled"),
-            t_end=_floats(frame, "t_end"),
+            t_scheduled=t_scheduled,
+            t_end=t_end,
             ttft=ttft,
             e2e=e2e,
-            prompt=_floats(frame, "prompt_tokens"),
-            output=_floats(frame, "output_tokens"),
-            itl_max=_floats(frame, "itl_max_s"),
-            is_ok=(outcome == OUTCOME_OK).to_numpy(),
-            is_error=(outcome == OUTCOME_ERROR).to_numpy(),
+            prompt=prompt,
+            output=output,
+            itl_max=itl_max,
+            is_ok=is_ok,
+            is_error=is_error,
             is_incomplete=(outcome == OUTCOME_INCOMPLETE).to_numpy(),
             client_bound=_bools(frame, "client_bound"),
-            error=frame["error"].to_numpy(dtype=np.object_),
+            error=error,
             itl=_ItlSource(frame["itl_s"]),
         )
 
@@ -238,10 +266,6 @@ def ntpot(e2e: FloatArray, output_tokens: FloatArray) -> FloatArray:
     """E2E / output_tokens (GuideLLM's "TPOT"); NaN where no token came back."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(output_tokens >= 1, e2e / output_tokens, np.nan)
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3g} s" if math.isfinite(seconds) else "n/a"
 
 
 def infer_stage(variant: str, stage: int, rows: IntArray, cols: _Columns, frame: pd.DataFrame) -> StageInfo:
@@ -277,7 +301,7 @@ def _per_request_slo_value(metric: str, rows: IntArray, cols: _Columns) -> Float
     return cols.e2e[rows]
 
 
-def _stage(info: StageInfo, rows: IntArray, cols: _Columns, slo: Slo) -> StageMetrics:
+def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> StageMetrics:
     is_ok, is_err, is_inc = cols.is_ok[rows], cols.is_error[rows], cols.is_incomplete[rows]
     n_ok, n_err, n_inc = int(is_ok.sum()), int(is_err.sum()), int(is_inc.sum())
     if n_ok + n_err + n_inc != rows.size:  # check_accounting makes this impossible; keep the guard
@@ -312,34 +336,22 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, slo: Slo) -> StageMe
         "e2eFromScheduled": summarize(cols.t_end[win_ok] - cols.t_scheduled[win_ok]),
     }
 
-    metric, q, bound = slo.latency.metric, slo.latency.percentile, slo.latency.max_seconds
+    slo = rule.slo
+    metric, bound = slo.latency.metric, slo.latency.max_seconds
     per_request = _per_request_slo_value(metric, win_ok, cols)
     samples = itl if metric == "itl" else per_request
-    slo_value = percentile(samples, q)
-    ci = quantile_ci(samples, q)
+    counts = StageCounts(scheduled=steady_n, ok=steady_ok, errors=steady_err, incomplete=steady_inc)
+    verdict = judge(samples, counts, rule, interrupted=info.interrupted)
     # A request with no value for the metric (TPOT of a 1-token answer, no ITL gap) has nothing
     # that could violate the bound.
     meeting = int(np.sum(~(per_request > bound)))
-    error_rate = (steady_err + steady_inc) / steady_n if steady_n else math.nan
-
-    failures: list[tuple[Verdict, str]] = []
-    if steady_n == 0:
-        failures.append(("no-requests", "no request was scheduled in the steady window"))
-    else:
-        if error_rate > slo.max_error_rate:
-            failures.append(("errors", f"error rate {error_rate:.1%} > {slo.max_error_rate:.1%}"))
-        if math.isfinite(slo_value) and slo_value > bound:
-            failures.append(("latency", f"p{q:g} {metric} {_fmt_s(slo_value)} > {_fmt_s(bound)}"))
-        if not ci.available:
-            failures.append((
-                "insufficient-samples",
-                f"insufficient samples: p{q:g} {metric} needs ≥ {ci.min_samples} samples in the steady window "
-                f"for a {ci.confidence:.0%} confidence interval, got {ci.n}",
-            ))  # fmt: skip
-    verdict: Verdict = failures[0][0] if failures else "meets"
 
     client_share = float(cols.client_bound[win].mean()) if steady_n else 0.0
-    notes = (info.note,) if info.note else ()
+    notes = [info.note] if info.note else []
+    invalid = {k: v for k, v in errors_by_reason.items() if k.startswith(INVALID_RECORD)}
+    if invalid:
+        shown = ", ".join(f"{n} {k.split(':', 1)[1]}" for k, n in sorted(invalid.items()))
+        notes.append(f"{sum(invalid.values())} ok record(s) had impossible values and count as errors ({shown})")
     return StageMetrics(
         variant=info.variant,
         stage=info.stage,
@@ -356,7 +368,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, slo: Slo) -> StageMe
         steady_ok=steady_ok,
         steady_errors=steady_err,
         steady_incomplete=steady_inc,
-        error_rate=error_rate,
+        error_rate=verdict.error_rate,
         throughput_rpm=steady_n * per_s * 60,
         output_tokens_per_s=float(np.nansum(out)) * per_s,
         input_tokens_per_s=float(np.nansum(cols.prompt[win_ok])) * per_s,
@@ -365,19 +377,20 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, slo: Slo) -> StageMe
         goodput_rps=meeting * per_s,
         slo_attainment=meeting / steady_n if steady_n else math.nan,
         latency=latency,
-        slo_value=slo_value,
-        slo_ci=ci,
-        verdict=verdict,
-        meets_slo=not failures,
-        failures=tuple(msg for _, msg in failures),
+        slo_value=verdict.value,
+        slo_ci=verdict.ci,
+        outcome=verdict.outcome,
+        verdict=verdict.kind,
+        meets_slo=verdict.passed,
+        failures=verdict.reasons,
         client_bound=info.client_bound or client_share > 0,
         client_bound_share=client_share,
-        notes=notes,
+        notes=tuple(notes),
         samples={"ttft": ttft, "tpot": tpots},
     )
 
 
-def stage_metrics(frame: pd.DataFrame, stages: Sequence[StageInfo], slo: Slo) -> list[StageMetrics]:
+def stage_metrics(frame: pd.DataFrame, stages: Sequence[StageInfo], rule: SloRule) -> list[StageMetrics]:
     """Metrics of every (variant, stage) in ``stages`` or in the records, sorted by both.
 
     Raises AccountingError when the records do not add up.
@@ -395,5 +408,5 @@ def stage_metrics(frame: pd.DataFrame, stages: Sequence[StageInfo], slo: Slo) ->
     for key in sorted(set(groups) | set(infos)):
         rows = groups.get(key, np.empty(0, dtype=np.intp))
         info = infos.get(key) or infer_stage(key[0], key[1], rows, cols, frame)
-        out.append(_stage(info, rows, cols, slo))
+        out.append(_stage(info, rows, cols, rule))
     return out

@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-from fmbench_k8s.analysis.stats import FloatArray
+from fmbench_k8s.contract.stats import FloatArray
 
 Doc = Mapping[str, Any]
 # Plot file name → (title shown in the report, what it answers).

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from fmbench_k8s.records import StageInfo
+from fmbench_k8s.contract.records import StageInfo
 
 Family = Literal["vllm", "dcgm", "neuron", "client"]
 

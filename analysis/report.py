@@ -19,6 +19,8 @@ from fmbench_k8s.analysis.metrics import LATENCY_METRICS, StageMetrics
 from fmbench_k8s.analysis.pricing import InstancePrice, TokenPrice, VariantPrice
 from fmbench_k8s.analysis.sizing import FMBENCH_RATES, Cost, Sizer, Sizing
 from fmbench_k8s.api.spec import BenchmarkSpec, Variant
+from fmbench_k8s.contract.stats import CONFIDENCE
+from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
 
 SCHEMA_VERSION: Final = 1
 
@@ -90,6 +92,10 @@ def _cost(cost: Cost | None) -> dict[str, Any] | None:
     }
 
 
+def _interval(interval: tuple[int | None, int | None] | None) -> dict[str, Any] | None:
+    return None if interval is None else {"low": interval[0], "high": interval[1], "confidence": CONFIDENCE}
+
+
 def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
     return {
         "stage": m.stage,
@@ -127,6 +133,7 @@ def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
             "minSamples": m.slo_ci.min_samples,
         },
         "meetsSlo": m.meets_slo,
+        "sloOutcome": m.outcome,
         "sloVerdict": m.verdict,
         "sloFailures": list(m.failures),
         "clientBound": m.client_bound,
@@ -152,11 +159,14 @@ def variant_entry(v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], si
         "stages": [stage_entry(s, sizer.cost_at(rpm, v, sizing.price, s)) for s in stages],
         "meetsSlo": sizing.meets_slo,
         "maxConcurrencyMeetingSlo": sizing.max_level_meeting_slo,
+        "capacityLowerBound": sizing.lower_bound,
+        "firstFailingLevel": sizing.first_failing_level,
         "sloStage": sizing.slo_stage.stage if sizing.slo_stage else None,
         "throughputRpmAtSlo": sizing.throughput_rpm_at_slo,
         "throughputRpmPerInstance": sizing.throughput_rpm_per_instance,
         "latencyAtSloSeconds": sizing.latency_at_slo,
         "instancesNeeded": cost.instances if cost else None,
+        "instancesInterval": _interval(sizing.instances_interval),
         "costPerHour": cost.cost_per_hour if cost else None,
         "costPer1kRequests": cost.cost_per_1k_requests if cost else None,
         "costPer1mOutputTokens": cost.cost_per_1m_output_tokens if cost else None,
@@ -169,17 +179,23 @@ def variant_entry(v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], si
 def recommendation_entry(best: Sizing | None, variant: Variant | None) -> dict[str, Any] | None:
     if best is None or best.cost is None or variant is None:
         return None
-    return {
-        "variant": best.variant,
-        "instanceType": variant.instance_type,
-        "instances": best.cost.instances,
-        "costPerHour": best.cost.cost_per_hour,
-        "costPer1kRequests": best.cost.cost_per_1k_requests,
-        "costPer1mOutputTokens": best.cost.cost_per_1m_output_tokens,
-        "latencySeconds": best.latency_at_slo,
-        "maxConcurrencyMeetingSlo": best.max_level_meeting_slo,
-        "pricing": best.price.kind,
-    }
+    interval = best.instances_interval
+    rec = Recommendation(
+        variant=best.variant,
+        instance_type=variant.instance_type,
+        instances=best.cost.instances,
+        cost_per_hour=best.cost.cost_per_hour,
+        cost_per_1k_requests=best.cost.cost_per_1k_requests,
+        cost_per_1m_output_tokens=best.cost.cost_per_1m_output_tokens,
+        latency_seconds=best.latency_at_slo,
+        max_concurrency_meeting_slo=best.max_level_meeting_slo,
+        lower_bound=best.lower_bound,
+        instances_interval=None if interval is None else InstancesInterval(
+            low=interval[0], high=interval[1], confidence=CONFIDENCE
+        ),
+        pricing="token" if best.price.kind == "token" else "instance",
+    )  # fmt: skip
+    return rec.doc()
 
 
 def build_report(
@@ -256,69 +272,31 @@ def validate_report(doc: Mapping[str, Any]) -> None:
     jsonschema.Draft202012Validator(report_schema()).validate(doc)
 
 
-# The summary travels as a pod's termination message (at most 4096 bytes): texts are capped.
-_TEXT_CAP: Final = 200
-_NOTES_CAP: Final = 5
-
-
-def _cap(text: str | None) -> str | None:
-    return text if text is None or len(text) <= _TEXT_CAP else text[: _TEXT_CAP - 1] + "…"
-
-
-TERMINATION_MESSAGE_BYTES: Final = 4096  # what the kubelet keeps of a termination message
-
-
-def termination_summary(full: Mapping[str, Any], limit: int = TERMINATION_MESSAGE_BYTES) -> str:
-    """The part of a :func:`summary` the operator reads, as JSON of at most ``limit`` bytes for any
-    number of variants the spec allows: first the notes go, then the variants' reasons shrink and
-    go (the full report keeps them all). Raises ValueError if even that does not fit."""
-    compact = {k: full[k] for k in ("benchmark", "runId", "partial", "reportUri", "recommendation")}
-    variants = [{k: v[k] for k in ("name", "stages", "maxConcurrencyMeetingSlo", "reason")} for v in full["variants"]]
-    attempts = [
-        {**compact, "variants": variants, "notes": full["notes"]},
-        {**compact, "variants": variants},
-        *(
-            {**compact, "variants": [{**v, "reason": _shorten(v["reason"], cap)} for v in variants]}
-            for cap in (80, 30, 0)
-        ),
-    ]
-    for attempt in attempts:
-        text = json.dumps(attempt, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode()) <= limit:
-            return text
-    raise ValueError(f"the analysis summary does not fit a termination message ({limit} bytes)")
-
-
-def _shorten(text: str | None, cap: int) -> str | None:
-    if text is None or len(text) <= cap:
-        return text
-    return text[: cap - 1] + "…" if cap else None
-
-
-def summary(doc: Mapping[str, Any], report_uri: str, json_uri: str) -> dict[str, Any]:
+def summary(doc: Mapping[str, Any], report_uri: str, json_uri: str) -> Summary:
     """What the CLI prints and the operator copies into status: small on purpose."""
-    return {
-        "benchmark": doc["benchmark"],
-        "runId": doc["runId"],
-        "partial": doc["partial"],
-        "reportUri": report_uri,
-        "reportJsonUri": json_uri,
-        "recommendation": doc["recommendation"],
-        "variants": [
-            {
-                "name": v["name"],
-                "instanceType": v["instanceType"],
-                "meetsSlo": v["meetsSlo"],
-                "stages": len(v["stages"]),
-                "maxConcurrencyMeetingSlo": v["maxConcurrencyMeetingSlo"],
-                "throughputRpmAtSlo": v["throughputRpmAtSlo"],
-                "latencyAtSloSeconds": v["latencyAtSloSeconds"],
-                "instancesNeeded": v["instancesNeeded"],
-                "costPerHour": v["costPerHour"],
-                "costPer1kRequests": v["costPer1kRequests"],
-                "reason": _cap(v["reason"]),
-            }
+    return Summary(
+        benchmark=doc["benchmark"],
+        run_id=doc["runId"],
+        partial=doc["partial"],
+        report_uri=report_uri,
+        report_json_uri=json_uri,
+        recommendation=doc["recommendation"],
+        variants=[
+            VariantSummary(
+                name=v["name"],
+                instance_type=v["instanceType"],
+                meets_slo=v["meetsSlo"],
+                stages=len(v["stages"]),
+                max_concurrency_meeting_slo=v["maxConcurrencyMeetingSlo"],
+                capacity_lower_bound=v["capacityLowerBound"],
+                throughput_rpm_at_slo=v["throughputRpmAtSlo"],
+                latency_at_slo_seconds=v["latencyAtSloSeconds"],
+                instances_needed=v["instancesNeeded"],
+                cost_per_hour=v["costPerHour"],
+                cost_per_1k_requests=v["costPer1kRequests"],
+                reason=cap_text(v["reason"]),
+            )
             for v in doc["variants"]
         ],
-        "notes": [_cap(n) for n in doc["notes"][:_NOTES_CAP]],
-    }
+        notes=cap_notes(doc["notes"]),
+    )

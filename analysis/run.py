@@ -7,7 +7,6 @@ nothing else from this package.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,24 +29,22 @@ from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
 from fmbench_k8s.analysis.report import build_report, summary, validate_report
 from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
-from fmbench_k8s.analysis.stats import FloatArray
-from fmbench_k8s.api.spec import BenchmarkSpec, Slo
-from fmbench_k8s.records import StageInfo, stages_key
+from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
+from fmbench_k8s.contract.stats import FloatArray
+from fmbench_k8s.contract.summary import Summary
+from fmbench_k8s.contract.verdict import SloRule
 from fmbench_k8s.storage import Storage
-
-_SHARD = re.compile(r"^records/[^/]+/(?P<stage>[0-9]+)-[^/]*\.parquet$")
 
 
 def shard_groups(keys: Sequence[str]) -> list[list[str]]:
-    """One variant's Parquet keys grouped by the stage in their name (records_key), so one stage
-    at a time is in memory; one group of all keys when a name does not follow that layout."""
-    keys = [k for k in keys if k.endswith(".parquet")]
+    """One variant's Parquet keys (records_key's layout) grouped by stage, so one stage at a time
+    is in memory."""
     by_stage: dict[int, list[str]] = {}
     for key in keys:
-        m = _SHARD.match(key)
-        if m is None:
-            return [keys]
-        by_stage.setdefault(int(m["stage"]), []).append(key)
+        parsed = parse_records_key(key)
+        if parsed is not None:
+            by_stage.setdefault(parsed[1], []).append(key)
     return [by_stage[s] for s in sorted(by_stage)]
 
 
@@ -57,7 +54,7 @@ def _measure_groups(
     variant: str,
     *,
     infos: Sequence[StageInfo],
-    slo: Slo,
+    rule: SloRule,
     notes: list[str],
 ) -> list[StageMetrics]:
     out: list[StageMetrics] = []
@@ -68,29 +65,49 @@ def _measure_groups(
             notes.append(f"{int(stray.sum())} record(s) under records/{variant}/ name another variant; ignored")
             frame = frame.loc[~stray].reset_index(drop=True)
         present = set(frame["stage"].unique().tolist())
-        out.extend(stage_metrics(frame, [i for i in infos if i.stage in present], slo))
+        out.extend(stage_metrics(frame, [i for i in infos if i.stage in present], rule))
     return out
+
+
+def record_keys(keys: Sequence[str], variants: Sequence[str], notes: list[str]) -> dict[str, list[str]]:
+    """This run's shard keys per spec variant. Keys outside records_key's layout (another run
+    nested under this one's records/, stray files) and variants not in the spec are left out,
+    with a note that names them."""
+    by_variant: dict[str, list[str]] = {v: [] for v in variants}
+    foreign, extra = [], set()
+    for key in keys:
+        parsed = parse_records_key(key)
+        if parsed is None:
+            foreign.append(key)
+        elif parsed[0] in by_variant:
+            by_variant[parsed[0]].append(key)
+        else:
+            extra.add(parsed[0])
+    if foreign:
+        notes.append(
+            f"{len(foreign)} object(s) under records/ are not this run's record shards and were ignored "
+            f"(e.g. {foreign[0]}); a shard is records/<variant>/<stage>-<worker>-<part>.parquet"
+        )
+    if extra:
+        notes.append(f"records of variants not in the spec were ignored: {', '.join(sorted(extra))}")
+    return by_variant
 
 
 def measure_run(run: Storage, spec: BenchmarkSpec, infos: Sequence[StageInfo], notes: list[str]) -> list[StageMetrics]:
     """Stage metrics of every variant in the spec, reading one stage's shards at a time."""
     names = [v.name for v in spec.variants]
-    by_variant: dict[str, list[str]] = {}
-    for key in run.list_keys("records/"):  # one listing: on S3 it is paged, 1000 keys a request
-        if key.count("/") >= 2:
-            by_variant.setdefault(key.split("/")[1], []).append(key)
-    extra = sorted(set(by_variant) - set(names))
-    if extra:
-        notes.append(f"records of variants not in the spec were ignored: {', '.join(extra)}")
+    rule = SloRule.of(spec)
+    # one listing: on S3 it is paged, 1000 keys a request
+    by_variant = record_keys(run.list_keys("records/"), names, notes)
     metrics: list[StageMetrics] = []
     for name in names:
         own = [i for i in infos if i.variant == name]
-        groups = shard_groups(by_variant.get(name, []))
-        found = _measure_groups(run, groups, name, infos=own, slo=spec.slo, notes=notes)
+        groups = shard_groups(by_variant[name])
+        found = _measure_groups(run, groups, name, infos=own, rule=rule, notes=notes)
         if len({m.stage for m in found}) < len(found):  # a stage's rows were spread over other stages' shards
-            found = _measure_groups(run, [[k for g in groups for k in g]], name, infos=own, slo=spec.slo, notes=notes)
+            found = _measure_groups(run, [[k for g in groups for k in g]], name, infos=own, rule=rule, notes=notes)
         seen = {m.stage for m in found}
-        found += stage_metrics(empty_frame(), [i for i in own if i.stage not in seen], spec.slo)
+        found += stage_metrics(empty_frame(), [i for i in own if i.stage not in seen], rule)
         if not found:
             notes.append(f"{name}: no records and no stages")
         metrics += sorted(found, key=lambda m: m.stage)
@@ -168,7 +185,7 @@ def analyze_run(
     output: Storage | None = None,
     notes: Sequence[str] = (),
     price_table: PriceTable | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """Read records/ and stages/ from ``run``, write report.json/.html/.md, stages.csv,
     variants.csv and plots/*.png to ``output`` (default: ``run``), return the summary.
 

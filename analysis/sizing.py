@@ -33,6 +33,16 @@ def instances_needed(requests_per_minute: float, headroom: float, rpm_per_instan
     return max(1, math.ceil(requests_per_minute / (headroom * rpm_per_instance) - _CEIL_SLACK))
 
 
+def throughput_interval(requests: int, z: float = 1.96) -> tuple[float, float]:
+    """X*'s 95 % interval as factors of the measured rate: the steady window's request count n
+    is treated as a Poisson count, n ± z·√n (the normal approximation; n is ≥ 36 for any
+    stage that meets a p90 SLO)."""
+    if requests <= 0:
+        return (0.0, math.inf)
+    half = z * math.sqrt(requests)
+    return (max(0.0, (requests - half) / requests), (requests + half) / requests)
+
+
 @dataclass(frozen=True)
 class Cost:
     """What serving R requests/min costs with one variant."""
@@ -60,6 +70,12 @@ class Sizing:
     price: VariantPrice
     slo_stage: StageMetrics | None  # the stage at c*
     max_level_meeting_slo: float | None  # c*
+    # c* is only a lower bound of the capacity when no higher level failed (none ran, or each was
+    # inconclusive): X* is then a lower bound too, and N and the cost upper bounds.
+    lower_bound: bool
+    first_failing_level: float | None  # the lowest level above c* that failed: capacity is below it
+    # N from the ends of X*'s 95 % interval; low is None when c* is a lower bound (N may be smaller)
+    instances_interval: tuple[int | None, int | None] | None
     throughput_rpm_at_slo: float | None  # X* for all replicas
     throughput_rpm_per_instance: float | None
     latency_at_slo: float | None  # the SLO percentile at c*
@@ -97,7 +113,7 @@ class Sizer:
 
     def size(self, variant: Variant, stages: Sequence[StageMetrics], price: VariantPrice) -> Sizing:
         rpm = self.workload.requests_per_minute
-        meeting = [s for s in stages if s.meets_slo and s.target is not None and s.throughput_rpm > 0]
+        meeting = [s for s in stages if s.outcome == "meets" and s.target is not None and s.throughput_rpm > 0]
         best = max(meeting, key=lambda s: (s.target or 0.0, s.throughput_rpm), default=None)
         notes: list[str] = []
         if best is not None and best.client_bound:
@@ -105,7 +121,29 @@ class Sizer:
                 f"stage {best.stage} (level {best.target:g}) was client-bound: the load generator may have "
                 "limited its throughput, so X* and the instance count are conservative"
             )
+        first_fail = None
+        if best is not None:
+            first_fail = min(
+                (
+                    s.target
+                    for s in stages
+                    if s.outcome == "fails" and s.target is not None and s.target > (best.target or 0)
+                ),
+                default=None,
+            )
+            if first_fail is None:
+                notes.append(
+                    f"c* = {best.target:g} is a lower bound: no higher level failed the SLO (none ran, or each was "
+                    "inconclusive), so the capacity may be higher and the instance count and cost are upper bounds"
+                )
         cost = self.cost_at(rpm, variant, price, best)
+        interval = None
+        if cost is not None and best is not None and price.kind == "instance":
+            low, high = throughput_interval(best.steady_requests)
+            per_instance = best.throughput_rpm / variant.replicas
+            fewest = None if first_fail is None else instances_needed(rpm, self.headroom, per_instance * high)
+            most = instances_needed(rpm, self.headroom, per_instance * low) if low > 0 else None
+            interval = (fewest, most)
         reason = None if best is not None else _no_level_reason(stages)
         if price.kind == "unknown":
             reason = f"{reason}; {price.reason}" if reason else price.reason
@@ -114,6 +152,9 @@ class Sizer:
             price=price,
             slo_stage=best,
             max_level_meeting_slo=best.target if best else None,
+            lower_bound=best is not None and first_fail is None,
+            first_failing_level=first_fail,
+            instances_interval=interval,
             throughput_rpm_at_slo=best.throughput_rpm if best else None,
             throughput_rpm_per_instance=best.throughput_rpm / variant.replicas if best else None,
             latency_at_slo=_finite(best.slo_value) if best else None,
@@ -148,26 +189,32 @@ def _level(s: StageMetrics) -> str:
 
 
 def _no_level_reason(stages: Sequence[StageMetrics]) -> str:
-    """Why no level meets the SLO: the lowest level's real failure (latency, errors), and which
-    levels could not be judged for lack of samples."""
+    """Why no level meets the SLO: the lowest failing level's reason, then the levels that could
+    not be decided (too few samples, a bound inside the confidence interval, interrupted)."""
     if not stages:
         return "no stage ran: there are no records for this variant"
     ordered = sorted(stages, key=lambda s: (s.target if s.target is not None else 0.0, s.stage))
-    judged = [s for s in ordered if s.verdict != "insufficient-samples"]
-    too_few = [s for s in ordered if s.verdict == "insufficient-samples"]
-    hint = ""
-    if too_few:
-        need = too_few[0].slo_ci.min_samples
-        hint = (
-            f"level{'s' if len(too_few) > 1 else ''} {', '.join(_level(s) for s in too_few)} had too few samples "
-            f"(need ≥ {need} per steady window; raise load.minRequestsPerStage or load.stageDuration)"
+    failed = [s for s in ordered if s.outcome == "fails"]
+    open_ = [s for s in ordered if s.outcome == "inconclusive"]
+    parts = []
+    if failed:
+        first = failed[0]
+        where = f"even at the lowest level {_level(first)}" if first is ordered[0] else f"at level {_level(first)}"
+        parts.append(f"{first.failures[0] if first.failures else 'SLO not met'} {where}")
+    few = [s for s in open_ if s.verdict in ("insufficient-samples", "too-few-requests")]
+    other = [s for s in open_ if s not in few]
+    if other:
+        names = ", ".join(_level(s) for s in other)
+        parts.append(f"level{'s' if len(other) > 1 else ''} {names} inconclusive ({other[0].failures[0]})")
+    if few:
+        parts.append(
+            f"level{'s' if len(few) > 1 else ''} {', '.join(_level(s) for s in few)} had too few samples "
+            f"(need ≥ {few[0].slo_ci.min_samples} per steady window; raise load.minRequestsPerStage or "
+            "load.stageDuration)"
         )
-    if not judged:
-        return f"insufficient samples at every level: {hint}"
-    first = judged[0]
-    real = "; ".join(f for f in first.failures if not f.startswith("insufficient samples")) or "SLO not met"
-    where = f"even at the lowest level {_level(first)}" if first is ordered[0] else f"at level {_level(first)}"
-    return f"{real} {where}" + (f"; {hint}" if hint and first is not ordered[0] else "")
+        if len(few) == len(stages):
+            return f"insufficient samples at every level: {parts[-1]}"
+    return "; ".join(parts) or "no level met the SLO"
 
 
 def recommend(sizings: Sequence[Sizing]) -> Sizing | None:

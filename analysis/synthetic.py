@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmbench_k8s.analysis.frames import to_frame
-from fmbench_k8s.records import SCHEMA, StageInfo, records_key, stages_key
+from fmbench_k8s.contract.records import SCHEMA, StageInfo, records_key, stages_key
 from fmbench_k8s.storage import Storage
 
 _ERROR_REASONS = ("http_429", "timeout", "http_500")

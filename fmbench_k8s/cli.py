@@ -92,7 +92,6 @@ def _analyze(args: argparse.Namespace) -> int:
     import json
 
     from fmbench_k8s.analysis.metrics import AccountingError
-    from fmbench_k8s.analysis.report import termination_summary
     from fmbench_k8s.analysis.run import analyze_run
     from fmbench_k8s.api.benchmark import load_benchmark
     from fmbench_k8s.storage import open_storage, patient
@@ -127,8 +126,8 @@ def _analyze(args: argparse.Namespace) -> int:
         return 1
     if args.summary_file:
         # The operator reads this as the pod's termination message (at most 4 KiB).
-        args.summary_file.write_text(termination_summary(summary))
-    print(json.dumps(summary, indent=2))
+        args.summary_file.write_text(summary.termination_message())
+    print(json.dumps(summary.doc(), indent=2))
     return 0
 
 

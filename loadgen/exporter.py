@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from fmbench_k8s.contract.records import OUTCOMES
 from fmbench_k8s.loadgen.request import RequestState
-from fmbench_k8s.records import OUTCOMES
 
 
 def _ladder(lo_exp: int, hi: float) -> tuple[float, ...]:

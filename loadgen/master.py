@@ -3,9 +3,9 @@
 It never sends load itself (except one warm-up request to check the endpoint answers). Per stage
 it broadcasts a StagePlan with wall-clock times a little in the future, extends the steady window
 when too few requests would land in it, collects every worker's StageResult (exact samples), and
-judges the stage with plan.judge_stage. The planner then picks the next level. After every stage
-it rewrites ``stages/<variant>.json`` and ``stages/<variant>.search.json``, so a master that dies
-leaves what it had.
+judges the stage with contract.verdict.judge (the analysis's own rule). The planner then picks
+the next level. After every stage it rewrites ``stages/<variant>.json`` and
+``stages/<variant>.search.json``, so a master that dies leaves what it had.
 """
 
 from __future__ import annotations
@@ -20,25 +20,18 @@ from typing import Any
 import gevent
 import numpy as np
 
-from fmbench_k8s.analysis.stats import percentile
 from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.contract.records import StageInfo, stages_key
+from fmbench_k8s.contract.stats import percentile
+from fmbench_k8s.contract.verdict import SloRule, SloVerdict, StageCounts, judge
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
-from fmbench_k8s.loadgen.plan import (
-    Planner,
-    StageCounts,
-    Verdict,
-    endpoint_lost,
-    judge_stage,
-    planner_for,
-    required_requests,
-)
+from fmbench_k8s.loadgen.plan import Planner, endpoint_lost, planner_for, required_requests
 from fmbench_k8s.loadgen.progress import ProgressSink
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
 from fmbench_k8s.loadgen.schedule import stage_seed
-from fmbench_k8s.records import StageInfo, stages_key
 from fmbench_k8s.storage import Storage, patient
 
 log = logging.getLogger("fmbench.loadgen")
@@ -73,9 +66,28 @@ class MasterError(Exception):
 @dataclass
 class StageOutcome:
     info: StageInfo
-    verdict: Verdict
+    verdict: SloVerdict
     results: list[m.StageResult]
     summary: dict[str, Any]
+
+
+def samples(results: list[m.StageResult]) -> dict[str, np.ndarray]:
+    """The workers' exact per-request samples of the window's ok requests, per metric."""
+    return {
+        k: np.concatenate([m.unpack(getattr(r, k), "<f4" if k == "itl" else "<f8") for r in results])
+        if results else np.empty(0)
+        for k in ("ttft", "e2e", "tpot", "itl")
+    }  # fmt: skip
+
+
+def window_counts(results: list[m.StageResult]) -> StageCounts:
+    """The window's requests by outcome, over every worker."""
+    return StageCounts(
+        scheduled=sum(r.window_scheduled for r in results),
+        ok=sum(r.window_ok for r in results),
+        errors=sum(r.window_errors for r in results),
+        incomplete=sum(r.window_incomplete for r in results),
+    )
 
 
 @dataclass
@@ -203,6 +215,9 @@ class Master:
                     log.warning("%s; waiting up to %gs for it (--ready-timeout)", what, self.ready_timeout)
                     self.warm_up()
                     continue
+                if outcome.verdict.kind == "interrupted":  # not a verdict on the level: c* stays as it was
+                    self._trace(stage, level, outcome)
+                    break
                 planner.record(level, outcome.verdict.passed, outcome.verdict.reason)
                 self._trace(stage, level, outcome)
                 self.write_files(planner)
@@ -296,8 +311,9 @@ class Master:
         notes += [f"{self._name(r.client_id)}: {r.note}" for r in results if r.note]
         self._gauges(-1, None)
         return self._judge(
-            stage, level, plan, steady_end=steady_end, results=results, notes=notes, n_workers=len(workers)
-        )
+            stage, level, plan, steady_end=steady_end, results=results, notes=notes, n_workers=len(workers),
+            interrupted=aborted,
+        )  # fmt: skip
 
     def _gauges(self, stage: int, level: float | None) -> None:
         if self.exporter is None:
@@ -335,17 +351,12 @@ class Master:
         return min(limit, max(wanted, steady_end + margin * 2))
 
     def _judge(self, stage: int, level: float, plan: m.StagePlan, *, steady_end: float,
-               results: list[m.StageResult], notes: list[str], n_workers: int) -> StageOutcome:  # fmt: skip
+               results: list[m.StageResult], notes: list[str], n_workers: int,
+               interrupted: bool) -> StageOutcome:  # fmt: skip
         load, slo = self.spec.load, self.spec.slo
-        cat = {k: np.concatenate([m.unpack(getattr(r, k), "<f4" if k == "itl" else "<f8") for r in results])
-               if results else np.empty(0) for k in ("ttft", "e2e", "tpot", "itl")}  # fmt: skip
-        counts = StageCounts(
-            scheduled=sum(r.window_scheduled for r in results),
-            ok=sum(r.window_ok for r in results),
-            errors=sum(r.window_errors for r in results),
-            incomplete=sum(r.window_incomplete for r in results),
-        )
-        verdict = judge_stage(cat[slo.latency.metric], counts, slo, required_requests(self.spec))
+        cat = samples(results)
+        counts = window_counts(results)
+        verdict = judge(cat[slo.latency.metric], counts, SloRule.of(self.spec), interrupted=interrupted)
         client_bound = any(bool(r.selfcheck.get("client_bound")) for r in results)
         if client_bound:
             notes.append("client-bound: a worker's event loop lagged (p99 > 50 ms) or its CPU was > 90%; "
@@ -357,6 +368,7 @@ class Master:
             target_rate=level if load.arrival != "closed" else None,
             start=plan.t_start, steady_start=plan.steady_start, steady_end=steady_end, end=max(end, steady_end),
             workers=max(1, n_workers), client_bound=client_bound, note="; ".join(notes) or None,
+            interrupted=interrupted,
         )  # fmt: skip
         self.stages.append(info)
         window = steady_end - plan.steady_start
@@ -375,7 +387,8 @@ class Master:
             "e2e_p50": percentile(cat["e2e"], 50), "e2e_p95": percentile(cat["e2e"], 95),
             "tpot_p95": percentile(cat["tpot"], 95), "itl_p95": percentile(cat["itl"], 95),
             "slo_metric": slo.latency.metric, "slo_value": verdict.value, "error_rate": verdict.error_rate,
-            "meets_slo": verdict.passed, "reason": verdict.reason,
+            "meets_slo": verdict.passed, "slo_outcome": verdict.outcome, "slo_verdict": verdict.kind,
+            "reason": verdict.reason,
             "throughput_rpm": counts.scheduled / window * 60 if window > 0 else None,
             "output_tokens_per_s": sum(r.window_output_tokens for r in results) / window if window > 0 else None,
             "schedule_lag_p99_s": max(lag) if lag else None,
@@ -415,7 +428,8 @@ class Master:
     def _trace(self, stage: int, level: float, outcome: StageOutcome) -> None:
         s = outcome.summary
         self.trace.append({
-            "stage": stage, "level": level, "passed": outcome.verdict.passed, "slo_value": outcome.verdict.value,
+            "stage": stage, "level": level, "passed": outcome.verdict.passed, "outcome": outcome.verdict.outcome,
+            "verdict": outcome.verdict.kind, "slo_value": outcome.verdict.value,
             "error_rate": outcome.verdict.error_rate, "requests": s["window_requests"],
             "reason": outcome.verdict.reason, "note": outcome.info.note,
         })  # fmt: skip

@@ -1,4 +1,5 @@
-"""Which load levels run, in which order, and whether a stage met the SLO. Pure: no I/O, no gevent.
+"""Which load levels run and in which order. Pure: no I/O, no gevent. A stage's verdict is
+fmbench_k8s.contract.verdict's, the same the analysis gives.
 
 Levels come from the spec's ``Levels``: an explicit list, or ``min..max``. ``sweep`` and ``fixed``
 run their levels in order. ``search`` brackets by doubling from ``min`` until a level fails (or
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
-from fmbench_k8s.analysis.stats import min_samples, percentile
-from fmbench_k8s.api.spec import BenchmarkSpec, Levels, Load, Slo
+from fmbench_k8s.api.spec import BenchmarkSpec, Levels, Load
+from fmbench_k8s.contract.stats import min_samples
 
 Decision = Literal["continue", "done"]
 
@@ -61,49 +60,9 @@ def split_concurrency(total: int, workers: int, index: int) -> int:
 
 
 def required_requests(spec: BenchmarkSpec) -> int:
-    """Requests a stage's steady window needs: minRequestsPerStage, and at least enough for the
-    analysis to put a confidence interval on the SLO percentile (72 for p95), so the master's
-    verdict and the report's agree."""
+    """Requests the master extends a stage's steady window for: minRequestsPerStage, and at least
+    enough to put a confidence interval on the SLO percentile (72 for p95)."""
     return max(spec.load.min_requests_per_stage, min_samples(spec.slo.latency.percentile / 100))
-
-
-@dataclass(frozen=True)
-class StageCounts:
-    """Requests whose ``t_scheduled`` lies in the steady window, by outcome."""
-
-    scheduled: int
-    ok: int
-    errors: int
-    incomplete: int
-
-
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    value: float  # the SLO percentile of the SLO metric (seconds); NaN without ok requests
-    error_rate: float
-    reason: str | None  # why it failed; None when it passed
-
-
-def judge_stage(values: Sequence[float] | np.ndarray, counts: StageCounts, slo: Slo, min_requests: int) -> Verdict:
-    """A stage meets the SLO when it has at least ``min_requests`` requests in the steady window,
-    (errors + incomplete) / scheduled ≤ maxErrorRate and the percentile of the SLO metric over
-    the ok requests ≤ maxSeconds. ``values`` are that metric's exact per-request values (for
-    ``itl``: every gap of every ok request)."""
-    lat = slo.latency
-    value = percentile(np.asarray(values, dtype=np.float64), lat.percentile)
-    failed = counts.errors + counts.incomplete
-    error_rate = failed / counts.scheduled if counts.scheduled else math.nan
-    reasons = []
-    if counts.scheduled < min_requests:
-        reasons.append(f"only {counts.scheduled} requests in the steady window (need {min_requests})")
-    if counts.scheduled and error_rate > slo.max_error_rate:
-        reasons.append(f"error rate {error_rate:.1%} > {slo.max_error_rate:.1%}")
-    if math.isnan(value):
-        reasons.append(f"no {lat.metric} value: no successful request in the steady window")
-    elif value > lat.max_seconds:
-        reasons.append(f"p{lat.percentile:g} {lat.metric} {value:.3f}s > {lat.max_seconds:g}s")
-    return Verdict(not reasons, value, error_rate, "; ".join(reasons) or None)
 
 
 # Error reasons that mean the endpoint could not be reached at all: it was down, not slow.

@@ -6,7 +6,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmbench_k8s.records import OUTCOME_ERROR, OUTCOME_INCOMPLETE, OUTCOME_OK
+from fmbench_k8s.contract.records import OUTCOME_ERROR, OUTCOME_INCOMPLETE, OUTCOME_OK
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ import numpy as np
 from gevent.pool import Pool
 
 from fmbench_k8s.api.spec import Workload
+from fmbench_k8s.contract.records import OUTCOME_ERROR, OUTCOME_OK
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
@@ -36,7 +37,6 @@ from fmbench_k8s.loadgen.schedule import worker_offsets
 from fmbench_k8s.loadgen.selfcheck import Monitor
 from fmbench_k8s.loadgen.users import fire_request_event
 from fmbench_k8s.loadgen.writer import FLUSH_INTERVAL_S, RecordWriter
-from fmbench_k8s.records import OUTCOME_ERROR, OUTCOME_OK
 
 log = logging.getLogger("fmbench.loadgen")
 PROGRESS_INTERVAL_S = 0.5

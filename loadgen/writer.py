@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fmbench_k8s.contract.records import SCHEMA, records_key
 from fmbench_k8s.loadgen.httpclient import gevent_patched
-from fmbench_k8s.records import SCHEMA, records_key
 from fmbench_k8s.storage import Storage, patient
 
 log = logging.getLogger("fmbench.loadgen")

@@ -7,7 +7,6 @@ the same objects and creation is create-if-absent (the k6-operator #800 lesson).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -538,17 +537,6 @@ def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -
     pod = _project_pod(cfg, [container], bench)
     pod["volumes"].append({"name": "tmp", "emptyDir": {}})
     return _job(bench, uid, analysis_name(bench), "analysis", variant=None, pod=pod, backoffLimit=1)
-
-
-def parse_summary(message: str) -> dict[str, Any]:
-    """The analysis Job's termination message, or an error naming what is wrong with it."""
-    try:
-        data = json.loads(message)
-    except ValueError as err:
-        raise ValueError(f"analysis summary is not JSON ({err}); first bytes: {message[:80]!r}") from None
-    if not isinstance(data, dict):
-        raise ValueError("analysis summary is not a JSON object")
-    return data
 
 
 def data_plane_children(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -> list[dict[str, Any]]:

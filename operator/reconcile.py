@@ -15,6 +15,7 @@ from typing import Any
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.status import TERMINAL_PHASES
+from fmbench_k8s.contract.summary import OperatorSummary
 from fmbench_k8s.durations import parse_duration
 from fmbench_k8s.engines import cluster_problems
 from fmbench_k8s.operator import builders
@@ -244,41 +245,47 @@ class _Machine:
             self.fail("AnalysisFailed", f"analysis job failed: {job.message or 'no message'}")
             return
         try:
-            summary = builders.parse_summary(job.message or "")
+            summary = OperatorSummary.parse(job.message or "")
         except ValueError as err:
             self.condition("Analyzed", False, "AnalysisFailed", str(err))
             self.fail("AnalysisFailed", str(err))
             return
         self._apply_summary(summary)
         self.condition("Analyzed", True, "ReportWritten", "report computed")
-        uri = summary.get("reportUri")
-        if uri:
-            self.status["report"] = {"uri": str(uri)}
-            self.condition("ReportPublished", True, "Uploaded", str(uri))
-        rec = self.status.get("recommendation")
-        message = (
-            f"recommendation: {rec['variant']} ({rec.get('instanceType') or 'token-priced'}) × {rec['instances']}, "
-            f"${rec['costPerHour']:.2f}/h, ${rec['costPer1kRequests']:.4f}/1k requests"
-            if rec
-            else "no variant meets the SLO"
-        )
+        if summary.report_uri:
+            self.status["report"] = {"uri": summary.report_uri}
+            self.condition("ReportPublished", True, "Uploaded", summary.report_uri)
+        rec = summary.recommendation
+        if rec:
+            message = f"recommendation: {rec.headline()}"
+            self.condition("Recommended", True, "LowerBound" if rec.lower_bound else "CapacityMeasured", message)
+        else:
+            message = "no variant meets the SLO with a known price: there is no recommendation"
+            self.condition("Recommended", False, "NoVariantMeetsSlo", message)
         self.move("Succeeded", message, "Succeeded")
 
-    def _apply_summary(self, summary: dict[str, Any]) -> None:
-        rec = summary.get("recommendation")
-        if isinstance(rec, dict):
-            keys = ("variant", "instanceType", "instances", "costPerHour", "costPer1kRequests", "latencySeconds")
-            self.status["recommendation"] = {k: rec[k] for k in keys if rec.get(k) is not None}
-        for v in summary.get("variants", []):
-            vs = self.variants.get(str(v.get("name")))
+    def _apply_summary(self, summary: OperatorSummary) -> None:
+        rec = summary.recommendation
+        if rec is not None:
+            interval = rec.instances_interval
+            status = {
+                "variant": rec.variant, "instanceType": rec.instance_type, "instances": rec.instances,
+                "costPerHour": rec.cost_per_hour, "costPer1kRequests": rec.cost_per_1k_requests,
+                "latencySeconds": rec.latency_seconds, "lowerBound": rec.lower_bound,
+                "instancesLow": interval.low if interval else None,
+                "instancesHigh": interval.high if interval else None,
+            }  # fmt: skip
+            self.status["recommendation"] = {k: v for k, v in status.items() if v is not None}
+        for v in summary.variants:
+            vs = self.variants.get(v.name)
             if vs is None:
                 continue
-            if v.get("maxConcurrencyMeetingSlo") is not None:
-                vs["maxConcurrencyMeetingSlo"] = v["maxConcurrencyMeetingSlo"]
-            if v.get("stages") is not None:
-                vs["stagesDone"] = int(v["stages"])
-            if v.get("reason"):
-                vs["message"] = str(v["reason"])[:500]
+            if v.max_concurrency_meeting_slo is not None:
+                vs["maxConcurrencyMeetingSlo"] = v.max_concurrency_meeting_slo
+                vs["capacityLowerBound"] = v.capacity_lower_bound
+            vs["stagesDone"] = v.stages
+            if v.reason:
+                vs["message"] = v.reason[:500]
 
     def finish(self) -> Decision:
         self.status["conditions"] = list(self.conditions.values())

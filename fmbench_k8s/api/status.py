@@ -13,13 +13,16 @@ Phase = Literal["Pending", "Deploying", "Running", "Analyzing", "Succeeded", "Fa
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 TERMINAL_PHASES = ("Succeeded", "Failed")
 VariantPhase = Literal["Pending", "Deploying", "Ready", "Running", "Done", "Failed"]
-CONDITION_TYPES = ("Ready", "ModelServersReady", "LoadComplete", "Analyzed", "ReportPublished")
+CONDITION_TYPES = ("Ready", "ModelServersReady", "LoadComplete", "Analyzed", "ReportPublished", "Recommended")
 
 
 class Condition(ApiModel):
     """A metav1.Condition."""
 
-    type: Name = Field(description="Ready, ModelServersReady, LoadComplete, Analyzed or ReportPublished.")
+    type: Name = Field(
+        description="Ready, ModelServersReady, LoadComplete, Analyzed, ReportPublished or Recommended "
+        "(False: no variant met the SLO; reason LowerBound: the answer is a bound, not a measured capacity)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: Name = Field(description="CamelCase reason.")
     message: Text | None = Field(default=None, description="Human-readable detail.")
@@ -40,6 +43,9 @@ class VariantStatus(ApiModel):
     max_concurrency_meeting_slo: float | None = Field(
         default=None, description="c*: highest load level meeting the SLO."
     )
+    capacity_lower_bound: bool | None = Field(
+        default=None, description="True when c* is only a lower bound: no higher level failed the SLO."
+    )
     message: Text | None = Field(default=None, description="Why the variant is where it is.")
 
 
@@ -54,6 +60,14 @@ class Recommendation(ApiModel):
         alias="costPer1kRequests", ge=0, description="USD per 1,000 requests at the workload's rate."
     )
     latency_seconds: float | None = Field(default=None, ge=0, description="SLO percentile at the chosen level.")
+    lower_bound: bool = Field(
+        default=False,
+        description="c* is a lower bound (no higher level failed): N and the cost are upper bounds.",
+    )
+    instances_low: int | None = Field(
+        default=None, ge=1, description="Fewest instances within X*'s 95% interval (none when lowerBound)."
+    )
+    instances_high: int | None = Field(default=None, ge=1, description="Most instances within X*'s 95% interval.")
 
 
 class ReportRef(ApiModel):

@@ -11,7 +11,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+
+from fmbench_k8s.contract.summary import Summary
 
 
 def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
@@ -97,21 +100,23 @@ class Progress:
                 self._live = None
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    """Per variant: the level meeting the SLO, its throughput, N, $/hour, $/1k requests, or why not."""
+def summary_table(summary: Summary) -> Table:
+    """Per variant: the level meeting the SLO, its throughput, N, $/hour, $/1k requests, or why not.
+    A c* that is only a lower bound shows as "≥c*", and N and $/hour then as "≤" (upper bounds)."""
     table = Table(title="result per variant")
     for col in ("variant", "type", "c*", "req/min at c*", "SLO latency", "N", "$/hour", "$/1k req", "note"):
         table.add_column(col, justify="left" if col in ("variant", "type", "note") else "right")
-    for v in summary.get("variants", []):
+    for v in summary.variants:
+        low, high = ("≥", "≤") if v.capacity_lower_bound else ("", "")
         table.add_row(
-            str(v.get("name")),
-            str(v.get("instanceType") or "-"),
-            _fmt(v.get("maxConcurrencyMeetingSlo"), "g"),
-            _fmt(v.get("throughputRpmAtSlo"), ".0f"),
-            _fmt(v.get("latencyAtSloSeconds"), ".3f", "s"),
-            _fmt(v.get("instancesNeeded"), "g"),
-            _fmt(v.get("costPerHour"), ".2f"),
-            _fmt(v.get("costPer1kRequests"), ".4f"),
-            str(v.get("reason") or ""),
+            v.name,
+            v.instance_type or "-",
+            low + _fmt(v.max_concurrency_meeting_slo, "g") if v.max_concurrency_meeting_slo is not None else "-",
+            _fmt(v.throughput_rpm_at_slo, ".0f"),
+            _fmt(v.latency_at_slo_seconds, ".3f", "s"),
+            high + _fmt(v.instances_needed, "g") if v.instances_needed is not None else "-",
+            high + _fmt(v.cost_per_hour, ".2f") if v.cost_per_hour is not None else "-",
+            high + _fmt(v.cost_per_1k_requests, ".4f") if v.cost_per_1k_requests is not None else "-",
+            escape(v.reason or ""),
         )
     return table

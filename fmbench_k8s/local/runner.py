@@ -24,9 +24,11 @@ from urllib.parse import urlparse
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.engines import engine_info, variant_api
 from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, free_port
@@ -294,10 +296,10 @@ def _maybe_prometheus(
     return url
 
 
-def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: bool) -> dict[str, Any]:
+def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: bool) -> Summary:
     from fmbench_k8s.analysis.run import analyze_run
 
-    summary: dict[str, Any] = analyze_run(
+    summary = analyze_run(
         ctx.bench.spec,
         ctx.run,
         benchmark=ctx.bench.metadata.name,
@@ -308,20 +310,17 @@ def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: 
         notes=ctx.notes,
         price_table=ctx.price_table,
     )
-    ctx.run.write_bytes("summary.json", json.dumps(summary, indent=2).encode())
+    ctx.run.write_bytes("summary.json", json.dumps(summary.doc(), indent=2).encode())
     return summary
 
 
-def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+def _print_summary(console: Console, summary: Summary) -> None:
     from fmbench_k8s.local.progress import summary_table
 
     console.print(summary_table(summary))
-    rec = summary.get("recommendation")
+    rec = summary.recommendation
     if rec:
-        console.print(
-            f"[bold green]recommendation:[/] {rec['variant']} on {rec.get('instanceType') or '-'} × "
-            f"{rec['instances']}  ${rec['costPerHour']:.2f}/hour  ${rec['costPer1kRequests']:.4f} per 1k requests"
-        )
+        console.print(f"[bold green]recommendation:[/] {escape(rec.headline())}")
     else:
         console.print("[bold red]no variant meets the SLO[/] (reasons in the table above)")
-    console.print(f"report: {summary.get('reportUri')}")
+    console.print(f"report: {summary.report_uri}")

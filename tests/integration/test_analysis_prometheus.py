@@ -17,8 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 from fmbench_k8s.analysis.prometheus import GAUGES, QUANTILES, collect_server_metrics
+from fmbench_k8s.contract.records import StageInfo
 from fmbench_k8s.local.processes import free_port
-from fmbench_k8s.records import StageInfo
 
 pytestmark = pytest.mark.integration
 

@@ -36,8 +36,8 @@ def test_s3_round_trip(s3_endpoint: str) -> None:
 
     summary = analyze_run(SPEC, run, benchmark="demo", run_id="run-1")
 
-    assert summary["reportUri"] == "s3://results/fmbench/ns/demo/run-1/report.html"
-    assert summary["reportJsonUri"] == "s3://results/fmbench/ns/demo/run-1/report.json"
+    assert summary.doc()["reportUri"] == "s3://results/fmbench/ns/demo/run-1/report.html"
+    assert summary.doc()["reportJsonUri"] == "s3://results/fmbench/ns/demo/run-1/report.json"
     keys = set(run.list_keys())
     assert set(written) <= keys
     assert {"report.json", "report.html", "report.md", "stages.csv", "variants.csv"} <= keys
@@ -47,7 +47,7 @@ def test_s3_round_trip(s3_endpoint: str) -> None:
     validate_report(doc)
     assert [v["name"] for v in doc["variants"]] == ["g5", "inf2"]
     assert sum(s["requests"] for v in doc["variants"] for s in v["stages"]) == table.num_rows
-    assert doc["recommendation"] == summary["recommendation"] and doc["recommendation"]["variant"] == "g5"
+    assert doc["recommendation"] == summary.doc()["recommendation"] and doc["recommendation"]["variant"] == "g5"
 
     raw = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     html = raw.get_object(Bucket="results", Key="fmbench/ns/demo/run-1/report.html")["Body"].read().decode()

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from fmbench_k8s.records import SCHEMA
+from fmbench_k8s.contract.records import SCHEMA
 from fmbench_k8s.storage import Storage, open_storage
 
 PY = sys.executable

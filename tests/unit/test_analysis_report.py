@@ -20,8 +20,15 @@ from fmbench_k8s.analysis.report import validate_report
 from fmbench_k8s.analysis.run import analyze_run, compare_reports, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.contract.records import StageInfo
+from fmbench_k8s.contract.summary import (
+    InstancesInterval,
+    OperatorSummary,
+    Recommendation,
+    Summary,
+    VariantSummary,
+)
 from fmbench_k8s.local.processes import free_port
-from fmbench_k8s.records import StageInfo
 from fmbench_k8s.storage import LocalStorage
 
 SPEC = BenchmarkSpec.model_validate({
@@ -55,7 +62,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def analyzed(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    summary = analyze_run(SPEC, LocalStorage(run_dir), benchmark="demo", run_id="r1")
+    summary = analyze_run(SPEC, LocalStorage(run_dir), benchmark="demo", run_id="r1").doc()
     return summary, json.loads((run_dir / "report.json").read_text())
 
 
@@ -128,11 +135,11 @@ def test_output_elsewhere_without_plots_and_partial(run_dir: Path, tmp_path: Pat
     summary = analyze_run(SPEC, LocalStorage(run_dir), benchmark="demo", run_id="r2", plots=False, partial=True,
                           output=out, notes=["from the runner"])  # fmt: skip
     doc = load_report(out)
-    assert doc["partial"] and summary["partial"]
+    assert doc["partial"] and summary.doc()["partial"]
     assert doc["notes"][:2] == ["from the runner", "the run did not finish: this report covers the stages that ran"]
     assert not (tmp_path / "out" / "plots").exists()
     assert "data:image/png" not in (tmp_path / "out" / "report.html").read_text()
-    assert summary["reportUri"] == str(tmp_path / "out" / "report.html")
+    assert summary.doc()["reportUri"] == str(tmp_path / "out" / "report.html")
 
 
 def test_missing_stage_file_is_inferred_and_noted(tmp_path: Path) -> None:
@@ -183,9 +190,9 @@ def test_unpriceable_instance_type_still_gets_a_report(tmp_path: Path) -> None:
         update={"variants": [SPEC.variants[0].model_copy(update={"name": "x", "instance_type": "x9.huge"})]}
     )
     summary = analyze_run(spec, storage, benchmark="demo", run_id="r", plots=False)
-    reason = summary["variants"][0]["reason"]
+    reason = summary.variants[0].reason or ""
     assert "'x9.huge'" in reason and "pricePerHour" in reason
-    assert summary["recommendation"] is None
+    assert summary.recommendation is None
 
 
 def test_schema_rejects_a_broken_report(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -246,31 +253,36 @@ def test_the_termination_summary_fits_4_kib_for_the_most_variants_a_spec_allows(
     """The operator reads the analysis summary from a termination message, which the kubelet cuts
     at 4096 bytes: with 32 variants of 40-character names and long reasons it still parses, and
     keeps the recommendation and every variant's c*."""
-    from fmbench_k8s.analysis.report import termination_summary
-
     names = [f"{i:02d}-" + "v" * 37 for i in range(32)]
-    full: dict[str, Any] = {
-        "benchmark": "b" * 63,
-        "runId": "20261201-120000-abcdef",
-        "partial": False,
-        "reportUri": "s3://bucket/" + "p" * 200 + "/report.html",
-        "reportJsonUri": "s3://bucket/" + "p" * 200 + "/report.json",
-        "recommendation": {"variant": names[3], "instanceType": "g6e.2xlarge", "instances": 3,
-                           "costPerHour": 6.726, "costPer1kRequests": 0.0623, "latencySeconds": 1.4},
-        "variants": [
-            {"name": n, "instanceType": "g6e.2xlarge", "meetsSlo": i % 2 == 0, "stages": 12,
-             "maxConcurrencyMeetingSlo": 16.0 + i, "throughputRpmAtSlo": 900.0, "latencyAtSloSeconds": 1.2,
-             "instancesNeeded": 3, "costPerHour": 6.7, "costPer1kRequests": 0.06, "reason": "x" * 199 + "…"}
+    rec = Recommendation(
+        variant=names[3], instance_type="g6e.2xlarge", instances=3, cost_per_hour=6.726, cost_per_1k_requests=0.0623,
+        cost_per_1m_output_tokens=1.2, latency_seconds=1.4, max_concurrency_meeting_slo=19.0, lower_bound=True,
+        instances_interval=InstancesInterval(low=None, high=4, confidence=0.95), pricing="instance",
+    )  # fmt: skip
+    full = Summary(
+        benchmark="b" * 63, run_id="20261201-120000-abcdef", partial=False,
+        report_uri="s3://bucket/" + "p" * 200 + "/report.html", report_json_uri="s3://bucket/" + "p" * 200 + "/r.json",
+        recommendation=rec,
+        variants=[
+            VariantSummary(
+                name=n, instance_type="g6e.2xlarge", meets_slo=i % 2 == 0, stages=12,
+                max_concurrency_meeting_slo=16.0 + i, capacity_lower_bound=i == 3, throughput_rpm_at_slo=900.0,
+                latency_at_slo_seconds=1.2, instances_needed=3, cost_per_hour=6.7, cost_per_1k_requests=0.06,
+                reason="x" * 199 + "…",
+            )
             for i, n in enumerate(names)
         ],
-        "notes": ["n" * 199 + "…"] * 5,
-    }  # fmt: skip
-    text = termination_summary(full)
+        notes=["n" * 199 + "…"] * 5,
+    )  # fmt: skip
+    text = full.termination_message()
     assert len(text.encode()) <= 4096
-    parsed = json.loads(text)
-    assert parsed["recommendation"] == full["recommendation"]
-    assert [v["maxConcurrencyMeetingSlo"] for v in parsed["variants"]] == [16.0 + i for i in range(32)]
+    parsed = OperatorSummary.parse(text)
+    assert parsed.recommendation == rec
+    assert [v.max_concurrency_meeting_slo for v in parsed.variants] == [16.0 + i for i in range(32)]
+    assert [v.capacity_lower_bound for v in parsed.variants] == [i == 3 for i in range(32)]
     # A small summary keeps everything the operator reads, reasons and notes included.
-    small = {**full, "variants": full["variants"][:2], "notes": ["a note"]}
-    kept = json.loads(termination_summary(small))
-    assert kept["notes"] == ["a note"] and kept["variants"][0]["reason"] == full["variants"][0]["reason"]
+    small = full.model_copy(update={"variants": full.variants[:2], "notes": ["a note"]})
+    kept = OperatorSummary.parse(small.termination_message())
+    assert kept.notes == ["a note"] and kept.variants[0].reason == full.variants[0].reason
+    with pytest.raises(ValueError, match=r"recommendation.instances: Input should be greater than or equal to 1"):
+        OperatorSummary.parse(text.replace('"instances":3', '"instances":0'))

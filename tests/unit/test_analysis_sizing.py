@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fmbench_k8s.analysis.metrics import StageMetrics, Verdict
+from fmbench_k8s.analysis.metrics import StageMetrics
 from fmbench_k8s.analysis.pricing import PriceResolver, VariantPrice
 from fmbench_k8s.analysis.sizing import Sizer, instances_needed, recommend
-from fmbench_k8s.analysis.stats import QuantileCi, summarize
 from fmbench_k8s.api.spec import Pricing, Variant, Workload
+from fmbench_k8s.contract.stats import QuantileCi, summarize
+from fmbench_k8s.contract.verdict import FAILING, Kind
 
 WORKLOAD = Workload.model_validate(
     {"requestsPerMinute": 600, "promptTokens": {"mean": 1000}, "outputTokens": {"mean": 200}}
@@ -20,7 +21,7 @@ WORKLOAD = Workload.model_validate(
 
 
 def stage(
-    variant: str, target: float, rpm: float, *, slo_value: float = 1.0, verdict: Verdict = "meets",
+    variant: str, target: float, rpm: float, *, slo_value: float = 1.0, verdict: Kind = "meets",
     failures: tuple[str, ...] = (), out_tokens: float = 200.0, prompt_tokens: float = 1000.0,
     client_bound: bool = False,
 ) -> StageMetrics:  # fmt: skip
@@ -32,6 +33,7 @@ def stage(
         throughput_rpm=rpm, output_tokens_per_s=rpm / 60 * out_tokens, input_tokens_per_s=0.0,
         mean_prompt_tokens=prompt_tokens, mean_output_tokens=out_tokens, goodput_rps=rpm / 60, slo_attainment=1.0,
         latency=latency, slo_value=slo_value, slo_ci=QuantileCi(slo_value, slo_value, int(rpm), 0.95, 72),
+        outcome="meets" if verdict == "meets" else "fails" if verdict in FAILING else "inconclusive",
         verdict=verdict, meets_slo=verdict == "meets", failures=failures, client_bound=client_bound,
         client_bound_share=1.0 if client_bound else 0.0,
     )  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fmbench_k8s.analysis.stats import min_samples, percentile, quantile_ci, quantile_ci_ranks, summarize
+from fmbench_k8s.contract.stats import min_samples, percentile, quantile_ci, quantile_ci_ranks, summarize
 
 
 def test_summary_matches_numpy_linear_interpolation_and_ignores_nan() -> None:

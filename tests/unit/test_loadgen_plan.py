@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -12,10 +11,8 @@ from fmbench_k8s.api.spec import Levels, Load, Slo
 from fmbench_k8s.loadgen.plan import (
     Planner,
     Search,
-    StageCounts,
     candidate_levels,
     endpoint_lost,
-    judge_stage,
     planner_for,
     split_concurrency,
 )
@@ -139,24 +136,9 @@ def test_split_concurrency_distributes_every_slot_once() -> None:
         split_concurrency(4, 2, 2)
 
 
-def test_judge_stage_passes_only_with_latency_errors_and_count_in_bounds() -> None:
-    values = np.linspace(0.1, 1.0, 100)  # p95 = 0.955
-    ok = StageCounts(scheduled=100, ok=100, errors=0, incomplete=0)
-    assert judge_stage(values, ok, _slo(max_s=1.0), 50).passed
-    slow = judge_stage(values, ok, _slo(max_s=0.9), 50)
-    assert not slow.passed and slow.reason == "p95 e2e 0.955s > 0.9s"
-    errs = judge_stage(values, StageCounts(100, 97, 2, 1), _slo(), 50)
-    assert not errs.passed and errs.error_rate == pytest.approx(0.03)
-    assert "error rate 3.0% > 1.0%" in (errs.reason or "")
-    few = judge_stage(values[:10], StageCounts(10, 10, 0, 0), _slo(), 50)
-    assert not few.passed and "only 10 requests" in (few.reason or "")
-    none = judge_stage([], StageCounts(10, 0, 10, 0), _slo(err=1.0), 1)
-    assert not none.passed and "no successful request" in (none.reason or "")
-
-
 def test_a_stage_needs_enough_requests_for_the_analysis_confidence_interval() -> None:
-    from fmbench_k8s.analysis.stats import min_samples
     from fmbench_k8s.api import parse_benchmark
+    from fmbench_k8s.contract.stats import min_samples
     from fmbench_k8s.loadgen.plan import required_requests
     from tests.corpus import REPO
 

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 
 from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.contract.records import SCHEMA
 from fmbench_k8s.loadgen.request import RequestState, StageContext, to_row
 from fmbench_k8s.loadgen.target import TargetError, engine_api, resolve_target
-from fmbench_k8s.records import SCHEMA
 
 
 def _spec(*variants: dict[str, object], model: str | None = None) -> BenchmarkSpec:

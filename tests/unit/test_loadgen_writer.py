@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from fmbench_k8s.contract.records import SCHEMA
 from fmbench_k8s.loadgen.writer import RecordWriter
-from fmbench_k8s.records import SCHEMA
 from fmbench_k8s.storage import LocalStorage
 
 

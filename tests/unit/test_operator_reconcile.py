@@ -45,15 +45,25 @@ def _cond(d: Decision, ctype: str) -> dict[str, Any]:
 
 
 SUMMARY = {
+    "benchmark": "llama31-8b-vllm-gpu",
+    "runId": "r",
+    "partial": False,
     "recommendation": {
         "variant": "g5-vllm",
         "instanceType": "g5.2xlarge",
         "instances": 3,
         "costPerHour": 3.63,
         "costPer1kRequests": 0.1,
+        "costPer1mOutputTokens": 2.5,
         "latencySeconds": 1.8,
+        "maxConcurrencyMeetingSlo": 16,
+        "lowerBound": False,
+        "instancesInterval": {"low": 3, "high": 4, "confidence": 0.95},
+        "pricing": "instance",
     },
-    "variants": [{"name": "g5-vllm", "maxConcurrencyMeetingSlo": 16, "stages": 5}],
+    "variants": [
+        {"name": "g5-vllm", "maxConcurrencyMeetingSlo": 16, "capacityLowerBound": False, "stages": 5, "reason": None}
+    ],
     "reportUri": "s3://my-results/fmbench/ns/llama31-8b-vllm-gpu/r/report.html",
 }
 

@@ -46,12 +46,15 @@ class Summary:
         }  # fmt: skip
 
 
+def _floating(values: npt.ArrayLike) -> npt.NDArray[np.floating]:
+    x = np.asarray(values)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
 def finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     """The finite values, without a copy when all are finite; float32 stays float32 (ITL gaps:
     hundreds of millions of them, where halving the bytes halves the time of the partition)."""
-    x = np.asarray(values)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
+    x = _floating(values)
     ok = np.isfinite(x)
     return x if ok.all() else x[ok]
 
@@ -74,7 +77,7 @@ def percentile(values: npt.NDArray[np.floating], q: float) -> float:
     return float(np.percentile(x, q)) if x.size else math.nan
 
 
-def _binomial_cdf(n: int, p: float) -> FloatArray:
+def binomial_cdf(n: int, p: float) -> FloatArray:
     """CDF of Binomial(n, p) at 0..n, computed in log space (n can be millions; no scipy)."""
     k = np.arange(n, dtype=np.float64)
     # log pmf(k+1) - log pmf(k) = log((n-k)/(k+1)) + log(p/(1-p)); cumulative sums give every pmf.
@@ -82,6 +85,23 @@ def _binomial_cdf(n: int, p: float) -> FloatArray:
     log_pmf = np.concatenate(([n * math.log1p(-p)], n * math.log1p(-p) + np.cumsum(steps)))
     cdf: FloatArray = np.cumsum(np.exp(log_pmf))
     return np.minimum(cdf, 1.0)
+
+
+# Above this many samples P(B <= k) comes from the normal approximation: the exact CDF would take
+# one float per sample (an ITL SLO has hundreds of millions) and differs by far less than a rank.
+_EXACT_MAX: Final = 1_000_000
+
+
+def binomial_le(n: int, p: float, k: int) -> float:
+    """P(B <= k) for B ~ Binomial(n, p)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if n <= _EXACT_MAX:
+        return float(binomial_cdf(n, p)[k])
+    mean, sd = n * p, math.sqrt(n * p * (1 - p))
+    return 0.5 * math.erfc(-(k + 0.5 - mean) / (sd * math.sqrt(2)))
 
 
 @dataclass(frozen=True)
@@ -102,7 +122,7 @@ def quantile_ci_ranks(n: int, q: float, confidence: float = CONFIDENCE) -> Ranks
     if n < 1:
         return None
     tail = (1 - confidence) / 2
-    cdf = _binomial_cdf(n, q)
+    cdf = binomial_cdf(n, q)
     # low rank l: the largest l >= 1 with P(B <= l-1) <= tail, i.e. P(B < l) <= tail.
     low_candidates = np.nonzero(cdf[:n] <= tail)[0]
     # high rank u: the smallest u <= n with P(B <= u-1) >= 1 - tail.
@@ -139,8 +159,11 @@ class QuantileCi:
 
 
 def quantile_ci(values: npt.NDArray[np.floating], q: float, confidence: float = CONFIDENCE) -> QuantileCi:
-    """The CI for the q-th percentile (0 < q < 100) as values; NaN bounds when n is too small."""
-    x = finite(values)
+    """The CI for the q-th percentile (0 < q < 100) as values; NaN bounds when n is too small.
+    NaN values are not samples; +inf ones are (a latency above every bound)."""
+    x = _floating(values)
+    nan = np.isnan(x)
+    x = x[~nan] if nan.any() else x
     need = min_samples(q / 100, confidence)
     ranks = quantile_ci_ranks(int(x.size), q / 100, confidence) if x.size >= need else None
     if ranks is None:

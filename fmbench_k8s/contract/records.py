@@ -6,8 +6,11 @@ meanings are defined in docs/metrics.md. Times are epoch seconds (float); durati
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +51,39 @@ SCHEMA: Final = pa.schema(
     ]
 )
 COLUMNS: Final = tuple(SCHEMA.names)
+# Without these a record cannot be counted or placed in a stage: a shard lacking one is refused.
+REQUIRED_COLUMNS: Final = ("variant", "stage", "request_id", "t_scheduled", "outcome")
+
+# The error reason of an "ok" record whose values are impossible (docs/metrics.md): it is counted
+# as an error with this reason and the value that was wrong, never used as a sample.
+INVALID_RECORD: Final = "invalid_record"
+_SLACK: Final = 1e-6  # clock rounding between two recorded timestamps of one request
+
+
+def invalid_values(
+    *,
+    ttft: npt.NDArray[np.float64],
+    e2e: npt.NDArray[np.float64],
+    since_scheduled: npt.NDArray[np.float64],
+    itl_max: npt.NDArray[np.float64],
+    prompt_tokens: npt.NDArray[np.float64],
+    output_tokens: npt.NDArray[np.float64],
+) -> npt.NDArray[np.object_]:
+    """Per record, ``invalid_record:<what>`` when a successful request's values cannot be true,
+    else None. Missing (NaN) values are allowed except e2e, which every answer has."""
+    with np.errstate(invalid="ignore"):
+        checks = (
+            ("e2e", ~np.isfinite(e2e) | (e2e < 0)),
+            ("ttft", np.isinf(ttft) | (ttft < 0)),
+            ("ttft_after_e2e", ttft > e2e + _SLACK),
+            ("end_before_scheduled", np.isinf(since_scheduled) | (since_scheduled < -_SLACK)),
+            ("itl", np.isinf(itl_max) | (itl_max < 0)),
+            ("tokens", np.isinf(prompt_tokens) | (prompt_tokens < 0) | np.isinf(output_tokens) | (output_tokens < 0)),
+        )
+    out = np.full(e2e.shape, None, dtype=np.object_)
+    for what, bad in reversed(checks):  # the first check that applies names the reason
+        out[bad] = f"{INVALID_RECORD}:{what}"
+    return out
 
 
 class StageInfo(BaseModel):
@@ -67,6 +103,7 @@ class StageInfo(BaseModel):
     end: float = Field(description="epoch seconds: drain over; still in flight = incomplete")
     workers: int = Field(ge=1)
     client_bound: bool = False
+    interrupted: bool = False  # cut short (Ctrl-C, deletion): its verdict is "inconclusive"
     note: str | None = None
 
     @property
@@ -77,6 +114,19 @@ class StageInfo(BaseModel):
 def records_key(variant: str, stage: int, worker: str, part: int) -> str:
     """Run-relative key of one Parquet shard; shards are flushed every few seconds."""
     return f"records/{variant}/{stage:03d}-{worker}-{part:05d}.parquet"
+
+
+# records_key's layout, and nothing else: a key nested deeper (another run whose prefix points
+# inside this one's records/) or named otherwise is not one of this run's shards.
+_RECORDS_KEY: Final = re.compile(
+    r"^records/(?P<variant>[a-z0-9]([-a-z0-9]*[a-z0-9])?)/(?P<stage>[0-9]{3,})-[^/]+-[0-9]{5,}\.parquet$"
+)
+
+
+def parse_records_key(key: str) -> tuple[str, int] | None:
+    """(variant, stage) of a run-relative key in records_key's layout, else None."""
+    m = _RECORDS_KEY.match(key)
+    return (m["variant"], int(m["stage"])) if m else None
 
 
 def stages_key(variant: str) -> str:
