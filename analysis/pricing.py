@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,7 +36,11 @@ class PriceNotFoundError(LookupError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
+
+# A price is finite and positive: a zero, negative or NaN price would win every recommendation.
+UsdPerHour = Annotated[float, Field(gt=0, le=10_000)]
 
 
 class _Region(_Strict):
@@ -59,7 +63,7 @@ class _InstanceBlock(_Strict):
     service: Literal["ec2", "sagemaker"]
     source: str
     as_of: str = Field(alias="asOf")
-    usd_per_hour: dict[str, float] = Field(alias="usdPerHour")
+    usd_per_hour: dict[str, UsdPerHour] = Field(alias="usdPerHour")
 
 
 class _TokenRate(_Strict):

@@ -44,6 +44,7 @@ class ApiModel(BaseModel):
         validate_default=True,
         frozen=True,
         protected_namespaces=(),
+        allow_inf_nan=False,  # every number of a spec is finite; .inf or .nan is a typo, never a setting
     )
 
     @classmethod
@@ -52,23 +53,36 @@ class ApiModel(BaseModel):
         return []
 
 
-def _check_duration(value: str) -> str:
-    durations.parse_duration(value)
-    return value
+def _duration_between(minimum: str, maximum: str) -> AfterValidator:
+    lo, hi = durations.parse_duration(minimum), durations.parse_duration(maximum)
+
+    def check(value: str) -> str:
+        if not lo <= durations.parse_duration(value) <= hi:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return AfterValidator(check)
 
 
-Duration = Annotated[
-    str,
-    AfterValidator(_check_duration),
-    WithJsonSchema(
+def _duration_schema(minimum: str, maximum: str) -> WithJsonSchema:
+    rule = f"duration(self) >= duration('{minimum}') && duration(self) <= duration('{maximum}')"
+    return WithJsonSchema(
         {
             "type": "string",
             "pattern": durations.PATTERN,
             "maxLength": 32,
-            "description": "A duration: a number with a unit ms, s, m or h, e.g. 30s, 2m, 1h30m.",
+            "description": f"A duration from {minimum} to {maximum}: a number with a unit ms, s, m or h, "
+            "e.g. 30s, 2m, 1h30m.",
+            "x-kubernetes-validations": [cel(rule, f"must be between {minimum} and {maximum}")],
         }
-    ),
-]
+    )
+
+
+# Durations are bounded, in the model and by CEL on the API server: a typo (500000h) must not
+# become a run nobody can wait for.
+PhaseDuration = Annotated[str, _duration_between("0s", "24h"), _duration_schema("0s", "24h")]
+StageDuration = Annotated[str, _duration_between("1s", "24h"), _duration_schema("1s", "24h")]
+RunDuration = Annotated[str, _duration_between("1s", "168h"), _duration_schema("1s", "168h")]
 
 Name = Annotated[str, Field(min_length=1, max_length=SHORT)]
 Text = Annotated[str, Field(min_length=1, max_length=LONG)]

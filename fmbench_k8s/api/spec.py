@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -10,9 +11,11 @@ from fmbench_k8s.api.base import (
     DNS_LABEL,
     MAX_LIST,
     ApiModel,
-    Duration,
     Labels,
     Name,
+    PhaseDuration,
+    RunDuration,
+    StageDuration,
     Text,
     Url,
     cel,
@@ -23,6 +26,7 @@ Engine = Literal["vllm", "tgi", "triton-trtllm", "neuronx-vllm", "djl-lmi", "sgl
 ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
 EndpointApi = Literal["openai-chat", "openai-completions", "tgi", "triton", "sagemaker", "bedrock"]
 HTTP_APIS = ("openai-chat", "openai-completions", "tgi", "triton")
+MAX_LEVEL = 1_000_000  # concurrent users or requests/s: far beyond one load test, still a sane int
 LatencyMetric = Literal["e2e", "ttft", "tpot", "itl"]
 LoadMode = Literal["search", "sweep", "fixed"]
 Arrival = Literal["closed", "poisson", "constant"]
@@ -148,7 +152,7 @@ class Variant(ApiModel):
     env: list[EnvVar] = Field(default_factory=list, max_length=MAX_LIST, description="Extra environment.")
     model: ModelRef | None = Field(default=None, description="Model override for this variant.")
     price_per_hour: float | None = Field(
-        default=None, ge=0, description="USD per instance-hour; overrides the price table."
+        default=None, gt=0, le=10_000, description="USD per instance-hour; overrides the price table."
     )
     node_selector: Labels = Field(
         default_factory=dict, description="Extra node labels to select (e.g. eks.amazonaws.com/nodegroup)."
@@ -210,7 +214,9 @@ class Dataset(ApiModel):
 class Workload(ApiModel):
     """W = {R, P, G}: the traffic to size for."""
 
-    requests_per_minute: float = Field(gt=0, description="R: requests per minute to serve.")
+    requests_per_minute: float = Field(
+        gt=0, le=10_000_000, description="R: requests per minute to serve (at most 10 million)."
+    )
     prompt_tokens: TokenDistribution = Field(description="P: prompt length in tokens.")
     output_tokens: TokenDistribution = Field(description="G: generated tokens per request (max_tokens).")
     dataset: Dataset | None = Field(default=None, description="Real prompts instead of synthetic ones.")
@@ -235,9 +241,9 @@ class Slo(ApiModel):
 class Levels(ApiModel):
     """Load levels: an explicit list, or a range [min, max] (doubling for sweep, bisected for search)."""
 
-    min: float | None = Field(default=None, gt=0, description="Lowest level.")
-    max: float | None = Field(default=None, gt=0, description="Highest level.")
-    levels: list[Annotated[float, Field(gt=0)]] | None = Field(
+    min: float | None = Field(default=None, gt=0, le=MAX_LEVEL, description="Lowest level.")
+    max: float | None = Field(default=None, gt=0, le=MAX_LEVEL, description="Highest level.")
+    levels: list[Annotated[float, Field(gt=0, le=MAX_LEVEL)]] | None = Field(
         default=None, min_length=1, max_length=MAX_LIST, description="Explicit levels, run in this order."
     )
 
@@ -279,9 +285,9 @@ class Load(ApiModel):
         default_factory=lambda: Levels(min=1, max=64), description="Concurrent requests (closed loop)."
     )
     rate: Levels | None = Field(default=None, description="Requests per second (open loop). Required unless closed.")
-    warmup: Duration = Field(default="10s", description="Start of each stage excluded from the statistics.")
-    stage_duration: Duration = Field(default="60s", description="Length of each stage's steady window.")
-    drain: Duration = Field(
+    warmup: PhaseDuration = Field(default="10s", description="Start of each stage excluded from the statistics.")
+    stage_duration: StageDuration = Field(default="60s", description="Length of each stage's steady window.")
+    drain: PhaseDuration = Field(
         default="30s",
         description="Time in-flight requests get to finish after a stage; later ones count as incomplete.",
     )
@@ -379,6 +385,11 @@ class Analysis(ApiModel):
     pricing: Pricing = Field(default_factory=Pricing, description="Price source.")
 
 
+# A prefix with a run's own folder names would put this run's files inside another run's records.
+_RUN_DIRS = "(^|/)(records|stages)(/|$)"
+_RUN_DIRS_MESSAGE = "must not contain a records/ or stages/ folder: those are a run's own"
+
+
 class S3Location(ApiModel):
     """An S3 prefix."""
 
@@ -388,6 +399,16 @@ class S3Location(ApiModel):
     prefix: Annotated[str, Field(max_length=1024)] = Field(default="fmbench/", description="Key prefix.")
     region: Name | None = Field(default=None, description="Bucket region.")
     endpoint_url: Url | None = Field(default=None, description="S3-compatible endpoint (MinIO, tests).")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [cel(f"!self.prefix.matches('{_RUN_DIRS}')", _RUN_DIRS_MESSAGE, ".prefix")]
+
+    @model_validator(mode="after")
+    def _not_inside_a_run(self) -> S3Location:
+        if re.search(_RUN_DIRS, self.prefix):
+            raise ValueError(f"prefix: {_RUN_DIRS_MESSAGE}")
+        return self
 
 
 class Report(ApiModel):
@@ -405,8 +426,8 @@ class Prometheus(ApiModel):
 class Timeouts(ApiModel):
     """Deadlines per phase."""
 
-    model_ready: Duration = Field(default="45m", description="Model servers Ready and answering.")
-    run: Duration = Field(default="6h", description="The whole run, from creation.")
+    model_ready: StageDuration = Field(default="45m", description="Model servers Ready and answering.")
+    run: RunDuration = Field(default="6h", description="The whole run, from creation.")
 
 
 class BenchmarkSpec(ApiModel):

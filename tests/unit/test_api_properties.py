@@ -15,7 +15,7 @@ from fmbench_k8s.api.benchmark import to_manifest
 from fmbench_k8s.durations import format_duration
 
 names = st.from_regex(r"[a-z][a-z0-9]{0,10}", fullmatch=True)
-durations = st.integers(min_value=1, max_value=10**7).map(lambda ms: format_duration(ms / 1000))
+durations = st.integers(min_value=1000, max_value=24 * 3600 * 1000).map(lambda ms: format_duration(ms / 1000))
 positive = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow_infinity=False)
 tokens = st.fixed_dictionaries({"mean": st.integers(1, 100_000)}, optional={"stddev": st.floats(0, 1000)})
 
