@@ -180,9 +180,10 @@ def recommendation_entry(best: Sizing | None, variant: Variant | None) -> dict[s
     if best is None or best.cost is None or variant is None:
         return None
     interval = best.instances_interval
+    priced = best.price.instance.instance_type if best.price.instance and variant.engine else None
     rec = Recommendation(
         variant=best.variant,
-        instance_type=variant.instance_type,
+        instance_type=priced or variant.instance_type,  # what ran, when a nodeSelector moved the pods
         instances=best.cost.instances,
         cost_per_hour=best.cost.cost_per_hour,
         cost_per_1k_requests=best.cost.cost_per_1k_requests,

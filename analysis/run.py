@@ -29,7 +29,7 @@ from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
 from fmbench_k8s.analysis.report import build_report, summary, validate_report
 from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
-from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.api.spec import BenchmarkSpec, Variant
 from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
 from fmbench_k8s.contract.stats import FloatArray
 from fmbench_k8s.contract.summary import Summary
@@ -131,12 +131,15 @@ def load_stages(run: Storage, variants: Sequence[str], notes: list[str]) -> list
     return infos
 
 
-def _prices(spec: BenchmarkSpec, notes: list[str], table: PriceTable | None) -> list[VariantPrice]:
+def _prices(
+    spec: BenchmarkSpec, notes: list[str], table: PriceTable | None, ran_on: Mapping[str, Sequence[str]]
+) -> list[VariantPrice]:
     resolver = PriceResolver(spec.analysis.pricing, table or builtin_table())
     prices = []
     for v in spec.variants:
         try:
             price = resolver.variant(v)
+            price = _as_ran(v, price, resolver, ran_on.get(v.name, ()), notes)
         except PriceNotFoundError as err:
             # The latency results are still worth a report; the variant just cannot be sized.
             notes.append(f"{v.name}: {err}")
@@ -145,6 +148,25 @@ def _prices(spec: BenchmarkSpec, notes: list[str], table: PriceTable | None) -> 
             notes.extend(f"{v.name}: {n}" for n in price.instance.notes if "pricePerHour" not in n)
         prices.append(price)
     return prices
+
+
+def _as_ran(
+    v: Variant, price: VariantPrice, resolver: PriceResolver, observed: Sequence[str], notes: list[str]
+) -> VariantPrice:
+    """The price of the instance type the variant's pods ran on, when that is not spec.instanceType
+    (a nodeSelector can override it): what ran is what would be bought. Of several, the dearest."""
+    others = sorted(set(observed) - {v.instance_type})
+    if v.engine is None or not others:
+        return price
+    ran = ", ".join(sorted(set(observed)))
+    if v.price_per_hour is not None:
+        notes.append(f"{v.name}: its pods ran on {ran}, not spec.instanceType {v.instance_type}; "
+                     "priced with the spec's pricePerHour as given")  # fmt: skip
+        return price
+    dearest = max((resolver.instance(t) for t in sorted(set(observed))), key=lambda p: p.usd_per_hour)
+    notes.append(f"{v.name}: its pods ran on {ran}, not spec.instanceType {v.instance_type}; priced as "
+                 f"{dearest.instance_type}, what ran")  # fmt: skip
+    return VariantPrice("instance", instance=dearest)
 
 
 def _window(m: StageMetrics) -> StageInfo:
@@ -185,6 +207,7 @@ def analyze_run(
     output: Storage | None = None,
     notes: Sequence[str] = (),
     price_table: PriceTable | None = None,
+    ran_on: Mapping[str, Sequence[str]] | None = None,
 ) -> Summary:
     """Read records/ and stages/ from ``run``, write report.json/.html/.md, stages.csv,
     variants.csv and plots/*.png to ``output`` (default: ``run``), return the summary.
@@ -192,6 +215,8 @@ def analyze_run(
     ``prometheus_url`` defaults to spec.prometheus.url; Prometheus trouble never fails the analysis.
     ``notes`` (from the caller, e.g. the local runner) open the report's notes.
     ``price_table`` replaces the shipped one (``--price-table``).
+    ``ran_on``: per variant, the instance types its model server pods ran on (the operator's
+    ``status.variants[].nodeInstanceTypes``); a type other than spec.instanceType is what is priced.
     Raises AccountingError when the records do not add up.
     """
     out = output or run
@@ -199,7 +224,7 @@ def analyze_run(
     if partial:
         notes.append("the run did not finish: this report covers the stages that ran")
     names = [v.name for v in spec.variants]
-    prices = _prices(spec, notes, price_table)
+    prices = _prices(spec, notes, price_table, ran_on or {})
     infos = load_stages(run, names, notes)
     metrics = measure_run(run, spec, infos, notes)
 

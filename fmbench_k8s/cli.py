@@ -88,6 +88,14 @@ def _price_table(path: Path | None) -> PriceTable | None:
         raise
 
 
+def _ran_on(given: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in given:
+        name, _, types = item.partition("=")
+        out.setdefault(name, []).extend(t for t in types.split(",") if t)
+    return out
+
+
 def _analyze(args: argparse.Namespace) -> int:
     import json
 
@@ -116,6 +124,7 @@ def _analyze(args: argparse.Namespace) -> int:
             plots=not args.no_plots,
             output=output,
             price_table=table,
+            ran_on=_ran_on(args.ran_on),
         )
     except SpecError as err:
         for problem in err.problems:
@@ -206,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial", action="store_true", help="mark the report partial (the run did not finish)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
+    ran_on = "instance types a variant's pods ran on (the operator passes them); what ran is priced"
+    p.add_argument("--ran-on", action="append", default=[], metavar="VARIANT=TYPE[,TYPE]", help=ran_on)
     p.set_defaults(func=_analyze)
 
     p = sub.add_parser("compare", help="regression table between two runs' report.json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -513,8 +513,11 @@ def loadgen_workers_job(
 # -- analysis --------------------------------------------------------------------------------------
 
 
-def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -> dict[str, Any]:
-    """Runs ``fmbench-k8s analyze``; its compact summary JSON is the container's termination message."""
+def analysis_job(
+    bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig, ran_on: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
+    """Runs ``fmbench-k8s analyze``; its compact summary JSON is the container's termination message.
+    ``ran_on``: the instance types each variant's model server pods ran on, priced by the analysis."""
     uri = run_uri(bench, run_id)
     args = [
         "analyze",
@@ -531,6 +534,9 @@ def analysis_job(bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig) -
     ]
     if bench.spec.prometheus is not None:
         args += ["--prometheus-url", bench.spec.prometheus.url]
+    for name, types in sorted((ran_on or {}).items()):
+        if types:
+            args += ["--ran-on", f"{name}={','.join(sorted(types))}"]
     container = _project_container(cfg, "analysis", args, _runner_env(bench, cfg))
     container["resources"] = cfg.resources_of("analysis")
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache

@@ -234,9 +234,9 @@ class _Machine:
         self.analyzing()
 
     def analyzing(self) -> None:
-        self.decision.create.append(
-            builders.analysis_job(self.bench, self.obs.uid, str(self.status["runId"]), self.cfg)
-        )
+        ran_on = {name: vs.get("nodeInstanceTypes") or [] for name, vs in self.variants.items()}
+        run_id = str(self.status["runId"])
+        self.decision.create.append(builders.analysis_job(self.bench, self.obs.uid, run_id, self.cfg, ran_on))
         job = self.obs.analysis
         if job is None or not (job.succeeded or job.failed):
             return

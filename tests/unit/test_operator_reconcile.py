@@ -44,7 +44,7 @@ def _cond(d: Decision, ctype: str) -> dict[str, Any]:
     return next(c for c in d.status["conditions"] if c["type"] == ctype)
 
 
-SUMMARY = {
+SUMMARY: dict[str, Any] = {
     "benchmark": "llama31-8b-vllm-gpu",
     "runId": "r",
     "partial": False,
@@ -110,10 +110,34 @@ def test_happy_path_reaches_succeeded_with_the_recommendation() -> None:
     d = _through_to(bench, "Analyzing")
     assert d.status["phase"] == "Analyzing"
     assert ("Job", "llama31-8b-vllm-gpu-analysis") in _kinds(d)
+    [analysis] = [c for c in d.create if c["metadata"]["name"] == "llama31-8b-vllm-gpu-analysis"]
+    args = analysis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--ran-on") + 1] == "g5-vllm=g5.2xlarge"  # what ran is what is priced
 
     d = _step(bench, d.status, 20, analysis=JobState(succeeded=True, message=json.dumps(SUMMARY)))
     assert d.status["phase"] == "Succeeded"
     assert d.status["recommendation"]["instances"] == 3
+    assert (d.status["recommendation"]["instancesLow"], d.status["recommendation"]["instancesHigh"]) == (3, 4)
+    assert d.status["recommendation"]["lowerBound"] is False
+    assert _cond(d, "Recommended")["reason"] == "CapacityMeasured"
+    assert "g5-vllm on g5.2xlarge × 3" in d.status["message"]
+
+    bounded = {
+        **SUMMARY,
+        "recommendation": {
+            **SUMMARY["recommendation"],
+            "lowerBound": True,
+            "instancesInterval": {"low": None, "high": 3, "confidence": 0.95},
+        },
+    }
+    lb = _step(bench, _through_to(bench, "Analyzing").status, 20,
+               analysis=JobState(succeeded=True, message=json.dumps(bounded)))  # fmt: skip
+    assert lb.status["recommendation"]["lowerBound"] is True and "instancesLow" not in lb.status["recommendation"]
+    assert _cond(lb, "Recommended")["reason"] == "LowerBound" and "× at most 3" in lb.status["message"]
+    nothing = json.dumps({**SUMMARY, "recommendation": None})
+    none = _step(bench, _through_to(bench, "Analyzing").status, 20, analysis=JobState(succeeded=True, message=nothing))
+    assert none.status["phase"] == "Succeeded" and _cond(none, "Recommended")["status"] == "False"
+    assert _cond(none, "Recommended")["reason"] == "NoVariantMeetsSlo"
     assert d.status["report"]["uri"].endswith("report.html")
     assert _cond(d, "Ready")["status"] == "True" and _cond(d, "ReportPublished")["status"] == "True"
     assert ("Deployment", "llama31-8b-vllm-gpu-g5-vllm-server") in d.delete  # cleanup: Always
