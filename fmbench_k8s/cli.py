@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import SpecError, is_benchmark_document, load_documents, parse_benchmark
-from fmbench_k8s.engines import cluster_problems, simulator_profile_problems
+from fmbench_k8s.engines import cluster_problems
 
 if TYPE_CHECKING:
     from fmbench_k8s.analysis.pricing import PriceTable
@@ -27,7 +27,7 @@ def _validate(args: argparse.Namespace) -> int:
                 raise SpecError(str(path), ["document: no fmbench.io Benchmark found in the file"])
             for doc in docs:
                 bench = parse_benchmark(doc, str(path))
-                problems = simulator_profile_problems(bench) if args.local else cluster_problems(bench)
+                problems = [] if args.local else cluster_problems(bench)
                 if problems:
                     raise SpecError(str(path), problems)
         except SpecError as err:

@@ -50,22 +50,10 @@ def engine_info(engine: str) -> EngineInfo:
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}") from None
 
 
-def simulator_profile_problems(bench: Benchmark) -> list[str]:
-    """``engine: simulator`` variants whose instanceType has no simulator profile."""
-    from fmbench_k8s.simulator.profiles import PROFILES
-
-    return [
-        f"spec.variants[{i}].instanceType: no simulator profile for {v.instance_type!r}; "
-        f"simulated types: {', '.join(sorted(PROFILES))}"
-        for i, v in enumerate(bench.spec.variants)
-        if v.engine == "simulator" and v.instance_type not in PROFILES
-    ]
-
-
 def cluster_problems(bench: Benchmark) -> list[str]:
     """Why the operator would refuse ``bench`` (InvalidSpec) although its schema is valid; one home
     for the rules ``validate`` and the operator apply."""
-    problems = simulator_profile_problems(bench)
+    problems = []
     if bench.spec.report.s3 is None:
         problems.append(
             "spec.report.s3: required on a cluster (records and the report go to S3); add "

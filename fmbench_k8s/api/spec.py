@@ -26,6 +26,13 @@ Engine = Literal["vllm", "tgi", "triton-trtllm", "neuronx-vllm", "djl-lmi", "sgl
 ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
 EndpointApi = Literal["openai-chat", "openai-completions", "tgi", "triton", "sagemaker", "bedrock"]
 HTTP_APIS = ("openai-chat", "openai-completions", "tgi", "triton")
+# The instance types the built-in simulator imitates (fmbench_k8s/simulator/profiles.py keys its
+# illustrative profiles by exactly these; a unit test keeps the two equal).
+SIMULATED_INSTANCE_TYPES = (
+    "g5.2xlarge", "g5.12xlarge", "g6.2xlarge", "g6e.2xlarge", "p4d.24xlarge", "p5.48xlarge", "inf2.8xlarge",
+    "inf2.48xlarge", "trn1.32xlarge", "m5.xlarge",
+)  # fmt: skip
+_SIMULATED = "the simulator imitates only " + ", ".join(SIMULATED_INSTANCE_TYPES)
 MAX_LEVEL = 1_000_000  # concurrent users or requests/s: far beyond one load test, still a sane int
 LatencyMetric = Literal["e2e", "ttft", "tpot", "itl"]
 LoadMode = Literal["search", "sweep", "fixed"]
@@ -172,6 +179,12 @@ class Variant(ApiModel):
                 "instanceType: required with engine (e.g. g6e.2xlarge)",
                 ".instanceType",
             ),
+            cel(
+                "!has(self.engine) || self.engine != 'simulator' || "
+                f"self.instanceType in {list(SIMULATED_INSTANCE_TYPES)}",
+                f"instanceType: {_SIMULATED}",
+                ".instanceType",
+            ),
         ]
 
     @model_validator(mode="after")
@@ -182,6 +195,8 @@ class Variant(ApiModel):
             )
         if self.engine is not None and self.instance_type is None:
             raise ValueError("instanceType: required with engine (e.g. g6e.2xlarge)")
+        if self.engine == "simulator" and self.instance_type not in SIMULATED_INSTANCE_TYPES:
+            raise ValueError(f"instanceType: {_SIMULATED}")
         return self
 
 

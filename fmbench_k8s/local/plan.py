@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.spec import Levels, Load, Variant
-from fmbench_k8s.engines import engine_info, simulator_profile_problems, variant_api
+from fmbench_k8s.engines import engine_info, variant_api
 
 
 class PlanError(ValueError):
@@ -50,7 +50,7 @@ def _target(variant: Variant) -> str:
 
 def plan_run(bench: Benchmark) -> list[VariantPlan]:
     """Refuses, naming the variant, engines that need a cluster."""
-    problems = simulator_profile_problems(bench)
+    problems = []
     for i, v in enumerate(bench.spec.variants):
         if v.engine is not None and engine_info(v.engine).needs_cluster:
             problems.append(

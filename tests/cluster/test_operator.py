@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
+from fmbench_k8s.contract.summary import InstancesInterval, OperatorSummary, Recommendation, StatusVariant
 from fmbench_k8s.storage import open_storage
 from tests.cluster.crd import install_crd
 from tests.cluster.fixtures import TestCluster
@@ -373,9 +374,9 @@ def test_the_operator_killed_ten_times_at_random_points_completes_the_run_once(
     done = cluster.wait_for(lambda: _phase(cluster, ns, name, "Succeeded"), timeout=120)
     assert operator.starts == 11
     assert done["status"]["runId"] == run_id, "the run id survives restarts"
-    undisturbed = json.loads(message)["recommendation"]
-    assert done["status"]["recommendation"] == {k: v for k, v in undisturbed.items() if v is not None and k in (
-        "variant", "instanceType", "instances", "costPerHour", "costPer1kRequests", "latencySeconds")}  # fmt: skip
+    undisturbed = OperatorSummary.parse(message).recommendation
+    assert undisturbed is not None
+    assert done["status"]["recommendation"] == _as_status(undisturbed)
     # nothing was created twice: the same objects carried the run through every restart
     assert master().metadata.uid == master_uid
     for component in ("loadgen-master", "analysis"):
@@ -435,15 +436,29 @@ def test_fifty_benchmarks_at_once_each_run_once_to_succeeded(
         assert runs == sorted(names * per_run), f"{component}: each run's pods exactly once"
 
 
-def _summary(bench: str) -> dict[str, Any]:
-    """The analysis Job's termination message, as analysis.report.summary writes it."""
-    rec = {"variant": "ext", "instanceType": None, "instances": 2, "costPerHour": 3.0, "costPer1kRequests": 0.08,
-           "latencySeconds": 1.2}  # fmt: skip
-    return {
-        "benchmark": bench, "runId": "r", "partial": False, "reportUri": f"s3://results/fmbench/{bench}/report.html",
-        "reportJsonUri": f"s3://results/fmbench/{bench}/report.json", "recommendation": rec,
-        "variants": [{"name": "ext", "meetsSlo": True, "stages": 2, "maxConcurrencyMeetingSlo": 2}], "notes": [],
+def _as_status(rec: Recommendation) -> dict[str, Any]:
+    """status.recommendation as the operator writes it from the summary's recommendation."""
+    interval = rec.instances_interval
+    status = {
+        "variant": rec.variant, "instanceType": rec.instance_type, "instances": rec.instances,
+        "costPerHour": rec.cost_per_hour, "costPer1kRequests": rec.cost_per_1k_requests,
+        "latencySeconds": rec.latency_seconds, "lowerBound": rec.lower_bound,
+        "instancesLow": interval.low if interval else None, "instancesHigh": interval.high if interval else None,
     }  # fmt: skip
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def _summary(bench: str) -> dict[str, Any]:
+    """The analysis Job's termination message, in the contract's form."""
+    rec = Recommendation(
+        variant="ext", instance_type=None, instances=2, cost_per_hour=3.0, cost_per_1k_requests=0.08,
+        cost_per_1m_output_tokens=None, latency_seconds=1.2, max_concurrency_meeting_slo=2, lower_bound=False,
+        instances_interval=InstancesInterval(low=2, high=3, confidence=0.95), pricing="instance",
+    )  # fmt: skip
+    return OperatorSummary(
+        benchmark=bench, run_id="r", partial=False, report_uri=f"s3://results/fmbench/{bench}/report.html",
+        recommendation=rec, variants=[StatusVariant(name="ext", stages=2, max_concurrency_meeting_slo=2)],
+    ).doc()  # fmt: skip
 
 
 def test_secret_values_never_leave_their_secret(cluster: TestCluster, namespace: str, operator: Operator) -> None:

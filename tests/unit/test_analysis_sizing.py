@@ -40,7 +40,7 @@ def stage(
 
 
 def variant(name: str, **kw: Any) -> Variant:
-    body = {"name": name, "engine": "simulator", "instanceType": "g5.xlarge", **kw}
+    body = {"name": name, "engine": "simulator", "instanceType": "g5.2xlarge", **kw}
     return Variant.model_validate(body)
 
 

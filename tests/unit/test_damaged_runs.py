@@ -25,7 +25,7 @@ from fmbench_k8s.storage import LocalStorage
 
 SPEC = BenchmarkSpec.model_validate({
     "variants": [
-        {"name": "cheap", "instanceType": "g5.xlarge", "engine": "simulator", "pricePerHour": 0.5},
+        {"name": "cheap", "instanceType": "g5.2xlarge", "engine": "simulator", "pricePerHour": 0.5},
         {"name": "good", "instanceType": "g6e.2xlarge", "engine": "simulator", "pricePerHour": 2.0},
     ],
     "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": 256}, "outputTokens": {"mean": 32}},
@@ -159,9 +159,9 @@ def test_a_price_that_is_not_finite_and_positive_is_refused(price: float) -> Non
     table = {
         "schemaVersion": 1, "currency": "USD", "baseRegion": "us-east-1", "regions": {}, "capacityTypes": {},
         "sources": {"mine": {"description": "negotiated"}}, "tokens": [],
-        "instances": [{"service": "ec2", "source": "mine", "asOf": "2026-12-01", "usdPerHour": {"g5.xlarge": price}}],
+        "instances": [{"service": "ec2", "source": "mine", "asOf": "2026-12-01", "usdPerHour": {"g5.2xlarge": price}}],
     }  # fmt: skip
-    with pytest.raises(ValueError, match=r"instances\.0\.usdPerHour\.`g5\.xlarge`"):
+    with pytest.raises(ValueError, match=r"instances\.0\.usdPerHour\.`g5\.2xlarge`"):
         parse_price_table(table)
 
 

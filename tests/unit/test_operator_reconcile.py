@@ -229,12 +229,3 @@ def test_terminal_phases_do_nothing_more() -> None:
     again = _step(bench, d.status, 100)
     assert again.create == [] and again.delete == [] and again.events == []
     assert again.status["phase"] == "Succeeded"
-
-
-def test_a_simulator_variant_needs_a_simulated_instance_type() -> None:
-    doc = yaml.safe_load((REPO / "crds/samples/simulator-cluster.yaml").read_text())
-    doc["spec"]["variants"][0]["instanceType"] = "g5.xlarge"
-    doc["spec"]["report"] = {"s3": {"bucket": "results"}}
-    d = _step(parse_benchmark(doc), {})
-    assert d.status["phase"] == "Failed"
-    assert "spec.variants[0].instanceType: no simulator profile for 'g5.xlarge'" in d.status["message"]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from fmbench_k8s.api.spec import SIMULATED_INSTANCE_TYPES
 from fmbench_k8s.simulator import cli, protocol
 from fmbench_k8s.simulator.engine import Engine, FaultInjector, RequestTiming
 from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS, SimParams, estimate
@@ -108,7 +109,7 @@ def test_profile_lookup_error_lists_known_types() -> None:
 
 def test_profiles_are_illustrative_and_distinct() -> None:
     assert DEFAULT_INSTANCE_TYPE in PROFILES
-    assert len(PROFILES) == 10
+    assert tuple(PROFILES) == SIMULATED_INSTANCE_TYPES  # the API's list is the simulator's
     for prof in PROFILES.values():
         assert prof.illustrative
         assert "llustrative" in prof.description
