@@ -21,6 +21,7 @@ import gevent
 import numpy as np
 
 from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.contract.layout import search_key
 from fmbench_k8s.contract.records import StageInfo, stages_key
 from fmbench_k8s.contract.stats import percentile
 from fmbench_k8s.contract.verdict import SloRule, SloVerdict, StageCounts, judge
@@ -50,11 +51,6 @@ EXIT_NO_WORKERS = 3
 EXIT_ENDPOINT = 4
 EXIT_WORKERS_LOST = 5
 EXIT_INTERRUPTED = 130
-
-
-def search_key(variant: str) -> str:
-    """Run-relative key of a variant's search trace (levels tried, verdicts, c*)."""
-    return f"stages/{variant}.search.json"
 
 
 class MasterError(Exception):

@@ -16,6 +16,13 @@ import yaml
 
 from fmbench_k8s.api.benchmark import API_VERSION, KIND, Benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract.layout import (
+    LoadgenTarget,
+    analyze_args,
+    loadgen_master_args,
+    loadgen_worker_args,
+    run_path,
+)
 from fmbench_k8s.engines import engine_info, variant_api
 from fmbench_k8s.operator.catalog import GPU, NEURON, shape_of
 
@@ -140,8 +147,8 @@ def run_uri(bench: Benchmark, run_id: str) -> str:
     if s3 is None:
         raise ValueError("spec.report.s3: required on a cluster (records and the report go to S3)")
     prefix = s3.prefix.strip("/")
-    parts = [p for p in (prefix, bench.metadata.namespace or "default", bench.metadata.name, run_id) if p]
-    return f"s3://{s3.bucket}/" + "/".join(parts)
+    path = run_path(bench.metadata.namespace or "default", bench.metadata.name, run_id)
+    return f"s3://{s3.bucket}/" + (f"{prefix}/{path}" if prefix else path)
 
 
 def _runner_env(bench: Benchmark, cfg: OperatorConfig) -> list[dict[str, Any]]:
@@ -376,21 +383,12 @@ def _loadgen_env(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -> lis
     return env
 
 
-def _loadgen_common(bench: Benchmark, variant: Variant, run_id: str) -> list[str]:
-    args = [
-        "--spec",
-        f"{SPEC_MOUNT}/spec.yaml",
-        "--variant",
-        variant.name,
-        "--output",
-        run_uri(bench, run_id),
-        "--run-id",
-        run_id,
-    ]
+def _loadgen_target(bench: Benchmark, variant: Variant, run_id: str) -> LoadgenTarget:
     url = endpoint_url(bench, variant)
-    if url is not None:
-        args += ["--endpoint-url", url, "--api", variant_api(variant)]
-    return args
+    return LoadgenTarget(
+        spec=f"{SPEC_MOUNT}/spec.yaml", variant=variant.name, output=run_uri(bench, run_id), run_id=run_id,
+        endpoint_url=url, api=variant_api(variant) if url is not None else None,
+    )  # fmt: skip
 
 
 def _add_pull_secrets(pod: dict[str, Any], cfg: OperatorConfig) -> None:
@@ -426,24 +424,18 @@ def _job(
 def loadgen_master_job(
     bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig
 ) -> dict[str, Any]:
+    # --outcome-file: the reason a run failed, as one line in the status (not the log's tail).
+    # --ready-timeout: how long to wait for a model server that went away mid-run
+    # (load.endpointRetries): a crashed pod needs its restart back-off plus reloading its weights.
+    # An existing endpoint keeps the default 60 s, so that a wrong URL fails fast.
     args = [
         "loadgen",
-        "master",
-        *_loadgen_common(bench, variant, run_id),
-        "--bind-host",
-        "0.0.0.0",
-        "--master-port",
-        str(LOCUST_PORT),
-        "--expect-workers",
-        str(bench.spec.load.workers),
-        "--outcome-file",
-        TERMINATION_LOG,  # the reason a run failed, as one line in the status (not the log's tail)
-    ]
-    if variant.endpoint is None:
-        # How long to wait for a model server that went away mid-run (load.endpointRetries): a
-        # crashed pod needs its restart back-off plus reloading its weights. (An existing
-        # endpoint keeps the default 60 s, so that a wrong URL fails fast.)
-        args += ["--ready-timeout", str(ENDPOINT_RECOVERY_S)]
+        *loadgen_master_args(
+            _loadgen_target(bench, variant, run_id), bind_host="0.0.0.0", master_port=LOCUST_PORT,
+            expect_workers=bench.spec.load.workers, outcome_file=TERMINATION_LOG,
+            ready_timeout=ENDPOINT_RECOVERY_S if variant.endpoint is None else None,
+        ),
+    ]  # fmt: skip
     container = _project_container(cfg, "master", args, _loadgen_env(bench, variant, cfg))
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
     container["resources"] = cfg.resources_of("loadgenMaster")
@@ -484,17 +476,11 @@ def loadgen_workers_job(
     master = f"{master_name(bench, variant)}.{ns}.svc"
     args = [
         "loadgen",
-        "worker",
-        *_loadgen_common(bench, variant, run_id),
-        "--master-host",
-        master,
-        "--master-port",
-        str(LOCUST_PORT),
-        "--metrics-port",
-        str(METRICS_PORT),
-        "--worker-id",
-        "$(POD_NAME)",
-    ]
+        *loadgen_worker_args(
+            _loadgen_target(bench, variant, run_id), master_host=master, master_port=LOCUST_PORT,
+            metrics_port=METRICS_PORT, worker_id="$(POD_NAME)",
+        ),
+    ]  # fmt: skip
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *_loadgen_env(bench, variant, cfg),
@@ -519,24 +505,10 @@ def analysis_job(
     """Runs ``fmbench-k8s analyze``; its compact summary JSON is the container's termination message.
     ``ran_on``: the instance types each variant's model server pods ran on, priced by the analysis."""
     uri = run_uri(bench, run_id)
-    args = [
-        "analyze",
-        "--spec",
-        f"{SPEC_MOUNT}/spec.yaml",
-        "--records",
-        uri,
-        "--output",
-        uri,
-        "--run-id",
-        run_id,
-        "--summary-file",
-        TERMINATION_LOG,
-    ]
-    if bench.spec.prometheus is not None:
-        args += ["--prometheus-url", bench.spec.prometheus.url]
-    for name, types in sorted((ran_on or {}).items()):
-        if types:
-            args += ["--ran-on", f"{name}={','.join(sorted(types))}"]
+    args = analyze_args(
+        spec=f"{SPEC_MOUNT}/spec.yaml", records=uri, run=run_id, output=uri, summary_file=TERMINATION_LOG,
+        prometheus_url=bench.spec.prometheus.url if bench.spec.prometheus else None, ran_on=ran_on,
+    )  # fmt: skip
     container = _project_container(cfg, "analysis", args, _runner_env(bench, cfg))
     container["resources"] = cfg.resources_of("analysis")
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache

@@ -15,6 +15,7 @@ from typing import Any
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.status import TERMINAL_PHASES
+from fmbench_k8s.contract.layout import run_id
 from fmbench_k8s.contract.summary import OperatorSummary
 from fmbench_k8s.durations import parse_duration
 from fmbench_k8s.engines import cluster_problems
@@ -65,11 +66,6 @@ def _iso(t: datetime) -> str:
 
 def _parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def run_id_for(created: datetime, uid: str) -> str:
-    """Stable across operator restarts: derived from the object, not from when we looked."""
-    return f"{created.strftime('%Y%m%d-%H%M%S')}-{uid[:6]}"
 
 
 class _Machine:
@@ -159,7 +155,7 @@ class _Machine:
         if problems:
             self.fail("InvalidSpec", "; ".join(problems))
             return
-        self.status["runId"] = run_id_for(self.obs.created, self.obs.uid)
+        self.status["runId"] = run_id(self.obs.created, self.obs.uid)
         self.status["startTime"] = _iso(self.obs.now)
         self.condition("ModelServersReady", False, "Deploying", "creating model servers")
         self.move("Deploying", "deploying model servers")

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -28,6 +29,7 @@ from rich.markup import escape
 
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract import layout
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.engines import engine_info, variant_api
 from fmbench_k8s.local.plan import VariantPlan, plan_run
@@ -39,7 +41,6 @@ from fmbench_k8s.storage import Storage, open_storage, patience_from_env, patien
 if TYPE_CHECKING:
     from fmbench_k8s.analysis.pricing import PriceTable
 
-LOCAL_NAMESPACE = "local"
 READY_TIMEOUT_S = 60.0
 
 
@@ -72,10 +73,6 @@ class RunContext:
         proc = self.start(dead.name, [str(a) for a in dead.proc.args])  # type: ignore[union-attr]
         self.simulators[variant] = proc
         proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
 def print_plan(console: Console, bench: Benchmark, plans: list[VariantPlan]) -> None:
@@ -119,48 +116,22 @@ def _run_variant(
 ) -> int:
     """One variant's load: a master and its workers; returns the master's exit code."""
     load = ctx.bench.spec.load
-    common = ["--spec", str(spec_path), "--variant", variant.name, "--output", ctx.run.uri(), "--run-id", ctx.run_id]
-    if endpoint_url is not None:
-        common += ["--endpoint-url", endpoint_url, "--api", variant_api(variant)]
+    target = layout.LoadgenTarget(
+        spec=str(spec_path), variant=variant.name, output=ctx.run.uri(), run_id=ctx.run_id,
+        endpoint_url=endpoint_url, api=variant_api(variant) if endpoint_url is not None else None,
+    )  # fmt: skip
+    loadgen = [_python(), "-m", "fmbench_k8s.loadgen"]
     master_port = free_port()
-    master = ctx.start(
-        f"loadgen-master-{variant.name}",
-        [
-            _python(),
-            "-m",
-            "fmbench_k8s.loadgen",
-            "master",
-            *common,
-            "--bind-host",
-            "127.0.0.1",
-            "--master-port",
-            str(master_port),
-            "--expect-workers",
-            str(load.workers),
-        ],
-        on_line=progress.feed,
+    master_args = layout.loadgen_master_args(
+        target, bind_host="127.0.0.1", master_port=master_port, expect_workers=load.workers
     )
-    workers = [
-        ctx.start(
-            f"loadgen-worker-{variant.name}-{i}",
-            [
-                _python(),
-                "-m",
-                "fmbench_k8s.loadgen",
-                "worker",
-                *common,
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(master_port),
-                "--metrics-port",
-                str(metrics_ports[i]),
-                "--worker-id",
-                f"w{i}",
-            ],
+    master = ctx.start(f"loadgen-master-{variant.name}", [*loadgen, *master_args], on_line=progress.feed)
+    workers = []
+    for i in range(load.workers):
+        worker_args = layout.loadgen_worker_args(
+            target, master_host="127.0.0.1", master_port=master_port, metrics_port=metrics_ports[i], worker_id=f"w{i}"
         )
-        for i in range(load.workers)
-    ]
+        workers.append(ctx.start(f"loadgen-worker-{variant.name}-{i}", [*loadgen, *worker_args]))
     forwarded = False
     while master.proc.poll() is None:
         if ctx.interrupted.is_set() and not forwarded:
@@ -218,8 +189,8 @@ def run_local(
     if dry_run:
         return 0
 
-    run_id = new_run_id()
-    run = root.child(f"{LOCAL_NAMESPACE}/{bench.metadata.name}/{run_id}")
+    run_id = layout.run_id(datetime.now(UTC))
+    run = root.child(layout.run_path(layout.LOCAL_NAMESPACE, bench.metadata.name, run_id))
     local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
     workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
     workdir.mkdir(parents=True, exist_ok=True)
