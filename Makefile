@@ -42,6 +42,8 @@ crd: setup
 	cp crds/fmbench.io_benchmarks.yaml charts/fmbench-k8s/crds/
 docs: crd
 	$(BIN)/python -m fmbench_k8s.api.docs > docs/api.md
+	$(BIN)/python -c 'from fmbench_k8s.contract.report import render_schema as r; print(r(), end="")' \
+		> analysis/data/report_schema.json
 
 ## The real node's Debian packages (containerd, runc, CNI plugins, iptables, debootstrap).
 node-deps:

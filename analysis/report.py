@@ -1,4 +1,4 @@
-"""report.json (schemaVersion 1, schema in analysis/data/report_schema.json) from metrics and sizing.
+"""report.json (schemaVersion 1; its contract: fmbench_k8s/contract/report.py) from metrics and sizing.
 
 Seconds and USD throughout; numbers that do not exist (a percentile of no samples, the cost of a
 variant without a price) are null, never NaN, so the file is strict JSON.
@@ -6,11 +6,8 @@ variant without a price) are null, never NaN, so the file is strict JSON.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from functools import cache
-from importlib import resources
 from typing import Any, Final
 
 import numpy as np
@@ -257,20 +254,6 @@ def build_report(
     }
     cleaned: dict[str, Any] = clean(doc)
     return cleaned
-
-
-@cache
-def report_schema() -> dict[str, Any]:
-    text = resources.files("fmbench_k8s.analysis").joinpath("data/report_schema.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def validate_report(doc: Mapping[str, Any]) -> None:
-    """Raise jsonschema.ValidationError if ``doc`` is not a valid report.json."""
-    import jsonschema
-
-    jsonschema.Draft202012Validator(report_schema()).validate(doc)
 
 
 def summary(doc: Mapping[str, Any], report_uri: str, json_uri: str) -> Summary:

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
 import numpy as np
 from pydantic import ValidationError
 
@@ -27,10 +26,11 @@ from fmbench_k8s.analysis.pricing import (
 )
 from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
-from fmbench_k8s.analysis.report import build_report, summary, validate_report
+from fmbench_k8s.analysis.report import build_report, summary
 from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
 from fmbench_k8s.api.spec import BenchmarkSpec, Variant
 from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
+from fmbench_k8s.contract.report import parse_report
 from fmbench_k8s.contract.stats import FloatArray
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.contract.verdict import SloRule
@@ -247,9 +247,9 @@ def analyze_run(
         server_metrics=server, partial=partial, notes=notes,
     )  # fmt: skip
     try:
-        validate_report(doc)
-    except jsonschema.ValidationError as err:  # a bug of ours: say so, but keep the results
-        doc["notes"].append(f"report.json does not match its schema at {list(err.absolute_path)}: {err.message}")
+        parse_report(doc)
+    except ValueError as err:  # a bug of ours: say so, but keep the results
+        doc["notes"].append(f"report.json does not match its contract: {err}")
 
     json_uri = out.write_bytes("report.json", json.dumps(doc, indent=1).encode())
     images = render_plots(doc, _samples(metrics, sizings)) if plots else {}
@@ -346,6 +346,10 @@ def load_report(storage: Storage, key: str = "report.json") -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(storage.read_bytes(key))
     if doc.get("schemaVersion") != 1:
         raise ValueError(f"{storage.uri(key)}: unsupported report schemaVersion {doc.get('schemaVersion')!r}")
+    try:
+        parse_report(doc)
+    except ValueError as err:
+        raise ValueError(f"{storage.uri(key)}: {err}") from None
     return doc
 
 

@@ -29,7 +29,7 @@ def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
 class Progress:
     """One row per variant: its current stage, load, requests and latency, time left."""
 
-    COLUMNS = ("variant", "stage", "load", "requests", "errors", "TTFT p95", "E2E p95", "req/min", "left", "state")
+    COLUMNS = ("variant", "stage", "load", "requests", "errors", "SLO latency", "verdict", "req/min", "left", "state")
 
     def __init__(self, console: Console, variants: list[str]) -> None:
         self.console = console
@@ -47,6 +47,9 @@ class Progress:
             return
         with self._lock:
             row = self._rows.setdefault(str(event["variant"]), {})
+            if event.get("event") == "stage_start":  # the last stage's verdict is not this one's
+                for key in ("slo_value", "slo_outcome", "slo_metric", "throughput_rpm"):
+                    row.pop(key, None)
             row.update({k: v for k, v in event.items() if v is not None})
             row["state"] = str(event.get("event", row.get("state", "")))
             row["at"] = time.monotonic()
@@ -68,8 +71,8 @@ class Progress:
             _fmt(row.get("target"), "g"),
             _fmt(row.get("requests"), "d") if isinstance(row.get("requests"), int) else "-",
             _fmt(row.get("errors"), "d") if isinstance(row.get("errors"), int) else "-",
-            _fmt(row.get("ttft_p95"), ".3f", "s"),
-            _fmt(row.get("e2e_p95"), ".3f", "s"),
+            f"{row['slo_metric']} {_fmt(row.get('slo_value'), '.3f', 's')}" if row.get("slo_metric") else "-",
+            str(row.get("slo_outcome") or "-"),
             _fmt(row.get("throughput_rpm"), ".0f"),
             _fmt(row.get("eta_s"), ".0f", "s"),
             str(row.get("state", "")),

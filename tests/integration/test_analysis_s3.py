@@ -8,10 +8,10 @@ import boto3
 import pytest
 
 from fmbench_k8s.analysis.plots import PLOTS
-from fmbench_k8s.analysis.report import validate_report
 from fmbench_k8s.analysis.run import analyze_run, compare_reports, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.contract.report import parse_report
 from fmbench_k8s.storage import open_storage
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_s3_round_trip(s3_endpoint: str) -> None:
     assert {f"plots/{name}" for name in PLOTS} <= keys
 
     doc = load_report(run)
-    validate_report(doc)
+    parse_report(doc)
     assert [v["name"] for v in doc["variants"]] == ["g5", "inf2"]
     assert sum(s["requests"] for v in doc["variants"] for s in v["stages"]) == table.num_rows
     assert doc["recommendation"] == summary.doc()["recommendation"] and doc["recommendation"]["variant"] == "g5"

@@ -16,11 +16,11 @@ import pytest
 from fmbench_k8s.analysis.metrics import AccountingError
 from fmbench_k8s.analysis.plots import PLOTS
 from fmbench_k8s.analysis.prometheus import collect_server_metrics, selector
-from fmbench_k8s.analysis.report import validate_report
 from fmbench_k8s.analysis.run import analyze_run, compare_reports, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.contract.records import StageInfo
+from fmbench_k8s.contract.report import parse_report, render_schema, report_schema
 from fmbench_k8s.contract.summary import (
     InstancesInterval,
     OperatorSummary,
@@ -30,6 +30,7 @@ from fmbench_k8s.contract.summary import (
 )
 from fmbench_k8s.local.processes import free_port
 from fmbench_k8s.storage import LocalStorage
+from tests.corpus import REPO
 
 SPEC = BenchmarkSpec.model_validate({
     "variants": [
@@ -68,7 +69,8 @@ def analyzed(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_report_json_validates_and_adds_up(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None:
     _, doc = analyzed
-    validate_report(doc)
+    parse_report(doc)
+    jsonschema.Draft202012Validator(report_schema()).validate(doc)
     assert doc["schemaVersion"] == 1 and doc["benchmark"] == "demo" and not doc["partial"]
     for v in doc["variants"]:
         for s in v["stages"]:
@@ -199,12 +201,17 @@ def test_schema_rejects_a_broken_report(analyzed: tuple[dict[str, Any], dict[str
     _, doc = analyzed
     broken = copy.deepcopy(doc)
     broken["variants"][0]["stages"][0]["e2e"]["p95"] = "fast"
-    with pytest.raises(jsonschema.ValidationError):
-        validate_report(broken)
-    missing = copy.deepcopy(doc)
-    del missing["recommendation"]
-    with pytest.raises(jsonschema.ValidationError):
-        validate_report(missing)
+    for invalid in (broken, missing := {k: v for k, v in doc.items() if k != "recommendation"}):
+        with pytest.raises(ValueError, match=r"not a valid report\.json"):
+            parse_report(invalid)
+        with pytest.raises(jsonschema.ValidationError):  # the shipped schema says the same
+            jsonschema.Draft202012Validator(report_schema()).validate(invalid)
+    assert "recommendation" not in missing
+
+
+def test_the_shipped_schema_is_generated_from_the_contract() -> None:
+    shipped = REPO / "analysis" / "data" / "report_schema.json"
+    assert shipped.read_text() == render_schema(), "analysis/data/report_schema.json is stale: run `make docs`"
 
 
 def test_compare_reports_flags_regressions(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None:
