@@ -55,8 +55,14 @@ class Progress:
             row["at"] = time.monotonic()
         if self._live is not None:
             self._live.update(self.table())
-        elif row["state"] in ("stage_end", "done"):
-            self.console.print(self._line(str(event["variant"]), row))
+        elif row["state"] == "stage_end":  # one line per line: logs and CI must not wrap it
+            self.console.print(self._line(str(event["variant"]), row), soft_wrap=True)
+        elif row["state"] == "done":
+            c_star = event.get("c_star")
+            found = f"c*={c_star:g}" if isinstance(c_star, int | float) else "no level met the SLO"
+            why = f"  ({event['reason']})" if event.get("reason") else ""
+            self.console.print(f"variant={event['variant']}  done after {event.get('stages')} stages: {found}{why}",
+                               soft_wrap=True, markup=False)  # fmt: skip
 
     def failure(self, variant: str) -> str | None:
         """The master's error message for ``variant`` (its ``error`` event), if it reported one."""
