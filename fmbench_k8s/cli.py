@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import SpecError, is_benchmark_document, load_documents, parse_benchmark
-from fmbench_k8s.engines import cluster_problems
+from fmbench_k8s.contract.engines import cluster_problems
 
 if TYPE_CHECKING:
     from fmbench_k8s.analysis.pricing import PriceTable

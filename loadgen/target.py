@@ -2,7 +2,7 @@
 
 ``engine:`` variants are deployed by the operator or the local runner, which know the model
 server's URL and pass it as ``--endpoint-url``; the engine decides the API
-(``fmbench_k8s.engines``: vllm/sglang/neuronx-vllm/djl-lmi/simulator speak openai-chat, tgi
+(``fmbench_k8s.contract.engines``: vllm/sglang/neuronx-vllm/djl-lmi/simulator speak openai-chat, tgi
 speaks tgi, triton-trtllm speaks triton). ``endpoint:`` variants carry everything in the spec;
 ``--endpoint-url`` then overrides the URL (for sagemaker/bedrock: the AWS service endpoint).
 """
@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmbench_k8s.api.spec import BenchmarkSpec, Variant
-from fmbench_k8s.engines import engine_info
+from fmbench_k8s.contract.engines import engine_info
 
 LOADGEN_APIS = ("openai-chat", "openai-completions", "tgi", "triton", "sagemaker", "bedrock")
-# Engines that honour vLLM's ``ignore_eos``: every request then generates exactly max_tokens.
-IGNORE_EOS_ENGINES = ("vllm", "sglang", "neuronx-vllm", "simulator")
 API_KEY_ENV = "FMBENCH_API_KEY"
 
 
@@ -72,8 +70,8 @@ def resolve_target(
         model = model_ref.name if model_ref is not None else None
         if chosen == "triton":
             model = "ensemble"  # the TRT-LLM backend's conventional entry model
-        extra: dict[str, Any] = {"ignore_eos": True} if variant.engine in IGNORE_EOS_ENGINES and chosen.startswith(
-            "openai") else {}  # fmt: skip
+        exact = engine_info(variant.engine).ignore_eos and chosen.startswith("openai")
+        extra: dict[str, Any] = {"ignore_eos": True} if exact else {}
         return Target(chosen, endpoint_url, model, extra_body=extra, headers=headers)
     ep = variant.endpoint
     assert ep is not None  # the model enforces engine xor endpoint

@@ -16,6 +16,7 @@ import yaml
 
 from fmbench_k8s.api.benchmark import API_VERSION, KIND, Benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
 from fmbench_k8s.contract.layout import (
     LoadgenTarget,
     analyze_args,
@@ -23,7 +24,6 @@ from fmbench_k8s.contract.layout import (
     loadgen_worker_args,
     run_path,
 )
-from fmbench_k8s.engines import engine_info, variant_api
 from fmbench_k8s.operator.catalog import GPU, NEURON, shape_of
 
 LABEL_BENCHMARK = "fmbench.io/benchmark"
@@ -219,7 +219,7 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
         assert model is not None  # the spec requires a model for real engines
         image = variant.image or info.image
         command = None
-        args = _engine_args(variant.engine, model.name, info.port)
+        args = server_args(variant.engine, model.name, info.port)
         if model.revision:
             env.append({"name": "HF_REVISION", "value": model.revision})
         if model.token_secret_ref is not None:
@@ -272,30 +272,6 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
         container["command"] = command
         container["securityContext"] = {**_restricted_security(), "readOnlyRootFilesystem": True}
     return container
-
-
-def _engine_args(engine: str, model: str, port: int) -> list[str]:
-    if engine in ("vllm", "neuronx-vllm"):
-        return ["--model", model, "--port", str(port), "--disable-log-requests"]
-    if engine == "sglang":
-        return [
-            "python3",
-            "-m",
-            "sglang.launch_server",
-            "--model-path",
-            model,
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(port),
-        ]
-    if engine == "tgi":
-        return ["--model-id", model, "--port", str(port)]
-    if engine == "djl-lmi":
-        return []  # LMI is configured through HF_MODEL_ID / OPTION_* environment (see _server_env)
-    if engine == "triton-trtllm":
-        return ["tritonserver", "--model-repository=/models", f"--http-port={port}"]
-    raise ValueError(f"no arguments known for engine {engine!r}")
 
 
 def _tolerations(variant: Variant, resource: str | None) -> list[dict[str, Any]]:

@@ -15,10 +15,10 @@ from typing import Any
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.status import TERMINAL_PHASES
+from fmbench_k8s.contract.engines import cluster_problems
 from fmbench_k8s.contract.layout import run_id
 from fmbench_k8s.contract.summary import OperatorSummary
 from fmbench_k8s.durations import parse_duration
-from fmbench_k8s.engines import cluster_problems
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.builders import OperatorConfig
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.spec import Levels, Load, Variant
-from fmbench_k8s.engines import engine_info, variant_api
+from fmbench_k8s.contract.engines import engine_info, variant_api
 
 
 class PlanError(ValueError):

@@ -30,8 +30,8 @@ from rich.markup import escape
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
 from fmbench_k8s.contract import layout
+from fmbench_k8s.contract.engines import engine_info, variant_api
 from fmbench_k8s.contract.summary import Summary
-from fmbench_k8s.engines import engine_info, variant_api
 from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.progress import Progress

@@ -323,6 +323,10 @@ def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> 
     stage = report["variants"][0]["stages"][0]
     assert stage["requests"] > 0
     assert stage["requests"] == stage["ok"] + stage["errors"] + stage["incomplete"]
+    # cut short, the stage says nothing about its level: not a failure that would lower c*
+    assert (stage["sloOutcome"], stage["sloVerdict"]) == ("inconclusive", "interrupted")
+    search = json.loads((run / "stages" / "g5-sim.search.json").read_text())
+    assert search["interrupted"] and [t["verdict"] for t in search["levels"]] == ["interrupted"]
 
 
 def test_cluster_only_engines_are_refused_up_front(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""What each serving engine is on the wire and in a pod: its API, port, image, probes.
+"""What each serving engine is on the wire and in a pod: its API, port, image, probes, command
+line, and whether it honours ``ignore_eos`` (exact output lengths).
 
 Shared by the operator (model server Deployments), the local runner and the load generator, so an
 engine is described once. Images are the engines' public release images at the versions this
@@ -21,17 +22,19 @@ class EngineInfo:
     health_path: str
     base_path: str  # appended to http://service:port for the load generator's --endpoint-url
     needs_cluster: bool = True
+    ignore_eos: bool = False  # honours vLLM's ignore_eos: every request generates exactly max_tokens
 
 
 ENGINES: dict[str, EngineInfo] = {
-    "vllm": EngineInfo("openai-chat", "vllm/vllm-openai:v0.11.0", 8000, "/health", "/v1"),
-    "sglang": EngineInfo("openai-chat", "lmsysorg/sglang:v0.5.3-cu126", 30000, "/health", "/v1"),
+    "vllm": EngineInfo("openai-chat", "vllm/vllm-openai:v0.11.0", 8000, "/health", "/v1", ignore_eos=True),
+    "sglang": EngineInfo("openai-chat", "lmsysorg/sglang:v0.5.3-cu126", 30000, "/health", "/v1", ignore_eos=True),
     "neuronx-vllm": EngineInfo(
         "openai-chat",
         "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.9.1-neuronx-py310-sdk2.25.0-ubuntu22.04",
         8000,
         "/health",
         "/v1",
+        ignore_eos=True,
     ),
     "djl-lmi": EngineInfo("openai-chat", "deepjavalibrary/djl-serving:0.33.0-lmi", 8080, "/ping", "/v1"),
     "tgi": EngineInfo("tgi", "ghcr.io/huggingface/text-generation-inference:3.3.4", 80, "/health", ""),
@@ -39,7 +42,7 @@ ENGINES: dict[str, EngineInfo] = {
         "triton", "nvcr.io/nvidia/tritonserver:25.08-trtllm-python-py3", 8000, "/v2/health/ready", ""
     ),
     # The project's own image runs the simulator; the operator substitutes its configured image.
-    "simulator": EngineInfo("openai-chat", "", 8000, "/health", "/v1", needs_cluster=False),
+    "simulator": EngineInfo("openai-chat", "", 8000, "/health", "/v1", needs_cluster=False, ignore_eos=True),
 }
 
 
@@ -48,6 +51,31 @@ def engine_info(engine: str) -> EngineInfo:
         return ENGINES[engine]
     except KeyError:
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}") from None
+
+
+def server_args(engine: str, model: str, port: int) -> list[str]:
+    """The model server's command line (after the image's entrypoint) for a real engine."""
+    if engine in ("vllm", "neuronx-vllm"):
+        return ["--model", model, "--port", str(port), "--disable-log-requests"]
+    if engine == "sglang":
+        return [
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            model,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ]
+    if engine == "tgi":
+        return ["--model-id", model, "--port", str(port)]
+    if engine == "djl-lmi":
+        return []  # LMI is configured through HF_MODEL_ID / OPTION_* environment
+    if engine == "triton-trtllm":
+        return ["tritonserver", "--model-repository=/models", f"--http-port={port}"]
+    raise ValueError(f"no arguments known for engine {engine!r}")
 
 
 def cluster_problems(bench: Benchmark) -> list[str]:
