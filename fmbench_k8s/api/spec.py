@@ -310,7 +310,7 @@ class Load(ApiModel):
         default=50,
         ge=1,
         description="A stage is extended (up to 3x) until its steady window holds this many requests, and at "
-        "least as many as a confidence interval of the SLO percentile needs (72 for p95, 35 for p90).",
+        "least as many as a confidence interval of the SLO percentile needs (72 for p95, 36 for p90).",
     )
     tolerance: float = Field(
         default=0.1, gt=0, le=1, description="search: stop bisecting when the bracket is within this relative width."
