@@ -56,11 +56,35 @@ class Quantile:
 GAUGES: Final = (
     Gauge("vllm:num_requests_running", "vllm", ("vllm:num_requests_running",), total=True),
     Gauge("vllm:num_requests_waiting", "vllm", ("vllm:num_requests_waiting",), total=True),
-    Gauge("vllm:gpu_cache_usage_perc", "vllm", ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc"), total=False),
+    # vLLM >= 0.10 (0.32 verified against the real engine) names it kv_cache_usage_perc; earlier
+    # versions gpu_cache_usage_perc.
+    Gauge("vllm:kv_cache_usage_perc", "vllm", ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), total=False),
     Gauge("DCGM_FI_DEV_GPU_UTIL", "dcgm", ("DCGM_FI_DEV_GPU_UTIL",), total=False),
     Gauge("neuroncore_utilization_ratio", "neuron", ("neuroncore_utilization_ratio",), total=False),
 )
 QUANTILES: Final = (Quantile("fmbench_request_e2e_seconds:p95", "fmbench_request_e2e_seconds", 0.95),)
+
+
+@dataclass(frozen=True)
+class Increase:
+    """A server counter's or histogram's growth over the window: the total (``_total``) or the
+    mean of the observations (``_sum`` / ``_count``), summed over the variant's replicas."""
+
+    key: str
+    name: str
+    mean: bool
+
+
+# vLLM's names (0.32, verified against the real engine in tests/engines/); the simulator uses them too.
+INCREASES: Final = (
+    Increase("vllm:prompt_tokens_total", "vllm:prompt_tokens_total", mean=False),
+    Increase("vllm:generation_tokens_total", "vllm:generation_tokens_total", mean=False),
+    Increase("vllm:num_preemptions_total", "vllm:num_preemptions_total", mean=False),
+    Increase("vllm:request_queue_time_seconds:mean", "vllm:request_queue_time_seconds", mean=True),
+    Increase("vllm:time_to_first_token_seconds:mean", "vllm:time_to_first_token_seconds", mean=True),
+    Increase("vllm:e2e_request_latency_seconds:mean", "vllm:e2e_request_latency_seconds", mean=True),
+    Increase("vllm:inter_token_latency_seconds:mean", "vllm:inter_token_latency_seconds", mean=True),
+)
 
 
 class PrometheusError(Exception):
@@ -156,6 +180,13 @@ def _stage_metrics(
             metrics[gauge.key] = {"avg": sum(values) / len(values), "max": max(values)}
         else:
             absent.append(gauge.key)
+    sel = selector("vllm", selectors, benchmark=benchmark, info=info)
+    for inc in INCREASES:
+        value = _increase(client, inc, sel, window, end)
+        if value is None:
+            absent.append(inc.key)
+        else:
+            metrics[inc.key] = {"value": value}
     for qt in QUANTILES:
         sel = selector("client", selectors, benchmark=benchmark, info=info)
         bucket = f"{qt.histogram}_bucket{sel}"
@@ -173,6 +204,20 @@ def _stage_metrics(
         "metrics": metrics,
         "absent": absent,
     }
+
+
+def _increase(client: PrometheusClient, inc: Increase, sel: str, window: int, at: float) -> float | None:
+    for name in _spellings([inc.name]):
+        if inc.mean:
+            total = _numbers(client.query(f"sum(increase({name}_sum{sel}[{window}s]))", at))
+            count = _numbers(client.query(f"sum(increase({name}_count{sel}[{window}s]))", at))
+            if total and count and count[0] > 0:
+                return total[0] / count[0]
+        else:
+            values = _numbers(client.query(f"sum(increase({name}{sel}[{window}s]))", at))
+            if values:
+                return values[0]
+    return None
 
 
 def not_collected(reason: str, url: str | None = None) -> dict[str, Any]:

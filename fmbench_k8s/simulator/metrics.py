@@ -53,7 +53,7 @@ class SimMetrics:
         gauge("vllm:num_requests_running", "Requests holding a slot.", running)
         gauge("vllm:num_requests_waiting", "Requests queued for a slot.", waiting)
         gauge(
-            "vllm:gpu_cache_usage_perc",
+            "vllm:kv_cache_usage_perc",
             "Simulated KV-cache usage: running / max_num_seqs (1 = full).",
             lambda: running() / max_num_seqs,
         )
@@ -71,12 +71,26 @@ class SimMetrics:
             registry=reg,
             buckets=_E2E_BUCKETS,
         ).labels(model)
-        self._tpot = Histogram(
-            "vllm:time_per_output_token_seconds",
+        self._itl = Histogram(
+            "vllm:inter_token_latency_seconds",
             "Gap between consecutive output tokens (one sample per gap).",
             _LABEL,
             registry=reg,
             buckets=_TPOT_BUCKETS,
+        ).labels(model)
+        self._tpot = Histogram(
+            "vllm:request_time_per_output_token_seconds",
+            "Per request: (last token - first token) / (output tokens - 1).",
+            _LABEL,
+            registry=reg,
+            buckets=_TPOT_BUCKETS,
+        ).labels(model)
+        self._queue = Histogram(
+            "vllm:request_queue_time_seconds",
+            "Arrival to admission into a slot.",
+            _LABEL,
+            registry=reg,
+            buckets=_TTFT_BUCKETS,
         ).labels(model)
         self._gen = Counter("vllm:generation_tokens", "Generated tokens.", _LABEL, registry=reg).labels(model)
         self._prompt = Counter("vllm:prompt_tokens", "Prefilled prompt tokens.", _LABEL, registry=reg).labels(model)
@@ -96,11 +110,15 @@ class SimMetrics:
         self._prompt.inc(prompt_tokens)
         self._gen.inc(len(times))
         self._ttft.observe(times[0] - timing.arrival_s)
-        observe = self._tpot.observe
+        if timing.admitted_s is not None:
+            self._queue.observe(timing.admitted_s - timing.arrival_s)
+        observe = self._itl.observe
         prev = times[0]
         for t in times[1:]:
             observe(t - prev)
             prev = t
+        if len(times) > 1:
+            self._tpot.observe((times[-1] - times[0]) / (len(times) - 1))
         if completed:
             self._e2e.observe(times[-1] - timing.arrival_s)
             self._success.inc()

@@ -50,8 +50,8 @@ EXTERNAL_METRICS = {
     "kube_node_labels",
     "kube_deployment_status_replicas_unavailable",
     "kube_deployment_status_replicas_available",
-    # vLLM >= 0.10 renamed gpu_cache_usage_perc; the panel reads either.
-    "vllm:kv_cache_usage_perc",
+    # vLLM < 0.10's name of kv_cache_usage_perc; the panel reads either.
+    "vllm:gpu_cache_usage_perc",
 }
 
 
@@ -308,7 +308,7 @@ def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
         "fmbench_schedule_lag_seconds_bucket",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
-        "vllm:gpu_cache_usage_perc",
+        "vllm:kv_cache_usage_perc",
         "vllm:time_to_first_token_seconds_bucket",
         "vllm:generation_tokens_total",
     ):

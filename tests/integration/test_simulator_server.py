@@ -356,7 +356,7 @@ def test_fifo_queue_wait_and_metrics(sim_queue: Sim) -> None:
         samples = [parse_metrics(t) for t in texts]
         assert max(s[_m("vllm:num_requests_running")] for s in samples) == 2
         assert max(s[_m("vllm:num_requests_waiting")] for s in samples) == 2
-        assert max(s[_m("vllm:gpu_cache_usage_perc")] for s in samples) == 1.0
+        assert max(s[_m("vllm:kv_cache_usage_perc")] for s in samples) == 1.0
 
     _timing_attempts(check)
 
@@ -510,11 +510,15 @@ def test_metrics_count_completed_requests(sim_default: Sim) -> None:
     assert delta(_m("vllm:generation_tokens_total")) == len(prompts) * max_tokens
     assert delta(_m("vllm:time_to_first_token_seconds_count")) == len(prompts)
     assert delta(_m("vllm:e2e_request_latency_seconds_count")) == len(prompts)
-    assert delta(_m("vllm:time_per_output_token_seconds_count")) == len(prompts) * (max_tokens - 1)
-    mean_tpot = delta(_m("vllm:time_per_output_token_seconds_sum")) / (len(prompts) * (max_tokens - 1))
-    assert 0.005 - 0.002 <= mean_tpot <= 0.005 + SLACK_S  # the late side allows for a loaded machine
+    assert delta(_m("vllm:inter_token_latency_seconds_count")) == len(prompts) * (max_tokens - 1)
+    mean_itl = delta(_m("vllm:inter_token_latency_seconds_sum")) / (len(prompts) * (max_tokens - 1))
+    assert 0.005 - 0.002 <= mean_itl <= 0.005 + SLACK_S  # the late side allows for a loaded machine
+    assert delta(_m("vllm:request_time_per_output_token_seconds_count")) == len(prompts)
+    mean_tpot = delta(_m("vllm:request_time_per_output_token_seconds_sum")) / len(prompts)
+    assert mean_tpot == pytest.approx(mean_itl, rel=0.05)  # equal gaps: per request and per gap agree
+    assert delta(_m("vllm:request_queue_time_seconds_count")) == len(prompts)
     assert after[_m("vllm:num_requests_running")] == 0
-    assert after[_m("vllm:gpu_cache_usage_perc")] == 0
+    assert after[_m("vllm:kv_cache_usage_perc")] == 0
 
 
 # --- errors -----------------------------------------------------------------

