@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
@@ -78,6 +79,24 @@ class Endpoint(ApiModel):
     api_key_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret with a bearer token sent as the Authorization header."
     )
+    metrics_url: Url | None = Field(
+        default=None,
+        description="The server's Prometheus metrics, scraped during the run so its queue, KV cache and "
+        "timers reach the report. Default for HTTP APIs: <scheme>://<host:port>/metrics of url.",
+    )
+    scrape_metrics: bool = Field(default=True, description="false: do not scrape the endpoint's metrics.")
+
+    @property
+    def metrics_target(self) -> str | None:
+        """The URL to scrape, or None (switched off, or an AWS API without one)."""
+        if not self.scrape_metrics:
+            return None
+        if self.metrics_url is not None:
+            return self.metrics_url
+        if self.url is None or self.api not in HTTP_APIS:
+            return None
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}/metrics"
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import shutil
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -16,19 +19,35 @@ def find_prometheus() -> str | None:
     return shutil.which("prometheus")
 
 
-def write_config(path: Path, jobs: dict[str, list[str]], interval_s: float = 1.0) -> None:
-    """``jobs``: job name → host:port targets (all on loopback)."""
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One scrape job: its targets' URLs (same scheme and path) and the labels every series gets,
+    as the operator's PodMonitors attach ``benchmark`` and ``variant`` on a cluster."""
+
+    name: str
+    urls: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        first = urlsplit(self.urls[0])
+        return {
+            "job_name": self.name,
+            "scheme": first.scheme or "http",
+            "metrics_path": first.path or "/metrics",
+            "static_configs": [{"targets": [urlsplit(u).netloc for u in self.urls], "labels": self.labels}],
+        }
+
+
+def write_config(path: Path, jobs: list[ScrapeJob], interval_s: float = 1.0) -> None:
     config = {
         "global": {"scrape_interval": f"{int(interval_s * 1000)}ms", "evaluation_interval": "5s"},
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in jobs.items() if targets
-        ],
+        "scrape_configs": [job.config() for job in jobs if job.urls],
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def start_prometheus(
-    binary: str, workdir: Path, jobs: dict[str, list[str]], data_dir: Path | None = None
+    binary: str, workdir: Path, jobs: list[ScrapeJob], data_dir: Path | None = None
 ) -> tuple[ManagedProcess, str]:
     """Start it and wait until ready; returns the process and its base URL. ``data_dir`` (default
     ``workdir/data``) may be an earlier run's TSDB, to query that run afterwards."""

@@ -35,7 +35,7 @@ from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, free_port
 from fmbench_k8s.local.progress import Progress
-from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
+from fmbench_k8s.local.prometheus import ScrapeJob, find_prometheus, start_prometheus
 from fmbench_k8s.storage import Storage, open_storage, patience_from_env, patient
 
 if TYPE_CHECKING:
@@ -259,12 +259,26 @@ def _maybe_prometheus(
         ctx.notes.append("server metrics not collected: prometheus is not installed (make setup installs it)")
         ctx.console.print("[yellow]prometheus not found: running without server metrics[/]")
         return None
-    sims = [urlparse(u).netloc for u in endpoints.values() if u]
-    jobs = {"simulator": sims, "fmbench-loadgen": [f"127.0.0.1:{p}" for p in metrics_ports]}
+    name = ctx.bench.metadata.name
+    jobs = [ScrapeJob("fmbench-loadgen", [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports])]
+    for v in ctx.bench.spec.variants:
+        target = _metrics_target(v, endpoints.get(v.name))
+        if target is not None:  # the model server's series get the labels the analysis selects by
+            jobs.append(ScrapeJob(f"server-{v.name}", [target], {"benchmark": name, "variant": v.name}))
     proc, url = start_prometheus(binary, ctx.workdir / "prometheus", jobs)
     ctx.processes.append(proc)
-    ctx.console.print(f"prometheus {url} scraping {len(sims)} simulators and {len(metrics_ports)} workers")
+    ctx.console.print(f"prometheus {url} scraping {len(jobs) - 1} model servers and {len(metrics_ports)} workers")
     return url
+
+
+def _metrics_target(variant: Variant, started_url: str | None) -> str | None:
+    """The model server's /metrics: the one this run started, or the endpoint's own."""
+    if variant.endpoint is not None:
+        return variant.endpoint.metrics_target
+    if started_url is None:
+        return None
+    parts = urlparse(started_url)
+    return f"{parts.scheme}://{parts.netloc}/metrics"
 
 
 def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: bool) -> Summary:

@@ -86,11 +86,18 @@ def test_the_split_between_local_and_cluster_only_panels_is_deliberate() -> None
 def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
     report = json.loads((finished_run / "report.json").read_text())
     assert report["serverMetrics"]["collected"] is True, report["serverMetrics"]
+    # The run's own Prometheus labels the model server's series with benchmark and variant, so the
+    # report finds them (docs/metrics.md, "Server metrics").
+    served = report["serverMetrics"]["stages"][0]["metrics"]
+    for key in ("vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:request_queue_time_seconds:mean",
+                "vllm:generation_tokens_total"):  # fmt: skip
+        assert key in served, (key, report["serverMetrics"]["stages"][0]["absent"])
+    assert served["vllm:num_requests_running"]["max"] == 8  # the stage's concurrency, seen by the server
     stages = json.loads((finished_run / "stages" / "g5-sim.json").read_text())
     at = stages[-1]["steady_end"] - 1  # inside the stage: rates over the last minute are defined
     binary = require_tool("prometheus", "Debian package prometheus")
     # A fresh server on the run's own TSDB (the run's Prometheus stopped with the run).
-    proc, url = start_prometheus(binary, finished_run / "replay", {}, data_dir=finished_run / "prometheus" / "data")
+    proc, url = start_prometheus(binary, finished_run / "replay", [], data_dir=finished_run / "prometheus" / "data")
     try:
         queries = _local_queries()[0]
         empty = [(d, t, q) for d, t, q in queries if not _query(url, q, at)]
