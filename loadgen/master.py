@@ -165,6 +165,9 @@ class Master:
             self.warmup_client.generate(Prompt("Say hello to the benchmark", 2, 5), st)
             if st.outcome == "ok":
                 log.info("warm-up request answered in %.3fs", (st.t_end or 0) - (st.t_sent or 0))
+                # The server counts it too: what it cost, so its counters can be matched exactly.
+                self.progress.emit("warmup", prompt_tokens=st.server_prompt_tokens,
+                                   output_tokens=st.server_output_tokens)  # fmt: skip
                 return
             reason = st.error or "unknown"
             if self.interrupted:

@@ -79,7 +79,9 @@ def resolve_target(
     url = endpoint_url or ep.url
     if chosen in ("openai-chat", "openai-completions", "tgi", "triton") and url is None:
         raise TargetError(f"variant {variant.name!r}: api {chosen} needs a URL (endpoint.url or --endpoint-url)")
-    extra = {"stream": True} if chosen == "sagemaker" and ep.payload == "tgi" else {}
+    body: dict[str, Any] = {"stream": True} if chosen == "sagemaker" and ep.payload == "tgi" else {}
+    if ep.request is not None and chosen.startswith("openai"):
+        body.update(ep.request.body())
     return Target(
         api=chosen,
         url=url,
@@ -88,6 +90,6 @@ def resolve_target(
         model_id=ep.model_id,
         region=ep.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
         payload=ep.payload,
-        extra_body=extra,
+        extra_body=body,
         headers=headers,
     )

@@ -58,6 +58,31 @@ class ModelRef(ApiModel):
     )
 
 
+class RequestParams(ApiModel):
+    """Parameters sent with every request to an OpenAI-compatible endpoint."""
+
+    ignore_eos: bool = Field(
+        default=False,
+        description="Ask for exactly max_tokens (vLLM, SGLang honour it), so output lengths are the workload's.",
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling probability mass.")
+    stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=8, description="Stop sequences."
+    )
+
+    def body(self) -> dict[str, object]:
+        """The request-body fields these parameters add."""
+        out: dict[str, object] = {"ignore_eos": True} if self.ignore_eos else {}
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
+        if self.top_p is not None:
+            out["top_p"] = self.top_p
+        if self.stop:
+            out["stop"] = list(self.stop)
+        return out
+
+
 class Endpoint(ApiModel):
     """An existing endpoint to benchmark; nothing is deployed for it."""
 
@@ -85,6 +110,9 @@ class Endpoint(ApiModel):
         "timers reach the report. Default for HTTP APIs: <scheme>://<host:port>/metrics of url.",
     )
     scrape_metrics: bool = Field(default=True, description="false: do not scrape the endpoint's metrics.")
+    request: RequestParams | None = Field(
+        default=None, description="Parameters sent with every request (openai-chat and openai-completions)."
+    )
 
     @property
     def metrics_target(self) -> str | None:
@@ -108,6 +136,11 @@ class Endpoint(ApiModel):
             ),
             cel("self.api != 'bedrock' || has(self.modelId)", "modelId: required for api bedrock", ".modelId"),
             cel(
+                "!has(self.request) || self.api in ['openai-chat', 'openai-completions']",
+                "request: only for api openai-chat and openai-completions",
+                ".request",
+            ),
+            cel(
                 "self.api != 'sagemaker' || has(self.endpointName)",
                 "endpointName: required for api sagemaker",
                 ".endpointName",
@@ -129,6 +162,8 @@ class Endpoint(ApiModel):
             raise ValueError("endpointName: required for api sagemaker")
         if self.api == "triton" and self.model is None:
             raise ValueError("model: required for api triton (the Triton model name)")
+        if self.request is not None and self.api not in ("openai-chat", "openai-completions"):
+            raise ValueError("request: only for api openai-chat and openai-completions")
         return self
 
 

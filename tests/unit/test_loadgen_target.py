@@ -61,6 +61,13 @@ def test_endpoint_variants_use_their_spec_and_accept_overrides() -> None:
     assert (b.model_id, b.region, b.url) == ("anthropic.claude", "eu-west-1", None)
 
 
+def test_an_endpoint_asks_for_exact_lengths_and_sampling_when_the_spec_says_so() -> None:
+    request = {"ignoreEos": True, "temperature": 0.0, "topP": 0.9, "stop": ["###"]}
+    spec = _spec({"name": "o", "endpoint": {"api": "openai-chat", "url": "http://vllm:8000/v1", "request": request}})
+    got = resolve_target(spec, spec.variants[0], env={})
+    assert got.extra_body == {"ignore_eos": True, "temperature": 0.0, "top_p": 0.9, "stop": ["###"]}
+
+
 def _ctx() -> StageContext:
     return StageContext("v", 2, "w0", 8.0, None, steady_start=10.0, steady_end=20.0)
 
