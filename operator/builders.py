@@ -16,7 +16,7 @@ import yaml
 
 from fmbench_k8s.api.benchmark import API_VERSION, KIND, Benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
-from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
+from fmbench_k8s.contract.engines import NEURON_CORES_PER_DEVICE, engine_info, server_args, server_env, variant_api
 from fmbench_k8s.contract.layout import (
     LoadgenTarget,
     analyze_args,
@@ -219,9 +219,12 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
         assert model is not None  # the spec requires a model for real engines
         image = variant.image or info.image
         command = None
-        args = server_args(variant.engine, model.name, info.port)
-        if model.revision:
-            env.append({"name": "HF_REVISION", "value": model.revision})
+        # Tensor parallelism over every accelerator the pod gets: GPUs, or NeuronCores on Neuron.
+        devices = variant.accelerators if variant.accelerators is not None else shape.accelerators
+        tp = devices * NEURON_CORES_PER_DEVICE if shape.resource == NEURON else devices
+        args = server_args(variant.engine, model.name, info.port, tensor_parallel=tp, revision=model.revision)
+        settings = server_env(variant.engine, model.name, tensor_parallel=tp, revision=model.revision)
+        env += [{"name": k, "value": v} for k, v in settings.items()]
         if model.token_secret_ref is not None:
             ref = model.token_secret_ref
             # Only the reference goes into the pod spec; the value never passes through the operator.
@@ -289,9 +292,6 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
     name = server_name(bench, variant)
     pod_labels = labels(bench, "server", variant.name)
     container = _server_container(bench, variant, cfg)
-    if variant.engine == "djl-lmi":
-        model = bench.spec.model_for(variant)
-        container["env"].insert(0, {"name": "HF_MODEL_ID", "value": model.name if model else ""})
     # A simulator only plays the instance type: it runs wherever the variant's own selector allows.
     simulated = variant.engine == "simulator"
     pinned = {} if simulated else {"node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml.")}

@@ -53,12 +53,23 @@ def engine_info(engine: str) -> EngineInfo:
         raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}") from None
 
 
-def server_args(engine: str, model: str, port: int) -> list[str]:
-    """The model server's command line (after the image's entrypoint) for a real engine."""
+# NeuronCores per Inferentia2 / Trainium device: tensor parallelism on Neuron counts cores.
+NEURON_CORES_PER_DEVICE = 2
+
+
+def server_args(
+    engine: str, model: str, port: int, *, tensor_parallel: int = 1, revision: str | None = None
+) -> list[str]:
+    """The model server's command line (after the image's entrypoint) for a real engine: the model,
+    its revision, and tensor parallelism over ``tensor_parallel`` accelerators (GPUs, or
+    NeuronCores). vLLM's is checked by vLLM 0.32's own parser in tests/engines/."""
+    tp = max(1, tensor_parallel)
     if engine in ("vllm", "neuronx-vllm"):
-        return ["--model", model, "--port", str(port), "--disable-log-requests"]
+        args = ["--model", model, "--port", str(port)]
+        args += ["--tensor-parallel-size", str(tp)] if tp > 1 else []
+        return args + (["--revision", revision] if revision else [])
     if engine == "sglang":
-        return [
+        args = [
             "python3",
             "-m",
             "sglang.launch_server",
@@ -69,13 +80,26 @@ def server_args(engine: str, model: str, port: int) -> list[str]:
             "--port",
             str(port),
         ]
+        args += ["--tp", str(tp)] if tp > 1 else []
+        return args + (["--revision", revision] if revision else [])
     if engine == "tgi":
-        return ["--model-id", model, "--port", str(port)]
+        args = ["--model-id", model, "--port", str(port)]
+        args += ["--num-shard", str(tp)] if tp > 1 else []
+        return args + (["--revision", revision] if revision else [])
     if engine == "djl-lmi":
-        return []  # LMI is configured through HF_MODEL_ID / OPTION_* environment
+        return []  # LMI reads its settings from the environment: server_env
     if engine == "triton-trtllm":
         return ["tritonserver", "--model-repository=/models", f"--http-port={port}"]
     raise ValueError(f"no arguments known for engine {engine!r}")
+
+
+def server_env(engine: str, model: str, *, tensor_parallel: int = 1, revision: str | None = None) -> dict[str, str]:
+    """Environment a real engine reads its settings from (DJL-LMI: ``OPTION_<NAME>`` for each
+    ``option.<name>`` of serving.properties)."""
+    if engine != "djl-lmi":
+        return {}
+    env = {"HF_MODEL_ID": model, "OPTION_TENSOR_PARALLEL_DEGREE": str(max(1, tensor_parallel))}
+    return env | ({"OPTION_REVISION": revision} if revision else {})
 
 
 def cluster_problems(bench: Benchmark) -> list[str]:

@@ -196,3 +196,38 @@ def test_the_charts_runner_settings_reach_every_pod_of_a_run() -> None:
     assert server["nodeSelector"] == {} and server["tolerations"] == []
     with pytest.raises(ValueError, match="FMBENCH_RUNNER_RESOURCES"):
         config_from_env({"FMBENCH_RUNNER_RESOURCES": json.dumps({"gpu": small})})
+
+
+@pytest.mark.parametrize(
+    ("engine", "instance_type", "expected"),
+    [
+        ("vllm", "g5.12xlarge", ["--tensor-parallel-size", "4", "--revision", "r1"]),  # 4 A10G
+        ("sglang", "g5.12xlarge", ["--tp", "4", "--revision", "r1"]),
+        ("tgi", "g5.12xlarge", ["--num-shard", "4", "--revision", "r1"]),
+        ("neuronx-vllm", "inf2.48xlarge", ["--tensor-parallel-size", "24", "--revision", "r1"]),  # 12 devices × 2 cores
+        ("vllm", "g6e.2xlarge", ["--revision", "r1"]),  # one GPU: no tensor parallelism
+    ],
+)
+def test_tensor_parallelism_spans_the_instance_and_the_revision_is_served(
+    engine: str, instance_type: str, expected: list[str]
+) -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["model"]["revision"] = "r1"
+    doc["spec"]["variants"] = [{"name": "v", "engine": engine, "instanceType": instance_type}]
+    bench = parse_benchmark(doc)
+    container = _container(builders.server_deployment(bench, bench.spec.variants[0], UID, CFG))
+    assert container["args"][-len(expected) :] == expected
+    assert "HF_REVISION" not in {e["name"] for e in container["env"]}  # no engine reads it
+
+
+def test_djl_lmi_reads_its_settings_from_the_environment() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["model"]["revision"] = "r1"
+    doc["spec"]["variants"] = [{"name": "v", "engine": "djl-lmi", "instanceType": "g5.12xlarge"}]
+    bench = parse_benchmark(doc)
+    env = {
+        e["name"]: e.get("value")
+        for e in _container(builders.server_deployment(bench, bench.spec.variants[0], UID, CFG))["env"]
+    }
+    assert (env["HF_MODEL_ID"], env["OPTION_TENSOR_PARALLEL_DEGREE"], env["OPTION_REVISION"]) == (
+        bench.spec.model.name if bench.spec.model else None, "4", "r1")  # fmt: skip
