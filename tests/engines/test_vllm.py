@@ -1,0 +1,153 @@
+"""The project against a real inference engine: vLLM's CPU build serving a tiny random Llama
+(tests/engines/conftest.py). What the simulator cannot show: the engine's own counters and
+timers, its chunking of streamed tokens, its queue, its metric names and its argument parser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fmbench_k8s.contract.engines import server_args
+from tests.engines.conftest import MAX_NUM_SEQS, SERVED_NAME, Vllm
+from tests.integration.test_loadgen_support import assert_accounting, loadgen, write_spec
+
+pytestmark = pytest.mark.engine
+CLI = str(Path(sys.executable).parent / "fmbench-k8s")
+OUTPUT_TOKENS = 24
+
+
+def _endpoint(vllm: Vllm, **extra: Any) -> dict[str, Any]:
+    request = {"ignoreEos": True, "temperature": 0.0}
+    return {"api": "openai-chat", "url": f"{vllm.url}/v1", "model": SERVED_NAME, "request": request, **extra}
+
+
+def _spec(tmp: Path, vllm: Vllm, *, concurrency: int, seconds: int) -> Path:
+    return write_spec(
+        tmp / "spec.yaml",
+        variants=[{"name": "real", "endpoint": _endpoint(vllm)}],
+        workload={"requestsPerMinute": 600, "promptTokens": {"mean": 40, "stddev": 10},
+                  "outputTokens": {"mean": OUTPUT_TOKENS}},
+        load={"mode": "fixed", "concurrency": {"levels": [concurrency]}, "stageDuration": f"{seconds}s",
+              "warmup": "1s", "drain": "10s", "workers": 1},
+    )  # fmt: skip
+
+
+def _histogram_mean(before: dict[Any, float], after: dict[Any, float], name: str) -> float:
+    """The mean of a server histogram's observations between two scrapes."""
+
+    def total(suffix: str, data: dict[Any, float]) -> float:
+        return sum(v for (n, _), v in data.items() if n == f"{name}{suffix}")
+
+    count = total("_count", after) - total("_count", before)
+    return (total("_sum", after) - total("_sum", before)) / count
+
+
+def test_records_match_the_engines_own_counters_and_timers(vllm: Vllm, tmp_path: Path) -> None:
+    """Over the same window the engine counts the same successes and exactly the same prompt and
+    generated tokens as the records (plus the master's one warm-up request, which it reports);
+    the client's TTFT and E2E are the engine's plus what lies outside its timers (HTTP,
+    tokenisation), never less, and not much more."""
+    before = vllm.metrics()
+    spec = _spec(tmp_path, vllm, concurrency=MAX_NUM_SEQS * 4, seconds=10)  # 16 streams, 4 slots: a queue
+    with loadgen(tmp_path, spec, "real") as run:
+        run.start(workers=1)
+        assert run.wait(timeout=300) == 0
+        df = assert_accounting(run)
+    after = vllm.metrics()
+    warmup = next(e for e in run.events if e["event"] == "warmup")
+    ok = df[df["outcome"] == "ok"]
+    assert len(ok) == len(df) > 0, df["error"].value_counts()
+
+    def delta(name: str) -> float:
+        return sum(v for (n, _), v in after.items() if n == name) - sum(v for (n, _), v in before.items() if n == name)
+
+    assert delta("vllm:request_success_total") == len(ok) + 1
+    assert delta("vllm:prompt_tokens_total") == ok["prompt_tokens"].sum() + warmup["prompt_tokens"]
+    assert delta("vllm:generation_tokens_total") == ok["output_tokens"].sum() + warmup["output_tokens"]
+    # ignore_eos from the spec's request parameters: every answer has exactly the asked length
+    assert (ok["output_tokens"] == OUTPUT_TOKENS).all() and (ok["token_source"] == "server").all()
+
+    server_ttft = _histogram_mean(before, after, "vllm:time_to_first_token_seconds")
+    server_e2e = _histogram_mean(before, after, "vllm:e2e_request_latency_seconds")
+    client_ttft, client_e2e = float(ok["ttft_s"].mean()), float(ok["e2e_s"].mean())
+    # The engine's timers start after the request is parsed and end before the response is
+    # written: the client's are longer, by HTTP and (de)tokenisation - milliseconds, not seconds.
+    # The client's first token is the first non-empty one: a few empty deltas may come first.
+    assert server_ttft <= client_ttft <= server_ttft + 1.0, (server_ttft, client_ttft)
+    assert server_e2e <= client_e2e <= server_e2e + 0.5, (server_e2e, client_e2e)
+    # 16 streams on 4 slots queued inside the engine, and the engine says so
+    assert _histogram_mean(before, after, "vllm:request_queue_time_seconds") > 0
+
+
+def test_tokens_come_from_usage_when_chunks_carry_several_or_none(vllm: Vllm, tmp_path: Path) -> None:
+    """Under load vLLM packs several tokens into one SSE chunk and sends empty deltas (the random
+    model emits special tokens): counting content events would be wrong, usage is right."""
+    spec = _spec(tmp_path, vllm, concurrency=8, seconds=6)
+    with loadgen(tmp_path, spec, "real") as run:
+        run.start(workers=1)
+        assert run.wait(timeout=300) == 0
+        df = run.records()
+    ok = df[df["outcome"] == "ok"]
+    gaps = ok["itl_s"].map(len)  # one gap between consecutive non-empty content events
+    assert (ok["output_tokens"] == OUTPUT_TOKENS).all()
+    assert (gaps < OUTPUT_TOKENS - 1).any(), "every token arrived in its own chunk: nothing was packed or empty"
+
+
+def test_a_local_run_reports_the_engines_metrics_per_stage(vllm: Vllm, tmp_path: Path) -> None:
+    """`fmbench-k8s run` with the engine as an endpoint variant: its /metrics (derived from the URL)
+    are scraped, so the report has the engine's queue, KV cache and timers for each stage."""
+    doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=8, seconds=8).read_text())
+    doc["spec"]["load"]["concurrency"] = {"levels": [2, 8]}
+    doc["spec"]["load"]["mode"] = "sweep"
+    spec = tmp_path / "run.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    done = subprocess.run([CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots"],
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
+    report = json.loads((run / "report.json").read_text())
+    stages = report["serverMetrics"]["stages"]
+    assert report["serverMetrics"]["collected"] and len(stages) == 2, report["serverMetrics"]
+    for stage in stages:
+        m = stage["metrics"]
+        for key in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                    "vllm:request_queue_time_seconds:mean", "vllm:generation_tokens_total"):  # fmt: skip
+            assert key in m, (key, stage["absent"])
+    low, high = stages
+    assert high["metrics"]["vllm:num_requests_running"]["max"] == MAX_NUM_SEQS  # 8 streams fill the 4 slots
+    assert high["metrics"]["vllm:num_requests_waiting"]["max"] > 0
+    assert low["metrics"]["vllm:num_requests_waiting"]["max"] == 0
+    records = report["variants"][0]["stages"]
+    assert all(s["meanOutputTokens"] == OUTPUT_TOKENS for s in records)  # exact lengths, asked by the spec
+
+
+def test_the_generated_vllm_arguments_are_what_vllm_accepts(vllm: Vllm) -> None:
+    """contract/engines.py's command lines, parsed by the real vLLM's own argument parser."""
+    variants = [
+        server_args("vllm", "org/model", 8000),
+        server_args("vllm", "org/model", 8000, tensor_parallel=4, revision="abc123"),
+        server_args("neuronx-vllm", "org/model", 8000, tensor_parallel=24),
+    ]
+    code = (
+        "import json, sys\n"
+        "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
+        "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    a = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)\n"
+        "    out.append([a.model, a.port, a.tensor_parallel_size, a.revision])\n"
+        "print(json.dumps(out))\n"
+    )
+    # cwd: not the checkout, whose operator/ folder would shadow the standard library's operator
+    env = {"VLLM_TARGET_DEVICE": "cpu", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([vllm.python, "-c", code, json.dumps(variants)], capture_output=True, text=True,
+                          timeout=300, check=False, env=env, cwd=vllm.log.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    parsed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert parsed == [["org/model", 8000, 1, None], ["org/model", 8000, 4, "abc123"], ["org/model", 8000, 24, None]]
