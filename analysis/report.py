@@ -140,12 +140,23 @@ def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
     }
 
 
-def variant_entry(v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], sizer: Sizer) -> dict[str, Any]:
+def served_model(spec: BenchmarkSpec, v: Variant) -> str | None:
+    """The model a variant served: the spec's model for a deployment, the endpoint's own name."""
+    if v.endpoint is not None:
+        return v.endpoint.model or v.endpoint.model_id or v.endpoint.endpoint_name
+    model = spec.model_for(v)
+    return f"{model.name}@{model.revision}" if model and model.revision else (model.name if model else None)
+
+
+def variant_entry(
+    v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], sizer: Sizer, model: str | None
+) -> dict[str, Any]:
     rpm = sizer.workload.requests_per_minute
     cost = sizing.cost
     return {
         "name": v.name,
         "kind": "deployment" if v.engine is not None else "endpoint",
+        "model": model,
         "engine": v.engine,
         "endpointApi": v.endpoint.api if v.endpoint else None,
         "instanceType": v.instance_type,
@@ -173,13 +184,14 @@ def variant_entry(v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], si
     }
 
 
-def recommendation_entry(best: Sizing | None, variant: Variant | None) -> dict[str, Any] | None:
+def recommendation_entry(best: Sizing | None, variant: Variant | None, model: str | None) -> dict[str, Any] | None:
     if best is None or best.cost is None or variant is None:
         return None
     interval = best.instances_interval
     priced = best.price.instance.instance_type if best.price.instance and variant.engine else None
     rec = Recommendation(
         variant=best.variant,
+        model=model,
         instance_type=priced or variant.instance_type,  # what ran, when a nodeSelector moved the pods
         instances=best.cost.instances,
         cost_per_hour=best.cost.cost_per_hour,
@@ -214,7 +226,7 @@ def build_report(
     by_variant = {v.name: v for v in spec.variants}
     w, slo, pricing = spec.workload, spec.slo, spec.analysis.pricing
     variants = [
-        variant_entry(v, s, [m for m in metrics if m.variant == v.name], sizer)
+        variant_entry(v, s, [m for m in metrics if m.variant == v.name], sizer, served_model(spec, v))
         for v, s in zip(spec.variants, sizings, strict=True)
     ]
     rates = (*FMBENCH_RATES, w.requests_per_minute)
@@ -249,7 +261,11 @@ def build_report(
         },
         "variants": variants,
         "fmbenchView": sizer.view(spec.variants, sizings, rates),
-        "recommendation": recommendation_entry(best, by_variant.get(best.variant) if best else None),
+        "recommendation": recommendation_entry(
+            best,
+            chosen := by_variant.get(best.variant) if best else None,
+            served_model(spec, chosen) if chosen else None,
+        ),
         "serverMetrics": dict(server_metrics),
     }
     cleaned: dict[str, Any] = clean(doc)
@@ -268,6 +284,7 @@ def summary(doc: Mapping[str, Any], report_uri: str, json_uri: str) -> Summary:
         variants=[
             VariantSummary(
                 name=v["name"],
+                model=v["model"],
                 instance_type=v["instanceType"],
                 meets_slo=v["meetsSlo"],
                 stages=len(v["stages"]),

@@ -265,7 +265,8 @@ class _Machine:
         if rec is not None:
             interval = rec.instances_interval
             status = {
-                "variant": rec.variant, "instanceType": rec.instance_type, "instances": rec.instances,
+                "variant": rec.variant, "model": rec.model, "instanceType": rec.instance_type,
+                "instances": rec.instances,
                 "costPerHour": rec.cost_per_hour, "costPer1kRequests": rec.cost_per_1k_requests,
                 "latencySeconds": rec.latency_seconds, "lowerBound": rec.lower_bound,
                 "instancesLow": interval.low if interval else None,

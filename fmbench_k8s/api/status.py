@@ -53,6 +53,7 @@ class Recommendation(ApiModel):
     """The answer: T, N and what it costs."""
 
     variant: Name = Field(description="Variant to deploy.")
+    model: Text | None = Field(default=None, description="The model it served (name@revision).")
     instance_type: Name | None = Field(default=None, description="T: instance type (none for token-priced APIs).")
     instances: int = Field(ge=0, description="N: instances needed for the workload under the SLO.")
     cost_per_hour: float = Field(ge=0, description="USD per hour for N instances.")

@@ -105,7 +105,12 @@ def server_env(engine: str, model: str, *, tensor_parallel: int = 1, revision: s
 def cluster_problems(bench: Benchmark) -> list[str]:
     """Why the operator would refuse ``bench`` (InvalidSpec) although its schema is valid; one home
     for the rules ``validate`` and the operator apply."""
-    problems = []
+    problems = [
+        f"spec.variants[{i}].image: engine triton-trtllm serves a model repository at /models that the stock "
+        "Triton image does not have; give an image with your TRT-LLM engine built into /models"
+        for i, v in enumerate(bench.spec.variants)
+        if v.engine == "triton-trtllm" and v.image is None
+    ]
     if bench.spec.report.s3 is None:
         problems.append(
             "spec.report.s3: required on a cluster (records and the report go to S3); add "

@@ -134,6 +134,7 @@ class Stage(_Part):
 class Variant(_Part):
     name: str
     kind: Literal["deployment", "endpoint"]
+    model: str | None = Field(description="the model served: spec model (name@revision) or the endpoint's")
     engine: str | None
     endpoint_api: str | None
     instance_type: str | None

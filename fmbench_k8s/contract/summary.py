@@ -40,6 +40,7 @@ class Recommendation(_Contract):
     """The answer: T, N and what it costs (docs/cost-model.md)."""
 
     variant: str
+    model: str | None  # the model served (report.py: served_model)
     instance_type: str | None
     instances: int = Field(ge=1)
     cost_per_hour: float = Field(ge=0)
@@ -65,6 +66,7 @@ class Recommendation(_Contract):
 
 class VariantSummary(_Contract):
     name: str
+    model: str | None
     instance_type: str | None
     meets_slo: bool
     stages: int = Field(ge=0)

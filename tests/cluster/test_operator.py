@@ -440,7 +440,8 @@ def _as_status(rec: Recommendation) -> dict[str, Any]:
     """status.recommendation as the operator writes it from the summary's recommendation."""
     interval = rec.instances_interval
     status = {
-        "variant": rec.variant, "instanceType": rec.instance_type, "instances": rec.instances,
+        "variant": rec.variant, "model": rec.model, "instanceType": rec.instance_type,
+        "instances": rec.instances,
         "costPerHour": rec.cost_per_hour, "costPer1kRequests": rec.cost_per_1k_requests,
         "latencySeconds": rec.latency_seconds, "lowerBound": rec.lower_bound,
         "instancesLow": interval.low if interval else None, "instancesHigh": interval.high if interval else None,
@@ -451,7 +452,7 @@ def _as_status(rec: Recommendation) -> dict[str, Any]:
 def _summary(bench: str) -> dict[str, Any]:
     """The analysis Job's termination message, in the contract's form."""
     rec = Recommendation(
-        variant="ext", instance_type=None, instances=2, cost_per_hour=3.0, cost_per_1k_requests=0.08,
+        variant="ext", model="m", instance_type=None, instances=2, cost_per_hour=3.0, cost_per_1k_requests=0.08,
         cost_per_1m_output_tokens=None, latency_seconds=1.2, max_concurrency_meeting_slo=2, lower_bound=False,
         instances_interval=InstancesInterval(low=2, high=3, confidence=0.95), pricing="instance",
     )  # fmt: skip

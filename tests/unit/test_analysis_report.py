@@ -262,7 +262,8 @@ def test_the_termination_summary_fits_4_kib_for_the_most_variants_a_spec_allows(
     keeps the recommendation and every variant's c*."""
     names = [f"{i:02d}-" + "v" * 37 for i in range(32)]
     rec = Recommendation(
-        variant=names[3], instance_type="g6e.2xlarge", instances=3, cost_per_hour=6.726, cost_per_1k_requests=0.0623,
+        variant=names[3], model="org/m", instance_type="g6e.2xlarge", instances=3, cost_per_hour=6.726,
+        cost_per_1k_requests=0.0623,
         cost_per_1m_output_tokens=1.2, latency_seconds=1.4, max_concurrency_meeting_slo=19.0, lower_bound=True,
         instances_interval=InstancesInterval(low=None, high=4, confidence=0.95), pricing="instance",
     )  # fmt: skip
@@ -272,7 +273,7 @@ def test_the_termination_summary_fits_4_kib_for_the_most_variants_a_spec_allows(
         recommendation=rec,
         variants=[
             VariantSummary(
-                name=n, instance_type="g6e.2xlarge", meets_slo=i % 2 == 0, stages=12,
+                name=n, model="org/m", instance_type="g6e.2xlarge", meets_slo=i % 2 == 0, stages=12,
                 max_concurrency_meeting_slo=16.0 + i, capacity_lower_bound=i == 3, throughput_rpm_at_slo=900.0,
                 latency_at_slo_seconds=1.2, instances_needed=3, cost_per_hour=6.7, cost_per_1k_requests=0.06,
                 reason="x" * 199 + "…",

@@ -36,6 +36,15 @@ def test_validate_refuses_what_the_operator_refuses(tmp_path: Path, capsys: pyte
     assert main(["validate", str(quickstart)]) == 1
     assert "spec.report.s3: required on a cluster" in capsys.readouterr().err
     assert main(["validate", "--local", str(quickstart)]) == 0
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["variants"] = [{"name": "t", "engine": "triton-trtllm", "instanceType": "g6e.2xlarge"}]
+    triton = tmp_path / "triton.yaml"
+    triton.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(triton)]) == 1
+    assert "spec.variants[0].image: engine triton-trtllm serves a model repository" in capsys.readouterr().err
+    doc["spec"]["variants"][0]["image"] = "registry.example/triton-with-my-engine:1"
+    triton.write_text(yaml.safe_dump(doc))
+    assert main(["validate", str(triton)]) == 0
 
 
 def test_the_corpus_is_large_enough() -> None:

@@ -50,6 +50,7 @@ SUMMARY: dict[str, Any] = {
     "partial": False,
     "recommendation": {
         "variant": "g5-vllm",
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
         "instanceType": "g5.2xlarge",
         "instances": 3,
         "costPerHour": 3.63,
