@@ -53,6 +53,7 @@ def _crd(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from fmbench_k8s.local.plan import PlanError
+    from fmbench_k8s.local.processes import ProcessError
     from fmbench_k8s.local.runner import run_local
     from fmbench_k8s.storage import open_storage
 
@@ -68,12 +69,19 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return run_local(
             args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
-            plots=not args.no_plots, price_table=table,
+            plots=not args.no_plots, price_table=table, engines=dict(_pairs(args.engine_python)),
         )  # fmt: skip
     except (SpecError, PlanError) as err:
         for problem in err.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
         return 2
+    except ProcessError as err:  # a model server this run started did not come up
+        print(f"run: {err}", file=sys.stderr)
+        return 1
+
+
+def _pairs(given: list[str]) -> list[tuple[str, str]]:
+    return [(key, value) for key, _, value in (item.partition("=") for item in given)]
 
 
 def _price_table(path: Path | None) -> PriceTable | None:
@@ -203,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
     p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
+    engine_help = "serve engine: variants with this machine's engine, e.g. vllm=/opt/vllm/bin/python"
+    p.add_argument("--engine-python", action="append", default=[], metavar="ENGINE=PYTHON", help=engine_help)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("analyze", help="records → report (what the in-cluster analysis Job runs)")

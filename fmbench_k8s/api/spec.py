@@ -498,6 +498,10 @@ class Timeouts(ApiModel):
     model_ready: StageDuration = Field(default="45m", description="Model servers Ready and answering.")
     run: RunDuration = Field(default="6h", description="The whole run, from creation.")
 
+    @property
+    def model_ready_s(self) -> float:
+        return parse_duration(self.model_ready)
+
 
 class BenchmarkSpec(ApiModel):
     """The whole experiment. Immutable once created: a new run is a new Benchmark."""

@@ -23,10 +23,21 @@ class EngineInfo:
     base_path: str  # appended to http://service:port for the load generator's --endpoint-url
     needs_cluster: bool = True
     ignore_eos: bool = False  # honours vLLM's ignore_eos: every request generates exactly max_tokens
+    # The Python module that serves it, for `fmbench-k8s run --engine-python ENGINE=PYTHON` on a
+    # machine that has the engine installed (None: only in its container image, on a cluster).
+    local_module: str | None = None
 
 
 ENGINES: dict[str, EngineInfo] = {
-    "vllm": EngineInfo("openai-chat", "vllm/vllm-openai:v0.11.0", 8000, "/health", "/v1", ignore_eos=True),
+    "vllm": EngineInfo(
+        "openai-chat",
+        "vllm/vllm-openai:v0.11.0",
+        8000,
+        "/health",
+        "/v1",
+        ignore_eos=True,
+        local_module="vllm.entrypoints.openai.api_server",
+    ),
     "sglang": EngineInfo("openai-chat", "lmsysorg/sglang:v0.5.3-cu126", 30000, "/health", "/v1", ignore_eos=True),
     "neuronx-vllm": EngineInfo(
         "openai-chat",

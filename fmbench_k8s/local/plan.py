@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.spec import Levels, Load, Variant
-from fmbench_k8s.contract.engines import engine_info, variant_api
+from fmbench_k8s.contract.engines import ENGINES, engine_info, variant_api
 
 
 class PlanError(ValueError):
@@ -41,22 +42,31 @@ def level_summary(load: Load) -> tuple[str, int]:
     return f"{unit} {levels.min:g}..{levels.max:g} doubling", doublings
 
 
-def _target(variant: Variant) -> str:
+def _target(variant: Variant, engines: Mapping[str, str]) -> str:
     if variant.endpoint is not None:
         ep = variant.endpoint
         return ep.url or ep.model_id or ep.endpoint_name or ep.api
+    if variant.engine is not None and variant.engine in engines:
+        return f"{variant.engine} started here ({engines[variant.engine]})"
     return f"simulator profile {variant.instance_type}"
 
 
-def plan_run(bench: Benchmark) -> list[VariantPlan]:
-    """Refuses, naming the variant, engines that need a cluster."""
+def plan_run(bench: Benchmark, engines: Mapping[str, str] | None = None) -> list[VariantPlan]:
+    """Refuses, naming the variant, engines that need a cluster. ``engines``: engine → the Python
+    that serves it on this machine (``--engine-python``), for engines that can run as a process."""
+    engines = engines or {}
     problems = []
+    for engine in engines:
+        if engine not in ENGINES or engine_info(engine).local_module is None:
+            local = sorted(e for e, i in ENGINES.items() if i.local_module)
+            problems.append(f"--engine-python: {engine!r} cannot be started here; engines that can: {', '.join(local)}")
     for i, v in enumerate(bench.spec.variants):
-        if v.engine is not None and engine_info(v.engine).needs_cluster:
+        if v.engine is not None and engine_info(v.engine).needs_cluster and v.engine not in engines:
+            hint = f" or --engine-python {v.engine}=PYTHON" if engine_info(v.engine).local_module else ""
             problems.append(
                 f"spec.variants[{i}].engine: {v.engine!r} ({v.name}) needs a Kubernetes cluster: run it with "
                 f"`kubectl apply -f` and the operator, or give the variant an endpoint: pointing at a running "
-                f"server (or use engine: simulator to try it locally)"
+                f"server{hint} (or use engine: simulator to try it locally)"
             )
     if problems:
         raise PlanError(problems)
@@ -64,5 +74,6 @@ def plan_run(bench: Benchmark) -> list[VariantPlan]:
     levels, stages = level_summary(load)
     per_stage = load.warmup_s + load.stage_duration_s + load.drain_s
     return [
-        VariantPlan(v.name, variant_api(v), _target(v), levels, stages, stages * per_stage) for v in bench.spec.variants
+        VariantPlan(v.name, variant_api(v), _target(v, engines), levels, stages, stages * per_stage)
+        for v in bench.spec.variants
     ]

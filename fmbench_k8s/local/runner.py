@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,10 +31,10 @@ from rich.markup import escape
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
 from fmbench_k8s.contract import layout
-from fmbench_k8s.contract.engines import engine_info, variant_api
+from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.local.plan import VariantPlan, plan_run
-from fmbench_k8s.local.processes import ManagedProcess, free_port
+from fmbench_k8s.local.processes import ManagedProcess, ProcessError, free_port
 from fmbench_k8s.local.progress import Progress
 from fmbench_k8s.local.prometheus import ScrapeJob, find_prometheus, start_prometheus
 from fmbench_k8s.storage import Storage, open_storage, patience_from_env, patient
@@ -56,6 +57,7 @@ class RunContext:
     notes: list[str] = field(default_factory=list)
     simulators: dict[str, ManagedProcess] = field(default_factory=dict)  # by variant
     price_table: PriceTable | None = None  # None: the shipped one
+    engines: dict[str, str] = field(default_factory=dict)  # engine → its Python (--engine-python)
 
     def start(self, name: str, argv: list[str], **kw: Any) -> ManagedProcess:
         proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", **kw)
@@ -103,6 +105,34 @@ def _start_simulator(ctx: RunContext, variant: Variant) -> str:
     proc = ctx.simulators[variant.name] = ctx.start(f"simulator-{variant.name}", argv)
     match = proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
     return match.group(1) + engine_info("simulator").base_path
+
+
+def _start_engine(ctx: RunContext, variant: Variant) -> str:
+    """A real engine as a process of this run, with the command line the operator gives its pod
+    (contract/engines.py) plus the variant's own args and env; returns its endpoint URL once it
+    answers /health (within timeouts.modelReady)."""
+    assert variant.engine is not None
+    info = engine_info(variant.engine)
+    model = ctx.bench.spec.model_for(variant)
+    assert info.local_module is not None and model is not None  # plan_run and the spec make sure
+    port = free_port()
+    args = server_args(
+        variant.engine, model.name, port, tensor_parallel=variant.accelerators or 1, revision=model.revision
+    )
+    argv = [ctx.engines[variant.engine], "-m", info.local_module, *args, "--host", "127.0.0.1", *variant.args]
+    proc = ctx.start(f"engine-{variant.name}", argv, env={e.name: e.value for e in variant.env})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ctx.bench.spec.timeouts.model_ready_s
+    ctx.console.print(f"{variant.engine} for {variant.name} starting on {url} (log: {proc.log_path})")
+    while True:
+        if proc.proc.poll() is not None:
+            raise ProcessError(f"{proc.name} exited with code {proc.proc.returncode}; see {proc.log_path}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}{info.health_path}", timeout=2) as resp:
+            if resp.status == 200:
+                return url + info.base_path
+        if time.monotonic() > deadline:
+            raise ProcessError(f"{proc.name} not ready within timeouts.modelReady; see {proc.log_path}")
+        time.sleep(0.5)
 
 
 def _run_variant(
@@ -178,12 +208,14 @@ def run_local(
     use_prometheus: bool = True,
     plots: bool = True,
     price_table: PriceTable | None = None,
+    engines: dict[str, str] | None = None,
 ) -> int:
-    """The ``fmbench-k8s run`` command. Returns the process exit code."""
+    """The ``fmbench-k8s run`` command. Returns the process exit code. ``engines``: engine → the
+    Python that serves it here (``--engine-python``)."""
     # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
     console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     bench = load_benchmark(spec_file)
-    plans = plan_run(bench)
+    plans = plan_run(bench, engines)
     root = patient(open_storage(output))  # S3 down for a while: records, stages and report wait for it
     print_plan(console, bench, plans)
     if dry_run:
@@ -194,7 +226,7 @@ def run_local(
     local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
     workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(bench, run, run_id, workdir, console, price_table=price_table)
+    ctx = RunContext(bench, run, run_id, workdir, console, price_table=price_table, engines=dict(engines or {}))
     manifest = yaml.safe_dump(to_manifest(bench), sort_keys=False)
     run.write_bytes("spec.yaml", manifest.encode())
     spec_path = workdir / "spec.yaml"  # what the load generators read: the run's own copy when local
@@ -208,7 +240,12 @@ def run_local(
         with _sigint_sets(ctx.interrupted):
             endpoints: dict[str, str | None] = {}
             for v in bench.spec.variants:
-                endpoints[v.name] = _start_simulator(ctx, v) if v.engine == "simulator" else None
+                if v.engine == "simulator":
+                    endpoints[v.name] = _start_simulator(ctx, v)
+                elif v.engine is not None:
+                    endpoints[v.name] = _start_engine(ctx, v)
+                else:
+                    endpoints[v.name] = None
             metrics_ports = [free_port() for _ in range(bench.spec.load.workers)]
             prometheus_url = _maybe_prometheus(ctx, endpoints, metrics_ports, use_prometheus)
             progress = Progress(console, [p.name for p in plans])

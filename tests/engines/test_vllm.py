@@ -99,32 +99,47 @@ def test_tokens_come_from_usage_when_chunks_carry_several_or_none(vllm: Vllm, tm
     assert (gaps < OUTPUT_TOKENS - 1).any(), "every token arrived in its own chunk: nothing was packed or empty"
 
 
-def test_a_local_run_reports_the_engines_metrics_per_stage(vllm: Vllm, tmp_path: Path) -> None:
-    """`fmbench-k8s run` with the engine as an endpoint variant: its /metrics (derived from the URL)
-    are scraped, so the report has the engine's queue, KV cache and timers for each stage."""
-    doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=8, seconds=8).read_text())
-    doc["spec"]["load"]["concurrency"] = {"levels": [2, 8]}
-    doc["spec"]["load"]["mode"] = "sweep"
+def test_a_local_run_starts_the_engine_and_reports_its_metrics_per_stage(vllm: Vllm, tmp_path: Path) -> None:
+    """`fmbench-k8s run --engine-python vllm=...` serves an `engine: vllm` variant with a vLLM it
+    starts itself, from the operator's own command line (plus the variant's CPU args and env),
+    beside an endpoint variant (the session's vLLM). Both engines' /metrics are scraped - the
+    started one's and the endpoint's (derived from its URL) - so the report has each engine's
+    queue, KV cache and timers for each stage, and exact output lengths where the spec asked."""
+    doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=8, seconds=6).read_text())
+    cpu = ["--dtype", "float32", "--enforce-eager", "--distributed-executor-backend", "uni", "--max-model-len", "2048",
+           "--max-num-seqs", str(MAX_NUM_SEQS)]  # fmt: skip
+    env = [{"name": "VLLM_TARGET_DEVICE", "value": "cpu"}, {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"},
+           {"name": "VLLM_ENABLE_V1_MULTIPROCESSING", "value": "0"}]  # fmt: skip
+    doc["spec"]["model"] = {"name": vllm.model}
+    doc["spec"]["variants"] = [
+        {"name": "started", "engine": "vllm", "instanceType": "m5.xlarge", "args": cpu, "env": env},
+        *doc["spec"]["variants"],
+    ]
+    doc["spec"]["load"].update({"mode": "sweep", "concurrency": {"levels": [2, 8]}})
     spec = tmp_path / "run.yaml"
     spec.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    argv = [CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots", "--engine-python",
+            f"vllm={vllm.python}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
     report = json.loads((run / "report.json").read_text())
     stages = report["serverMetrics"]["stages"]
-    assert report["serverMetrics"]["collected"] and len(stages) == 2, report["serverMetrics"]
+    assert report["serverMetrics"]["collected"] and len(stages) == 4, report["serverMetrics"]
     for stage in stages:
         m = stage["metrics"]
         for key in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                     "vllm:request_queue_time_seconds:mean", "vllm:generation_tokens_total"):  # fmt: skip
-            assert key in m, (key, stage["absent"])
-    low, high = stages
-    assert high["metrics"]["vllm:num_requests_running"]["max"] == MAX_NUM_SEQS  # 8 streams fill the 4 slots
-    assert high["metrics"]["vllm:num_requests_waiting"]["max"] > 0
-    assert low["metrics"]["vllm:num_requests_waiting"]["max"] == 0
-    records = report["variants"][0]["stages"]
-    assert all(s["meanOutputTokens"] == OUTPUT_TOKENS for s in records)  # exact lengths, asked by the spec
+            assert key in m, (stage["variant"], key, stage["absent"])
+    for variant in ("started", "real"):
+        low, high = (s["metrics"] for s in stages if s["variant"] == variant)
+        assert high["vllm:num_requests_running"]["max"] == MAX_NUM_SEQS  # 8 streams fill the 4 slots
+        assert high["vllm:num_requests_waiting"]["max"] > 0
+        assert low["vllm:num_requests_waiting"]["max"] == 0
+    by = {v["name"]: v for v in report["variants"]}
+    assert by["started"]["model"] == vllm.model and by["real"]["model"] == SERVED_NAME
+    # the started engine honours ignore_eos as its engine facts say; the endpoint because the spec asks
+    assert all(s["meanOutputTokens"] == OUTPUT_TOKENS for v in by.values() for s in v["stages"])
 
 
 def test_the_generated_vllm_arguments_are_what_vllm_accepts(vllm: Vllm) -> None:
