@@ -34,8 +34,10 @@ class ManagedProcess:
         name: str,
         argv: Sequence[str],
         log_path: Path,
+        *,
         on_line: Callable[[str], None] | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -52,6 +54,7 @@ class ManagedProcess:
             bufsize=1,
             start_new_session=True,  # its own process group: stop() reaches grandchildren too
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self._reader = threading.Thread(target=self._read, name=f"{name}-stdout", daemon=True)
         self._reader.start()

@@ -120,7 +120,10 @@ def _start_engine(ctx: RunContext, variant: Variant) -> str:
         variant.engine, model.name, port, tensor_parallel=variant.accelerators or 1, revision=model.revision
     )
     argv = [ctx.engines[variant.engine], "-m", info.local_module, *args, "--host", "127.0.0.1", *variant.args]
-    proc = ctx.start(f"engine-{variant.name}", argv, env={e.name: e.value for e in variant.env})
+    # cwd: the run's folder, not wherever the user is: `python -m` puts the cwd first on sys.path,
+    # and a folder there named like a standard module (this checkout's operator/) would shadow it.
+    env = {e.name: e.value for e in variant.env}
+    proc = ctx.start(f"engine-{variant.name}", argv, env=env, cwd=ctx.workdir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ctx.bench.spec.timeouts.model_ready_s
     ctx.console.print(f"{variant.engine} for {variant.name} starting on {url} (log: {proc.log_path})")

@@ -14,11 +14,14 @@ import pytest
 import yaml
 
 from fmbench_k8s.contract.engines import server_args
+from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
+from tests.chart.test_dashboards_data import _local_queries, _query
 from tests.engines.conftest import MAX_NUM_SEQS, SERVED_NAME, Vllm
 from tests.integration.test_loadgen_support import assert_accounting, loadgen, write_spec
 
 pytestmark = pytest.mark.engine
 CLI = str(Path(sys.executable).parent / "fmbench-k8s")
+PROMETHEUS = find_prometheus() or "prometheus"  # make setup installs Debian's
 OUTPUT_TOKENS = 24
 
 
@@ -138,6 +141,15 @@ def test_a_local_run_starts_the_engine_and_reports_its_metrics_per_stage(vllm: V
         assert low["vllm:num_requests_waiting"]["max"] == 0
     by = {v["name"]: v for v in report["variants"]}
     assert by["started"]["model"] == vllm.model and by["real"]["model"] == SERVED_NAME
+    # Every model-server dashboard panel a run can feed shows data from the real engines' series.
+    last = json.loads((run / "stages" / "real.json").read_text())[-1]
+    replay, url = start_prometheus(PROMETHEUS, tmp_path / "replay", [], data_dir=run / "prometheus" / "data")
+    try:
+        panels = [(t, q) for d, t, q in _local_queries()[0] if d == "model-server"]
+        empty = [(t, q) for t, q in panels if not _query(url, q, last["steady_end"] - 1)]
+    finally:
+        replay.stop()
+    assert len(panels) >= 5 and not empty, empty
     # the started engine honours ignore_eos as its engine facts say; the endpoint because the spec asks
     assert all(s["meanOutputTokens"] == OUTPUT_TOKENS for v in by.values() for s in v["stages"])
 

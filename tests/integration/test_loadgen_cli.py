@@ -55,7 +55,7 @@ def test_the_start_barrier_times_out_without_workers_and_progress_goes_to_a_file
     finally:
         sim.stop()
     events = [json.loads(line) for line in progress.read_text().splitlines()]
-    assert [e["event"] for e in events] == ["listening", "error", "done"]
+    assert [e["event"] for e in events] == ["listening", "warmup", "error", "done"]
     assert all(e["variant"] == "sim" for e in events) and events[-1]["exit_code"] == 3
 
 
