@@ -44,12 +44,19 @@ def headline(doc: Doc) -> str:
     if rec is None:
         return "No variant meets the SLO with a known price; see each variant's reason."
     slo = doc["slo"]
-    what = f"{rec['instances']} × {rec['instanceType']}" if rec["instanceType"] else "the endpoint"
+    bound = "at most " if rec["lowerBound"] else ""
+    what = f"{bound}{rec['instances']} × {rec['instanceType']}" if rec["instanceType"] else "the endpoint"
     latency = rec["latencySeconds"]
     at = f", p{slo['percentile']:g} {slo['metric']} {latency:.3g} s" if latency is not None else ""
+    why = (
+        " The capacity was not bracketed (no higher level failed the SLO): the instance count and cost are "
+        "upper bounds."
+        if rec["lowerBound"]
+        else ""
+    )
     return (
-        f"Deploy {what} (variant {rec['variant']}): {usd(rec['costPerHour'])}/hour, "
-        f"{usd(rec['costPer1kRequests'])} per 1k requests{at}."
+        f"Deploy {what} (variant {rec['variant']}): {bound}{usd(rec['costPerHour'])}/hour, "
+        f"{usd(rec['costPer1kRequests'])} per 1k requests{at}.{why}"
     )
 
 
@@ -68,9 +75,12 @@ def _variant_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
         source = price["source"] or "—"
         if price.get("derived"):
             source += " (derived)"
+        low, high = ("≥", "≤") if v["capacityLowerBound"] else ("", "")
+        c_star, n = v["maxConcurrencyMeetingSlo"], v["instancesNeeded"]
         rows.append([
             v["name"], v["instanceType"] or v["endpointApi"] or "—", shown, source, fmt(v["meetsSlo"]),
-            fmt(v["maxConcurrencyMeetingSlo"]), fmt(v["throughputRpmAtSlo"]), fmt(v["instancesNeeded"]),
+            low + fmt(c_star) if c_star is not None else fmt(c_star), fmt(v["throughputRpmAtSlo"]),
+            high + fmt(n) if n is not None else fmt(n),
             usd(v["costPerHour"]), usd(v["costPer1kRequests"]), usd(v["costPer1mOutputTokens"]), v["reason"] or "",
         ])  # fmt: skip
     return head, rows

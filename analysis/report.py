@@ -1,4 +1,4 @@
-"""report.json (schemaVersion 1; its contract: fmbench_k8s/contract/report.py) from metrics and sizing.
+"""report.json (schemaVersion 2; its contract: fmbench_k8s/contract/report.py) from metrics and sizing.
 
 Seconds and USD throughout; numbers that do not exist (a percentile of no samples, the cost of a
 variant without a price) are null, never NaN, so the file is strict JSON.
@@ -19,7 +19,7 @@ from fmbench_k8s.api.spec import BenchmarkSpec, Variant
 from fmbench_k8s.contract.stats import CONFIDENCE
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 def clean(value: Any) -> Any:
@@ -89,8 +89,8 @@ def _cost(cost: Cost | None) -> dict[str, Any] | None:
     }
 
 
-def _interval(interval: tuple[int | None, int | None] | None) -> dict[str, Any] | None:
-    return None if interval is None else {"low": interval[0], "high": interval[1], "confidence": CONFIDENCE}
+def _interval(interval: tuple[int | None, int | None] | None) -> InstancesInterval | None:
+    return None if interval is None else InstancesInterval(low=interval[0], high=interval[1], confidence=CONFIDENCE)
 
 
 def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def variant_entry(
         "throughputRpmPerInstance": sizing.throughput_rpm_per_instance,
         "latencyAtSloSeconds": sizing.latency_at_slo,
         "instancesNeeded": cost.instances if cost else None,
-        "instancesInterval": _interval(sizing.instances_interval),
+        "instancesInterval": i.doc() if (i := _interval(sizing.instances_interval)) else None,
         "costPerHour": cost.cost_per_hour if cost else None,
         "costPer1kRequests": cost.cost_per_1k_requests if cost else None,
         "costPer1mOutputTokens": cost.cost_per_1m_output_tokens if cost else None,
@@ -187,7 +187,6 @@ def variant_entry(
 def recommendation_entry(best: Sizing | None, variant: Variant | None, model: str | None) -> dict[str, Any] | None:
     if best is None or best.cost is None or variant is None:
         return None
-    interval = best.instances_interval
     priced = best.price.instance.instance_type if best.price.instance and variant.engine else None
     rec = Recommendation(
         variant=best.variant,
@@ -200,9 +199,7 @@ def recommendation_entry(best: Sizing | None, variant: Variant | None, model: st
         latency_seconds=best.latency_at_slo,
         max_concurrency_meeting_slo=best.max_level_meeting_slo,
         lower_bound=best.lower_bound,
-        instances_interval=None if interval is None else InstancesInterval(
-            low=interval[0], high=interval[1], confidence=CONFIDENCE
-        ),
+        instances_interval=_interval(best.instances_interval),
         pricing="token" if best.price.kind == "token" else "instance",
     )  # fmt: skip
     return rec.doc()

@@ -26,9 +26,10 @@ from fmbench_k8s.analysis.pricing import (
 )
 from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
-from fmbench_k8s.analysis.report import build_report, summary
+from fmbench_k8s.analysis.report import SCHEMA_VERSION, build_report, summary
 from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
 from fmbench_k8s.api.spec import BenchmarkSpec, Variant
+from fmbench_k8s.contract.engines import engine_info
 from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
 from fmbench_k8s.contract.report import parse_report
 from fmbench_k8s.contract.stats import FloatArray
@@ -155,15 +156,23 @@ def _as_ran(
 ) -> VariantPrice:
     """The price of the instance type the variant's pods ran on, when that is not spec.instanceType
     (a nodeSelector can override it): what ran is what would be bought. Of several, the dearest."""
-    others = sorted(set(observed) - {v.instance_type})
-    if v.engine is None or not others:
+    # A simulator only plays its type and runs anywhere; SageMaker types (ml.*) run on the EC2 type.
+    if v.engine is None or v.instance_type is None or not engine_info(v.engine).needs_cluster:
+        return price
+    spec_type = v.instance_type.removeprefix("ml.")
+    if not set(observed) - {spec_type}:
         return price
     ran = ", ".join(sorted(set(observed)))
     if v.price_per_hour is not None:
         notes.append(f"{v.name}: its pods ran on {ran}, not spec.instanceType {v.instance_type}; "
                      "priced with the spec's pricePerHour as given")  # fmt: skip
         return price
-    dearest = max((resolver.instance(t) for t in sorted(set(observed))), key=lambda p: p.usd_per_hour)
+    try:
+        dearest = max((resolver.instance(t) for t in sorted(set(observed))), key=lambda p: p.usd_per_hour)
+    except PriceNotFoundError as err:
+        notes.append(f"{v.name}: its pods ran on {ran}, not spec.instanceType {v.instance_type}, which has no "
+                     f"price ({err}); priced as spec.instanceType")  # fmt: skip
+        return price
     notes.append(f"{v.name}: its pods ran on {ran}, not spec.instanceType {v.instance_type}; priced as "
                  f"{dearest.instance_type}, what ran")  # fmt: skip
     return VariantPrice("instance", instance=dearest)
@@ -344,8 +353,11 @@ def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, threshold: fl
 def load_report(storage: Storage, key: str = "report.json") -> dict[str, Any]:
     """A report.json from storage (for ``fmbench-k8s compare``)."""
     doc: dict[str, Any] = json.loads(storage.read_bytes(key))
-    if doc.get("schemaVersion") != 1:
-        raise ValueError(f"{storage.uri(key)}: unsupported report schemaVersion {doc.get('schemaVersion')!r}")
+    if doc.get("schemaVersion") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{storage.uri(key)}: report schemaVersion {doc.get('schemaVersion')!r}, this version reads "
+            f"{SCHEMA_VERSION}; run `fmbench-k8s analyze` on that run's records to write it anew"
+        )
     try:
         parse_report(doc)
     except ValueError as err:

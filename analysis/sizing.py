@@ -188,6 +188,14 @@ def _level(s: StageMetrics) -> str:
     return f"{s.target:g}" if s.target is not None else f"stage {s.stage}"
 
 
+def _requests_needed(stage: StageMetrics) -> int:
+    """minRequestsPerStage as the verdict quoted it ("… (load.minRequestsPerStage N)"), else 0."""
+    for failure in stage.failures:
+        if "load.minRequestsPerStage" in failure:
+            return int(failure.rsplit(" ", 1)[-1].rstrip(")"))
+    return 0
+
+
 def _no_level_reason(stages: Sequence[StageMetrics]) -> str:
     """Why no level meets the SLO: the lowest failing level's reason, then the levels that could
     not be decided (too few samples, a bound inside the confidence interval, interrupted)."""
@@ -207,10 +215,11 @@ def _no_level_reason(stages: Sequence[StageMetrics]) -> str:
         names = ", ".join(_level(s) for s in other)
         parts.append(f"level{'s' if len(other) > 1 else ''} {names} inconclusive ({other[0].failures[0]})")
     if few:
+        # The percentile's own need, or minRequestsPerStage when that was the shortfall.
+        need = max(few[0].slo_ci.min_samples, _requests_needed(few[0]))
         parts.append(
             f"level{'s' if len(few) > 1 else ''} {', '.join(_level(s) for s in few)} had too few samples "
-            f"(need ≥ {few[0].slo_ci.min_samples} per steady window; raise load.minRequestsPerStage or "
-            "load.stageDuration)"
+            f"(need ≥ {need} per steady window; raise load.minRequestsPerStage or load.stageDuration)"
         )
         if len(few) == len(stages):
             return f"insufficient samples at every level: {parts[-1]}"

@@ -67,9 +67,14 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError:
         return 2
     try:
+        engines = _pairs(args.engine_python, "--engine-python")
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    try:
         return run_local(
             args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
-            plots=not args.no_plots, price_table=table, engines=dict(_pairs(args.engine_python)),
+            plots=not args.no_plots, price_table=table, engines=dict(engines),
         )  # fmt: skip
     except (SpecError, PlanError) as err:
         for problem in err.problems:
@@ -80,8 +85,13 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _pairs(given: list[str]) -> list[tuple[str, str]]:
-    return [(key, value) for key, _, value in (item.partition("=") for item in given)]
+def _pairs(given: list[str], flag: str) -> list[tuple[str, str]]:
+    """NAME=VALUE items; ValueError naming the flag for one without a name or a value."""
+    pairs = [(key, value) for key, _, value in (item.partition("=") for item in given)]
+    bad = [item for item, (key, value) in zip(given, pairs, strict=True) if not key or not value]
+    if bad:
+        raise ValueError(f"{flag}: {bad[0]!r} is not NAME=VALUE")
+    return pairs
 
 
 def _price_table(path: Path | None) -> PriceTable | None:
@@ -98,8 +108,7 @@ def _price_table(path: Path | None) -> PriceTable | None:
 
 def _ran_on(given: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for item in given:
-        name, _, types = item.partition("=")
+    for name, types in _pairs(given, "--ran-on"):
         out.setdefault(name, []).extend(t for t in types.split(",") if t)
     return out
 

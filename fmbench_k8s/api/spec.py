@@ -58,6 +58,12 @@ class ModelRef(ApiModel):
     )
 
 
+def metrics_url_of(url: str) -> str:
+    """A server's Prometheus endpoint by convention: ``/metrics`` at the root of its URL's host."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/metrics"
+
+
 class RequestParams(ApiModel):
     """Parameters sent with every request to an OpenAI-compatible endpoint."""
 
@@ -106,8 +112,8 @@ class Endpoint(ApiModel):
     )
     metrics_url: Url | None = Field(
         default=None,
-        description="The server's Prometheus metrics, scraped during the run so its queue, KV cache and "
-        "timers reach the report. Default for HTTP APIs: <scheme>://<host:port>/metrics of url.",
+        description="The server's Prometheus metrics, scraped by a local run (fmbench-k8s run) so its queue, "
+        "KV cache and timers reach the report. Default for HTTP APIs: <scheme>://<host:port>/metrics of url.",
     )
     scrape_metrics: bool = Field(default=True, description="false: do not scrape the endpoint's metrics.")
     request: RequestParams | None = Field(
@@ -123,8 +129,7 @@ class Endpoint(ApiModel):
             return self.metrics_url
         if self.url is None or self.api not in HTTP_APIS:
             return None
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}/metrics"
+        return metrics_url_of(self.url)
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""report.json, schemaVersion 1: the models are the contract. The JSON schema shipped beside the
+"""report.json, schemaVersion 2: the models are the contract. The JSON schema shipped beside the
 report (analysis/data/report_schema.json) is generated from them (``make docs``; a unit test
 keeps the committed file equal), the analysis validates every report it writes against them, and
 ``compare`` refuses a file that does not parse. Definitions: docs/metrics.md, docs/cost-model.md.
@@ -17,7 +17,8 @@ from pydantic.alias_generators import to_camel
 
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation
 
-SCHEMA_ID = "https://fmbench.io/schemas/report/v1.json"
+# 2: the SLO outcome, lower bounds, N's interval and the served model (1 had none of them)
+SCHEMA_ID = "https://fmbench.io/schemas/report/v2.json"
 
 NonNegative = Annotated[float, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -232,7 +233,7 @@ class ServerMetrics(_Part):
 class Report(_Part):
     """Price/performance report of one Benchmark run."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     benchmark: str
     run_id: str
     generated_at: str = Field(json_schema_extra={"format": "date-time"})
@@ -264,7 +265,7 @@ def report_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
-        "title": "fmbench-k8s report.json, schemaVersion 1",
+        "title": "fmbench-k8s report.json, schemaVersion 2",
         **schema,
     }
 

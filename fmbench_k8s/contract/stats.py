@@ -122,6 +122,11 @@ def quantile_ci_ranks(n: int, q: float, confidence: float = CONFIDENCE) -> Ranks
     if n < 1:
         return None
     tail = (1 - confidence) / 2
+    if n > _EXACT_MAX:  # the normal approximation: far below a rank's width at this n
+        z = math.sqrt(2) * _erfinv(1 - 2 * tail)
+        half = z * math.sqrt(n * q * (1 - q))
+        low, high = max(1, math.floor(n * q - half)), min(n, math.ceil(n * q + half) + 1)
+        return Ranks(low, high, confidence)
     cdf = binomial_cdf(n, q)
     # low rank l: the largest l >= 1 with P(B <= l-1) <= tail, i.e. P(B < l) <= tail.
     low_candidates = np.nonzero(cdf[:n] <= tail)[0]
@@ -133,6 +138,15 @@ def quantile_ci_ranks(n: int, q: float, confidence: float = CONFIDENCE) -> Ranks
     high = int(high_candidates[0]) + 1
     coverage = float(cdf[high - 1] - (cdf[low - 2] if low >= 2 else 0.0))
     return Ranks(low, high, coverage)
+
+
+def _erfinv(y: float) -> float:
+    """The inverse error function by bisection (no scipy; called once per large interval)."""
+    lo, hi = -6.0, 6.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if math.erf(mid) < y else (lo, mid)
+    return (lo + hi) / 2
 
 
 def min_samples(q: float, confidence: float = CONFIDENCE) -> int:
@@ -155,7 +169,8 @@ class QuantileCi:
 
     @property
     def available(self) -> bool:
-        return math.isfinite(self.low) and math.isfinite(self.high)
+        """Whether the interval exists (an end may be +inf: a latency above every bound)."""
+        return not (math.isnan(self.low) or math.isnan(self.high))
 
 
 def quantile_ci(values: npt.NDArray[np.floating], q: float, confidence: float = CONFIDENCE) -> QuantileCi:

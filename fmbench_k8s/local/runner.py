@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
-from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.api.spec import Variant, metrics_url_of
 from fmbench_k8s.contract import layout
 from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
 from fmbench_k8s.contract.summary import Summary
@@ -130,6 +129,8 @@ def _start_engine(ctx: RunContext, variant: Variant) -> str:
     while True:
         if proc.proc.poll() is not None:
             raise ProcessError(f"{proc.name} exited with code {proc.proc.returncode}; see {proc.log_path}")
+        if ctx.interrupted.is_set():
+            raise ProcessError(f"interrupted while {proc.name} was starting; nothing was measured")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}{info.health_path}", timeout=2) as resp:
             if resp.status == 200:
                 return url + info.base_path
@@ -315,10 +316,7 @@ def _metrics_target(variant: Variant, started_url: str | None) -> str | None:
     """The model server's /metrics: the one this run started, or the endpoint's own."""
     if variant.endpoint is not None:
         return variant.endpoint.metrics_target
-    if started_url is None:
-        return None
-    parts = urlparse(started_url)
-    return f"{parts.scheme}://{parts.netloc}/metrics"
+    return None if started_url is None else metrics_url_of(started_url)
 
 
 def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: bool) -> Summary:

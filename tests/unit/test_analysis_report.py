@@ -71,7 +71,7 @@ def test_report_json_validates_and_adds_up(analyzed: tuple[dict[str, Any], dict[
     _, doc = analyzed
     parse_report(doc)
     jsonschema.Draft202012Validator(report_schema()).validate(doc)
-    assert doc["schemaVersion"] == 1 and doc["benchmark"] == "demo" and not doc["partial"]
+    assert doc["schemaVersion"] == 2 and doc["benchmark"] == "demo" and not doc["partial"]
     for v in doc["variants"]:
         for s in v["stages"]:
             assert s["requests"] == s["ok"] + s["errors"] + s["incomplete"]

@@ -13,7 +13,7 @@ from fmbench_k8s.analysis.pricing import PriceResolver, VariantPrice
 from fmbench_k8s.analysis.sizing import Sizer, instances_needed, recommend
 from fmbench_k8s.api.spec import Pricing, Variant, Workload
 from fmbench_k8s.contract.stats import QuantileCi, summarize
-from fmbench_k8s.contract.verdict import FAILING, Kind
+from fmbench_k8s.contract.verdict import Kind
 
 WORKLOAD = Workload.model_validate(
     {"requestsPerMinute": 600, "promptTokens": {"mean": 1000}, "outputTokens": {"mean": 200}}
@@ -33,7 +33,7 @@ def stage(
         throughput_rpm=rpm, output_tokens_per_s=rpm / 60 * out_tokens, input_tokens_per_s=0.0,
         mean_prompt_tokens=prompt_tokens, mean_output_tokens=out_tokens, goodput_rps=rpm / 60, slo_attainment=1.0,
         latency=latency, slo_value=slo_value, slo_ci=QuantileCi(slo_value, slo_value, int(rpm), 0.95, 72),
-        outcome="meets" if verdict == "meets" else "fails" if verdict in FAILING else "inconclusive",
+        outcome="meets" if verdict == "meets" else "fails" if verdict in ("errors", "latency") else "inconclusive",
         verdict=verdict, meets_slo=verdict == "meets", failures=failures, client_bound=client_bound,
         client_bound_share=1.0 if client_bound else 0.0,
     )  # fmt: skip

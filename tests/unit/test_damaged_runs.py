@@ -169,8 +169,14 @@ def test_the_price_is_that_of_the_instance_type_the_pods_ran_on(tmp_path: Path) 
     """A nodeSelector can put a variant's pods on another type than spec.instanceType: what ran
     is priced, the recommendation names it, and a note names both."""
     storage = _run(tmp_path)
-    good = SPEC.variants[1].model_copy(update={"price_per_hour": None})
+    good = SPEC.variants[1].model_copy(update={"price_per_hour": None, "engine": "vllm"})
     spec = SPEC.model_copy(update={"variants": [SPEC.variants[0], good]})
+    # A simulator only plays its type and may run anywhere: what it ran on is not what it costs.
+    simulated = SPEC.model_copy(
+        update={"variants": [SPEC.variants[0], good.model_copy(update={"engine": "simulator"})]}
+    )
+    ignored = analyze_run(simulated, storage, benchmark="b", run_id="r", plots=False, ran_on={"good": ["g6e.12xlarge"]})
+    assert ignored.recommendation is not None and ignored.recommendation.instance_type == "g6e.2xlarge"
     as_spec = analyze_run(spec, storage, benchmark="b", run_id="r", plots=False).recommendation
     moved = analyze_run(spec, storage, benchmark="b", run_id="r", plots=False, ran_on={"good": ["g6e.12xlarge"]})
     assert as_spec is not None and moved.recommendation is not None
