@@ -189,7 +189,9 @@ def _kill_simulator_mid_stream(proc: subprocess.Popen[str], out: Path, variant: 
     # The first flush holds finished requests, so the steady window has begun; at once, before
     # it ends however slow the machine: closed-loop streams are always in flight.
     pattern = f"fmbench_k8s.simulator .*--profile {profile}"
-    pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
+    # -P: this run's own child only, whatever else runs on the machine
+    find = ["pgrep", "-P", str(proc.pid), "-f", pattern]
+    pids = subprocess.run(find, capture_output=True, text=True, check=False).stdout.split()
     assert len(pids) == 1, pids
     os.kill(int(pids[0]), signal.SIGKILL)
 
