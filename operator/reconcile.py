@@ -261,18 +261,8 @@ class _Machine:
         self.move("Succeeded", message, "Succeeded")
 
     def _apply_summary(self, summary: OperatorSummary) -> None:
-        rec = summary.recommendation
-        if rec is not None:
-            interval = rec.instances_interval
-            status = {
-                "variant": rec.variant, "model": rec.model, "instanceType": rec.instance_type,
-                "instances": rec.instances,
-                "costPerHour": rec.cost_per_hour, "costPer1kRequests": rec.cost_per_1k_requests,
-                "latencySeconds": rec.latency_seconds, "lowerBound": rec.lower_bound,
-                "instancesLow": interval.low if interval else None,
-                "instancesHigh": interval.high if interval else None,
-            }  # fmt: skip
-            self.status["recommendation"] = {k: v for k, v in status.items() if v is not None}
+        if summary.recommendation is not None:
+            self.status["recommendation"] = summary.recommendation.status()
         for v in summary.variants:
             vs = self.variants.get(v.name)
             if vs is None:

@@ -52,6 +52,18 @@ class Recommendation(_Contract):
     instances_interval: InstancesInterval | None
     pricing: Literal["instance", "token"]
 
+    def status(self) -> dict[str, object]:
+        """``status.recommendation`` of the Benchmark (api/status.py), without empty fields."""
+        interval = self.instances_interval
+        fields = {
+            "variant": self.variant, "model": self.model, "instanceType": self.instance_type,
+            "instances": self.instances, "costPerHour": self.cost_per_hour,
+            "costPer1kRequests": self.cost_per_1k_requests, "latencySeconds": self.latency_seconds,
+            "lowerBound": self.lower_bound, "instancesLow": interval.low if interval else None,
+            "instancesHigh": interval.high if interval else None,
+        }  # fmt: skip
+        return {k: v for k, v in fields.items() if v is not None}
+
     def headline(self) -> str:
         """One line: variant, T × N, $/hour, $/1k requests, and whether N is a bound."""
         at_most = "at most " if self.lower_bound else ""

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fmbench_k8s.api.spec import BenchmarkSpec, Slo
-from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi, binomial_le, quantile_ci
+from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi, binomial_le, quantile_ci, samples
 
 Outcome = Literal["meets", "fails", "inconclusive"]
 # Why, most decisive first; the verdict's ``kind`` is the first that applies.
@@ -114,10 +114,7 @@ def judge(values: npt.ArrayLike, counts: StageCounts, rule: SloRule, *, interrup
     TPOT of a one-token answer); +inf exceeds every bound; negative values are not latencies."""
     slo, lat = rule.slo, rule.slo.latency
     q = lat.percentile / 100
-    raw = np.asarray(values)
-    raw = raw if raw.dtype in (np.float32, np.float64) else raw.astype(np.float64)
-    nan = np.isnan(raw)
-    x = raw[~nan] if nan.any() else raw
+    x = samples(values)
     invalid = int(np.count_nonzero(x < 0))
     above = int(np.count_nonzero(x > lat.max_seconds))
     value = _percentile(x, lat.percentile)

@@ -9,6 +9,7 @@ per request, so nothing prometheus-related runs per token on the hot path.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -57,41 +58,23 @@ class SimMetrics:
             "Simulated KV-cache usage: running / max_num_seqs (1 = full).",
             lambda: running() / max_num_seqs,
         )
-        self._ttft = Histogram(
-            "vllm:time_to_first_token_seconds",
-            "Time to first token, including queue wait.",
-            _LABEL,
-            registry=reg,
-            buckets=_TTFT_BUCKETS,
-        ).labels(model)
-        self._e2e = Histogram(
-            "vllm:e2e_request_latency_seconds",
-            "Arrival to last token.",
-            _LABEL,
-            registry=reg,
-            buckets=_E2E_BUCKETS,
-        ).labels(model)
-        self._itl = Histogram(
-            "vllm:inter_token_latency_seconds",
-            "Gap between consecutive output tokens (one sample per gap).",
-            _LABEL,
-            registry=reg,
-            buckets=_TPOT_BUCKETS,
-        ).labels(model)
-        self._tpot = Histogram(
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Any:
+            return Histogram(name, doc, _LABEL, registry=reg, buckets=buckets).labels(model)
+
+        self._ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Time to first token, including queue wait.", _TTFT_BUCKETS
+        )
+        self._e2e = histogram("vllm:e2e_request_latency_seconds", "Arrival to last token.", _E2E_BUCKETS)
+        self._itl = histogram(
+            "vllm:inter_token_latency_seconds", "Gap between consecutive output tokens (one per gap).", _TPOT_BUCKETS
+        )
+        self._tpot = histogram(
             "vllm:request_time_per_output_token_seconds",
             "Per request: (last token - first token) / (output tokens - 1).",
-            _LABEL,
-            registry=reg,
-            buckets=_TPOT_BUCKETS,
-        ).labels(model)
-        self._queue = Histogram(
-            "vllm:request_queue_time_seconds",
-            "Arrival to admission into a slot.",
-            _LABEL,
-            registry=reg,
-            buckets=_TTFT_BUCKETS,
-        ).labels(model)
+            _TPOT_BUCKETS,
+        )
+        self._queue = histogram("vllm:request_queue_time_seconds", "Arrival to admission into a slot.", _TTFT_BUCKETS)
         self._gen = Counter("vllm:generation_tokens", "Generated tokens.", _LABEL, registry=reg).labels(model)
         self._prompt = Counter("vllm:prompt_tokens", "Prefilled prompt tokens.", _LABEL, registry=reg).labels(model)
         self._success = Counter(

@@ -376,7 +376,7 @@ def test_the_operator_killed_ten_times_at_random_points_completes_the_run_once(
     assert done["status"]["runId"] == run_id, "the run id survives restarts"
     undisturbed = OperatorSummary.parse(message).recommendation
     assert undisturbed is not None
-    assert done["status"]["recommendation"] == _as_status(undisturbed)
+    assert done["status"]["recommendation"] == undisturbed.status()
     # nothing was created twice: the same objects carried the run through every restart
     assert master().metadata.uid == master_uid
     for component in ("loadgen-master", "analysis"):
@@ -434,19 +434,6 @@ def test_fifty_benchmarks_at_once_each_run_once_to_succeeded(
         pods = cluster.core().list_namespaced_pod(ns, label_selector=f"fmbench.io/component={component}").items
         runs = sorted(p.metadata.labels["fmbench.io/benchmark"] for p in pods)
         assert runs == sorted(names * per_run), f"{component}: each run's pods exactly once"
-
-
-def _as_status(rec: Recommendation) -> dict[str, Any]:
-    """status.recommendation as the operator writes it from the summary's recommendation."""
-    interval = rec.instances_interval
-    status = {
-        "variant": rec.variant, "model": rec.model, "instanceType": rec.instance_type,
-        "instances": rec.instances,
-        "costPerHour": rec.cost_per_hour, "costPer1kRequests": rec.cost_per_1k_requests,
-        "latencySeconds": rec.latency_seconds, "lowerBound": rec.lower_bound,
-        "instancesLow": interval.low if interval else None, "instancesHigh": interval.high if interval else None,
-    }  # fmt: skip
-    return {k: v for k, v in status.items() if v is not None}
 
 
 def _summary(bench: str) -> dict[str, Any]:
