@@ -465,7 +465,10 @@ def _node_pods(node: RealNode, namespace: str) -> set[str]:
     """Pods of ``namespace`` that still have a container (or sandbox) in the node's containerd."""
     out = set()
     for cid in node.ctr("containers", "ls", "-q").stdout.split():
-        labels = json.loads(node.ctr("containers", "info", cid).stdout).get("Labels") or {}
+        info = node.ctr("containers", "info", cid, check=False)
+        if info.returncode != 0:  # removed between the listing and the lookup: gone, as wanted
+            continue
+        labels = json.loads(info.stdout).get("Labels") or {}
         if labels.get("io.kubernetes.pod.namespace") == namespace:
             out.add(labels.get("io.kubernetes.pod.name", cid))
     return out
