@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--master-port", type=int, required=True)
     wp.add_argument("--metrics-port", type=int, help="Prometheus exporter port (0 = a free one, printed)")
     wp.add_argument("--metrics-host", default="0.0.0.0")
-    wp.add_argument("--worker-id", help="name in records and file names (default HOSTNAME-PID)")
+    wp.add_argument(
+        "--worker-id",
+        default=os.environ.get("FMBENCH_WORKER_ID"),
+        help="name in records and file names (default $FMBENCH_WORKER_ID, else HOSTNAME-PID)",
+    )
     wp.add_argument("--max-inflight", type=int, default=4096, help="open loop: cap on requests in flight")
     return parser
 

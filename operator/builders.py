@@ -151,15 +151,27 @@ def run_uri(bench: Benchmark, run_id: str) -> str:
     return f"s3://{s3.bucket}/" + (f"{prefix}/{path}" if prefix else path)
 
 
+def literal(text: str) -> str:
+    """``text`` as the kubelet passes it on: it expands ``$(VAR)`` in args and env values from the
+    container's environment, so a spec string such as the prefix ``$(FMBENCH_API_KEY)`` would
+    otherwise put a Secret's value into S3 keys, logs and the status. ``$$`` is a literal ``$``."""
+    return text.replace("$", "$$")
+
+
+def _literal_env(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "value": literal(e["value"])} if "value" in e else e for e in env]
+
+
 def _runner_env(bench: Benchmark, cfg: OperatorConfig) -> list[dict[str, Any]]:
-    """The environment of a run's load and analysis pods: the chart's extras, then the spec's S3."""
+    """The environment of a run's load and analysis pods: the chart's extras (the cluster admin's,
+    as given), then the spec's S3 settings (literal)."""
     s3 = bench.spec.report.s3
-    env = [dict(e) for e in cfg.runner_env]
+    spec_env = []
     if s3 is not None and s3.endpoint_url:
-        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": s3.endpoint_url})
+        spec_env.append({"name": "AWS_ENDPOINT_URL_S3", "value": s3.endpoint_url})
     if s3 is not None and s3.region:
-        env.append({"name": "AWS_REGION", "value": s3.region})
-    return env
+        spec_env.append({"name": "AWS_REGION", "value": s3.region})
+    return [dict(e) for e in cfg.runner_env] + _literal_env(spec_env)
 
 
 def spec_configmap(bench: Benchmark, uid: str) -> dict[str, Any]:
@@ -190,7 +202,7 @@ def _project_container(cfg: OperatorConfig, name: str, args: list[str], env: lis
         "image": cfg.image,
         "imagePullPolicy": cfg.image_pull_policy,
         "command": ["fmbench-k8s"],
-        "args": args,
+        "args": [literal(a) for a in args],
         "env": env,
         "volumeMounts": [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}],
         "securityContext": {**_restricted_security(), "readOnlyRootFilesystem": True},
@@ -248,8 +260,8 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
-        "args": args,
-        "env": env,
+        "args": [literal(a) for a in args],
+        "env": _literal_env(env),
         "ports": [{"name": "http", "containerPort": info.port}],
         "resources": resources,
         "readinessProbe": {
@@ -271,9 +283,14 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
         # A crash's last log lines land in the pod status, and so in the Benchmark's (observe.py).
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if command is not None:
+    if command is not None:  # the project's image: "restricted", as every pod of ours
         container["command"] = command
         container["securityContext"] = {**_restricted_security(), "readOnlyRootFilesystem": True}
+    else:
+        # Engine images run as root and write their caches under it, so "restricted" (non-root) is
+        # not theirs to give; without privilege escalation or any capability they stay "baseline"
+        # and hold no more than root in a container with nothing granted (docs/security.md).
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     return container
 
 
@@ -303,6 +320,12 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
         "terminationGracePeriodSeconds": 30,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # A model server calls no Kubernetes API: no token of the namespace's default
+        # ServiceAccount in a pod that runs an image the spec names.
+        "automountServiceAccountToken": False,
+        # No other Service's address in its environment: a Service named vllm gives VLLM_PORT=tcp://…,
+        # which vLLM reads as its own setting.
+        "enableServiceLinks": False,
     }
     if simulated:
         _add_pull_secrets(pod_spec, cfg)
@@ -454,11 +477,11 @@ def loadgen_workers_job(
         "loadgen",
         *loadgen_worker_args(
             _loadgen_target(bench, variant, run_id), master_host=master, master_port=LOCUST_PORT,
-            metrics_port=METRICS_PORT, worker_id="$(POD_NAME)",
+            metrics_port=METRICS_PORT, worker_id=None,
         ),
     ]  # fmt: skip
     env = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "FMBENCH_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *_loadgen_env(bench, variant, cfg),
     ]
     container = _project_container(cfg, "worker", args, env)

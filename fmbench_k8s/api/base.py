@@ -23,6 +23,30 @@ LONG = 2048
 MAX_LIST = 64
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Names the API server checks only when the operator creates an object from them; checked here
+# (and by the CRD) so that a bad one is refused at `validate`/`kubectl apply`, not late with GPUs
+# allocated. The patterns are Kubernetes' own (apimachinery's validation package).
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+NO_SPACE = r"^\S+$"
+# What each pattern means, for error messages (a regex is no help to someone fixing a spec).
+PATTERN_HELP = {
+    DNS_LABEL: "lower-case letters, digits and '-', starting and ending with a letter or digit",
+    DNS_1035_LABEL: "lower-case letters, digits and '-', starting with a letter and ending with a letter or digit",
+    DNS_SUBDOMAIN: "a Kubernetes object name: lower-case letters, digits, '-' and '.'",
+    CONFIG_KEY: "letters, digits, '-', '_' and '.'",
+    ENV_NAME: "letters, digits, '-', '_' and '.', not starting with a digit (no '=')",
+    LABEL_KEY: "a label key: [prefix/]name, e.g. eks.amazonaws.com/nodegroup",
+    LABEL_VALUE: "at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+    NO_SPACE: "no spaces or control characters",
+}
 HTTP_URL = r"^https?://[^\s/$.?#][^\s]*$"
 
 
@@ -87,7 +111,12 @@ RunDuration = Annotated[str, _duration_between("1s", "168h"), _duration_schema("
 Name = Annotated[str, Field(min_length=1, max_length=SHORT)]
 Text = Annotated[str, Field(min_length=1, max_length=LONG)]
 Url = Annotated[str, Field(pattern=HTTP_URL, max_length=LONG)]
-Labels = Annotated[dict[str, Annotated[str, Field(max_length=SHORT)]], Field(max_length=MAX_LIST)]
+ObjectName = Annotated[str, Field(min_length=1, max_length=SHORT, pattern=DNS_SUBDOMAIN)]
+ConfigKey = Annotated[str, Field(min_length=1, max_length=SHORT, pattern=CONFIG_KEY)]
+EnvName = Annotated[str, Field(min_length=1, max_length=SHORT, pattern=ENV_NAME)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)]  # prefix (253) / name (63)
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
+Labels = Annotated[dict[str, LabelValue], Field(max_length=MAX_LIST)]  # keys: checked by the owner's rules
 
 
 def extra_schema(cls: type[ApiModel]) -> dict[str, Any]:

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fmbench_k8s.api.base import DNS_1035_LABEL, PATTERN_HELP
+from fmbench_k8s.api.documents import MAX_BYTES, DocumentError, parse_documents
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.api.status import BenchmarkStatus
 
@@ -24,7 +25,9 @@ class Metadata(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    # A DNS-1035 label: the name prefixes Services and labels (fmbench.io/benchmark), which allow
+    # no more; the CRD checks the same (api/crd.py), so a bad name is refused at `kubectl apply`.
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_1035_LABEL)
     namespace: str | None = None
 
 
@@ -70,6 +73,9 @@ def format_errors(err: ValidationError) -> list[str]:
         m = _FIELD_PREFIX.match(msg)
         if e["type"] == "value_error" and m:
             loc, msg = (*loc, m.group(1)), m.group(2)
+        if e["type"] == "string_pattern_mismatch":
+            pattern = str((e.get("ctx") or {}).get("pattern", ""))
+            msg = f"must be {PATTERN_HELP[pattern]}, got {e['input']!r}" if pattern in PATTERN_HELP else msg
         if e["type"] == "extra_forbidden":
             msg = "unknown field; check the spelling against docs/api.md"
         elif e["type"] == "missing":
@@ -89,14 +95,16 @@ def parse_benchmark(doc: Any, source: str = "<input>") -> Benchmark:
 
 
 def load_documents(path: Path) -> list[Any]:
+    """The YAML documents of a spec file, refused in one line when it is hostile (api/documents.py)."""
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as err:
         raise SpecError(str(path), [f"file: cannot read ({err.strerror})"]) from None
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise SpecError(str(path), [f"yaml: {err}"]) from None
+        return parse_documents(data, str(path))
+    except DocumentError as err:
+        raise SpecError(str(path), [str(err)]) from None
 
 
 def is_benchmark_document(doc: Any) -> bool:

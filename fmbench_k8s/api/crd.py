@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from fmbench_k8s.api.base import ApiModel
+from fmbench_k8s.api.base import DNS_1035_LABEL, PATTERN_HELP, ApiModel, cel
 from fmbench_k8s.api.benchmark import GROUP, KIND, PLURAL, VERSION
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.api.status import BenchmarkStatus
@@ -127,6 +127,12 @@ def build_crd() -> dict[str, Any]:
                             "description": "A Benchmark finds the cheapest instance type T and count N that serve "
                             "a workload W = {R, P, G} under a latency objective L.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                cel(
+                                    f"self.metadata.name.matches('{DNS_1035_LABEL}')",
+                                    f"metadata.name: must be {PATTERN_HELP[DNS_1035_LABEL]} (it names Services)",
+                                )
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -10,10 +10,18 @@ from pydantic import Field, model_validator
 
 from fmbench_k8s.api.base import (
     DNS_LABEL,
+    LABEL_KEY,
+    LONG,
     MAX_LIST,
+    NO_SPACE,
     ApiModel,
+    ConfigKey,
+    EnvName,
+    LabelKey,
     Labels,
+    LabelValue,
     Name,
+    ObjectName,
     PhaseDuration,
     RunDuration,
     StageDuration,
@@ -22,6 +30,9 @@ from fmbench_k8s.api.base import (
     cel,
 )
 from fmbench_k8s.durations import parse_duration
+
+REVISION = r"^[A-Za-z0-9][-A-Za-z0-9._/]*$"  # a branch, tag or commit: it becomes a server flag
+SHORT_REF = 255
 
 Engine = Literal["vllm", "tgi", "triton-trtllm", "neuronx-vllm", "djl-lmi", "sglang", "simulator"]
 ENGINES: tuple[str, ...] = Engine.__args__  # type: ignore[attr-defined]
@@ -44,15 +55,17 @@ CleanupPolicy = Literal["Always", "OnSuccess", "Never"]
 class SecretKeyRef(ApiModel):
     """A key of a Secret in the Benchmark's namespace; only the reference is ever read by us."""
 
-    name: Name = Field(description="Secret name.")
-    key: Name = Field(default="token", description="Key inside the Secret.")
+    name: ObjectName = Field(description="Secret name.")
+    key: ConfigKey = Field(default="token", description="Key inside the Secret.")
 
 
 class ModelRef(ApiModel):
     """The model to serve (a Hugging Face id or a path the engine understands)."""
 
     name: Text = Field(description="Model id, e.g. meta-llama/Llama-3.1-8B-Instruct.")
-    revision: Name | None = Field(default=None, description="Model revision (branch, tag or commit).")
+    revision: Annotated[str, Field(max_length=SHORT_REF, pattern=REVISION)] | None = Field(
+        default=None, description="Model revision (branch, tag or commit)."
+    )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token, passed to the model server as HF_TOKEN."
     )
@@ -175,19 +188,58 @@ class Endpoint(ApiModel):
 class EnvVar(ApiModel):
     """An environment variable for the model server container."""
 
-    name: Name = Field(description="Variable name.")
+    name: EnvName = Field(description="Variable name (letters, digits, '-', '.', '_'; not starting with a digit).")
     value: Annotated[str, Field(max_length=4096)] = Field(default="", description="Value.")
+
+
+# Taints and labels that keep pods off control-plane and unhealthy nodes, and the label the price
+# is taken from (spec.instanceType says it): a Benchmark may not select or tolerate its way past them.
+RESERVED_PREFIXES = ("node-role.kubernetes.io/", "node.kubernetes.io/")
+INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
+_RESERVED_TAINT = (
+    "key: model servers may not tolerate node-role.kubernetes.io/* or node.kubernetes.io/* taints "
+    "(control-plane and unhealthy nodes); name your node group's own taint"
+)
+_NO_WILDCARD = "key: required; a toleration without a key tolerates every taint, control-plane ones included"
+_EXISTS_VALUE = "value: must be empty with operator Exists (or use operator Equal)"
+_RESERVED_SELECTOR = (
+    "nodeSelector: node-role.kubernetes.io/* keys are refused (control-plane nodes), and the instance-type "
+    "label is set from instanceType; select your node group with its own label, e.g. eks.amazonaws.com/nodegroup"
+)
+_SELECTOR_KEYS = "nodeSelector: keys must be label keys ([prefix/]name, e.g. eks.amazonaws.com/nodegroup)"
+
+
+def _cel_any_prefix(var: str, prefixes: tuple[str, ...]) -> str:
+    return " || ".join(f"{var}.startsWith('{p}')" for p in prefixes)
 
 
 class Toleration(ApiModel):
     """A toleration added to the model server pods (GPU/Neuron taints are tolerated already)."""
 
-    key: Name | None = Field(default=None, description="Taint key.")
+    key: LabelKey | None = Field(default=None, description="Taint key (required).")
     operator: Literal["Equal", "Exists"] = Field(default="Equal", description="Equal or Exists.")
-    value: Name | None = Field(default=None, description="Taint value.")
+    value: LabelValue | None = Field(default=None, description="Taint value (empty with Exists).")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect; empty matches all."
     )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel("has(self.key)", _NO_WILDCARD, ".key"),
+            cel(f"!has(self.key) || !({_cel_any_prefix('self.key', RESERVED_PREFIXES)})", _RESERVED_TAINT, ".key"),
+            cel("self.operator != 'Exists' || !has(self.value)", _EXISTS_VALUE, ".value"),
+        ]
+
+    @model_validator(mode="after")
+    def _narrow(self) -> Toleration:
+        if self.key is None:
+            raise ValueError(_NO_WILDCARD)
+        if self.key.startswith(RESERVED_PREFIXES):
+            raise ValueError(_RESERVED_TAINT)
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError(_EXISTS_VALUE)
+        return self
 
 
 class Variant(ApiModel):
@@ -203,7 +255,9 @@ class Variant(ApiModel):
     )
     engine: Engine | None = Field(default=None, description="Serving stack to deploy.")
     endpoint: Endpoint | None = Field(default=None, description="An existing endpoint to use instead of deploying.")
-    image: Text | None = Field(default=None, description="Container image; defaulted per engine.")
+    image: Annotated[str, Field(min_length=1, max_length=LONG, pattern=NO_SPACE)] | None = Field(
+        default=None, description="Container image; defaulted per engine."
+    )
     accelerators: int | None = Field(
         default=None,
         ge=0,
@@ -244,6 +298,17 @@ class Variant(ApiModel):
                 f"instanceType: {_SIMULATED}",
                 ".instanceType",
             ),
+            cel(
+                f"!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'{LABEL_KEY}'))",
+                _SELECTOR_KEYS,
+                ".nodeSelector",
+            ),
+            cel(
+                "!has(self.nodeSelector) || !self.nodeSelector.exists(k, "
+                f"{_cel_any_prefix('k', RESERVED_PREFIXES[:1])} || k in {list(INSTANCE_TYPE_LABELS)})",
+                _RESERVED_SELECTOR,
+                ".nodeSelector",
+            ),
         ]
 
     @model_validator(mode="after")
@@ -256,6 +321,10 @@ class Variant(ApiModel):
             raise ValueError("instanceType: required with engine (e.g. g6e.2xlarge)")
         if self.engine == "simulator" and self.instance_type not in SIMULATED_INSTANCE_TYPES:
             raise ValueError(f"instanceType: {_SIMULATED}")
+        if not all(re.match(LABEL_KEY, k) for k in self.node_selector):
+            raise ValueError(_SELECTOR_KEYS)
+        if any(k.startswith(RESERVED_PREFIXES[:1]) or k in INSTANCE_TYPE_LABELS for k in self.node_selector):
+            raise ValueError(_RESERVED_SELECTOR)
         return self
 
 

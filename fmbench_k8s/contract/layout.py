@@ -81,13 +81,15 @@ def loadgen_master_args(
 
 
 def loadgen_worker_args(
-    target: LoadgenTarget, *, master_host: str, master_port: int, metrics_port: int, worker_id: str
+    target: LoadgenTarget, *, master_host: str, master_port: int, metrics_port: int, worker_id: str | None
 ) -> list[str]:
-    """The load generator's ``worker …`` arguments."""
-    return [
+    """The load generator's ``worker …`` arguments; without ``worker_id`` the worker takes
+    $FMBENCH_WORKER_ID (a pod's name, on a cluster)."""
+    args = [
         "worker", *target.args(), "--master-host", master_host, "--master-port", str(master_port),
-        "--metrics-port", str(metrics_port), "--worker-id", worker_id,
+        "--metrics-port", str(metrics_port),
     ]  # fmt: skip
+    return args + (["--worker-id", worker_id] if worker_id is not None else [])
 
 
 def analyze_args(

@@ -45,7 +45,10 @@ def test_the_operators_command_lines_are_what_the_programs_accept() -> None:
     for got in (got_master, got_worker):
         assert (got["variant"], got["output"], got["run_id"]) == (variant.name, run, "r1")
     assert got_master["expect_workers"] == bench.spec.load.workers
-    assert got_worker["worker_id"] == "$(POD_NAME)"  # the kubelet expands it to the pod's name
+    # The worker's name is its pod's, from the environment: no $(VAR) in args (spec strings are literal).
+    assert got_worker["worker_id"] is None
+    env = _container(builders.loadgen_workers_job(bench, variant, UID, "r1", CFG))["env"]
+    assert {"name": "FMBENCH_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
 
     analysis = _container(builders.analysis_job(bench, UID, "r1", CFG, {variant.name: ["g5.2xlarge"]}))["args"]
     args = build_parser().parse_args(analysis)

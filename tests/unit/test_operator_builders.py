@@ -231,3 +231,65 @@ def test_djl_lmi_reads_its_settings_from_the_environment() -> None:
     }
     assert (env["HF_MODEL_ID"], env["OPTION_TENSOR_PARALLEL_DEGREE"], env["OPTION_REVISION"]) == (
         bench.spec.model.name if bench.spec.model else None, "4", "r1")  # fmt: skip
+
+
+def _kubelet_expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's expansion of args and env values (k8s.io/kubernetes/third_party/forked/golang/
+    expansion): ``$$`` is ``$``, ``$(NAME)`` of a variable the container has is its value, the rest
+    stays as written."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("$(", i) and ")" in text[i:]:
+            end = text.index(")", i)
+            name = text[i + 2 : end]
+            out.append(env.get(name, text[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def test_spec_strings_reach_every_container_literally_so_no_secret_is_expanded_into_them() -> None:
+    """A prefix of ``$(FMBENCH_API_KEY)`` once put the API key into S3 keys, logs and the status."""
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["metadata"]["namespace"] = "team-a"
+    trap = "$(FMBENCH_API_KEY)$(HF_TOKEN)$(AWS_REGION)"
+    doc["spec"]["report"]["s3"].update(prefix=f"runs/{trap}/", endpointUrl=f"http://s3.local:9000/{trap}")
+    doc["spec"]["model"]["name"] = f"org/model-{trap}"
+    variant = doc["spec"]["variants"][0]
+    variant.update(args=[f"--served-model-name={trap}"], env=[{"name": "EXTRA", "value": trap}])
+    doc["spec"]["variants"].append({"name": "ext", "endpoint": {
+        "api": "openai-chat", "url": "https://api.example.com/v1", "model": trap,
+        "apiKeySecretRef": {"name": "openai", "key": "key"}}})  # fmt: skip
+    bench = parse_benchmark(doc)
+    children = builders.server_children(bench, UID, CFG) + builders.data_plane_children(bench, UID, "r1", CFG)
+    children.append(builders.analysis_job(bench, UID, "r1", CFG))
+    pods = [o["spec"]["template"]["spec"] for o in children if o["kind"] in ("Deployment", "Job")]
+    containers = [c for pod in pods for c in pod["containers"]]
+    variants = bench.spec.variants
+    assert len(containers) == sum(v.engine is not None for v in variants) + 2 * len(variants) + 1
+    seen = []
+    for c in containers:
+        env = {e["name"]: "SECRET" for e in c.get("env", [])}  # every variable, as the kubelet would have it
+        expanded = [_kubelet_expand(a, env) for a in c["args"]]
+        expanded += [_kubelet_expand(e["value"], env) for e in c.get("env", []) if "value" in e]
+        assert not [x for x in expanded if "SECRET" in x], c["name"]
+        seen += [x for x in expanded if trap in x]
+    # ... and each string still arrives as written: the prefix in the run's URI, the model, the extras.
+    assert any(f"s3://my-results/runs/{trap}/team-a/" in x for x in seen)
+    assert f"org/model-{trap}" in seen and f"--served-model-name={trap}" in seen and trap in seen
+    assert f"http://s3.local:9000/{trap}" in seen
+
+
+def test_model_server_pods_get_no_api_token_no_capabilities_and_no_service_links() -> None:
+    for sample, index in (("crds/samples/vllm-gpu.yaml", 0), ("crds/samples/simulator-cluster.yaml", 0)):
+        bench = _bench(sample)
+        pod = builders.server_deployment(bench, bench.spec.variants[index], UID, CFG)["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+        security = pod["containers"][0]["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
