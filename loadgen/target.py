@@ -44,6 +44,23 @@ class Target:
         return f"{self.api} {self.url}"
 
 
+def api_key(raw: str) -> str:
+    """The bearer token from a Secret's value. ``kubectl create secret --from-file`` keeps the file's
+    final newline, which broke every request: surrounding whitespace is dropped. A control character
+    or space inside would end the header and start another (header injection): refused."""
+    token = raw.strip()
+    bad = next(((i, c) for i, c in enumerate(token) if not 0x21 <= ord(c) <= 0x7E), None)
+    if bad is not None:
+        i, c = bad
+        raise TargetError(
+            f"{API_KEY_ENV} (endpoint.apiKeySecretRef): the API key has character {ord(c):#04x} at position {i}; "
+            "a bearer token is printable ASCII without spaces; recreate the Secret with the bare key"
+        )
+    if not token:
+        raise TargetError(f"{API_KEY_ENV} (endpoint.apiKeySecretRef): the API key is empty; put the key in the Secret")
+    return token
+
+
 def engine_api(engine: str) -> str:
     """The wire API the load generator speaks to a deployed engine."""
     return engine_info(engine).api
@@ -58,7 +75,7 @@ def resolve_target(
         raise TargetError(f"--api: unknown API {api!r}; use one of {', '.join(LOADGEN_APIS)}")
     headers: dict[str, str] = {}
     if env.get(API_KEY_ENV):
-        headers["Authorization"] = f"Bearer {env[API_KEY_ENV]}"
+        headers["Authorization"] = f"Bearer {api_key(env[API_KEY_ENV])}"
     if variant.engine is not None:
         if endpoint_url is None:
             raise TargetError(

@@ -97,3 +97,17 @@ def test_rows_match_the_schema_for_every_outcome() -> None:
         "error", "http_429", 429, False)  # fmt: skip
     assert (rows[2]["outcome"], rows[2]["error"], rows[2]["output_tokens"], rows[2]["token_source"]) == (
         "incomplete", "cut_off_at_drain_end", 1, "client")  # fmt: skip
+
+
+def test_an_api_key_from_a_file_works_and_one_that_would_inject_headers_is_refused() -> None:
+    """`kubectl create secret --from-file` keeps the file's newline; CR/LF inside would start a header."""
+    spec = _spec({"name": "a", "endpoint": {"api": "openai-chat", "url": "https://api.example.com/v1", "model": "m"}})
+    variant = spec.variants[0]
+    for raw in ("sk-abc\n", "  sk-abc\r\n", "sk-abc"):
+        assert resolve_target(spec, variant, env={"FMBENCH_API_KEY": raw}).headers == {"Authorization": "Bearer sk-abc"}
+    for raw, where in (("sk-abc\r\nX-Evil: 1", "0x0d at position 6"), ("sk abc", "0x20 at position 2"),
+                       ("sk-\x00", "0x00 at position 3"), ("sk-é", "0xe9 at position 3")):  # fmt: skip
+        with pytest.raises(TargetError, match=rf"^FMBENCH_API_KEY \(endpoint.apiKeySecretRef\): .*{where}"):
+            resolve_target(spec, variant, env={"FMBENCH_API_KEY": raw})
+    with pytest.raises(TargetError, match="the API key is empty"):
+        resolve_target(spec, variant, env={"FMBENCH_API_KEY": "\n"})
