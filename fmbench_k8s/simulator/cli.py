@@ -12,6 +12,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from fmbench_k8s.simulator.guard import Limits
 from fmbench_k8s.simulator.params import SimParams
 from fmbench_k8s.simulator.profiles import PROFILES, UnknownInstanceTypeError, get_profile
 from fmbench_k8s.simulator.server import run
@@ -46,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from an illustrative instance profile (see --list-profiles)",
     )
     parser.add_argument("--list-profiles", action="store_true", help="print the profiles and exit")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=Limits.max_connections,
+        help="connections beyond this are closed at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=Limits.idle_timeout_s,
+        help="seconds a connection may wait for a request's headers, or its body (default: %(default)s)",
+    )
     for flag, name, kind in _OVERRIDES:
         parser.add_argument(flag, dest=name, type=kind, default=None, help=f"override SimParams.{name}")
     return parser
@@ -87,5 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = f"[{host}]" if ":" in host else host
         print(f"simulator listening on http://{shown}:{port}", flush=True)
 
-    run(args.host, args.port, params, args.model, on_ready=ready)
+    if args.max_connections < 1 or not args.idle_timeout > 0:
+        parser.error("--max-connections and --idle-timeout must be positive")
+    limits = Limits(args.max_connections, idle_timeout_s=args.idle_timeout, body_timeout_s=args.idle_timeout)
+    run(args.host, args.port, params, args.model, on_ready=ready, limits=limits)
     return 0

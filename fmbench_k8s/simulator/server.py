@@ -14,6 +14,7 @@ from aiohttp import web
 
 from fmbench_k8s.simulator import protocol
 from fmbench_k8s.simulator.engine import Emit, Engine, RequestTiming
+from fmbench_k8s.simulator.guard import Guards, Limits, guarded_factory, track_requests
 from fmbench_k8s.simulator.metrics import CONTENT_TYPE, SimMetrics
 from fmbench_k8s.simulator.params import SimParams
 from fmbench_k8s.simulator.protocol import BadRequestError, EventAt, GenRequest
@@ -47,6 +48,7 @@ class SimState:
 
 
 STATE: web.AppKey[SimState] = web.AppKey("fmbench_simulator_state", SimState)
+LIMITS: web.AppKey[Limits] = web.AppKey("fmbench_simulator_limits", Limits)
 
 
 async def _no_emit(_i: int) -> None:
@@ -83,7 +85,13 @@ async def _stream(
 
 
 async def _read(request: web.Request) -> dict[str, object]:
-    return protocol.parse_json(await request.read())
+    """The JSON body; a client that does not send it within the limit gets 408 (guard.py)."""
+    try:
+        async with asyncio.timeout(request.app[LIMITS].body_timeout_s):
+            data = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="request body not received in time") from None
+    return protocol.parse_json(data)
 
 
 def _gate(state: SimState) -> web.Response | None:
@@ -195,12 +203,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def create_app(params: SimParams, model: str) -> web.Application:
+def create_app(params: SimParams, model: str, limits: Limits | None = None) -> web.Application:
     """Build the simulator app; one engine and metrics registry per app."""
     engine = Engine(params)
     sim_metrics = SimMetrics(model, params.max_num_seqs, running=lambda: engine.running, waiting=lambda: engine.waiting)
-    app = web.Application()
+    app = web.Application(middlewares=[track_requests])
     app[STATE] = SimState(params=params, model=model, engine=engine, metrics=sim_metrics)
+    app[LIMITS] = limits or Limits()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/generate_stream", tgi_generate_stream)
@@ -213,17 +222,34 @@ def create_app(params: SimParams, model: str) -> web.Application:
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving ``app``; returns the runner (for cleanup) and the bound port."""
+class Serving:
+    """A started simulator: its port, its connections' limits, and ``cleanup``."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server, guards: Guards) -> None:
+        self.runner, self.server, self.guards = runner, server, guards
+        self.port = int(server.sockets[0].getsockname()[1])
+
+    async def cleanup(self) -> None:
+        self.server.close()
+        await self.runner.cleanup()  # closes the open connections
+        await self.server.wait_closed()
+
+
+async def start(app: web.Application, host: str, port: int) -> tuple[Serving, int]:
+    """Start serving ``app``; returns what to clean up and the bound port."""
     # No access log: formatting a log line per request costs more than a stream.
     # Handler cancellation: like vLLM aborting a request whose client left, a
     # disconnect frees the queue position or slot at once, not at the next write.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
-    await site.start()
-    bound = runner.addresses[0][1]
-    return runner, int(bound)
+    assert runner.server is not None
+    guards = Guards(app[LIMITS])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        guarded_factory(runner.server, guards), host, port, backlog=4096, reuse_address=True
+    )
+    serving = Serving(runner, server, guards)
+    return serving, serving.port
 
 
 async def serve(
@@ -234,9 +260,10 @@ async def serve(
     *,
     on_ready: OnReady | None = None,
     stop: asyncio.Event | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM arrives."""
-    runner, bound = await start(create_app(params, model), host, port)
+    runner, bound = await start(create_app(params, model, limits), host, port)
     stop_event = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -263,7 +290,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run(host: str, port: int, params: SimParams, model: str, *, on_ready: OnReady | None = None) -> None:
+def run(
+    host: str,
+    port: int,
+    params: SimParams,
+    model: str,
+    *,
+    on_ready: OnReady | None = None,
+    limits: Limits | None = None,
+) -> None:
     """Blocking entry point; uses uvloop when installed."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(host, port, params, model, on_ready=on_ready))
+        runner.run(serve(host, port, params, model, on_ready=on_ready, limits=limits))
