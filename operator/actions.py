@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # kind → (client API class, create method, delete method)
@@ -12,6 +13,26 @@ _KINDS = {
     "Deployment": ("AppsV1Api", "create_namespaced_deployment", "delete_namespaced_deployment"),
     "Job": ("BatchV1Api", "create_namespaced_job", "delete_namespaced_job"),
 }
+
+
+# Answers that repeating the same request cannot change: the object is invalid (400, 422) or
+# not allowed (403: RBAC, quota, an admission policy). Others (429, 5xx, timeouts) are retried.
+PERMANENT = (400, 403, 422)
+
+
+class RejectedError(Exception):
+    """The API server refused to create a child; ``message`` is its answer."""
+
+    def __init__(self, kind: str, name: str, message: str) -> None:
+        super().__init__(f"the API server refused {kind} {name}: {message}")
+        self.kind, self.name, self.message = kind, name, message
+
+
+def _answer(err: Any) -> str:
+    try:
+        return str(json.loads(err.body).get("message") or err.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(err.reason)
 
 
 class Actions:
@@ -28,7 +49,8 @@ class Actions:
         return getattr(self._apis[spec[0]], spec[which])
 
     def create(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        """True when created now, False when it already existed (deterministic names)."""
+        """True when created now, False when it already existed (deterministic names);
+        RejectedError when the API server will never accept it."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -37,6 +59,8 @@ class Actions:
         except ApiException as err:
             if err.status == 409:
                 return False
+            if err.status in PERMANENT:
+                raise RejectedError(manifest["kind"], manifest["metadata"]["name"], _answer(err)) from err
             raise
 
     def delete(self, namespace: str, kind: str, name: str) -> bool:

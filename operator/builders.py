@@ -24,7 +24,7 @@ from fmbench_k8s.contract.layout import (
     loadgen_worker_args,
     run_path,
 )
-from fmbench_k8s.operator.catalog import GPU, NEURON, shape_of
+from fmbench_k8s.contract.instances import GPU, NEURON, shape_of
 
 LABEL_BENCHMARK = "fmbench.io/benchmark"
 LABEL_VARIANT = "fmbench.io/variant"

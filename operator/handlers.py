@@ -15,11 +15,11 @@ from typing import Any
 import kopf
 
 from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, SpecError, parse_benchmark
-from fmbench_k8s.operator.actions import Actions
+from fmbench_k8s.operator.actions import Actions, RejectedError
 from fmbench_k8s.operator.builders import DEFAULT_RESOURCES, OperatorConfig, Resources
 from fmbench_k8s.operator.leader import ElectionConfig, Elector
 from fmbench_k8s.operator.observe import Reader, observe
-from fmbench_k8s.operator.reconcile import reconcile
+from fmbench_k8s.operator.reconcile import reconcile, rejected
 
 TERMINAL = ("Succeeded", "Failed")
 
@@ -122,9 +122,12 @@ def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logge
     obs = observe(bench, raw, memo.reader, datetime.now(UTC), _GRACE)
     decision = reconcile(bench, obs, _CFG)
     # Children first, status last: a crash in between repeats idempotent creates, never skips one.
-    for manifest in decision.create:
-        if memo.actions.create(namespace, manifest):
-            logger.info("created %s/%s", manifest["kind"], manifest["metadata"]["name"])
+    try:
+        for manifest in decision.create:
+            if memo.actions.create(namespace, manifest):
+                logger.info("created %s/%s", manifest["kind"], manifest["metadata"]["name"])
+    except RejectedError as err:
+        decision = rejected(bench, obs, _CFG, str(err))
     for kind, name in decision.delete:
         if memo.actions.delete(namespace, kind, name):
             logger.info("deleted %s/%s", kind, name)

@@ -283,3 +283,12 @@ class _Machine:
 def reconcile(bench: Benchmark, obs: Observation, cfg: OperatorConfig) -> Decision:
     """One step of the state machine."""
     return _Machine(bench, obs, cfg).step()
+
+
+def rejected(bench: Benchmark, obs: Observation, cfg: OperatorConfig, message: str) -> Decision:
+    """The run fails at once when the API server refuses a child it would refuse every time
+    (quota, admission, RBAC): not hours later at ``timeouts.run``, with accelerators held."""
+    machine = _Machine(bench, obs, cfg)
+    machine.status["observedGeneration"] = obs.generation
+    machine.fail("Rejected", message)
+    return machine.finish()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract.instances import UnknownInstanceTypeError, shape_of
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,20 @@ def cluster_problems(bench: Benchmark) -> list[str]:
         for i, v in enumerate(bench.spec.variants)
         if v.engine == "triton-trtllm" and v.image is None
     ]
+    for i, v in enumerate(bench.spec.variants):
+        if v.engine is None or v.instance_type is None:
+            continue
+        try:
+            shape = shape_of(v.instance_type)
+        except UnknownInstanceTypeError as err:  # the operator could not size or schedule its pods
+            problems.append(f"spec.variants[{i}].instanceType: {err}; the operator sizes pods only for these")
+            continue
+        if v.engine != "simulator" and v.accelerators is not None and v.accelerators > shape.accelerators:
+            have = f"{shape.accelerators} {shape.resource}" if shape.resource else "no accelerators"
+            problems.append(
+                f"spec.variants[{i}].accelerators: {v.accelerators} requested, but {v.instance_type} has {have}; "
+                "no node could ever run the pod"
+            )
     if bench.spec.report.s3 is None:
         problems.append(
             "spec.report.s3: required on a cluster (records and the report go to S3); add "

@@ -226,7 +226,8 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
 def test_too_many_gpus_fails_with_the_scheduler_reason(
     cluster: TestCluster, namespace: str, operator: Operator
 ) -> None:
-    variants = [{"name": "huge", "instanceType": "g6e.2xlarge", "engine": "vllm", "accelerators": 8}]
+    # One g6e.2xlarge node with one GPU: the second replica can never be placed.
+    variants = [{"name": "huge", "instanceType": "g6e.2xlarge", "engine": "vllm", "replicas": 2}]
     cluster.custom().create_namespaced_custom_object(
         "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("unschedulable", variants)
     )
@@ -250,6 +251,39 @@ def test_pods_the_api_server_refuses_fail_the_run_with_its_answer(
     failed = cluster.wait_for(lambda: _phase(cluster, namespace, "refused", "Failed"), timeout=120)
     message = failed["status"]["message"]
     assert "FailedCreate" in message and "exceeded quota" in message and "variant quota" in message, message
+
+
+def test_a_child_the_api_server_refuses_fails_the_run_with_its_answer_and_nothing_held(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    """Refused at creation (here a quota of no Deployments; equally an admission policy or a
+    missing permission): the run fails within a tick or two with the API server's answer, instead
+    of the operator retrying until spec.timeouts.run (6 h)."""
+    quota = {"metadata": {"name": "no-deployments"}, "spec": {"hard": {"count/deployments.apps": "0"}}}
+    cluster.core().create_namespaced_resource_quota(namespace, quota)
+    variants = [{"name": "late", "instanceType": "g5.2xlarge", "engine": "vllm"}]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("rejected", variants)
+    )
+    failed = cluster.wait_for(lambda: _phase(cluster, namespace, "rejected", "Failed"), timeout=120)
+    message = failed["status"]["message"]
+    assert message.startswith("the API server refused Deployment rejected-late-server: "), message
+    assert "exceeded quota: no-deployments" in message, message
+    assert {c["type"]: c["reason"] for c in failed["status"]["conditions"]}["Ready"] == "Rejected"
+    # ... and it stays failed: no retry loop creating or deleting anything.
+    assert "Traceback" not in operator.log()
+
+
+def test_an_instance_type_the_operator_cannot_size_fails_before_anything_is_created(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    variants = [{"name": "new", "instanceType": "g7.2xlarge", "engine": "vllm", "pricePerHour": 2.0}]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("unsized", variants)
+    )
+    failed = cluster.wait_for(lambda: _phase(cluster, namespace, "unsized", "Failed"), timeout=120)
+    assert "unknown instance type 'g7.2xlarge'" in failed["status"]["message"]
+    assert cluster.apps().list_namespaced_deployment(namespace).items == []
 
 
 def test_deleting_the_benchmark_garbage_collects_its_children(

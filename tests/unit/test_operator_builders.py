@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from fmbench_k8s.api import Benchmark, parse_benchmark
+from fmbench_k8s.contract.instances import UnknownInstanceTypeError, shape_of
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.builders import OperatorConfig
-from fmbench_k8s.operator.catalog import UnknownInstanceTypeError, shape_of
 from tests.corpus import REPO
 
 CFG = OperatorConfig(image="example.com/fmbench-k8s:test")

@@ -10,7 +10,7 @@ import yaml
 
 from fmbench_k8s.api import Benchmark, BenchmarkStatus, parse_benchmark
 from fmbench_k8s.operator.builders import OperatorConfig
-from fmbench_k8s.operator.reconcile import Decision, JobState, Observation, VariantObservation, reconcile
+from fmbench_k8s.operator.reconcile import Decision, JobState, Observation, VariantObservation, reconcile, rejected
 from tests.corpus import REPO
 
 CFG = OperatorConfig(image="example.com/fmbench-k8s:test")
@@ -230,3 +230,25 @@ def test_terminal_phases_do_nothing_more() -> None:
     again = _step(bench, d.status, 100)
     assert again.create == [] and again.delete == [] and again.events == []
     assert again.status["phase"] == "Succeeded"
+
+
+def test_a_child_the_api_server_refuses_fails_the_run_at_once_and_frees_what_was_made() -> None:
+    bench = _bench()
+    deploying = _through_to(bench, "Deploying")
+    obs = Observation(now=T0 + timedelta(seconds=3), created=T0, uid=UID, generation=1, status=deploying.status)
+    message = 'the API server refused Deployment x: deployments.apps "x" is forbidden: exceeded quota: none'
+    d = rejected(bench, obs, CFG, message)
+    BenchmarkStatus.model_validate(d.status)
+    assert (d.status["phase"], d.status["message"]) == ("Failed", message)
+    assert _cond(d, "Ready")["reason"] == "Rejected" and d.create == []
+    assert ("Deployment", "llama31-8b-vllm-gpu-g5-vllm-server") in d.delete  # nothing held for hours
+    assert d.events == [("Warning", "Rejected", message)]
+
+
+def test_an_instance_type_the_operator_cannot_size_fails_before_anything_is_created() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["variants"][0]["instanceType"] = "g7.2xlarge"  # priced by the spec, unknown to the catalog
+    doc["spec"]["variants"][0]["pricePerHour"] = 2.0
+    d = _step(parse_benchmark(doc), {})
+    assert d.status["phase"] == "Failed" and d.create == []
+    assert "spec.variants[0].instanceType: unknown instance type 'g7.2xlarge'" in d.status["message"]
