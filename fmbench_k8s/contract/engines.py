@@ -137,6 +137,11 @@ def cluster_problems(bench: Benchmark) -> list[str]:
                 f"spec.variants[{i}].accelerators: {v.accelerators} requested, but {v.instance_type} has {have}; "
                 "no node could ever run the pod"
             )
+    if (bench.metadata.namespace or "").startswith("kube-"):
+        problems.append(
+            "metadata.namespace: Benchmarks do not run in kube-* namespaces (their pods would run beside the "
+            "cluster's own); create it in a namespace of your team"
+        )
     if bench.spec.report.s3 is None:
         problems.append(
             "spec.report.s3: required on a cluster (records and the report go to S3); add "

@@ -195,12 +195,18 @@ def test_default_render_has_the_expected_objects() -> None:
     objects = render_objects()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds.count("ConfigMap") == 4  # dashboards
-    for kind in ("ServiceAccount", "Deployment", "ClusterRole", "ClusterRoleBinding"):
+    cluster_scoped = (
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    )
+    for kind in ("ServiceAccount", "Deployment", *cluster_scoped):
         assert kinds.count(kind) == 1, kind
     assert kinds.count("Role") == kinds.count("RoleBinding") == 2  # the watched namespace's, leader election's
     assert kinds.count("PodMonitor") == 2 and kinds.count("PrometheusRule") == 1
     for obj in objects:
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in cluster_scoped:
             assert obj["metadata"]["namespace"] == "fmbench", obj["metadata"]["name"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "fmb"
 
