@@ -17,6 +17,7 @@ import yaml
 from fmbench_k8s.api.benchmark import API_VERSION, KIND, Benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
 from fmbench_k8s.contract.engines import NEURON_CORES_PER_DEVICE, engine_info, server_args, server_env, variant_api
+from fmbench_k8s.contract.instances import GPU, NEURON, shape_of
 from fmbench_k8s.contract.layout import (
     LoadgenTarget,
     analyze_args,
@@ -24,7 +25,6 @@ from fmbench_k8s.contract.layout import (
     loadgen_worker_args,
     run_path,
 )
-from fmbench_k8s.contract.instances import GPU, NEURON, shape_of
 
 LABEL_BENCHMARK = "fmbench.io/benchmark"
 LABEL_VARIANT = "fmbench.io/variant"
