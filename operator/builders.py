@@ -61,6 +61,9 @@ class OperatorConfig:
     # S3 credentials from a Secret where IRSA is not available, or a proxy.
     runner_env: tuple[Mapping[str, Any], ...] = ()
     resources: Mapping[str, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    # The chart's modelServers.allowed*Keys: what a variant may tolerate and select (empty: any).
+    allowed_toleration_keys: tuple[str, ...] = ()
+    allowed_node_selector_keys: tuple[str, ...] = ()
 
     def resources_of(self, component: str) -> Resources:
         return {kind: dict(values) for kind, values in self.resources[component].items()}

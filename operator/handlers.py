@@ -29,7 +29,7 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
     env = dict(os.environ if env is None else env)
     pairs = (kv.partition("=") for kv in env.get("FMBENCH_RUNNER_SA_ANNOTATIONS", "").split(",") if "=" in kv)
     annotations = tuple((key.strip(), value.strip()) for key, _, value in pairs)
-    secrets = tuple(name.strip() for name in env.get("FMBENCH_IMAGE_PULL_SECRETS", "").split(",") if name.strip())
+    secrets = _names(env.get("FMBENCH_IMAGE_PULL_SECRETS", ""))
     cfg = OperatorConfig(
         image=env.get("FMBENCH_IMAGE", OperatorConfig.image),
         image_pull_policy=env.get("FMBENCH_IMAGE_PULL_POLICY", OperatorConfig.image_pull_policy),
@@ -37,12 +37,19 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
         image_pull_secrets=secrets,
         resources=runner_resources(env.get("FMBENCH_RUNNER_RESOURCES", "")),
         runner_env=tuple(json.loads(env.get("FMBENCH_RUNNER_ENV") or "[]")),
+        allowed_toleration_keys=_names(env.get("FMBENCH_ALLOWED_TOLERATION_KEYS", "")),
+        allowed_node_selector_keys=_names(env.get("FMBENCH_ALLOWED_NODE_SELECTOR_KEYS", "")),
     )
     return (
         cfg,
         float(env.get("FMBENCH_UNSCHEDULABLE_GRACE_SECONDS", "60")),
         float(env.get("FMBENCH_INTERVAL_SECONDS", "2")),
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, as the chart passes lists."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def runner_resources(text: str) -> dict[str, Resources]:

@@ -151,7 +151,7 @@ class _Machine:
         return False
 
     def pending(self) -> None:
-        problems = cluster_problems(self.bench)
+        problems = cluster_problems(self.bench) + placement_problems(self.bench, self.cfg)
         if problems:
             self.fail("InvalidSpec", "; ".join(problems))
             return
@@ -278,6 +278,27 @@ class _Machine:
         self.status["conditions"] = list(self.conditions.values())
         self.status["variants"] = [self.variants[v.name] for v in self.bench.spec.variants]
         return self.decision
+
+
+def placement_problems(bench: Benchmark, cfg: OperatorConfig) -> list[str]:
+    """Tolerations and node selectors beyond what the cluster's install allows (chart values
+    modelServers.allowed*Keys), one line each naming the key and the setting."""
+    out = []
+    taints, labels = cfg.allowed_toleration_keys, cfg.allowed_node_selector_keys
+    for i, v in enumerate(bench.spec.variants):
+        for j, t in enumerate(v.tolerations):
+            if taints and t.key not in taints:
+                out.append(
+                    f"spec.variants[{i}].tolerations[{j}].key: {t.key} is not among the taints this cluster lets "
+                    f"benchmarks tolerate ({', '.join(taints)}; modelServers.allowedTolerationKeys)"
+                )
+        for key in v.node_selector:
+            if labels and key not in labels:
+                out.append(
+                    f"spec.variants[{i}].nodeSelector: {key} is not among the labels this cluster lets benchmarks "
+                    f"select ({', '.join(labels)}; modelServers.allowedNodeSelectorKeys)"
+                )
+    return out
 
 
 def reconcile(bench: Benchmark, obs: Observation, cfg: OperatorConfig) -> Decision:

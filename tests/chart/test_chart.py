@@ -45,6 +45,10 @@ FULL: dict[str, Any] = {
     "podAnnotations": {"a": "b"},
     "podLabels": {"team": "ml"},
     "networkPolicy": {"enabled": True},
+    "modelServers": {
+        "allowedTolerationKeys": ["dedicated"],
+        "allowedNodeSelectorKeys": ["eks.amazonaws.com/nodegroup"],
+    },
     "monitoring": {
         "labels": {"release": "kube-prometheus-stack"},
         "modelServers": {"kind": "ServiceMonitor"},
@@ -266,6 +270,10 @@ def test_operator_environment_round_trips_through_the_operator_config() -> None:
     assert cfg.image_pull_policy == "IfNotPresent"
     assert dict(cfg.service_account_annotations) == values["runner"]["serviceAccount"]["annotations"]
     assert (grace, interval) == (600.0, 5.0)
+    assert (cfg.allowed_toleration_keys, cfg.allowed_node_selector_keys) == (
+        ("dedicated",),
+        ("eks.amazonaws.com/nodegroup",),
+    )
     assert env["MPLCONFIGDIR"] == "/tmp/matplotlib" and env["X"] == "1"
 
 

@@ -10,7 +10,15 @@ import yaml
 
 from fmbench_k8s.api import Benchmark, BenchmarkStatus, parse_benchmark
 from fmbench_k8s.operator.builders import OperatorConfig
-from fmbench_k8s.operator.reconcile import Decision, JobState, Observation, VariantObservation, reconcile, rejected
+from fmbench_k8s.operator.reconcile import (
+    Decision,
+    JobState,
+    Observation,
+    VariantObservation,
+    placement_problems,
+    reconcile,
+    rejected,
+)
 from tests.corpus import REPO
 
 CFG = OperatorConfig(image="example.com/fmbench-k8s:test")
@@ -252,3 +260,26 @@ def test_an_instance_type_the_operator_cannot_size_fails_before_anything_is_crea
     d = _step(parse_benchmark(doc), {})
     assert d.status["phase"] == "Failed" and d.create == []
     assert "spec.variants[0].instanceType: unknown instance type 'g7.2xlarge'" in d.status["message"]
+
+
+def test_tolerations_and_node_selectors_beyond_what_the_cluster_allows_fail_before_anything_runs() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["variants"][0]["tolerations"] = [{"key": "dedicated", "operator": "Exists"}, {"key": "gpu-team-b"}]
+    doc["spec"]["variants"][0]["nodeSelector"] = {"kubernetes.io/hostname": "ip-10-0-0-1"}
+    bench = parse_benchmark(doc)
+    assert placement_problems(bench, CFG) == []  # the chart's default: any key the CRD accepts
+    cfg = OperatorConfig(
+        image=CFG.image,
+        allowed_toleration_keys=("dedicated",),
+        allowed_node_selector_keys=("eks.amazonaws.com/nodegroup",),
+    )
+    problems = placement_problems(bench, cfg)
+    assert problems == [
+        "spec.variants[0].tolerations[1].key: gpu-team-b is not among the taints this cluster lets benchmarks "
+        "tolerate (dedicated; modelServers.allowedTolerationKeys)",
+        "spec.variants[0].nodeSelector: kubernetes.io/hostname is not among the labels this cluster lets benchmarks "
+        "select (eks.amazonaws.com/nodegroup; modelServers.allowedNodeSelectorKeys)",
+    ]
+    obs = Observation(now=T0, created=T0, uid=UID, generation=1, status={})
+    d = reconcile(bench, obs, cfg)
+    assert d.status["phase"] == "Failed" and d.create == [] and problems[0] in d.status["message"]
