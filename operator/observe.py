@@ -77,10 +77,16 @@ def diagnose_deployment(dep: dict[str, Any] | None) -> tuple[str, str] | None:
     return None
 
 
-def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobState | None:
-    """A Job's outcome; ``message`` is the failure reason or the first pod's termination message."""
+def job_state(
+    job: dict[str, Any] | None, pods: list[dict[str, Any]], refused: str | None = None
+) -> JobState | None:
+    """A Job's outcome; ``message`` is the failure reason or the first pod's termination message.
+    ``refused``: why the Job controller could not create its pods (its FailedCreate event: quota,
+    admission); a Job has no condition for that, and would wait for pods until spec.timeouts.run."""
     if job is None:
         return None
+    if refused is not None and not pods:
+        return JobState(failed=True, refused=True, message=f"FailedCreate: {refused}"[:2000])
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     messages = [
@@ -131,6 +137,22 @@ class Reader:
         items: list[dict[str, Any]] = self._serialize(self.core.list_namespaced_pod(ns, label_selector=text))["items"]
         return items
 
+    def refused(self, ns: str, job: dict[str, Any] | None) -> str | None:
+        """The latest FailedCreate event of a Job that has no pod yet, or None."""
+        status = (job or {}).get("status") or {}
+        if job is None or any(status.get(k) for k in ("active", "succeeded", "failed", "ready")):
+            return None
+        name = job["metadata"]["name"]
+        selector = f"involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
+        events = self._serialize(self.core.list_namespaced_event(ns, field_selector=selector))["items"]
+        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "", default=None)
+        return str(latest.get("message") or "pods refused") if latest is not None else None
+
+    def job_state(self, ns: str, name: str, selector: dict[str, str]) -> JobState | None:
+        job = self.job(ns, name)
+        pods = self.pods(ns, selector)
+        return job_state(job, pods, self.refused(ns, job) if not pods else None)
+
     def node_instance_type(self, name: str) -> str | None:
         node = self._get(self.core.read_node, name)
         labels = ((node or {}).get("metadata") or {}).get("labels") or {}
@@ -158,15 +180,19 @@ def observe(
             problem = diagnose_pods(pods, now, unschedulable_grace_s) or diagnose_deployment(dep)
             nodes = sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))})
             types = tuple(sorted({t for n in nodes if (t := reader.node_instance_type(n))}))
-        master = None
+        master = workers = None
         if phase == "Running":
-            master_pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "loadgen-master"})
-            master = job_state(reader.job(ns, builders.master_name(bench, v)), master_pods)
-        variants[v.name] = VariantObservation(ready, types, problem, master)
+            master = reader.job_state(
+                ns, builders.master_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-master"}
+            )
+            workers = reader.job_state(
+                ns, builders.workers_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-worker"}
+            )
+        variants[v.name] = VariantObservation(ready, types, problem, master, workers)
     analysis = None
     if phase == "Analyzing":
-        pods = reader.pods(ns, {builders.LABEL_BENCHMARK: name, builders.LABEL_COMPONENT: "analysis"})
-        analysis = job_state(reader.job(ns, builders.analysis_name(bench)), pods)
+        selector = {builders.LABEL_BENCHMARK: name, builders.LABEL_COMPONENT: "analysis"}
+        analysis = reader.job_state(ns, builders.analysis_name(bench), selector)
     return Observation(
         now=now,
         created=_parse_time(meta["creationTimestamp"]) or now,

@@ -29,6 +29,7 @@ class JobState:
     succeeded: bool = False
     failed: bool = False
     message: str | None = None  # failure reason, or the container's termination message
+    refused: bool = False  # its pods could not be created (FailedCreate): failed before running
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,12 @@ class _Machine:
                 reason, message = seen.problem
                 vs["phase"], vs["message"] = "Failed", f"{reason}: {message}"
                 self.fail(reason, f"variant {v.name}: model server failed during load: {reason}: {message}")
+                return
+            # Workers whose pods are refused outright; a worker that ran and failed is the master's to report.
+            if seen.workers is not None and seen.workers.refused:
+                vs["phase"], vs["message"] = "Failed", seen.workers.message or "FailedCreate"
+                self.condition("LoadComplete", False, "LoadFailed", f"variant {v.name}: {vs['message']}")
+                self.fail("LoadFailed", f"variant {v.name}: load generator workers: {vs['message']}")
                 return
             job = seen.master
             if job is not None and job.failed:

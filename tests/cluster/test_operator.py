@@ -274,6 +274,24 @@ def test_a_child_the_api_server_refuses_fails_the_run_with_its_answer_and_nothin
     assert "Traceback" not in operator.log()
 
 
+def test_load_generator_pods_a_quota_refuses_fail_the_run_with_the_refusal(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    """A Job has no condition for pods it cannot create; the FailedCreate event says why."""
+    quota = {"metadata": {"name": "tiny-cpu"}, "spec": {"hard": {"requests.cpu": "100m"}}}
+    cluster.core().create_namespaced_resource_quota(namespace, quota)
+    variants = [
+        {"name": "ext", "endpoint": {"api": "openai-chat", "url": "http://vllm.other:8000/v1"}, "pricePerHour": 1.0}
+    ]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("starved", variants)
+    )
+    failed = cluster.wait_for(lambda: _phase(cluster, namespace, "starved", "Failed"), timeout=120)
+    message = failed["status"]["message"]
+    assert message.startswith("variant ext: load generator"), message
+    assert "FailedCreate: " in message and "exceeded quota: tiny-cpu" in message, message
+
+
 def test_an_instance_type_the_operator_cannot_size_fails_before_anything_is_created(
     cluster: TestCluster, namespace: str, operator: Operator
 ) -> None:

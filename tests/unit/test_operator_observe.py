@@ -95,3 +95,13 @@ def test_a_replica_failure_is_the_deployments_problem() -> None:
     )
     assert diagnose_deployment({"status": {"conditions": [{"type": "ReplicaFailure", "status": "False"}]}}) is None
     assert diagnose_deployment(None) is None
+
+
+def test_a_job_whose_pods_are_refused_has_failed_with_the_refusal() -> None:
+    job = {"metadata": {"name": "b-v-lg-master"}, "status": {}}
+    refusal = 'pods "b-v-lg-master-x" is forbidden: exceeded quota: small, requested: requests.cpu=500m'
+    state = job_state(job, [], refusal)
+    assert state is not None and state.failed and state.refused
+    assert state.message == f"FailedCreate: {refusal}"
+    running = job_state(job, [{"status": {"phase": "Running"}}], refusal)  # a pod exists: the old event is moot
+    assert running is not None and running.active and not running.refused

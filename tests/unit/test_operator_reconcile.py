@@ -283,3 +283,13 @@ def test_tolerations_and_node_selectors_beyond_what_the_cluster_allows_fail_befo
     obs = Observation(now=T0, created=T0, uid=UID, generation=1, status={})
     d = reconcile(bench, obs, cfg)
     assert d.status["phase"] == "Failed" and d.create == [] and problems[0] in d.status["message"]
+
+
+def test_load_generator_pods_refused_by_a_quota_fail_the_run_with_the_refusal() -> None:
+    bench = _bench()
+    d = _through_to(bench, "Running")
+    refused = JobState(failed=True, refused=True, message="FailedCreate: exceeded quota: small")
+    d = _step(bench, d.status, 12, variants={"g5-vllm": VariantObservation(1, workers=refused)})
+    assert d.status["phase"] == "Failed"
+    assert d.status["message"] == "variant g5-vllm: load generator workers: FailedCreate: exceeded quota: small"
+    assert _cond(d, "LoadComplete")["reason"] == "LoadFailed"
