@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import SpecError, is_benchmark_document, load_documents, parse_benchmark
+from fmbench_k8s.contract import exits
 from fmbench_k8s.contract.engines import cluster_problems
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         if not args.quiet:
             print(f"{path}: valid ({len(docs)} Benchmark{'s' if len(docs) > 1 else ''})")
-    return 1 if failed else 0
+    return exits.INVALID if failed else exits.OK
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -61,16 +62,16 @@ def _run(args: argparse.Namespace) -> int:
         open_storage(args.output)
     except ValueError as err:  # neither a path nor s3://
         print(f"--output: {err}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     try:
         table = _price_table(args.price_table)  # checked before any process starts
     except ValueError:
-        return 2
+        return exits.INVALID
     try:
         engines = _pairs(args.engine_python, "--engine-python")
     except ValueError as err:
         print(err, file=sys.stderr)
-        return 2
+        return exits.USAGE
     try:
         return run_local(
             args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
@@ -79,10 +80,10 @@ def _run(args: argparse.Namespace) -> int:
     except (SpecError, PlanError) as err:
         for problem in err.problems:
             print(f"{args.file}: {problem}", file=sys.stderr)
-        return 2
+        return exits.INVALID
     except ProcessError as err:  # a model server this run started did not come up
         print(f"run: {err}", file=sys.stderr)
-        return 1
+        return exits.FAILED
 
 
 def _pairs(given: list[str], flag: str) -> list[tuple[str, str]]:
@@ -124,7 +125,7 @@ def _analyze(args: argparse.Namespace) -> int:
     try:
         table = _price_table(args.price_table)
     except ValueError:
-        return 2
+        return exits.INVALID
     try:
         bench = load_benchmark(args.spec)
         # An analysis Job started while S3 is unreachable waits for it (FMBENCH_STORAGE_PATIENCE_SECONDS).
@@ -146,10 +147,13 @@ def _analyze(args: argparse.Namespace) -> int:
     except SpecError as err:
         for problem in err.problems:
             print(f"{err.source}: {problem}", file=sys.stderr)
-        return 2
-    except (AccountingError, ValueError, OSError) as err:
+        return exits.INVALID
+    except (AccountingError, ValueError) as err:
         print(f"analyze: {err}", file=sys.stderr)
-        return 1
+        return exits.INVALID
+    except OSError as err:  # storage that cannot be read or written
+        print(f"analyze: {err}", file=sys.stderr)
+        return exits.FAILED
     if args.summary_file:
         # The operator reads this as the pod's termination message (at most 4 KiB).
         args.summary_file.write_text(summary.termination_message())
@@ -168,7 +172,7 @@ def _compare(args: argparse.Namespace) -> int:
             reports.append(load_report(open_storage(where or "."), key))
         except (OSError, ValueError) as err:
             print(f"compare: cannot read {where}/{key}: {err}", file=sys.stderr)
-            return 2
+            return exits.INVALID
     print(compare_reports(reports[0], reports[1], threshold=args.threshold))
     return 0
 

@@ -29,7 +29,7 @@ from rich.markup import escape
 
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant, metrics_url_of
-from fmbench_k8s.contract import layout
+from fmbench_k8s.contract import exits, layout
 from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.local.plan import VariantPlan, plan_run
@@ -223,7 +223,7 @@ def run_local(
     root = patient(open_storage(output))  # S3 down for a while: records, stages and report wait for it
     print_plan(console, bench, plans)
     if dry_run:
-        return 0
+        return exits.OK
 
     run_id = layout.run_id(datetime.now(UTC))
     run = root.child(layout.run_path(layout.LOCAL_NAMESPACE, bench.metadata.name, run_id))
@@ -239,7 +239,7 @@ def run_local(
     console.print(f"run {run_id} → {run.uri()}")
 
     prometheus_url: str | None = None
-    code = 0
+    code = exits.OK
     try:
         with _sigint_sets(ctx.interrupted):
             endpoints: dict[str, str | None] = {}
@@ -269,7 +269,7 @@ def run_local(
                     if rc not in (0, 130):
                         why = progress.failure(v.name) or f"load generator exited with code {rc}"
                         ctx.notes.append(f"variant {v.name} failed: {why}")
-                        code = 1
+                        code = exits.FAILED
                         console.print(f"[red]variant {v.name} failed: {why}; logs in {workdir / 'logs'}[/]")
             if prometheus_url is not None:
                 time.sleep(1.5)  # one more 1 s scrape, so the final counters are in Prometheus
@@ -285,7 +285,7 @@ def run_local(
     _print_summary(console, summary)
     if ctx.interrupted.is_set():
         console.print("[yellow]interrupted: the report is partial; every record collected is kept[/]")
-        return 130
+        return exits.INTERRUPTED
     return code
 
 
