@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmbench_k8s import __version__
-from fmbench_k8s.api.benchmark import SpecError, is_benchmark_document, load_documents, parse_benchmark
+from fmbench_k8s.api.benchmark import SpecError, benchmark_documents, parse_benchmark
 from fmbench_k8s.contract import exits
 from fmbench_k8s.contract.engines import cluster_problems
 
@@ -23,9 +23,7 @@ def _validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            docs = [d for d in load_documents(path) if is_benchmark_document(d)]
-            if not docs:
-                raise SpecError(str(path), ["document: no fmbench.io Benchmark found in the file"])
+            docs = benchmark_documents(path)
             for doc in docs:
                 bench = parse_benchmark(doc, str(path))
                 problems = [] if args.local else cluster_problems(bench)
@@ -37,7 +35,8 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"{err.source}: {problem}", file=sys.stderr)
             continue
         if not args.quiet:
-            print(f"{path}: valid ({len(docs)} Benchmark{'s' if len(docs) > 1 else ''})")
+            several = "s; `run` takes one per file" if len(docs) > 1 else ""
+            print(f"{path}: valid ({len(docs)} Benchmark{several})")
     return exits.INVALID if failed else exits.OK
 
 

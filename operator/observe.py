@@ -77,9 +77,7 @@ def diagnose_deployment(dep: dict[str, Any] | None) -> tuple[str, str] | None:
     return None
 
 
-def job_state(
-    job: dict[str, Any] | None, pods: list[dict[str, Any]], refused: str | None = None
-) -> JobState | None:
+def job_state(job: dict[str, Any] | None, pods: list[dict[str, Any]], refused: str | None = None) -> JobState | None:
     """A Job's outcome; ``message`` is the failure reason or the first pod's termination message.
     ``refused``: why the Job controller could not create its pods (its FailedCreate event: quota,
     admission); a Job has no condition for that, and would wait for pods until spec.timeouts.run."""

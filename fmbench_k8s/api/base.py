@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from fmbench_k8s import durations
@@ -77,6 +77,13 @@ class ApiModel(BaseModel):
         return []
 
 
+def _unit_required(value: object) -> object:
+    """A bare number is the commonest duration mistake: say which unit to add."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"a duration needs a unit: write {value:g}s (or ms, m, h)")
+    return value
+
+
 def _duration_between(minimum: str, maximum: str) -> AfterValidator:
     lo, hi = durations.parse_duration(minimum), durations.parse_duration(maximum)
 
@@ -104,9 +111,10 @@ def _duration_schema(minimum: str, maximum: str) -> WithJsonSchema:
 
 # Durations are bounded, in the model and by CEL on the API server: a typo (500000h) must not
 # become a run nobody can wait for.
-PhaseDuration = Annotated[str, _duration_between("0s", "24h"), _duration_schema("0s", "24h")]
-StageDuration = Annotated[str, _duration_between("1s", "24h"), _duration_schema("1s", "24h")]
-RunDuration = Annotated[str, _duration_between("1s", "168h"), _duration_schema("1s", "168h")]
+_UNIT = BeforeValidator(_unit_required)
+PhaseDuration = Annotated[str, _UNIT, _duration_between("0s", "24h"), _duration_schema("0s", "24h")]
+StageDuration = Annotated[str, _UNIT, _duration_between("1s", "24h"), _duration_schema("1s", "24h")]
+RunDuration = Annotated[str, _UNIT, _duration_between("1s", "168h"), _duration_schema("1s", "168h")]
 
 Name = Annotated[str, Field(min_length=1, max_length=SHORT)]
 Text = Annotated[str, Field(min_length=1, max_length=LONG)]

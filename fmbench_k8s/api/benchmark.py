@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fmbench_k8s.api.base import DNS_1035_LABEL, PATTERN_HELP
+from fmbench_k8s.api.base import DNS_1035_LABEL
 from fmbench_k8s.api.documents import MAX_BYTES, DocumentError, parse_documents
+from fmbench_k8s.api.messages import did_you_mean, explain
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.api.status import BenchmarkStatus
 
@@ -50,38 +50,10 @@ class SpecError(Exception):
         self.problems = problems
 
 
-_FIELD_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:/[A-Za-z][A-Za-z0-9]*)?): (.*)$", re.S)
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def format_errors(err: ValidationError) -> list[str]:
-    """One ``path: message`` line per problem, with the path in the YAML's own spelling.
-
-    Cross-field validators prefix their message with the field they are about (``engine: ...``);
-    that name is moved into the path so every line names the exact field to fix.
-    """
-    lines = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = e["msg"].removeprefix("Value error, ")
-        m = _FIELD_PREFIX.match(msg)
-        if e["type"] == "value_error" and m:
-            loc, msg = (*loc, m.group(1)), m.group(2)
-        if e["type"] == "string_pattern_mismatch":
-            pattern = str((e.get("ctx") or {}).get("pattern", ""))
-            msg = f"must be {PATTERN_HELP[pattern]}, got {e['input']!r}" if pattern in PATTERN_HELP else msg
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field; check the spelling against docs/api.md"
-        elif e["type"] == "missing":
-            msg = "required field is missing"
-        lines.append(f"{_path(loc)}: {msg}")
-    return lines
+    """One ``path: message`` line per problem, with the path in the YAML's own spelling and a
+    message that says what to write (api/messages.py)."""
+    return [": ".join(explain(e, Benchmark)) for e in err.errors()]
 
 
 def parse_benchmark(doc: Any, source: str = "<input>") -> Benchmark:
@@ -111,11 +83,32 @@ def is_benchmark_document(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("kind") == KIND and str(doc.get("apiVersion", "")).startswith(GROUP)
 
 
+def benchmark_documents(path: Path) -> list[Any]:
+    """The Benchmark documents of a file; SpecError saying what the file holds instead when none."""
+    docs = load_documents(path)
+    found = [d for d in docs if is_benchmark_document(d)]
+    if found:
+        return found
+    for doc in docs:  # the nearest miss first: a misspelt kind or apiVersion
+        if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith(GROUP):
+            hint = did_you_mean(doc.get("kind"), [KIND]) or f"; write kind: {KIND}"
+            raise SpecError(str(path), [f"kind: {doc.get('kind')!r} is not a kind of {API_VERSION}{hint}"])
+        if isinstance(doc, dict) and doc.get("kind") == KIND:
+            raise SpecError(str(path), [f"apiVersion: {doc.get('apiVersion')!r}; write apiVersion: {API_VERSION}"])
+    kinds = sorted({str(d.get("kind")) for d in docs if isinstance(d, dict) and d.get("kind")})
+    held = f" (it holds {', '.join(kinds)})" if kinds else " (it holds no YAML mapping)"
+    raise SpecError(str(path), [f"document: no {API_VERSION} {KIND} in the file{held}"])
+
+
 def load_benchmark(path: Path) -> Benchmark:
     """The single Benchmark in ``path`` (what ``fmbench-k8s run`` takes)."""
-    docs = [d for d in load_documents(path) if is_benchmark_document(d)]
+    docs = benchmark_documents(path)
     if len(docs) != 1:
-        raise SpecError(str(path), [f"document: expected exactly one Benchmark, found {len(docs)}"])
+        names = ", ".join(str((d.get("metadata") or {}).get("name")) for d in docs)
+        raise SpecError(
+            str(path),
+            [f"document: a run takes one Benchmark and the file has {len(docs)} ({names}); give each its own file"],
+        )
     return parse_benchmark(docs[0], str(path))
 
 

@@ -29,6 +29,7 @@ from fmbench_k8s.api.base import (
     Url,
     cel,
 )
+from fmbench_k8s.api.messages import did_you_mean
 from fmbench_k8s.durations import parse_duration
 
 REVISION = r"^[A-Za-z0-9][-A-Za-z0-9._/]*$"  # a branch, tag or commit: it becomes a server flag
@@ -320,7 +321,9 @@ class Variant(ApiModel):
         if self.engine is not None and self.instance_type is None:
             raise ValueError("instanceType: required with engine (e.g. g6e.2xlarge)")
         if self.engine == "simulator" and self.instance_type not in SIMULATED_INSTANCE_TYPES:
-            raise ValueError(f"instanceType: {_SIMULATED}")
+            raise ValueError(
+                f"instanceType: {_SIMULATED}{did_you_mean(self.instance_type, [*SIMULATED_INSTANCE_TYPES])}"
+            )
         if not all(re.match(LABEL_KEY, k) for k in self.node_selector):
             raise ValueError(_SELECTOR_KEYS)
         if any(k.startswith(RESERVED_PREFIXES[:1]) or k in INSTANCE_TYPE_LABELS for k in self.node_selector):

@@ -6,6 +6,7 @@ Accelerators are what the device plugins advertise: ``nvidia.com/gpu`` (NVIDIA) 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 GPU = "nvidia.com/gpu"
@@ -97,6 +98,8 @@ def shape_of(instance_type: str) -> InstanceShape:
         return CATALOG[key]
     except KeyError:
         families = sorted({k.split(".")[0] for k in CATALOG})
+        close = difflib.get_close_matches(key, list(CATALOG), n=1, cutoff=0.8)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownInstanceTypeError(
-            f"unknown instance type {instance_type!r}; known families: {', '.join(families)}"
+            f"unknown instance type {instance_type!r}{hint}; known families: {', '.join(families)}"
         ) from None

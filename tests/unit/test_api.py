@@ -81,8 +81,8 @@ def test_cli_validate_reports_unreadable_and_non_benchmark_files(
     broken.write_text("spec: [unclosed\n")
     assert main(["validate", str(other), str(broken), str(tmp_path / "missing.yaml")]) == 1
     err = capsys.readouterr().err
-    assert "no fmbench.io Benchmark" in err
-    assert "broken.yaml: yaml:" in err
+    assert "cm.yaml: document: no fmbench.io/v1alpha1 Benchmark in the file (it holds ConfigMap)" in err
+    assert "broken.yaml: yaml: line 2, column 1: " in err
     assert "missing.yaml: file: cannot read" in err
 
 
