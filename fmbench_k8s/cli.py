@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     from fmbench_k8s.local.plan import PlanError
     from fmbench_k8s.local.processes import ProcessError
     from fmbench_k8s.local.runner import run_local
-    from fmbench_k8s.storage import open_storage
+    from fmbench_k8s.storage import open_storage, storage_problem
 
     try:
         open_storage(args.output)
@@ -82,6 +82,12 @@ def _run(args: argparse.Namespace) -> int:
         return exits.INVALID
     except ProcessError as err:  # a model server this run started did not come up
         print(f"run: {err}", file=sys.stderr)
+        return exits.FAILED
+    except Exception as err:
+        line = storage_problem(err)
+        if line is None:
+            raise
+        print(f"run: {line}", file=sys.stderr)
         return exits.FAILED
 
 
@@ -119,7 +125,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from fmbench_k8s.analysis.metrics import AccountingError
     from fmbench_k8s.analysis.run import analyze_run
     from fmbench_k8s.api.benchmark import load_benchmark
-    from fmbench_k8s.storage import open_storage, patient
+    from fmbench_k8s.storage import open_storage, patient, storage_problem
 
     try:
         table = _price_table(args.price_table)
@@ -152,6 +158,12 @@ def _analyze(args: argparse.Namespace) -> int:
         return exits.INVALID
     except OSError as err:  # storage that cannot be read or written
         print(f"analyze: {err}", file=sys.stderr)
+        return exits.FAILED
+    except Exception as err:
+        line = storage_problem(err)
+        if line is None:
+            raise
+        print(f"analyze: {line}", file=sys.stderr)
         return exits.FAILED
     if args.summary_file:
         # The operator reads this as the pod's termination message (at most 4 KiB).

@@ -130,7 +130,31 @@ def open_storage(uri: str, endpoint_url: str | None = None, region: str | None =
         return S3Storage(parsed.netloc, parsed.path.lstrip("/"), endpoint, region)
     if "://" in uri:
         raise ValueError(f"unsupported output {uri!r}: use a local directory or s3://BUCKET/PREFIX")
-    return LocalStorage(Path(uri))
+    path = Path(uri)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{uri} is a file; give a directory (it is created if missing) or s3://BUCKET/PREFIX")
+    return LocalStorage(path)
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """One line for an S3 error that a user fixes (credentials, bucket, access, endpoint), or None
+    when ``exc`` is not a storage error."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return (
+            "S3: no AWS credentials found; set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(a cluster's pods get them from IRSA or Pod Identity), or write to a local directory"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        where = exc.kwargs.get("endpoint_url", "the endpoint")
+        return f"S3: cannot reach {where}; check the network or AWS_ENDPOINT_URL_S3"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"S3: {error.get('Code', 'error')}: {error.get('Message', str(exc))} ({exc.operation_name})"
+    if isinstance(exc, BotoCoreError):
+        return f"S3: {exc}"
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -350,3 +350,27 @@ def test_bad_output_uri_is_a_clear_error(tmp_path: Path) -> None:
     done = _run(["run", str(_spec(tmp_path)), "--output", "gs://bucket/x"])
     assert done.returncode == 2 and "--output: unsupported output 'gs://bucket/x'" in done.stderr
     assert os.path.exists(tmp_path / "mini.yaml")
+    (tmp_path / "afile").write_text("")
+    done = _run(["run", str(_spec(tmp_path)), "--output", str(tmp_path / "afile")])
+    assert (
+        done.returncode == 2
+        and done.stderr
+        == f"--output: {tmp_path / 'afile'} is a file; give a directory (it is created if missing) or s3://BUCKET/PREFIX\n"
+    )
+
+
+def test_s3_that_cannot_be_written_is_one_line_before_anything_starts(tmp_path: Path, s3_server: MotoS3) -> None:
+    """No credentials, or a bucket that does not exist: the first write (the run's spec.yaml) fails
+    with S3's reason in one line, and no model server or load generator was started."""
+    spec = str(_spec(tmp_path))
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    nowhere = {**bare, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+               "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL_S3": s3_server.endpoint}  # fmt: skip
+    done = _run(["run", spec, "--output", "s3://results/x"], env=nowhere)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("run: S3: no AWS credentials found; set AWS_PROFILE") and done.stderr.count("\n") == 1
+    missing = {**bare, **credentials_env(), "AWS_ENDPOINT_URL_S3": s3_server.endpoint}
+    done = _run(["run", spec, "--output", "s3://no-such-bucket/x"], env=missing)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("run: S3: NoSuchBucket: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "→" not in done.stdout  # the run never began ("run ID → URI" comes after the first write)
