@@ -234,7 +234,7 @@ def collect_server_metrics(
 ) -> dict[str, Any]:
     """The report's ``serverMetrics`` section; never raises for Prometheus trouble."""
     if not url:
-        return not_collected("no Prometheus URL given (spec.prometheus.url or --prometheus)")
+        return not_collected("no Prometheus URL given (spec.prometheus.url or analyze --prometheus-url)")
     client = PrometheusClient(url, timeout_s)
     try:
         client.check()

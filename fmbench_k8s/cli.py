@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import SpecError, benchmark_documents, parse_benchmark
@@ -15,13 +15,34 @@ from fmbench_k8s.contract.engines import cluster_problems
 
 if TYPE_CHECKING:
     from fmbench_k8s.analysis.pricing import PriceTable
+    from fmbench_k8s.storage import Storage
 
 PRICE_TABLE_HELP = "your own price table (the shipped table's format, docs/cost-model.md), e.g. negotiated rates"
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def spec_files(given: Sequence[Path]) -> list[Path]:
+    """Files, directories (their *.yaml/*.yml, recursively, in name order) and ``-`` (stdin), as
+    ``kubectl apply -f`` takes them; a directory without YAML is kept, to be reported."""
+    out: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+            out += found or [path]
+        else:
+            out.append(path)
+    return out
+
+
 def _validate(args: argparse.Namespace) -> int:
     failed = 0
-    for path in args.files:
+    files = spec_files([*args.files, *args.filename])
+    if not files:
+        print("validate: give files, directories or - (stdin), e.g. validate -f crds/samples/", file=sys.stderr)
+        return exits.USAGE
+    for path in files:
         try:
             docs = benchmark_documents(path)
             for doc in docs:
@@ -71,14 +92,18 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(err, file=sys.stderr)
         return exits.USAGE
+    if (args.file is None) == (args.filename is None):
+        print("run: give the Benchmark file once: run FILE, or run -f FILE (- reads stdin)", file=sys.stderr)
+        return exits.USAGE
+    spec = args.file or args.filename
     try:
         return run_local(
-            args.file, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
+            spec, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
             plots=not args.no_plots, price_table=table, engines=dict(engines),
         )  # fmt: skip
     except (SpecError, PlanError) as err:
         for problem in err.problems:
-            print(f"{args.file}: {problem}", file=sys.stderr)
+            print(f"{spec}: {problem}", file=sys.stderr)
         return exits.INVALID
     except ProcessError as err:  # a model server this run started did not come up
         print(f"run: {err}", file=sys.stderr)
@@ -124,17 +149,24 @@ def _analyze(args: argparse.Namespace) -> int:
 
     from fmbench_k8s.analysis.metrics import AccountingError
     from fmbench_k8s.analysis.run import analyze_run
-    from fmbench_k8s.api.benchmark import load_benchmark
+    from fmbench_k8s.api.benchmark import benchmark_from_bytes, load_benchmark
     from fmbench_k8s.storage import open_storage, patient, storage_problem
 
     try:
         table = _price_table(args.price_table)
     except ValueError:
         return exits.INVALID
+    where = args.run or args.records
+    if where is None or (args.run is not None and args.records is not None):
+        print("analyze: give the run directory once: analyze RUN (or --records RUN)", file=sys.stderr)
+        return exits.USAGE
     try:
-        bench = load_benchmark(args.spec)
         # An analysis Job started while S3 is unreachable waits for it (FMBENCH_STORAGE_PATIENCE_SECONDS).
-        records = patient(open_storage(args.records))
+        records = patient(open_storage(where))
+        if args.spec is not None:
+            bench = load_benchmark(args.spec)
+        else:  # every run directory holds the spec it ran
+            bench = benchmark_from_bytes(_run_spec(records), records.uri("spec.yaml"))
         output = patient(open_storage(args.output)) if args.output else records
         run_id = args.run_id or records.uri().rstrip("/").rsplit("/", 1)[-1]
         summary = analyze_run(
@@ -170,6 +202,15 @@ def _analyze(args: argparse.Namespace) -> int:
         args.summary_file.write_text(summary.termination_message())
     print(json.dumps(summary.doc(), indent=2))
     return 0
+
+
+def _run_spec(records: Storage) -> bytes:
+    """A run directory's spec.yaml; a SpecError that says what RUN should be when it has none."""
+    if "spec.yaml" not in records.list_keys("spec.yaml"):
+        raise SpecError(
+            records.uri(), ["spec.yaml: not found; give a run directory (it holds spec.yaml) or --spec FILE"]
+        )
+    return records.read_bytes("spec.yaml")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -208,6 +249,24 @@ def _operator(args: argparse.Namespace) -> int:
     return operator_main(args.operator_args)
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Help that names each flag's default, where it has one worth naming."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, [], "", argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does and every flag's default."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + ".", formatter_class=_Defaults
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fmbench-k8s",
@@ -216,21 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fmbench-k8s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "validate", help="check Benchmark YAML files offline (the rules of the API server and the operator)"
+    p = _command(sub, "validate", "check Benchmark YAML files offline (the rules of the API server and the operator)")
+    p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="files, directories or - (stdin)")
+    p.add_argument(
+        "-f", "--filename", action="append", type=Path, default=[], metavar="FILE", help="the same, as kubectl takes it"
     )
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--local", action="store_true", help="only what `fmbench-k8s run` needs (no report.s3)")
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("crd", help="print the Benchmark CustomResourceDefinition generated from the models")
+    p = _command(sub, "crd", "print the Benchmark CustomResourceDefinition generated from the models")
     p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     p.set_defaults(func=_crd)
 
-    p = sub.add_parser("run", help="run a Benchmark on this machine (simulators, Locust, Prometheus, analysis)")
-    p.add_argument("file", type=Path, metavar="FILE", help="Benchmark YAML (the same file kubectl apply takes)")
-    p.add_argument("-o", "--output", default="results", help="directory or s3://BUCKET/PREFIX (default ./results)")
+    p = _command(sub, "run", "run a Benchmark on this machine (simulators, Locust, Prometheus, analysis)")
+    p.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE", help="Benchmark YAML (the file kubectl apply takes), - for stdin"
+    )
+    p.add_argument("-f", "--filename", type=Path, metavar="FILE", help="the same, as kubectl takes it")
+    p.add_argument("-o", "--output", default="results", help="directory or s3://BUCKET/PREFIX")
     p.add_argument("--dry-run", action="store_true", help="print the plan (variants, stages, duration) and exit")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
@@ -239,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine-python", action="append", default=[], metavar="ENGINE=PYTHON", help=engine_help)
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("analyze", help="records → report (what the in-cluster analysis Job runs)")
-    p.add_argument("--spec", type=Path, required=True, help="the Benchmark YAML of the run")
-    p.add_argument("--records", required=True, help="the run directory: local path or s3://BUCKET/PREFIX")
+    p = _command(sub, "analyze", "records → report (what the in-cluster analysis Job runs)")
+    p.add_argument("run", nargs="?", metavar="RUN", help="the run directory: local path or s3://BUCKET/PREFIX")
+    p.add_argument("--records", help="the same as RUN")
+    p.add_argument("--spec", type=Path, help="the Benchmark YAML of the run (default: the run's own spec.yaml)")
     p.add_argument("--output", help="where the report goes (default: the run directory)")
     p.add_argument("--run-id", help="run id (default: the last path element of --records)")
     p.add_argument("--prometheus-url", help="Prometheus for server-side metrics (default: spec.prometheus.url)")
@@ -253,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ran-on", action="append", default=[], metavar="VARIANT=TYPE[,TYPE]", help=ran_on)
     p.set_defaults(func=_analyze)
 
-    p = sub.add_parser("compare", help="regression table between two runs' report.json")
+    p = _command(sub, "compare", "regression table between two runs' report.json")
     p.add_argument("run_a", metavar="RUN_A", help="run directory or report.json (local or s3://)")
     p.add_argument("run_b", metavar="RUN_B", help="run directory or report.json (local or s3://)")
     p.add_argument("--threshold", type=float, default=0.05, help="relative change flagged as a regression")

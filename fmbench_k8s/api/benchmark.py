@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,11 +67,20 @@ def parse_benchmark(doc: Any, source: str = "<input>") -> Benchmark:
         raise SpecError(source, format_errors(err)) from None
 
 
+STDIN = Path("-")
+
+
 def load_documents(path: Path) -> list[Any]:
-    """The YAML documents of a spec file, refused in one line when it is hostile (api/documents.py)."""
+    """The YAML documents of a spec file (``-``: standard input), refused in one line when it is
+    hostile (api/documents.py)."""
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
+        if path == STDIN:
+            data = sys.stdin.buffer.read(MAX_BYTES + 1)
+        elif path.is_dir():
+            raise SpecError(str(path), ["directory: holds no *.yaml or *.yml file"])
+        else:
+            with path.open("rb") as f:
+                data = f.read(MAX_BYTES + 1)
     except OSError as err:
         raise SpecError(str(path), [f"file: cannot read ({err.strerror})"]) from None
     try:
@@ -85,31 +95,46 @@ def is_benchmark_document(doc: Any) -> bool:
 
 def benchmark_documents(path: Path) -> list[Any]:
     """The Benchmark documents of a file; SpecError saying what the file holds instead when none."""
-    docs = load_documents(path)
+    return _benchmarks_in(load_documents(path), str(path))
+
+
+def _benchmarks_in(docs: list[Any], source: str) -> list[Any]:
     found = [d for d in docs if is_benchmark_document(d)]
     if found:
         return found
     for doc in docs:  # the nearest miss first: a misspelt kind or apiVersion
         if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith(GROUP):
             hint = did_you_mean(doc.get("kind"), [KIND]) or f"; write kind: {KIND}"
-            raise SpecError(str(path), [f"kind: {doc.get('kind')!r} is not a kind of {API_VERSION}{hint}"])
+            raise SpecError(source, [f"kind: {doc.get('kind')!r} is not a kind of {API_VERSION}{hint}"])
         if isinstance(doc, dict) and doc.get("kind") == KIND:
-            raise SpecError(str(path), [f"apiVersion: {doc.get('apiVersion')!r}; write apiVersion: {API_VERSION}"])
+            raise SpecError(source, [f"apiVersion: {doc.get('apiVersion')!r}; write apiVersion: {API_VERSION}"])
     kinds = sorted({str(d.get("kind")) for d in docs if isinstance(d, dict) and d.get("kind")})
     held = f" (it holds {', '.join(kinds)})" if kinds else " (it holds no YAML mapping)"
-    raise SpecError(str(path), [f"document: no {API_VERSION} {KIND} in the file{held}"])
+    raise SpecError(source, [f"document: no {API_VERSION} {KIND} in the file{held}"])
+
+
+def _single(docs: list[Any], source: str) -> Benchmark:
+    if len(docs) != 1:
+        names = ", ".join(str((d.get("metadata") or {}).get("name")) for d in docs)
+        raise SpecError(
+            source,
+            [f"document: a run takes one Benchmark and the file has {len(docs)} ({names}); give each its own file"],
+        )
+    return parse_benchmark(docs[0], source)
 
 
 def load_benchmark(path: Path) -> Benchmark:
     """The single Benchmark in ``path`` (what ``fmbench-k8s run`` takes)."""
-    docs = benchmark_documents(path)
-    if len(docs) != 1:
-        names = ", ".join(str((d.get("metadata") or {}).get("name")) for d in docs)
-        raise SpecError(
-            str(path),
-            [f"document: a run takes one Benchmark and the file has {len(docs)} ({names}); give each its own file"],
-        )
-    return parse_benchmark(docs[0], str(path))
+    return _single(benchmark_documents(path), str(path))
+
+
+def benchmark_from_bytes(data: bytes, source: str) -> Benchmark:
+    """The single Benchmark of a spec file's contents (a run's own spec.yaml, local or in S3)."""
+    try:
+        docs = parse_documents(data, source)
+    except DocumentError as err:
+        raise SpecError(source, [str(err)]) from None
+    return _single(_benchmarks_in(docs, source), source)
 
 
 def to_manifest(bench: Benchmark) -> dict[str, Any]:

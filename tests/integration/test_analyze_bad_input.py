@@ -130,3 +130,27 @@ def _analyze_with(run: Path, table: Path | None = None) -> dict[str, Any]:
     report: dict[str, Any] = json.loads((run / "report.json").read_text())
     assert done.returncode == 0
     return report
+
+
+def test_a_run_directory_is_all_analyze_needs(tmp_path: Path) -> None:
+    """The run directory holds the spec it ran: `analyze RUN` re-analyzes it with nothing else."""
+    from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
+    from fmbench_k8s.storage import open_storage
+
+    run = tmp_path / "run"
+    table, stages = synthesize_table([SyntheticVariant("g5-sim", levels=(1, 2))], warmup_s=2, stage_s=30, drain_s=2)
+    write_run(open_storage(str(run)), table, stages)
+    argv = [CLI, "analyze", str(run), "--no-plots"]
+    missing = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 1
+    expected = f"{run}: spec.yaml: not found; give a run directory (it holds spec.yaml) or --spec FILE\n"
+    assert missing.stderr == expected
+    (run / "spec.yaml").write_text((REPO / "examples/quickstart.yaml").read_text())
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["benchmark"] == "quickstart"  # the spec it found; its other variants have no records
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert len(by_name["g5-sim"]["stages"]) == 2 and by_name["g6e-sim"]["stages"] == []
+    both = subprocess.run([*argv, "--records", str(run)], capture_output=True, text=True, timeout=120, check=False)
+    assert both.returncode == 2 and both.stderr.startswith("analyze: give the run directory once")

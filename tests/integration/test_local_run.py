@@ -346,6 +346,15 @@ def test_dry_run_prints_the_plan_without_load(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_the_spec_may_come_from_stdin_or_f_and_must_come_once(tmp_path: Path) -> None:
+    text = (REPO / "examples/quickstart.yaml").read_text()
+    done = _run(["run", "-f", "-", "--dry-run", "--output", str(tmp_path)], input=text)
+    assert done.returncode == 0 and "g6e-sim" in done.stdout, done.stderr
+    for argv in (["run", "--dry-run"], ["run", "a.yaml", "-f", "b.yaml", "--dry-run"]):
+        done = _run(argv)
+        assert done.returncode == 2 and done.stderr.startswith("run: give the Benchmark file once"), done.stderr
+
+
 def test_bad_output_uri_is_a_clear_error(tmp_path: Path) -> None:
     done = _run(["run", str(_spec(tmp_path)), "--output", "gs://bucket/x"])
     assert done.returncode == 2 and "--output: unsupported output 'gs://bucket/x'" in done.stderr

@@ -134,3 +134,27 @@ def test_committed_api_reference_matches_the_models() -> None:
     from fmbench_k8s.api.docs import render
 
     assert (REPO / "docs" / "api.md").read_text() == render(), "docs/api.md is stale: run `make docs`"
+
+
+def test_validate_takes_files_directories_and_stdin_as_kubectl_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    nested = tmp_path / "team" / "a"
+    nested.mkdir(parents=True)
+    for name in ("one.yaml", "two.yml"):
+        (nested / name).write_text((REPO / "crds/samples/simulator-cluster.yaml").read_text())
+    (nested / "notes.txt").write_text("not a spec")
+    assert main(["validate", "-f", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{nested / 'one.yaml'}: valid" in out and f"{nested / 'two.yml'}: valid" in out and "notes" not in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["validate", str(empty)]) == 1
+    assert capsys.readouterr().err == f"{empty}: directory: holds no *.yaml or *.yml file\n"
+    text = (REPO / "crds/samples/simulator-cluster.yaml").read_text()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    assert main(["validate", "-"]) == 0
+    assert capsys.readouterr().out == "-: valid (1 Benchmark)\n"
+    assert main(["validate"]) == 2  # nothing to check is a usage error, not a silent success
