@@ -377,19 +377,20 @@ def _with_note(price: InstancePrice, note: str) -> InstancePrice:
 def check_prices(variants: list[Variant], pricing: Pricing, table: PriceTable | None = None) -> list[str]:
     """Problems that would leave a variant unpriced, one line each (empty: all priced).
 
-    Uses the table only (no network): meant for a fail-fast check before a run starts.
+    Uses the table only (no network): ``validate`` and ``run`` say them before a run starts, as
+    warnings (a variant without a price still gets its latency measured, but no cost answer).
     """
     resolver = PriceResolver(Pricing(region=pricing.region), table or builtin_table())
     live = pricing.source == AWS_PRICING_SOURCE
     problems = []
-    for v in variants:
+    for i, v in enumerate(variants):
         try:
             price = resolver.variant(v)
         except PriceNotFoundError as err:
             # with live prices an EC2 type missing from the table may still be found at run time
             if not (live and v.instance_type is not None and not v.instance_type.startswith("ml.")):
-                problems.append(f"variants[{v.name}]: {err}")
+                problems.append(f"spec.variants[{i}] ({v.name}): {err}")
             continue
         if price.kind == "unknown":
-            problems.append(f"variants[{v.name}]: {price.reason}")
+            problems.append(f"spec.variants[{i}] ({v.name}): {price.reason}")
     return problems

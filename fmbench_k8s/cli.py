@@ -15,6 +15,7 @@ from fmbench_k8s.contract.engines import cluster_problems
 
 if TYPE_CHECKING:
     from fmbench_k8s.analysis.pricing import PriceTable
+    from fmbench_k8s.api.benchmark import Benchmark
     from fmbench_k8s.storage import Storage
 
 PRICE_TABLE_HELP = "your own price table (the shipped table's format, docs/cost-model.md), e.g. negotiated rates"
@@ -42,6 +43,10 @@ def _validate(args: argparse.Namespace) -> int:
     if not files:
         print("validate: give files, directories or - (stdin), e.g. validate -f crds/samples/", file=sys.stderr)
         return exits.USAGE
+    try:
+        table = _price_table(args.price_table)
+    except ValueError:
+        return exits.INVALID
     for path in files:
         try:
             docs = benchmark_documents(path)
@@ -50,6 +55,8 @@ def _validate(args: argparse.Namespace) -> int:
                 problems = [] if args.local else cluster_problems(bench)
                 if problems:
                     raise SpecError(str(path), problems)
+                for line in _price_warnings(bench, table):
+                    print(f"{path}: warning: {line}", file=sys.stderr)
         except SpecError as err:
             failed += 1
             for problem in err.problems:
@@ -59,6 +66,13 @@ def _validate(args: argparse.Namespace) -> int:
             several = "s; `run` takes one per file" if len(docs) > 1 else ""
             print(f"{path}: valid ({len(docs)} Benchmark{several})")
     return exits.INVALID if failed else exits.OK
+
+
+def _price_warnings(bench: Benchmark, table: PriceTable | None) -> list[str]:
+    """Variants the run could not price (no cost answer for them), said before anything runs."""
+    from fmbench_k8s.analysis.pricing import check_prices
+
+    return check_prices(list(bench.spec.variants), bench.spec.analysis.pricing, table)
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -282,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--local", action="store_true", help="only what `fmbench-k8s run` needs (no report.s3)")
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
     p.set_defaults(func=_validate)
 
     p = _command(sub, "crd", "print the Benchmark CustomResourceDefinition generated from the models")

@@ -78,8 +78,9 @@ class RunContext:
 
 def print_plan(console: Console, bench: Benchmark, plans: list[VariantPlan]) -> None:
     load = bench.spec.load
+    workers = f"{load.workers} worker{'s' if load.workers != 1 else ''}"
     console.print(
-        f"[bold]{bench.metadata.name}[/]: {len(plans)} variants, mode {load.mode}, {load.workers} workers, "
+        f"[bold]{bench.metadata.name}[/]: {len(plans)} variants, mode {load.mode}, {workers}, "
         f"stages of {load.warmup} warm-up + {load.stage_duration} steady + up to {load.drain} drain"
     )
     for p in plans:
@@ -88,7 +89,8 @@ def print_plan(console: Console, bench: Benchmark, plans: list[VariantPlan]) -> 
             f"≤ {p.max_seconds / 60:.1f} min"
         )
     total = sum(p.max_seconds for p in plans)
-    console.print(f"  at most {total / 60:.1f} min of load in all (search usually stops earlier)")
+    early = " (search usually stops earlier)" if load.mode == "search" else ""
+    console.print(f"  at most {total / 60:.1f} min of load in all{early}")
 
 
 def _python() -> str:
@@ -222,6 +224,10 @@ def run_local(
     plans = plan_run(bench, engines)
     root = patient(open_storage(output))  # S3 down for a while: records, stages and report wait for it
     print_plan(console, bench, plans)
+    from fmbench_k8s.analysis.pricing import check_prices
+
+    for line in check_prices(list(bench.spec.variants), bench.spec.analysis.pricing, price_table):
+        console.print(f"[yellow]warning: {line}[/]")
     if dry_run:
         return exits.OK
 

@@ -128,7 +128,7 @@ def test_endpoint_variants() -> None:
 def test_check_prices_lists_every_unpriced_variant() -> None:
     variants = [engine("g5.xlarge"), engine("x9.huge").model_copy(update={"name": "w"})]
     problems = check_prices(variants, pricing())
-    assert len(problems) == 1 and problems[0].startswith("variants[w]: no price for instance type 'x9.huge'")
+    assert len(problems) == 1 and problems[0].startswith("spec.variants[1] (w): no price for instance type 'x9.huge'")
     assert check_prices(variants, pricing(source="aws-pricing-api")) == []  # the live lookup may know it
 
 

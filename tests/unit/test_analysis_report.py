@@ -106,7 +106,8 @@ def test_report_content(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None
     assert len(json.dumps(summary)) < 4096  # fits a termination message
     assert doc["serverMetrics"] == {
         "collected": False, "url": None, "stages": [],
-        "reason": "server metrics not collected: no Prometheus URL given (spec.prometheus.url or analyze --prometheus-url)",
+        "reason": "server metrics not collected: no Prometheus URL given "
+        "(spec.prometheus.url or analyze --prometheus-url)",
     }  # fmt: skip
     view = doc["fmbenchView"]
     assert view["requestsPerMinute"] == [1, 10, 100, 600, 1000, 10000]

@@ -90,3 +90,18 @@ def test_two_benchmarks_are_valid_and_a_run_says_to_split_them(
     err = capsys.readouterr().err.strip()
     expected = "document: a run takes one Benchmark and the file has 2 (quickstart, second); give each its own file"
     assert err == f"{path}: {expected}"
+
+
+def test_an_unpriced_region_is_said_before_the_run_not_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A variant without a price still gets its latency measured, so this warns rather than refuses."""
+    path = tmp_path / "mumbai.yaml"
+    path.write_text(yaml.safe_dump(_edit("spec.analysis", {"pricing": {"region": "ap-south-1"}})))
+    assert main(["validate", "--local", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith(f"{path}: warning: spec.variants[") for line in err)
+    assert "no instance prices for region 'ap-south-1' in the price table" in err[0]
+    assert main(["run", str(path), "--dry-run", "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: spec.variants[0] (g5-sim): no instance prices for region 'ap-south-1'" in out.replace("\n", " ")
