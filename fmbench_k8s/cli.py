@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmbench_k8s import __version__
-from fmbench_k8s.api.benchmark import SpecError, benchmark_documents, parse_benchmark
+from fmbench_k8s.api.benchmark import (
+    SpecError,
+    benchmark_documents,
+    load_documents,
+    mentions_benchmark,
+    parse_benchmark,
+)
 from fmbench_k8s.contract import exits
 from fmbench_k8s.contract.engines import cluster_problems
 
@@ -24,22 +30,23 @@ PRICE_TABLE_HELP = "your own price table (the shipped table's format, docs/cost-
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def spec_files(given: Sequence[Path]) -> list[Path]:
+def _spec_files(given: Sequence[Path]) -> list[tuple[Path, bool]]:
     """Files, directories (their *.yaml/*.yml, recursively, in name order) and ``-`` (stdin), as
-    ``kubectl apply -f`` takes them; a directory without YAML is kept, to be reported."""
-    out: list[Path] = []
+    ``kubectl apply -f`` takes them; each with whether it was found in a directory (where other
+    manifests may sit beside Benchmarks). A directory without YAML is kept, to be reported."""
+    out: list[tuple[Path, bool]] = []
     for path in given:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
-            out += found or [path]
+            out += [(p, True) for p in found] or [(path, False)]
         else:
-            out.append(path)
+            out.append((path, False))
     return out
 
 
 def _validate(args: argparse.Namespace) -> int:
     failed = 0
-    files = spec_files([*args.files, *args.filename])
+    files = _spec_files([*args.files, *args.filename])
     if not files:
         print("validate: give files, directories or - (stdin), e.g. validate -f crds/samples/", file=sys.stderr)
         return exits.USAGE
@@ -47,8 +54,12 @@ def _validate(args: argparse.Namespace) -> int:
         table = _price_table(args.price_table)
     except ValueError:
         return exits.INVALID
-    for path in files:
+    for path, in_directory in files:
         try:
+            if in_directory and not any(mentions_benchmark(d) for d in load_documents(path)):
+                if not args.quiet:  # another manifest of the directory: not ours to judge
+                    print(f"{path}: skipped (no fmbench.io document)")
+                continue
             docs = benchmark_documents(path)
             for doc in docs:
                 bench = parse_benchmark(doc, str(path))

@@ -89,6 +89,11 @@ def load_documents(path: Path) -> list[Any]:
         raise SpecError(str(path), [str(err)]) from None
 
 
+def mentions_benchmark(doc: Any) -> bool:
+    """A document meant as a Benchmark, typos included (an fmbench.io apiVersion or kind Benchmark)."""
+    return isinstance(doc, dict) and (str(doc.get("apiVersion", "")).startswith(GROUP) or doc.get("kind") == KIND)
+
+
 def is_benchmark_document(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("kind") == KIND and str(doc.get("apiVersion", "")).startswith(GROUP)
 

@@ -146,9 +146,15 @@ def test_validate_takes_files_directories_and_stdin_as_kubectl_does(
     for name in ("one.yaml", "two.yml"):
         (nested / name).write_text((REPO / "crds/samples/simulator-cluster.yaml").read_text())
     (nested / "notes.txt").write_text("not a spec")
+    (nested / "kustomization.yaml").write_text("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n")
     assert main(["validate", "-f", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"{nested / 'one.yaml'}: valid" in out and f"{nested / 'two.yml'}: valid" in out and "notes" not in out
+    assert f"{nested / 'kustomization.yaml'}: skipped (no fmbench.io document)" in out
+    (nested / "typo.yaml").write_text("apiVersion: fmbench.io/v1alpha1\nkind: Benchmarks\n")
+    assert main(["validate", "-f", str(tmp_path)]) == 1  # a typo in a directory is still found
+    assert "typo.yaml: kind: 'Benchmarks' is not a kind" in capsys.readouterr().err
+    (nested / "typo.yaml").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["validate", str(empty)]) == 1
