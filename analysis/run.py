@@ -274,82 +274,6 @@ def analyze_run(
 # ---- compare --------------------------------------------------------------------------------
 
 
-def _change(old: float | None, new: float | None) -> float | None:
-    if old is None or new is None or old == 0:
-        return None
-    return (new - old) / old
-
-
-def _cell(old: float | None, new: float | None, unit: str = "") -> str:
-    def show(x: float | None) -> str:
-        return "—" if x is None else f"{unit}{x:,.4g}"
-
-    change = _change(old, new)
-    delta = "" if change is None else f" ({change:+.1%})"
-    return f"{show(old)} → {show(new)}{delta}"
-
-
-def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any], *, threshold: float = 0.05) -> str:
-    """A Markdown regression table from report ``a`` (baseline) to ``b`` (candidate).
-
-    A variant regresses when X* drops, its SLO latency rises or its cost per 1k requests rises by
-    more than ``threshold``, or when it stops meeting the SLO.
-    """
-    lines = [
-        f"Comparing {a.get('benchmark')} run {a.get('runId')} (A) with {b.get('benchmark')} run {b.get('runId')} (B)"
-    ]
-    sa, sb = a.get("slo"), b.get("slo")
-    if sa != sb:
-        lines.append(f"Warning: the SLOs differ (A {sa}, B {sb}); the numbers are not directly comparable.")
-    if a.get("workload") != b.get("workload"):
-        lines.append("Warning: the workloads differ; instance counts and costs are for different R, P or G.")
-    lines += [
-        "",
-        "| variant | X* req/min at SLO | SLO latency (s) | $/1k requests | verdict |",
-        "|---|---|---|---|---|",
-    ]
-    va = {v["name"]: v for v in a.get("variants", [])}
-    vb = {v["name"]: v for v in b.get("variants", [])}
-    regressions = 0
-    for name in [*va, *(n for n in vb if n not in va)]:
-        if name not in vb or name not in va:
-            lines.append(f"| {name} | only in {'A' if name in va else 'B'} | | | |")
-            continue
-        x, y = va[name], vb[name]
-        tp = _change(x["throughputRpmAtSlo"], y["throughputRpmAtSlo"])
-        lat = _change(x["latencyAtSloSeconds"], y["latencyAtSloSeconds"])
-        cost = _change(x["costPer1kRequests"], y["costPer1kRequests"])
-        worse = (
-            (x["meetsSlo"] and not y["meetsSlo"])
-            or (tp is not None and tp < -threshold)
-            or (lat is not None and lat > threshold)
-            or (cost is not None and cost > threshold)
-        )
-        better = not worse and (
-            (not x["meetsSlo"] and y["meetsSlo"])
-            or (tp is not None and tp > threshold)
-            or (cost is not None and cost < -threshold)
-        )
-        regressions += worse
-        verdict = "REGRESSION" if worse else ("improvement" if better else "same")
-        lines.append(
-            f"| {name} | {_cell(x['throughputRpmAtSlo'], y['throughputRpmAtSlo'])} | "
-            f"{_cell(x['latencyAtSloSeconds'], y['latencyAtSloSeconds'])} | "
-            f"{_cell(x['costPer1kRequests'], y['costPer1kRequests'], '$')} | {verdict} |"
-        )
-    ra, rb = a.get("recommendation"), b.get("recommendation")
-
-    def rec(r: Mapping[str, Any] | None) -> str:
-        if not r:
-            return "none"
-        return f"{r['variant']} × {r['instances']} at ${r['costPerHour']:,.4g}/h"
-
-    lines += ["", f"Recommendation: A {rec(ra)}; B {rec(rb)}.",
-              f"{regressions} regression(s) beyond {threshold:.0%}." if regressions else
-              f"No regression beyond {threshold:.0%}."]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
 def load_report(storage: Storage, key: str = "report.json") -> dict[str, Any]:
     """A report.json from storage (for ``fmbench-k8s compare``)."""
     doc: dict[str, Any] = json.loads(storage.read_bytes(key))
@@ -365,4 +289,4 @@ def load_report(storage: Storage, key: str = "report.json") -> dict[str, Any]:
     return doc
 
 
-__all__ = ["analyze_run", "compare_reports", "load_report"]
+__all__ = ["analyze_run", "load_report"]

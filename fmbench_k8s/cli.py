@@ -239,19 +239,26 @@ def _run_spec(records: Storage) -> bytes:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from fmbench_k8s.analysis.run import compare_reports, load_report
+    from fmbench_k8s.analysis.compare import compare
+    from fmbench_k8s.analysis.run import load_report
+    from fmbench_k8s.contract.report import parse_report
     from fmbench_k8s.storage import open_storage
 
     reports = []
     for given in (args.run_a, args.run_b):
         where, key = given.rpartition("/")[::2] if given.endswith(".json") else (given, "report.json")
         try:
-            reports.append(load_report(open_storage(where or "."), key))
+            reports.append(parse_report(load_report(open_storage(where or "."), key)))
         except (OSError, ValueError) as err:
             print(f"compare: cannot read {where}/{key}: {err}", file=sys.stderr)
             return exits.INVALID
-    print(compare_reports(reports[0], reports[1], threshold=args.threshold))
-    return 0
+    result = compare(reports[0], reports[1], threshold=args.threshold, allow_different=args.allow_different)
+    print(result.markdown(), end="")
+    if args.junit is not None:
+        args.junit.write_text(result.junit())
+    if result.refusals:
+        return exits.INVALID
+    return exits.REGRESSION if result.regressions else exits.OK
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -343,10 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ran-on", action="append", default=[], metavar="VARIANT=TYPE[,TYPE]", help=ran_on)
     p.set_defaults(func=_analyze)
 
-    p = _command(sub, "compare", "regression table between two runs' report.json")
-    p.add_argument("run_a", metavar="RUN_A", help="run directory or report.json (local or s3://)")
-    p.add_argument("run_b", metavar="RUN_B", help="run directory or report.json (local or s3://)")
-    p.add_argument("--threshold", type=float, default=0.05, help="relative change flagged as a regression")
+    p = _command(
+        sub, "compare", "compare a run (B) with a baseline (A); exit 4 on a significant regression (a CI gate)"
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="the baseline: run directory or report.json (local or s3://)")
+    p.add_argument("run_b", metavar="RUN_B", help="the candidate: run directory or report.json (local or s3://)")
+    p.add_argument("--threshold", type=float, default=0.05, help="smallest relative change that counts")
+    p.add_argument(
+        "--allow-different", action="store_true", help="compare runs of different Benchmarks, SLOs or workloads"
+    )
+    p.add_argument("--junit", type=Path, metavar="FILE", help="also write the verdicts as JUnit XML (for CI)")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser(

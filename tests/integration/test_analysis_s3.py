@@ -7,8 +7,9 @@ import json
 import boto3
 import pytest
 
+from fmbench_k8s.analysis.compare import compare
 from fmbench_k8s.analysis.plots import PLOTS
-from fmbench_k8s.analysis.run import analyze_run, compare_reports, load_report
+from fmbench_k8s.analysis.run import analyze_run, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.contract.report import parse_report
@@ -57,5 +58,5 @@ def test_s3_round_trip(s3_endpoint: str) -> None:
     # a second analysis written to another prefix, compared with the first
     other = open_storage("s3://results/reanalysis", endpoint_url=s3_endpoint, region="us-east-1")
     analyze_run(SPEC, run, benchmark="demo", run_id="run-1b", output=other, plots=False)
-    text = compare_reports(doc, load_report(other))
-    assert "No regression beyond 5%." in text
+    result = compare(parse_report(doc), parse_report(load_report(other)))
+    assert not result.regressions and {r.verdict for r in result.rows} == {"same"}

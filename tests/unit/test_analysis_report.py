@@ -16,7 +16,7 @@ import pytest
 from fmbench_k8s.analysis.metrics import AccountingError
 from fmbench_k8s.analysis.plots import PLOTS
 from fmbench_k8s.analysis.prometheus import collect_server_metrics, selector
-from fmbench_k8s.analysis.run import analyze_run, compare_reports, load_report
+from fmbench_k8s.analysis.run import analyze_run, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.contract.records import StageInfo
@@ -213,22 +213,6 @@ def test_schema_rejects_a_broken_report(analyzed: tuple[dict[str, Any], dict[str
 def test_the_shipped_schema_is_generated_from_the_contract() -> None:
     shipped = REPO / "analysis" / "data" / "report_schema.json"
     assert shipped.read_text() == render_schema(), "analysis/data/report_schema.json is stale: run `make docs`"
-
-
-def test_compare_reports_flags_regressions(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None:
-    _, a = analyzed
-    b = copy.deepcopy(a)
-    g6e = next(v for v in b["variants"] if v["name"] == "g6e")
-    g6e["throughputRpmAtSlo"] *= 0.8
-    g6e["costPer1kRequests"] *= 1.25
-    b["variants"] = [v for v in b["variants"] if v["name"] != "mine"]
-    text = compare_reports(a, b)
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    assert "REGRESSION" in rows["g6e"] and "(-20.0%)" in rows["g6e"] and "(+25.0%)" in rows["g6e"]
-    assert "same" in rows["haiku"]
-    assert "only in A" in rows["mine"]
-    assert "1 regression(s) beyond 5%." in text
-    assert "No regression" in compare_reports(a, a)
 
 
 def test_unreachable_prometheus_is_reported_not_raised() -> None:
