@@ -6,7 +6,7 @@ OUTPUT ?= results
 # Triaged advisories that do not apply, as --ignore-vuln ID (each with its reason in docs/reliability.md).
 AUDIT_IGNORE ?=
 
-.PHONY: setup run test test-fast lint audit crd docs node-deps cluster-build cluster cluster-down bench clean engines
+.PHONY: setup run test test-fast lint audit crd docs node-deps cluster-build cluster cluster-down bench clean engines chart
 
 setup:
 	@scripts/setup.sh
@@ -64,10 +64,15 @@ cluster: setup node-deps cluster-build
 cluster-down:
 	$(BIN)/python tests/cluster/controlplane.py down
 
+## The chart as a package, dist/fmbench-k8s-<version>.tgz, for `helm install` from a file or an
+## OCI registry (`helm push`); helm is the one the cluster build makes.
+chart: cluster-build
+	$$(tests/cluster/build.sh --print-bin-dir)/helm package charts/fmbench-k8s -d dist
+
 bench: setup cluster-build
 	$(BIN)/python benchmarks/bench_loadgen.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_operator.py
 
 clean:
-	rm -rf $(OUTPUT) .pytest-results.xml .mypy_cache .ruff_cache
+	rm -rf $(OUTPUT) dist .pytest-results.xml .mypy_cache .ruff_cache

@@ -4,6 +4,9 @@ contracts it shares with the operator (CRD, rules file, env, pod labels and port
 from __future__ import annotations
 
 import copy
+import subprocess
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -27,6 +30,7 @@ from tests.chart.chartkit import (
     render_objects,
     validate_values,
 )
+from tests.cluster.controlplane import build_binaries
 
 WATCH_MODES: list[dict[str, Any]] = [
     {},
@@ -433,3 +437,18 @@ def test_network_policies_are_opt_in_and_need_a_namespace_list() -> None:
     narrowed = [{"to": [{"ipBlock": {"cidr": "10.0.0.0/16"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]
     objects = render_objects({"networkPolicy": {"enabled": True, "loadEgress": narrowed}})
     assert one(objects, "NetworkPolicy", "fmb-fmbench-k8s-loadgen")["spec"]["egress"][3:] == narrowed
+
+
+def test_make_chart_packages_what_helm_install_needs(tmp_path: Path) -> None:
+    """`make chart`: the package holds the CRD, the schema, the templates and the files they read."""
+    helm_bin = build_binaries(quiet=True) / "helm"
+    done = subprocess.run(
+        [str(helm_bin), "package", str(CHART), "-d", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (package,) = tmp_path.glob("fmbench-k8s-*.tgz")
+    with tarfile.open(package) as tar:
+        names = set(tar.getnames())
+    for needed in ("crds/fmbench.io_benchmarks.yaml", "values.schema.json", "templates/admissionpolicy.yaml",
+                   "dashboards/live-run.json", "files/operator-rbac-rules.yaml"):  # fmt: skip
+        assert f"fmbench-k8s/{needed}" in names, needed
