@@ -163,6 +163,19 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def provenance(doc: Doc) -> list[str]:
+    """Where the numbers came from: what served each variant, and what measured and analysed them."""
+    lines = [
+        f"{v['name']}: {v.get('servedBy') or 'not recorded'}; model {v['model'] or 'unknown'}" for v in doc["variants"]
+    ]
+    p = doc.get("provenance")
+    if p:
+        lines.append(f"analysed by {p['tool']} (Python {p['python']}) on {p['host']} ({p['platform']})")
+    else:
+        lines.append("analysed by a version of fmbench-k8s that did not record itself")
+    return lines
+
+
 def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     """One file: CSS inline, every plot an inline base64 PNG."""
     e = html.escape
@@ -204,6 +217,7 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     parts.append(_html_table(*_server_rows(doc)) if sm["collected"] else f"<p>{e(sm['reason'] or '')}</p>")
     if doc["notes"]:
         parts += ["<h2>Notes</h2><ul>", *(f"<li>{e(n)}</li>" for n in doc["notes"]), "</ul>"]
+    parts += ["<h2>Provenance</h2><ul>", *(f"<li>{e(line)}</li>" for line in provenance(doc)), "</ul>"]
     parts.append(
         "<p class='muted'>Definitions: docs/metrics.md (TTFT, TPOT, ITL, NTPOT, throughput, percentiles and their "
         "confidence intervals) and docs/cost-model.md (prices, N, cost formulas).</p></body></html>"
@@ -249,6 +263,7 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
     out += ["", "## Server metrics", "", _md_table(*_server_rows(doc)) if sm["collected"] else sm["reason"] or ""]
     if doc["notes"]:
         out += ["", "## Notes", "", *(f"- {n}" for n in doc["notes"])]
+    out += ["", "## Provenance", "", *(f"- {line}" for line in provenance(doc))]
     return "\n".join(out) + "\n"
 
 

@@ -7,15 +7,18 @@ variant without a price) are null, never NaN, so the file is strict JSON.
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from fmbench_k8s import __version__
 from fmbench_k8s.analysis.metrics import LATENCY_METRICS, StageMetrics
 from fmbench_k8s.analysis.pricing import InstancePrice, TokenPrice, VariantPrice
 from fmbench_k8s.analysis.sizing import FMBENCH_RATES, Cost, Sizer, Sizing
 from fmbench_k8s.api.spec import BenchmarkSpec, Variant
+from fmbench_k8s.contract.engines import served_by
 from fmbench_k8s.contract.stats import CONFIDENCE
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
 
@@ -149,7 +152,7 @@ def served_model(spec: BenchmarkSpec, v: Variant) -> str | None:
 
 
 def variant_entry(
-    v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], sizer: Sizer, model: str | None
+    v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], sizer: Sizer, *, model: str | None, served: str
 ) -> dict[str, Any]:
     rpm = sizer.workload.requests_per_minute
     cost = sizing.cost
@@ -181,6 +184,7 @@ def variant_entry(
         "costPerRequest": cost.cost_per_request if cost else None,
         "reason": sizing.reason,
         "notes": list(sizing.notes),
+        "servedBy": served,
     }
 
 
@@ -217,15 +221,20 @@ def build_report(
     server_metrics: Mapping[str, Any],
     partial: bool,
     notes: Sequence[str],
+    served: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The report.json document (strict JSON types after ``clean``)."""
+    """The report.json document (strict JSON types after ``clean``). ``served``: what answered each
+    variant when the caller knows better than the spec (contract/engines.py: served_by)."""
     sizer = Sizer(spec.workload, spec.analysis.headroom)
     by_variant = {v.name: v for v in spec.variants}
     w, slo, pricing = spec.workload, spec.slo, spec.analysis.pricing
     variants = [
-        variant_entry(v, s, [m for m in metrics if m.variant == v.name], sizer, served_model(spec, v))
+        variant_entry(
+            v, s, [m for m in metrics if m.variant == v.name], sizer, model=served_model(spec, v),
+            served=(served or {}).get(v.name) or served_by(v),
+        )
         for v, s in zip(spec.variants, sizings, strict=True)
-    ]
+    ]  # fmt: skip
     rates = (*FMBENCH_RATES, w.requests_per_minute)
     all_notes = list(notes)
     if best is None:
@@ -264,6 +273,12 @@ def build_report(
             served_model(spec, chosen) if chosen else None,
         ),
         "serverMetrics": dict(server_metrics),
+        "provenance": {
+            "tool": f"fmbench-k8s {__version__}",
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "platform": platform.platform(terse=True),
+        },
     }
     cleaned: dict[str, Any] = clean(doc)
     return cleaned

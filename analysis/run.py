@@ -217,6 +217,7 @@ def analyze_run(
     notes: Sequence[str] = (),
     price_table: PriceTable | None = None,
     ran_on: Mapping[str, Sequence[str]] | None = None,
+    served: Mapping[str, str] | None = None,
 ) -> Summary:
     """Read records/ and stages/ from ``run``, write report.json/.html/.md, stages.csv,
     variants.csv and plots/*.png to ``output`` (default: ``run``), return the summary.
@@ -226,6 +227,8 @@ def analyze_run(
     ``price_table`` replaces the shipped one (``--price-table``).
     ``ran_on``: per variant, the instance types its model server pods ran on (the operator's
     ``status.variants[].nodeInstanceTypes``); a type other than spec.instanceType is what is priced.
+    ``served``: what answered a variant, where the caller knows better than the spec (a local
+    engine).
     Raises AccountingError when the records do not add up.
     """
     out = output or run
@@ -253,7 +256,7 @@ def analyze_run(
     doc = build_report(
         spec, metrics, sizings, best,
         benchmark=benchmark, run_id=run_id, generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        server_metrics=server, partial=partial, notes=notes,
+        server_metrics=server, partial=partial, notes=notes, served=served,
     )  # fmt: skip
     try:
         parse_report(doc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fmbench_k8s import __version__
 from fmbench_k8s.api.benchmark import Benchmark
 from fmbench_k8s.api.spec import Variant
 from fmbench_k8s.contract.instances import UnknownInstanceTypeError, shape_of
@@ -148,6 +149,21 @@ def cluster_problems(bench: Benchmark) -> list[str]:
             "report: {s3: {bucket: YOUR-BUCKET}} (only `fmbench-k8s run` works without it)"
         )
     return problems
+
+
+def served_by(variant: Variant) -> str:
+    """What answers a variant's requests as the operator deploys it (the report's provenance; a
+    local run that serves an engine from this machine's Python says so instead)."""
+    if variant.endpoint is not None:
+        ep = variant.endpoint
+        return f"{ep.api} endpoint {ep.url or ep.model_id or ep.endpoint_name}"
+    assert variant.engine is not None  # the model guarantees engine xor endpoint
+    if variant.engine == "simulator":
+        return (
+            f"fmbench-k8s {__version__} simulator, profile {variant.instance_type} "
+            "(illustrative timings, not a measurement of that instance)"
+        )
+    return f"{variant.engine}, image {variant.image or engine_info(variant.engine).image}"
 
 
 def variant_api(variant: Variant) -> str:

@@ -160,6 +160,9 @@ class Variant(_Part):
     cost_per_request: NonNegative | None
     reason: str | None
     notes: list[str]
+    served_by: str | None = Field(
+        default=None, description="what answered: the engine and its image, the simulator's profile, or the endpoint"
+    )
 
 
 class Tokens(_Part):
@@ -230,6 +233,15 @@ class ServerMetrics(_Part):
     stages: list[ServerStage]
 
 
+class Provenance(_Part):
+    """Where the numbers came from: the tool that measured and analysed them, and where it ran."""
+
+    tool: str = Field(description="fmbench-k8s and its version")
+    python: str
+    host: str = Field(description="the machine (or pod) that ran the analysis")
+    platform: str
+
+
 class Report(_Part):
     """Price/performance report of one Benchmark run."""
 
@@ -247,6 +259,7 @@ class Report(_Part):
     fmbench_view: FmbenchView
     recommendation: Recommendation | None
     server_metrics: ServerMetrics
+    provenance: Provenance | None = Field(default=None, description="absent in reports written before it existed")
 
 
 def parse_report(doc: Any) -> Report:

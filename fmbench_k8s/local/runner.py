@@ -338,6 +338,11 @@ def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: 
         plots=plots,
         notes=ctx.notes,
         price_table=ctx.price_table,
+        served={
+            v.name: f"{v.engine} from {ctx.engines[v.engine]} on this machine"
+            for v in ctx.bench.spec.variants
+            if v.engine is not None and v.engine in ctx.engines
+        },
     )
     ctx.run.write_bytes("summary.json", json.dumps(summary.doc(), indent=2).encode())
     return summary

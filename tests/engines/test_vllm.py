@@ -141,6 +141,8 @@ def test_a_local_run_starts_the_engine_and_reports_its_metrics_per_stage(vllm: V
         assert low["vllm:num_requests_waiting"]["max"] == 0
     by = {v["name"]: v for v in report["variants"]}
     assert by["started"]["model"] == vllm.model and by["real"]["model"] == SERVED_NAME
+    assert by["started"]["servedBy"] == f"vllm from {vllm.python} on this machine"  # not the cluster's image
+    assert by["real"]["servedBy"].startswith("openai-chat endpoint http://127.0.0.1:")
     # Every model-server dashboard panel a run can feed shows data from the real engines' series.
     last = json.loads((run / "stages" / "real.json").read_text())[-1]
     replay, url = start_prometheus(PROMETHEUS, tmp_path / "replay", [], data_dir=run / "prometheus" / "data")

@@ -6,6 +6,7 @@ import copy
 import csv
 import io
 import json
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,9 @@ def test_report_json_validates_and_adds_up(analyzed: tuple[dict[str, Any], dict[
 def test_report_content(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None:
     summary, doc = analyzed
     by = {v["name"]: v for v in doc["variants"]}
+    assert by["g5"]["servedBy"].startswith("fmbench-k8s 0.1.0 simulator, profile g5.2xlarge (illustrative")
+    assert by["mine"]["servedBy"] == "openai-chat endpoint http://vllm:8000/v1"
+    assert doc["provenance"]["tool"] == "fmbench-k8s 0.1.0" and doc["provenance"]["host"] == platform.node()
     assert by["g5"]["price"]["source"] == "builtin:fmbench-2025-04-11"
     assert by["g6e"]["throughputRpmPerInstance"] == pytest.approx(by["g6e"]["throughputRpmAtSlo"] / 2)
     assert by["haiku"]["price"]["model"] == "per-token" and by["haiku"]["instancesNeeded"] == 1
@@ -126,6 +130,11 @@ def test_html_is_self_contained_with_every_plot_inline(run_dir: Path, analyzed: 
 def test_markdown_and_csvs(run_dir: Path, analyzed: Any) -> None:
     md = (run_dir / "report.md").read_text()
     assert md.startswith("# demo (run r1)") and "](plots/heatmap.png)" in md
+    # where the numbers came from, in both renderings
+    provenance = f"analysed by fmbench-k8s 0.1.0 (Python {platform.python_version()}) on {platform.node()}"
+    assert "## Provenance" in md and provenance in md and "- mine: openai-chat endpoint http://vllm:8000/v1" in md
+    html = (run_dir / "report.html").read_text()
+    assert "<h2>Provenance</h2>" in html and provenance in html
     stages = list(csv.DictReader(io.StringIO((run_dir / "stages.csv").read_text())))
     assert {"variant", "stage", "throughputRpm", "e2e_p95", "ttft_p50", "sloCiLow"} <= set(stages[0])
     assert len(stages) == sum(len(v.levels) for v in VARIANTS)
