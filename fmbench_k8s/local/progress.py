@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,13 +26,17 @@ def _fmt(value: Any, spec: str = ".3f", unit: str = "") -> str:
 
 
 class Progress:
-    """One row per variant: its current stage, load, requests and latency, time left."""
+    """Every stage of every variant: finished ones with their SLO verdict and where the search went
+    next, the running one with its live counts. On a terminal a table redrawn in place; elsewhere
+    (logs, CI) one line per finished stage."""
 
-    COLUMNS = ("variant", "stage", "load", "requests", "errors", "SLO latency", "verdict", "req/min", "left", "state")
+    COLUMNS = ("variant", "stage", "load", "requests", "errors", "SLO", "verdict", "req/min", "next", "left", "state")
 
     def __init__(self, console: Console, variants: list[str]) -> None:
         self.console = console
         self._rows: dict[str, dict[str, Any]] = {v: {"state": "waiting"} for v in variants}
+        self._finished: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        self._pending: dict[str, dict[str, Any]] = {}  # a finished stage whose search decision may follow
         self._lock = threading.Lock()
         self._live: Live | None = None
 
@@ -45,24 +48,36 @@ class Progress:
             return
         if not isinstance(event, dict) or "variant" not in event:
             return
+        name, kind = str(event["variant"]), str(event.get("event", ""))
+        printed: list[str] = []
         with self._lock:
-            row = self._rows.setdefault(str(event["variant"]), {})
-            if event.get("event") == "stage_start":  # the last stage's verdict is not this one's
-                for key in ("slo_value", "slo_outcome", "slo_metric", "throughput_rpm"):
-                    row.pop(key, None)
-            row.update({k: v for k, v in event.items() if v is not None})
-            row["state"] = str(event.get("event", row.get("state", "")))
-            row["at"] = time.monotonic()
+            row = self._rows.setdefault(name, {})
+            self._finished.setdefault(name, [])
+            if kind == "search" and name in self._pending:
+                finished = self._pending.pop(name)
+                finished["next"] = _next(event)
+                printed.append(self._line(name, finished))
+            elif name in self._pending:  # no decision for that stage (interrupted, endpoint lost)
+                printed.append(self._line(name, self._pending.pop(name)))
+            if kind == "stage_start":  # the last stage's verdict is not this one's
+                row.clear()
+            if kind != "search":
+                row.update({k: v for k, v in event.items() if v is not None})
+                row["state"] = kind or row.get("state", "")
+            if kind == "stage_end":
+                finished = dict(row, state="done")
+                self._finished[name].append(finished)
+                self._pending[name] = finished
+            if kind == "done":
+                c_star = event.get("c_star")
+                found = f"c*={c_star:g}" if isinstance(c_star, int | float) else "no level met the SLO"
+                why = f"  ({event['reason']})" if event.get("reason") else ""
+                printed.append(f"variant={name}  done after {event.get('stages')} stages: {found}{why}")
         if self._live is not None:
             self._live.update(self.table())
-        elif row["state"] == "stage_end":  # one line per line: logs and CI must not wrap it
-            self.console.print(self._line(str(event["variant"]), row), soft_wrap=True)
-        elif row["state"] == "done":
-            c_star = event.get("c_star")
-            found = f"c*={c_star:g}" if isinstance(c_star, int | float) else "no level met the SLO"
-            why = f"  ({event['reason']})" if event.get("reason") else ""
-            self.console.print(f"variant={event['variant']}  done after {event.get('stages')} stages: {found}{why}",
-                               soft_wrap=True, markup=False)  # fmt: skip
+            return
+        for text in printed:  # one line each: logs and CI must not wrap them
+            self.console.print(text, soft_wrap=True, markup=False, highlight=False)
 
     def failure(self, variant: str) -> str | None:
         """The master's error message for ``variant`` (its ``error`` event), if it reported one."""
@@ -77,23 +92,29 @@ class Progress:
             _fmt(row.get("target"), "g"),
             _fmt(row.get("requests"), "d") if isinstance(row.get("requests"), int) else "-",
             _fmt(row.get("errors"), "d") if isinstance(row.get("errors"), int) else "-",
-            f"{row['slo_metric']} {_fmt(row.get('slo_value'), '.3f', 's')}" if row.get("slo_metric") else "-",
+            _slo(row),
             str(row.get("slo_outcome") or "-"),
             _fmt(row.get("throughput_rpm"), ".0f"),
+            str(row.get("next") or "-"),
             _fmt(row.get("eta_s"), ".0f", "s"),
             str(row.get("state", "")),
         ]
 
     def _line(self, name: str, row: dict[str, Any]) -> str:
-        return "  ".join(f"{c}={v}" for c, v in zip(self.COLUMNS, self._cells(name, row), strict=True))
+        cells = dict(zip(self.COLUMNS, self._cells(name, row), strict=True))
+        del cells["left"], cells["state"]
+        return "  ".join(f"{c}={v}" for c, v in cells.items())
 
     def table(self) -> Table:
-        table = Table(title="load", expand=False)
+        table = Table(title="load stages", expand=False)
         for col in self.COLUMNS:
-            table.add_column(col, justify="left" if col in ("variant", "state") else "right")
+            table.add_column(col, justify="left" if col in ("variant", "SLO", "next", "state") else "right")
         with self._lock:
             for name, row in self._rows.items():
-                table.add_row(*self._cells(name, row))
+                for finished in self._finished.get(name, []):
+                    table.add_row(*self._cells(name, finished))
+                if row.get("state") not in ("stage_end", "done"):
+                    table.add_row(*self._cells(name, row))
         return table
 
     @contextlib.contextmanager
@@ -107,6 +128,24 @@ class Progress:
                 yield
             finally:
                 self._live = None
+
+
+def _slo(row: dict[str, Any]) -> str:
+    """``p90 e2e 1.234s [1.101, 1.302]``: the spec's percentile of its metric and its interval."""
+    if not row.get("slo_metric") or row.get("slo_value") is None:
+        return "-"
+    pct = f"p{row['slo_percentile']:g} " if isinstance(row.get("slo_percentile"), int | float) else ""
+    low, high = row.get("slo_ci_low"), row.get("slo_ci_high")
+    ci = f" [{_fmt(low, '.3f')}, {_fmt(high, '.3f')}]" if low is not None or high is not None else ""
+    return f"{pct}{row['slo_metric']} {_fmt(row['slo_value'], '.3f', 's')}{ci}"
+
+
+def _next(event: dict[str, Any]) -> str:
+    """Where the search went after a stage: stop, or the next level and why."""
+    nxt = event.get("next")
+    if event.get("decision") == "stop" or not isinstance(nxt, int | float):
+        return "stop"
+    return f"{'↑' if event.get('decision') == 'higher' else '↓'} {nxt:g}"
 
 
 def summary_table(summary: Summary) -> Table:
