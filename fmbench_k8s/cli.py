@@ -390,7 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func_(argparse.Namespace(**{dest: argv[1:]}))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except KeyboardInterrupt:  # a second Ctrl-C: whatever was started has been stopped on the way out
+        print(f"{args.command}: aborted", file=sys.stderr)
+        return exits.INTERRUPTED
 
 
 if __name__ == "__main__":

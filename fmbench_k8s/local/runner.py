@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -195,8 +196,10 @@ def _sigint_sets(event: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         if event.is_set():
             signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # the CLI ends at once, without a traceback, after the processes stop
         event.set()
+        # Said at once (a write is safe in a signal handler): the stage's drain and the analysis follow.
+        os.write(2, b"\ninterrupted: ending the current stage and writing a partial report; Ctrl-C again to abort\n")
 
     signal.signal(signal.SIGINT, handler)
     try:
@@ -353,8 +356,12 @@ def _print_summary(console: Console, summary: Summary) -> None:
 
     console.print(summary_table(summary))
     rec = summary.recommendation
+    not_run = [v.name for v in summary.variants if v.stages == 0]
+    if not_run:
+        console.print(f"[yellow]not run: {escape(', '.join(not_run))}; the answer covers only the others[/]")
     if rec:
-        console.print(f"[bold green]recommendation:[/] {escape(rec.headline())}")
+        among = "among the variants that ran, " if not_run else ""
+        console.print(f"[bold green]recommendation:[/] {among}{escape(rec.headline())}")
     else:
         console.print("[bold red]no variant meets the SLO[/] (reasons in the table above)")
     console.print(f"report: {summary.report_uri}")

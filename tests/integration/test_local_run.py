@@ -321,7 +321,8 @@ def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> 
     run = _only_run_dir(out)
     report = json.loads((run / "report.json").read_text())
     assert report["partial"] is True
-    assert "interrupted" in output
+    assert "interrupted: ending the current stage and writing a partial report; Ctrl-C again to abort" in output
+    assert "not run: g6e-sim; the answer covers only the others" in output
     stage = report["variants"][0]["stages"][0]
     assert stage["requests"] > 0
     assert stage["requests"] == stage["ok"] + stage["errors"] + stage["incomplete"]
@@ -329,6 +330,34 @@ def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> 
     assert (stage["sloOutcome"], stage["sloVerdict"]) == ("inconclusive", "interrupted")
     search = json.loads((run / "stages" / "g5-sim.search.json").read_text())
     assert search["interrupted"] and [t["verdict"] for t in search["levels"]] == ["interrupted"]
+
+
+def test_a_second_interrupt_aborts_at_once_without_a_traceback_and_stops_every_process(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, stageDuration="30s", concurrency={"levels": [4, 8]})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("records/g5-sim/*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                                                check=False).stdout.split()]  # fmt: skip
+    assert children, "the run has its simulators and load generators running"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output[-3000:]
+    assert "run: aborted" in output and "Traceback" not in output, output[-3000:]
+    alive = []
+    for pid in children:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    assert not alive, f"processes of the run left behind: {alive}"
 
 
 def test_cluster_only_engines_are_refused_up_front(tmp_path: Path) -> None:
