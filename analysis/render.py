@@ -86,12 +86,19 @@ def _variant_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _target_unit(v: Doc) -> str:
+    """A stage's load level: concurrent users (closed loop) or requests per second (open loop)."""
+    kinds = {s["targetKind"] for s in v["stages"]}
+    return "req/s" if kinds == {"rate"} else "users"
+
+
 def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
     slo = doc["slo"]
     q = f"p{slo['percentile']:g} {slo['metric']}"
     head = [
-        "stage", "target", "requests", "ok", "errors", "incomplete", "error rate", "req/min", "out tok/s",
-        "TTFT p50/p95", "TPOT p50/p95", "ITL p95", "E2E p50/p95/p99", f"{q} [95% CI]", "verdict",
+        "stage", f"target ({_target_unit(v)})", "requests (steady)", "ok", "errors", "incomplete", "error rate",
+        "req/min (steady)", "out tok/s", "TTFT p50/p95 (s)", "TPOT p50/p95 (s)", "ITL p95 (s)",
+        "E2E p50/p95/p99 (s)", f"{q} (s) [95% CI]", "verdict",
     ]  # fmt: skip
     rows = []
     for s in v["stages"]:
@@ -101,7 +108,8 @@ def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
         )
         verdict = s["sloVerdict"] + (" (client-bound)" if s["clientBound"] else "")
         rows.append([
-            fmt(s["stage"]), fmt(s["target"]), fmt(s["requests"]), fmt(s["ok"]), fmt(s["errors"]),
+            fmt(s["stage"]), fmt(s["target"]), f"{fmt(s['requests'])} ({fmt(s['steady']['requests'])})",
+            fmt(s["ok"]), fmt(s["errors"]),
             fmt(s["incomplete"]), pct(s["errorRate"]), fmt(s["throughputRpm"]), fmt(s["outputTokensPerS"]),
             f"{fmt(s['ttft']['p50'])} / {fmt(s['ttft']['p95'])}", f"{fmt(s['tpot']['p50'])} / {fmt(s['tpot']['p95'])}",
             fmt(s["itl"]["p95"]), f"{fmt(s['e2e']['p50'])} / {fmt(s['e2e']['p95'])} / {fmt(s['e2e']['p99'])}",

@@ -26,15 +26,16 @@ SCHEMA_VERSION: Final = 2
 
 
 def clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf → None, numpy scalars → Python, tuples → lists."""
+    """JSON-safe copy: NaN/inf → None, numpy scalars → Python, tuples → lists, floats to 12 digits."""
     if isinstance(value, Mapping):
         return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        # 12 significant digits: beyond any measurement here, and no 672.0000000000001 in the file
+        return float(f"{value:.12g}") if math.isfinite(value) else None
     return value
 
 

@@ -79,6 +79,17 @@ def test_report_json_validates_and_adds_up(analyzed: tuple[dict[str, Any], dict[
             assert s["requests"] >= s["steady"]["requests"]
     names = [v["name"] for v in doc["variants"]]
     assert names == ["g5", "g6e", "haiku", "mine", "slow"]
+    # no 672.0000000000001: every float is written to 12 significant digits
+    floats = _floats(doc)
+    assert len(floats) > 100 and all(float(f"{x:.12g}") == x for x in floats)
+
+
+def _floats(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _floats(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _floats(v)]
+    return [value] if isinstance(value, float) else []
 
 
 def test_report_content(analyzed: tuple[dict[str, Any], dict[str, Any]]) -> None:
