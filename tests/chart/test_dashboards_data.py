@@ -101,7 +101,26 @@ def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
     try:
         queries = _local_queries()[0]
         empty = [(d, t, q) for d, t, q in queries if not _query(url, q, at)]
+        # The stage annotation marks the stage's start (and only a stage change).
+        marks = _annotation_queries()
+        started = stages[-1]["start"] + 10
+        marked = {name: (_query(url, q, started), _query(url, q, stages[-1]["steady_end"] - 15)) for name, q in marks}
     finally:
         proc.stop()
     assert len(queries) >= 20
     assert not empty, "panels without data:\n" + "\n".join(f"{d} / {t}: {q}" for d, t, q in empty)
+    assert [name for name, _ in marks] == ["live-run: Stage changes"]
+    assert all(at_start and not mid_stage for at_start, mid_stage in marked.values()), marked
+
+
+def _annotation_queries() -> list[tuple[str, str]]:
+    """(dashboard: annotation, expr) of every Prometheus annotation, variables as "All"."""
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for a in load_dashboard(path).get("annotations", {}).get("list", []):
+            if a.get("expr"):
+                expr = a["expr"]
+                for name in ("namespace", "benchmark", "variant"):
+                    expr = expr.replace(f"${name}", ".*")
+                out.append((f"{path.stem}: {a['name']}", expr))
+    return out
