@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
 
 from fmbench_k8s.contract.stats import FloatArray
 
@@ -74,27 +74,39 @@ def business_summary(doc: Doc) -> bytes:
     ax = fig.add_subplot()
     ax.axvspan(0, slo["maxSeconds"], color="#2ecc71", alpha=0.12, label=f"meets p{slo['percentile']:g} ≤ SLO")
     ax.axvline(slo["maxSeconds"], color=_SLO_COLOR, ls="--", lw=1)
-    costs: list[float] = []
+    rec = doc.get("recommendation")
+    star = (rec["latencySeconds"], rec["costPer1kRequests"]) if rec and rec.get("latencySeconds") is not None else None
+    series = []
     for color, v in zip(_colors(len(doc["variants"])), doc["variants"], strict=True):
         pts = [
             (s, _num(s["sloPercentile"]), _num((s["atThisLevel"] or {}).get("costPer1kRequests"))) for s in _stages(v)
         ]
-        pts = [p for p in pts if math.isfinite(p[1]) and math.isfinite(p[2])]
+        series.append((color, v, [p for p in pts if math.isfinite(p[1]) and math.isfinite(p[2])]))
+    costs = [y for _, _, pts in series for _, _, y in pts]
+    xs_all = [x for _, _, pts in series for _, x, _ in pts]
+    span = (max(xs_all, default=1) - min(xs_all, default=0) or 1, max(costs, default=1) - min(costs, default=0) or 1)
+    labelled: list[tuple[float, float]] = [star] if star else []  # the star's box names its own level
+
+    def clear(x: float, y: float) -> bool:  # no level label on top of another (or of the star)
+        return all(abs(x - a) / span[0] > 0.04 or abs(y - b) / span[1] > 0.04 for a, b in labelled)
+
+    for color, v, pts in series:
         if not pts:
             continue
-        xs, ys = [p[1] for p in pts], [p[2] for p in pts]
-        costs.extend(ys)
-        ax.plot(xs, ys, "-", color=color, lw=1, alpha=0.6)
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], "-", color=color, lw=1, alpha=0.6)
         for s, x, y in pts:
             ax.plot(x, y, "o", color=color, mfc=color if s["meetsSlo"] else "white", ms=6)
-            ax.annotate(f"{s['target']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            if clear(x, y):
+                ax.annotate(f"{s['target']:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+                labelled.append((x, y))
         ax.plot([], [], "o", color=color, label=v["name"])
-    rec = doc.get("recommendation")
-    if rec and rec.get("latencySeconds") is not None:
-        ax.plot(rec["latencySeconds"], rec["costPer1kRequests"], "*", ms=18, color="gold", mec="black", zorder=5)
+    if rec and star:
+        ax.plot(*star, "*", ms=18, color="gold", mec="black", zorder=5)
+        level = rec.get("maxConcurrencyMeetingSlo")
+        at = f" at level {level:g}" if isinstance(level, int | float) else ""
         ax.annotate(
-            f"recommended: {rec['variant']} × {rec['instances']}\n${rec['costPer1kRequests']:.4g} per 1k requests",
-            (rec["latencySeconds"], rec["costPer1kRequests"]), textcoords="offset points", xytext=(10, 10),
+            f"recommended: {rec['variant']} × {rec['instances']}{at}\n${rec['costPer1kRequests']:.4g} per 1k requests",
+            star, textcoords="offset points", xytext=(10, 10),
             fontsize=8, bbox={"boxstyle": "round", "fc": "lightyellow"},
         )  # fmt: skip
     if costs and max(costs) / max(min(costs), 1e-12) > 50:
@@ -196,15 +208,22 @@ def cost_vs_rate(doc: Doc) -> bytes:
     rates = view["requestsPerMinute"]
     fig = Figure(figsize=(11, 4))
     ax1, ax2 = fig.subplots(1, 2)
+    # Markers only: N is a step function of R known at these rates, and a line between them would
+    # claim values that were not computed.
     for color, row in zip(_colors(len(view["rows"])), view["rows"], strict=True):
-        ax1.plot(rates, [_num(n) for n in row["instances"]], "o-", color=color, label=row["variant"], ms=4)
-        ax2.plot(rates, [_num(c) for c in row["costPerHour"]], "o-", color=color, label=row["variant"], ms=4)
+        ax1.plot(rates, [_num(n) for n in row["instances"]], "o", color=color, label=row["variant"], ms=5)
+        ax2.plot(rates, [_num(c) for c in row["costPerHour"]], "o", color=color, label=row["variant"], ms=5)
     r = doc["workload"]["requestsPerMinute"]
     for ax, label, key in ((ax1, "instances N", "instances"), (ax2, "USD per hour", "costPerHour")):
         ax.axvline(r, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
         if any(_num(x) > 0 for row in view["rows"] for x in row[key]):  # log of nothing fails (no variant sized)
             ax.set_yscale("log")
+        # Numbers written out (1, 2, 5, 10, …; 1, 10, 100, … on the rate axis), not 10⁰ or 6×10⁰.
+        for axis, subs in ((ax.xaxis, (1.0,)), (ax.yaxis, (1.0, 2.0, 5.0))):
+            axis.set_major_locator(LogLocator(base=10, subs=subs))
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("requests per minute R")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
