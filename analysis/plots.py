@@ -217,10 +217,12 @@ def cost_vs_rate(doc: Doc) -> bytes:
     for ax, label, key in ((ax1, "instances N", "instances"), (ax2, "USD per hour", "costPerHour")):
         ax.axvline(r, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
+        # Numbers written out (1, 10, 100, … on the rate axis; 1, 2, 5, 10, … up the side), not 10⁰ or 6×10⁰.
+        log_axes: list[tuple[Any, tuple[float, ...]]] = [(ax.xaxis, (1.0,))]
         if any(_num(x) > 0 for row in view["rows"] for x in row[key]):  # log of nothing fails (no variant sized)
             ax.set_yscale("log")
-        # Numbers written out (1, 2, 5, 10, …; 1, 10, 100, … on the rate axis), not 10⁰ or 6×10⁰.
-        for axis, subs in ((ax.xaxis, (1.0,)), (ax.yaxis, (1.0, 2.0, 5.0))):
+            log_axes.append((ax.yaxis, (1.0, 2.0, 5.0)))
+        for axis, subs in log_axes:
             axis.set_major_locator(LogLocator(base=10, subs=subs))
             axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
             axis.set_minor_formatter(NullFormatter())
