@@ -132,6 +132,18 @@ def _view_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _error_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    """Failed requests by reason, per stage that had any (reasons: docs/metrics.md)."""
+    rows = [
+        [v["name"], fmt(s["stage"]), fmt(s["target"]), reason, fmt(count), pct(count / s["requests"])]
+        for v in doc["variants"]
+        for s in v["stages"]
+        for reason, count in sorted(s["errorsByReason"].items(), key=lambda kv: -kv[1])
+        if count and s["requests"]
+    ]
+    return ["variant", "stage", "target", "reason", "requests", "share of the stage"], rows
+
+
 def _server_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     sm = doc["serverMetrics"]
     names = sorted({k for st in sm["stages"] for k in st["metrics"]} | {k for st in sm["stages"] for k in st["absent"]})
@@ -220,6 +232,9 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
                                "tpot_distribution.png")]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
     parts += [img("cost_vs_rate.png"), img("heatmap.png")]
+    errors = _error_rows(doc)
+    parts.append("<h2>Errors by reason</h2>")
+    parts.append(_html_table(*errors) if errors[1] else "<p>No request failed.</p>")
     sm = doc["serverMetrics"]
     parts.append("<h2>Server metrics (Prometheus)</h2>")
     parts.append(_html_table(*_server_rows(doc)) if sm["collected"] else f"<p>{e(sm['reason'] or '')}</p>")
@@ -267,6 +282,8 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
         out += [f"- {n}" for n in v["notes"]]
     out += ["## Instances and cost vs request rate", "", _md_table(*_view_rows(doc)), ""]
     out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
+    errors = _error_rows(doc)
+    out += ["", "## Errors by reason", "", _md_table(*errors) if errors[1] else "No request failed."]
     sm = doc["serverMetrics"]
     out += ["", "## Server metrics", "", _md_table(*_server_rows(doc)) if sm["collected"] else sm["reason"] or ""]
     if doc["notes"]:

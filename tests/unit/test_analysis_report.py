@@ -299,3 +299,22 @@ def test_the_termination_summary_fits_4_kib_for_the_most_variants_a_spec_allows(
     assert kept.notes == ["a note"] and kept.variants[0].reason == full.variants[0].reason
     with pytest.raises(ValueError, match=r"recommendation.instances: Input should be greater than or equal to 1"):
         OperatorSummary.parse(text.replace('"instances":3', '"instances":0'))
+
+
+def test_failed_requests_are_listed_by_reason_in_both_renderings(tmp_path: Path) -> None:
+    table, stages = synthesize_table(
+        [SyntheticVariant("g5", levels=(4,), error_rate=0.1, output_tokens=16)], stage_s=20, warmup_s=2, drain_s=5
+    )
+    write_run(LocalStorage(tmp_path), table, stages)
+    spec = SPEC.model_copy(update={"variants": SPEC.variants[:1]})
+    analyze_run(spec, LocalStorage(tmp_path), benchmark="errs", run_id="r", plots=False)
+    doc = json.loads((tmp_path / "report.json").read_text())
+    stage = doc["variants"][0]["stages"][0]
+    reasons = stage["errorsByReason"]
+    assert sum(reasons.values()) == stage["errors"] > 0 and len(reasons) > 1
+    md = (tmp_path / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| g5 | 0 | 4 | ")]
+    expected = sorted(reasons.items(), key=lambda kv: -kv[1])
+    assert [row.split(" | ")[3:5] for row in rows] == [[r, str(n)] for r, n in expected]  # most frequent first
+    assert rows[0].endswith(f"| {expected[0][1] / stage['requests']:.2%} |")
+    assert "<h2>Errors by reason</h2>" in (tmp_path / "report.html").read_text()
