@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from fmbench_k8s.contract.stats import FloatArray
 
@@ -48,12 +48,15 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % 10) for i in range(n)]
 
 
+_PLAIN = FuncFormatter(lambda value, _: f"{value:,.10g}")  # numbers as written: 1, 16, 1,000, 0.5
+
+
 def _target_axis(ax: Axes, targets: Sequence[float], kind: str) -> None:
     ax.set_xlabel("target concurrency" if kind == "concurrency" else "target rate (requests/s)")
     positive = [t for t in targets if t and t > 0]
     if positive and max(positive) / min(positive) >= 8:
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())  # 16, not 2^4
+        ax.xaxis.set_major_formatter(_PLAIN)  # 16, not 2^4 or 16.0
 
 
 def _kind(doc: Doc) -> str:
@@ -224,7 +227,7 @@ def cost_vs_rate(doc: Doc) -> bytes:
             log_axes.append((ax.yaxis, (1.0, 2.0, 5.0)))
         for axis, subs in log_axes:
             axis.set_major_locator(LogLocator(base=10, subs=subs))
-            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+            axis.set_major_formatter(_PLAIN)
             axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("requests per minute R")
         ax.set_ylabel(label)

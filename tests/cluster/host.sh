@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the real node of the test cluster needs (tests/cluster/node.py): containerd,
-# runc, the CNI plugins, iptables (kube-proxy), debootstrap (the image base, tests/cluster/images.py).
-# Idempotent: a second run only checks. Needs root (the node itself runs as root).
+# Debian packages the tests need beyond Python's: for the real node of the test cluster
+# (tests/cluster/node.py) containerd, runc, the CNI plugins, iptables (kube-proxy), debootstrap (the
+# image base, tests/cluster/images.py); and chromium, the real browser the HTML report is judged in
+# (tests/integration/test_report_in_browser.py). Idempotent: a second run only checks. Needs root.
 set -euo pipefail
-PACKAGES=(containerd runc containernetworking-plugins iptables debootstrap)
-BINARIES=(containerd runc /usr/lib/cni/bridge iptables debootstrap)
+PACKAGES=(containerd runc containernetworking-plugins iptables debootstrap chromium)
+BINARIES=(containerd runc /usr/lib/cni/bridge iptables debootstrap chromium)
 
 missing=()
 for i in "${!BINARIES[@]}"; do
