@@ -386,7 +386,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         client_bound=info.client_bound or client_share > 0,
         client_bound_share=client_share,
         notes=tuple(notes),
-        samples={"ttft": ttft, "tpot": tpots},
+        samples={"ttft": ttft, "tpot": tpots, "e2e": e2e},  # one per request (ITL, one per token, would not scale)
     )
 
 

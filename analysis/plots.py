@@ -26,6 +26,8 @@ PLOTS: Final = {
     "business_summary.png": "Cost per 1k requests vs SLO latency",
     "latency_vs_load.png": "Latency percentiles vs load",
     "throughput_vs_load.png": "Throughput vs load",
+    "latency_vs_throughput.png": "SLO latency vs throughput",
+    "latency_cdf.png": "Latency CDFs at each variant's sizing level",
     "ttft_distribution.png": "TTFT distribution",
     "tpot_distribution.png": "TPOT distribution",
     "cost_vs_rate.png": "Instances and cost vs request rate",
@@ -176,6 +178,63 @@ def throughput_vs_load(doc: Doc) -> bytes:
     return _png(fig)
 
 
+def latency_vs_throughput(doc: Doc) -> bytes:
+    """The SLO percentile (with its confidence interval) against the throughput each level gave:
+    the curve the sizing reads, with the bound; hollow points did not meet the SLO."""
+    slo = doc["slo"]
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    for color, v in zip(_colors(len(doc["variants"])), doc["variants"], strict=True):
+        st = sorted((s for s in v["stages"] if s["throughputRpm"] is not None and s["sloPercentile"] is not None),
+                    key=lambda s: s["throughputRpm"])  # fmt: skip
+        if not st:
+            continue
+        x = [s["throughputRpm"] for s in st]
+        y = [s["sloPercentile"] for s in st]
+        low = [y_ - _num(s["sloPercentileCi"]["low"]) for s, y_ in zip(st, y, strict=True)]
+        high = [_num(s["sloPercentileCi"]["high"]) - y_ for s, y_ in zip(st, y, strict=True)]
+        ax.plot(x, y, "-", color=color, lw=1, alpha=0.6)
+        ax.errorbar(x, y, yerr=[np.nan_to_num(low), np.nan_to_num(high)], fmt="none", ecolor=color, capsize=3, lw=1)
+        for s, xi, yi in zip(st, x, y, strict=True):
+            ax.plot(xi, yi, "o", color=color, mfc=color if s["meetsSlo"] else "white", ms=6)
+        ax.plot([], [], "o", color=color, label=v["name"])
+    ax.axhline(slo["maxSeconds"], color=_SLO_COLOR, ls="--", lw=1.2, label=f"SLO {slo['maxSeconds']:g} s")
+    ax.set_xlabel("throughput (requests/min, steady window, all replicas of the variant)")
+    ax.set_ylabel(f"p{slo['percentile']:g} {slo['metric']} (s), 95 % CI")
+    ax.set_title(f"p{slo['percentile']:g} {slo['metric']} vs throughput; hollow = SLO not met")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def latency_cdf(samples: Mapping[str, Mapping[str, FloatArray]], doc: Doc) -> bytes:
+    """Empirical CDFs of TTFT, TPOT and E2E at each variant's sizing level, with the SLO's
+    percentile and bound where they apply."""
+    slo = doc["slo"]
+    metrics = ("ttft", "tpot", "e2e")
+    fig = Figure(figsize=(12, 4))
+    axes = fig.subplots(1, len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        per_variant = samples.get(metric, {})
+        for color, (name, values) in zip(_colors(len(per_variant)), per_variant.items(), strict=True):
+            finite = np.sort(values[np.isfinite(values)])
+            if finite.size:
+                ax.step(finite, np.arange(1, finite.size + 1) / finite.size, where="post", color=color, label=name)
+        if slo["metric"] == metric:
+            ax.axvline(slo["maxSeconds"], color=_SLO_COLOR, ls="--", lw=1.2, label="SLO bound")
+            ax.axhline(slo["percentile"] / 100, color="grey", ls=":", lw=1, label=f"p{slo['percentile']:g}")
+        if not per_variant:
+            ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(f"{metric} (s)")
+        ax.set_ylabel("share of ok requests ≤ x")
+        ax.set_title(metric.upper())
+        ax.grid(alpha=0.3)
+        if per_variant:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def distribution(samples: Mapping[str, FloatArray], metric: str, doc: Doc) -> bytes:
     """Histograms of one metric per variant (at the stage that sized it)."""
     fig = Figure(figsize=(8, 4.5))
@@ -272,6 +331,8 @@ def render_plots(doc: Doc, samples: Mapping[str, Mapping[str, FloatArray]]) -> d
         "business_summary.png": lambda: business_summary(doc),
         "latency_vs_load.png": lambda: latency_vs_load(doc),
         "throughput_vs_load.png": lambda: throughput_vs_load(doc),
+        "latency_vs_throughput.png": lambda: latency_vs_throughput(doc),
+        "latency_cdf.png": lambda: latency_cdf(samples, doc),
         "ttft_distribution.png": lambda: distribution(samples.get("ttft", {}), "ttft", doc),
         "tpot_distribution.png": lambda: distribution(samples.get("tpot", {}), "tpot", doc),
         "cost_vs_rate.png": lambda: cost_vs_rate(doc),

@@ -191,8 +191,9 @@ def _windows(metrics: Sequence[StageMetrics]) -> list[StageInfo]:
 
 
 def _samples(metrics: Sequence[StageMetrics], sizings: Sequence[Sizing]) -> dict[str, dict[str, FloatArray]]:
-    """TTFT and TPOT samples per variant at its sizing stage (else its busiest stage), for histograms."""
-    out: dict[str, dict[str, FloatArray]] = {"ttft": {}, "tpot": {}}
+    """TTFT, TPOT and E2E samples per variant at its sizing stage (else its busiest stage), for the
+    histograms and CDFs."""
+    out: dict[str, dict[str, FloatArray]] = {"ttft": {}, "tpot": {}, "e2e": {}}
     for sizing in sizings:
         own = [m for m in metrics if m.variant == sizing.variant]
         stage = sizing.slo_stage or max(own, key=lambda m: m.steady_ok, default=None)
