@@ -13,7 +13,7 @@ setup:
 
 ## The main job: a whole benchmark on this machine with the built-in simulator.
 run: setup
-	$(BIN)/fmbench-k8s run $(SPEC) --output $(OUTPUT)
+	$(BIN)/fmbench-k8s run $(SPEC) --output-dir $(OUTPUT)
 
 ## Every test tier (unit, integration, cluster with its real node) plus lint; builds the cluster's
 ## binaries and images once (cached outside the checkout).

@@ -100,13 +100,19 @@ def _crd(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fmbench_k8s.local.plan import PlanError
     from fmbench_k8s.local.processes import ProcessError
+    from fmbench_k8s.local.progress import RESULT_FORMATS
     from fmbench_k8s.local.runner import run_local
     from fmbench_k8s.storage import open_storage, storage_problem
 
+    result_format = args.output if args.output in RESULT_FORMATS else "table"
+    if args.output not in RESULT_FORMATS and args.output_dir is not None:
+        print(f"run: -o {args.output}: give table, json or yaml (the directory is --output-dir)", file=sys.stderr)
+        return exits.USAGE
+    output = args.output_dir or (args.output if args.output not in RESULT_FORMATS else "results")
     try:
-        open_storage(args.output)
+        open_storage(output)
     except ValueError as err:  # neither a path nor s3://
-        print(f"--output: {err}", file=sys.stderr)
+        print(f"--output-dir: {err}", file=sys.stderr)
         return exits.USAGE
     try:
         table = _price_table(args.price_table)  # checked before any process starts
@@ -123,8 +129,8 @@ def _run(args: argparse.Namespace) -> int:
     spec = args.file or args.filename
     try:
         return run_local(
-            spec, args.output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
-            plots=not args.no_plots, price_table=table, engines=dict(engines),
+            spec, output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,
+            plots=not args.no_plots, price_table=table, engines=dict(engines), result_format=result_format,
         )  # fmt: skip
     except (SpecError, PlanError) as err:
         for problem in err.problems:
@@ -170,11 +176,12 @@ def _ran_on(given: list[str]) -> dict[str, list[str]]:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import json
+    from rich.console import Console
 
     from fmbench_k8s.analysis.metrics import AccountingError
     from fmbench_k8s.analysis.run import analyze_run
     from fmbench_k8s.api.benchmark import benchmark_from_bytes, load_benchmark
+    from fmbench_k8s.local.progress import print_result
     from fmbench_k8s.storage import open_storage, patient, storage_problem
 
     try:
@@ -192,7 +199,7 @@ def _analyze(args: argparse.Namespace) -> int:
             bench = load_benchmark(args.spec)
         else:  # every run directory holds the spec it ran
             bench = benchmark_from_bytes(_run_spec(records), records.uri("spec.yaml"))
-        output = patient(open_storage(args.output)) if args.output else records
+        output = patient(open_storage(args.output_dir)) if args.output_dir else records
         run_id = args.run_id or records.uri().rstrip("/").rsplit("/", 1)[-1]
         summary = analyze_run(
             bench.spec,
@@ -225,8 +232,8 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.summary_file:
         # The operator reads this as the pod's termination message (at most 4 KiB).
         args.summary_file.write_text(summary.termination_message())
-    print(json.dumps(summary.doc(), indent=2))
-    return 0
+    print_result(Console(stderr=args.output != "table"), summary, args.output)
+    return exits.OK
 
 
 def _run_spec(records: Storage) -> bytes:
@@ -326,7 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
         "file", nargs="?", type=Path, metavar="FILE", help="Benchmark YAML (the file kubectl apply takes), - for stdin"
     )
     p.add_argument("-f", "--filename", type=Path, metavar="FILE", help="the same, as kubectl takes it")
-    p.add_argument("-o", "--output", default="results", help="directory or s3://BUCKET/PREFIX")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="table",
+        metavar="FORMAT",
+        help="what to print at the end: table, json or yaml (json/yaml: the result alone on stdout, the rest on "
+        "stderr); a directory or s3:// URI here is taken as --output-dir, as before",
+    )
+    p.add_argument("--output-dir", metavar="DIR", help="where the run goes: a directory or s3://BUCKET/PREFIX "
+                   "(default: results)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan (variants, stages, duration) and exit")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
@@ -339,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", metavar="RUN", help="the run directory: local path or s3://BUCKET/PREFIX")
     p.add_argument("--records", help="the same as RUN")
     p.add_argument("--spec", type=Path, help="the Benchmark YAML of the run (default: the run's own spec.yaml)")
-    p.add_argument("--output", help="where the report goes (default: the run directory)")
+    p.add_argument("--output-dir", metavar="DIR", help="where the report goes (default: the run directory)")
+    p.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help="how to print the result")
     p.add_argument("--run-id", help="run id (default: the last path element of --records)")
     p.add_argument("--prometheus-url", help="Prometheus for server-side metrics (default: spec.prometheus.url)")
     p.add_argument("--summary-file", type=Path, help="also write the compact summary JSON here")

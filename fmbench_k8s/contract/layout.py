@@ -105,7 +105,7 @@ def analyze_args(
     """``analyze …``: records → report. ``ran_on``: the instance types each variant's pods ran on."""
     args = ["analyze", "--spec", spec, "--records", records, "--run-id", run]
     if output is not None:
-        args += ["--output", output]
+        args += ["--output-dir", output]
     if summary_file is not None:
         args += ["--summary-file", summary_file]
     if prometheus_url is not None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -168,3 +170,28 @@ def summary_table(summary: Summary) -> Table:
             escape(v.reason or ""),
         )
     return table
+
+
+RESULT_FORMATS = ("table", "json", "yaml")
+
+
+def print_result(console: Console, summary: Summary, result_format: str = "table") -> None:
+    """The answer: the table per variant and the recommendation; json or yaml: the summary document
+    alone on stdout, for scripts."""
+    if result_format == "json":
+        sys.stdout.write(json.dumps(summary.doc(), indent=2) + "\n")
+        return
+    if result_format == "yaml":
+        sys.stdout.write(yaml.safe_dump(summary.doc(), sort_keys=False))
+        return
+    console.print(summary_table(summary))
+    rec = summary.recommendation
+    not_run = [v.name for v in summary.variants if v.stages == 0]
+    if not_run:
+        console.print(f"[yellow]not run: {escape(', '.join(not_run))}; the answer covers only the others[/]")
+    if rec:
+        among = "among the variants that ran, " if not_run else ""
+        console.print(f"[bold green]recommendation:[/] {among}{escape(rec.headline())}")
+    else:
+        console.print("[bold red]no variant meets the SLO[/] (reasons in the table above)")
+    console.print(f"report: {summary.report_uri}")

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
-from rich.markup import escape
 
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant, metrics_url_of
@@ -35,7 +34,7 @@ from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, ProcessError, free_port
-from fmbench_k8s.local.progress import Progress
+from fmbench_k8s.local.progress import Progress, print_result
 from fmbench_k8s.local.prometheus import ScrapeJob, find_prometheus, start_prometheus
 from fmbench_k8s.storage import Storage, open_storage, patience_from_env, patient
 
@@ -218,11 +217,16 @@ def run_local(
     plots: bool = True,
     price_table: PriceTable | None = None,
     engines: dict[str, str] | None = None,
+    result_format: str = "table",
 ) -> int:
     """The ``fmbench-k8s run`` command. Returns the process exit code. ``engines``: engine → the
-    Python that serves it here (``--engine-python``)."""
-    # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
-    console = console or (Console() if sys.stdout.isatty() else Console(width=120))
+    Python that serves it here (``--engine-python``). ``result_format`` json or yaml: the result
+    alone goes to stdout (for scripts), everything else to stderr."""
+    if console is None:
+        machine = result_format != "table"
+        # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
+        tty = (sys.stderr if machine else sys.stdout).isatty()
+        console = Console(stderr=machine) if tty else Console(stderr=machine, width=120)
     bench = load_benchmark(spec_file)
     plans = plan_run(bench, engines)
     root = patient(open_storage(output))  # S3 down for a while: records, stages and report wait for it
@@ -291,7 +295,7 @@ def run_local(
     finally:
         for proc in reversed(ctx.processes):
             proc.stop()
-    _print_summary(console, summary)
+    print_result(console, summary, result_format)
     if ctx.interrupted.is_set():
         console.print("[yellow]interrupted: the report is partial; every record collected is kept[/]")
         return exits.INTERRUPTED
@@ -349,19 +353,3 @@ def _analyze(ctx: RunContext, prometheus_url: str | None, partial: bool, plots: 
     )
     ctx.run.write_bytes("summary.json", json.dumps(summary.doc(), indent=2).encode())
     return summary
-
-
-def _print_summary(console: Console, summary: Summary) -> None:
-    from fmbench_k8s.local.progress import summary_table
-
-    console.print(summary_table(summary))
-    rec = summary.recommendation
-    not_run = [v.name for v in summary.variants if v.stages == 0]
-    if not_run:
-        console.print(f"[yellow]not run: {escape(', '.join(not_run))}; the answer covers only the others[/]")
-    if rec:
-        among = "among the variants that ran, " if not_run else ""
-        console.print(f"[bold green]recommendation:[/] {among}{escape(rec.headline())}")
-    else:
-        console.print("[bold red]no variant meets the SLO[/] (reasons in the table above)")
-    console.print(f"report: {summary.report_uri}")

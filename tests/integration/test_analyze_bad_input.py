@@ -148,6 +148,9 @@ def test_a_run_directory_is_all_analyze_needs(tmp_path: Path) -> None:
     (run / "spec.yaml").write_text((REPO / "examples/quickstart.yaml").read_text())
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+    assert "result per variant" in done.stdout and "report: " in done.stdout  # a table for people ...
+    machine = subprocess.run([*argv, "-o", "json"], capture_output=True, text=True, timeout=120, check=False)
+    assert json.loads(machine.stdout)["benchmark"] == "quickstart"  # ... and JSON alone for scripts
     report = json.loads((run / "report.json").read_text())
     assert report["benchmark"] == "quickstart"  # the spec it found; its other variants have no records
     by_name = {v["name"]: v for v in report["variants"]}

@@ -53,7 +53,8 @@ def _only_run_dir(output: Path) -> Path:
 
 
 def test_local_run_writes_the_report_and_prints_the_recommendation(tmp_path: Path) -> None:
-    done = _run(["run", str(_spec(tmp_path)), "--output", str(tmp_path / "out")])
+    """-o json: the result alone on stdout, for scripts; the plan and the progress on stderr."""
+    done = _run(["run", str(_spec(tmp_path)), "--output-dir", str(tmp_path / "out"), "-o", "json"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = _only_run_dir(tmp_path / "out")
     report = json.loads((run / "report.json").read_text())
@@ -73,7 +74,9 @@ def test_local_run_writes_the_report_and_prints_the_recommendation(tmp_path: Pat
     assert rec["costPerHour"] == pytest.approx(chosen["costPerHour"])
     others = [v["costPerHour"] for v in by_name.values() if v["meetsSlo"]]
     assert rec["costPerHour"] == pytest.approx(min(others))
-    assert "recommendation:" in done.stdout and "report.html" in done.stdout
+    assert json.loads(done.stdout) == json.loads((run / "summary.json").read_text())
+    assert json.loads(done.stdout)["recommendation"]["variant"] == rec["variant"]
+    assert "mini: 2 variants" in done.stderr and "verdict=" in done.stderr
     assert report["serverMetrics"]["collected"] is True, report["serverMetrics"]
 
 
@@ -375,6 +378,17 @@ def test_dry_run_prints_the_plan_without_load(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_o_is_the_result_format_and_a_directory_there_still_works(tmp_path: Path) -> None:
+    spec = str(REPO / "examples/quickstart.yaml")
+    done = _run(["run", spec, "-o", "out", "--output-dir", str(tmp_path), "--dry-run"])
+    assert (
+        done.returncode == 2
+        and done.stderr == "run: -o out: give table, json or yaml (the directory is --output-dir)\n"
+    )
+    done = _run(["run", spec, "-o", str(tmp_path / "legacy"), "--dry-run"])  # as before: a directory
+    assert done.returncode == 0 and "g6e-sim" in done.stdout, done.stderr
+
+
 def test_the_spec_may_come_from_stdin_or_f_and_must_come_once(tmp_path: Path) -> None:
     text = (REPO / "examples/quickstart.yaml").read_text()
     done = _run(["run", "-f", "-", "--dry-run", "--output", str(tmp_path)], input=text)
@@ -386,14 +400,14 @@ def test_the_spec_may_come_from_stdin_or_f_and_must_come_once(tmp_path: Path) ->
 
 def test_bad_output_uri_is_a_clear_error(tmp_path: Path) -> None:
     done = _run(["run", str(_spec(tmp_path)), "--output", "gs://bucket/x"])
-    assert done.returncode == 2 and "--output: unsupported output 'gs://bucket/x'" in done.stderr
+    assert done.returncode == 2 and "--output-dir: unsupported output 'gs://bucket/x'" in done.stderr
     assert os.path.exists(tmp_path / "mini.yaml")
     (tmp_path / "afile").write_text("")
     done = _run(["run", str(_spec(tmp_path)), "--output", str(tmp_path / "afile")])
     assert (
         done.returncode == 2
         and done.stderr
-        == f"--output: {tmp_path / 'afile'} is a file; give a directory (it is created if missing) or s3://BUCKET/PREFIX\n"
+        == f"--output-dir: {tmp_path / 'afile'} is a file; give a directory (it is created if missing) or s3://BUCKET/PREFIX\n"
     )
 
 

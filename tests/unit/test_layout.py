@@ -52,7 +52,7 @@ def test_the_operators_command_lines_are_what_the_programs_accept() -> None:
 
     analysis = _container(builders.analysis_job(bench, UID, "r1", CFG, {variant.name: ["g5.2xlarge"]}))["args"]
     args = build_parser().parse_args(analysis)
-    assert (args.records, args.output, args.run_id, args.ran_on) == (run, run, "r1", [f"{variant.name}=g5.2xlarge"])
+    assert (args.records, args.output_dir, args.run_id, args.ran_on) == (run, run, "r1", [f"{variant.name}=g5.2xlarge"])
 
 
 def test_the_local_runner_and_the_operator_tell_the_load_generator_the_same() -> None:
