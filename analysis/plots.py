@@ -28,6 +28,7 @@ PLOTS: Final = {
     "throughput_vs_load.png": "Throughput vs load",
     "latency_vs_throughput.png": "SLO latency vs throughput",
     "latency_cdf.png": "Latency CDFs at each variant's sizing level",
+    "cost_vs_throughput.png": "Cost per 1k requests vs throughput",
     "ttft_distribution.png": "TTFT distribution",
     "tpot_distribution.png": "TPOT distribution",
     "cost_vs_rate.png": "Instances and cost vs request rate",
@@ -207,6 +208,35 @@ def latency_vs_throughput(doc: Doc) -> bytes:
     return _png(fig)
 
 
+def cost_vs_throughput(doc: Doc) -> bytes:
+    """What 1k requests cost at the workload's rate if each level were the operating point, against
+    the throughput that level gave; hollow points did not meet the SLO (their cost is not an option)."""
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    drawn = False
+    for color, v in zip(_colors(len(doc["variants"])), doc["variants"], strict=True):
+        pts = [
+            (s, _num(s["throughputRpm"]), _num((s["atThisLevel"] or {}).get("costPer1kRequests"))) for s in v["stages"]
+        ]
+        pts = sorted((p for p in pts if math.isfinite(p[1]) and math.isfinite(p[2])), key=lambda p: p[1])
+        if not pts:
+            continue
+        drawn = True
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], "-", color=color, lw=1, alpha=0.6)
+        for s, x, y in pts:
+            ax.plot(x, y, "o", color=color, mfc=color if s["meetsSlo"] else "white", ms=6)
+        ax.plot([], [], "o", color=color, label=v["name"])
+    if not drawn:
+        ax.text(0.5, 0.5, "no priced stage", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("throughput (requests/min, steady window, all replicas of the variant)")
+    ax.set_ylabel("USD per 1k requests at the workload's rate")
+    ax.set_title("Cost per 1k requests vs throughput; hollow = SLO not met")
+    if drawn:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def latency_cdf(samples: Mapping[str, Mapping[str, FloatArray]], doc: Doc) -> bytes:
     """Empirical CDFs of TTFT, TPOT and E2E at each variant's sizing level, with the SLO's
     percentile and bound where they apply."""
@@ -333,6 +363,7 @@ def render_plots(doc: Doc, samples: Mapping[str, Mapping[str, FloatArray]]) -> d
         "throughput_vs_load.png": lambda: throughput_vs_load(doc),
         "latency_vs_throughput.png": lambda: latency_vs_throughput(doc),
         "latency_cdf.png": lambda: latency_cdf(samples, doc),
+        "cost_vs_throughput.png": lambda: cost_vs_throughput(doc),
         "ttft_distribution.png": lambda: distribution(samples.get("ttft", {}), "ttft", doc),
         "tpot_distribution.png": lambda: distribution(samples.get("tpot", {}), "tpot", doc),
         "cost_vs_rate.png": lambda: cost_vs_rate(doc),

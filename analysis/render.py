@@ -231,7 +231,7 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     parts += [img(n) for n in ("latency_vs_throughput.png", "latency_vs_load.png", "throughput_vs_load.png",
                                "latency_cdf.png", "ttft_distribution.png", "tpot_distribution.png")]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
-    parts += [img("cost_vs_rate.png"), img("heatmap.png")]
+    parts += [img("cost_vs_throughput.png"), img("cost_vs_rate.png"), img("heatmap.png")]
     errors = _error_rows(doc)
     parts.append("<h2>Errors by reason</h2>")
     parts.append(_html_table(*errors) if errors[1] else "<p>No request failed.</p>")
