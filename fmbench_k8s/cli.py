@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     from fmbench_k8s.local.processes import ProcessError
     from fmbench_k8s.local.progress import RESULT_FORMATS
     from fmbench_k8s.local.runner import run_local
-    from fmbench_k8s.storage import open_storage, storage_problem
+    from fmbench_k8s.storage import open_storage
 
     result_format = args.output if args.output in RESULT_FORMATS else "table"
     if args.output not in RESULT_FORMATS and args.output_dir is not None:
@@ -140,11 +140,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run: {err}", file=sys.stderr)
         return exits.FAILED
     except Exception as err:
-        line = storage_problem(err)
-        if line is None:
-            raise
-        print(f"run: {line}", file=sys.stderr)
-        return exits.FAILED
+        return _storage_failure("run", err)
+
+
+def _storage_failure(command: str, err: Exception) -> int:
+    """An S3 error a user fixes (credentials, bucket, access) as one line and exit 3; anything
+    else is a bug of ours and keeps its traceback."""
+    from fmbench_k8s.storage import storage_problem
+
+    line = storage_problem(err)
+    if line is None:
+        raise err
+    print(f"{command}: {line}", file=sys.stderr)
+    return exits.FAILED
 
 
 def _pairs(given: list[str], flag: str) -> list[tuple[str, str]]:
@@ -182,7 +190,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from fmbench_k8s.analysis.run import analyze_run
     from fmbench_k8s.api.benchmark import benchmark_from_bytes, load_benchmark
     from fmbench_k8s.local.progress import print_result
-    from fmbench_k8s.storage import open_storage, patient, storage_problem
+    from fmbench_k8s.storage import open_storage, patient
 
     try:
         table = _price_table(args.price_table)
@@ -224,11 +232,7 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"analyze: {err}", file=sys.stderr)
         return exits.FAILED
     except Exception as err:
-        line = storage_problem(err)
-        if line is None:
-            raise
-        print(f"analyze: {line}", file=sys.stderr)
-        return exits.FAILED
+        return _storage_failure("analyze", err)
     if args.summary_file:
         # The operator reads this as the pod's termination message (at most 4 KiB).
         args.summary_file.write_text(summary.termination_message())

@@ -32,7 +32,7 @@ _SHAPES = {
 }
 
 
-def path_of(loc: tuple[int | str, ...]) -> str:
+def _path_of(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -111,4 +111,4 @@ def explain(e: ErrorDetails, root: type[BaseModel]) -> tuple[str, str]:
         msg = f"write a mapping: {shape}" if shape else f"must be a mapping, got {e['input']!r}"
     elif kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_HELP:
         msg = f"must be {PATTERN_HELP[str(ctx['pattern'])]}, got {e['input']!r}"
-    return path_of(loc), msg
+    return _path_of(loc), msg

@@ -309,15 +309,21 @@ def test_two_thousand_concurrent_streams_without_errors_or_leaks(tmp_path: Path)
     assert max(rss[1:]) <= 1.2 * rss[0], f"worker memory grows stage by stage: {rss} MB"
 
 
-def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> None:
+def _run_under_load(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A run started in the background, once its load is running and flushing records."""
     spec = _spec(tmp_path, stageDuration="30s", concurrency={"levels": [4, 8]})
     out = tmp_path / "out"
-    proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots"],
+    proc = subprocess.Popen([CLI, "run", str(spec), "--output-dir", str(out), "--no-plots"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list(out.rglob("records/g5-sim/*.parquet")):  # load is running and flushing
+    while not list(out.rglob("records/g5-sim/*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.2)
+    return proc, out
+
+
+def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> None:
+    proc, out = _run_under_load(tmp_path)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-3000:]
@@ -336,14 +342,7 @@ def test_interrupt_keeps_records_and_writes_a_partial_report(tmp_path: Path) -> 
 
 
 def test_a_second_interrupt_aborts_at_once_without_a_traceback_and_stops_every_process(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, stageDuration="30s", concurrency={"levels": [4, 8]})
-    out = tmp_path / "out"
-    proc = subprocess.Popen([CLI, "run", str(spec), "--output", str(out), "--no-plots"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(out.rglob("records/g5-sim/*.parquet")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-        time.sleep(0.2)
+    proc, _ = _run_under_load(tmp_path)
     children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
                                                 check=False).stdout.split()]  # fmt: skip
     assert children, "the run has its simulators and load generators running"
