@@ -127,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
         print("run: give the Benchmark file once: run FILE, or run -f FILE (- reads stdin)", file=sys.stderr)
         return exits.USAGE
     spec = args.file or args.filename
+    if spec.is_dir():
+        print(f"run: {spec} is a directory; a run takes one Benchmark file (validate -f takes directories)",
+              file=sys.stderr)  # fmt: skip
+        return exits.USAGE
     try:
         return run_local(
             spec, output, dry_run=args.dry_run, use_prometheus=not args.no_prometheus,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from fmbench_k8s.local.prometheus import start_prometheus
-from tests.chart.chartkit import dashboard_queries, load_dashboard, metric_names, raw_queries
+from tests.chart.chartkit import dashboard_queries, load_dashboard, metric_names, raw_queries, substitute
 from tests.chart.conftest import require_tool
 from tests.corpus import REPO
 
@@ -115,12 +115,10 @@ def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
 
 def _annotation_queries() -> list[tuple[str, str]]:
     """(dashboard: annotation, expr) of every Prometheus annotation, variables as "All"."""
-    out = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        for a in load_dashboard(path).get("annotations", {}).get("list", []):
-            if a.get("expr"):
-                expr = a["expr"]
-                for name in ("namespace", "benchmark", "variant"):
-                    expr = expr.replace(f"${name}", ".*")
-                out.append((f"{path.stem}: {a['name']}", expr))
-    return out
+    every = {name: ".*" for name in ("namespace", "benchmark", "variant")}
+    return [
+        (f"{path.stem}: {a['name']}", substitute(a["expr"], every))
+        for path in sorted(DASHBOARDS.glob("*.json"))
+        for a in load_dashboard(path).get("annotations", {}).get("list", [])
+        if a.get("expr")
+    ]

@@ -105,3 +105,11 @@ def test_an_unpriced_region_is_said_before_the_run_not_after_it(
     assert main(["run", str(path), "--dry-run", "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "warning: spec.variants[0] (g5-sim): no instance prices for region 'ap-south-1'" in out.replace("\n", " ")
+
+
+def test_a_run_given_a_directory_says_it_takes_one_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path), "--dry-run"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"run: {tmp_path} is a directory; a run takes one Benchmark file (validate -f takes directories)\n"
+    )
