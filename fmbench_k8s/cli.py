@@ -321,7 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fmbench-k8s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_validate,
+        _add_crd,
+        _add_run,
+        _add_analyze,
+        _add_compare,
+        _add_simulate,
+        _add_loadgen,
+        _add_operator,
+    ):
+        add(sub)
+    return parser
 
+
+def _add_validate(sub: Any) -> None:
     p = _command(sub, "validate", "check Benchmark YAML files offline (the rules of the API server and the operator)")
     p.add_argument("files", nargs="*", type=Path, metavar="FILE", help="files, directories or - (stdin)")
     p.add_argument(
@@ -332,10 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
     p.set_defaults(func=_validate)
 
+
+def _add_crd(sub: Any) -> None:
     p = _command(sub, "crd", "print the Benchmark CustomResourceDefinition generated from the models")
     p.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     p.set_defaults(func=_crd)
 
+
+def _add_run(sub: Any) -> None:
     p = _command(sub, "run", "run a Benchmark on this machine (simulators, Locust, Prometheus, analysis)")
     p.add_argument(
         "file", nargs="?", type=Path, metavar="FILE", help="Benchmark YAML (the file kubectl apply takes), - for stdin"
@@ -349,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to print at the end: table, json or yaml (json/yaml: the result alone on stdout, the rest on "
         "stderr); a directory or s3:// URI here is taken as --output-dir, as before",
     )
-    p.add_argument("--output-dir", metavar="DIR", help="where the run goes: a directory or s3://BUCKET/PREFIX "
-                   "(default: results)")  # fmt: skip
+    output_dir = "where the run goes: a directory or s3://BUCKET/PREFIX (default: results)"
+    p.add_argument("--output-dir", metavar="DIR", help=output_dir)
     p.add_argument("--dry-run", action="store_true", help="print the plan (variants, stages, duration) and exit")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
@@ -359,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine-python", action="append", default=[], metavar="ENGINE=PYTHON", help=engine_help)
     p.set_defaults(func=_run)
 
+
+def _add_analyze(sub: Any) -> None:
     p = _command(sub, "analyze", "records → report (what the in-cluster analysis Job runs)")
     p.add_argument("run", nargs="?", metavar="RUN", help="the run directory: local path or s3://BUCKET/PREFIX")
     p.add_argument("--records", help="the same as RUN")
@@ -375,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ran-on", action="append", default=[], metavar="VARIANT=TYPE[,TYPE]", help=ran_on)
     p.set_defaults(func=_analyze)
 
+
+def _add_compare(sub: Any) -> None:
     p = _command(
         sub, "compare", "compare a run (B) with a baseline (A); exit 4 on a significant regression (a CI gate)"
     )
@@ -387,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write the verdicts as JUnit XML (for CI)")
     p.set_defaults(func=_compare)
 
+
+def _add_simulate(sub: Any) -> None:
     p = sub.add_parser(
         "simulate",
         help="serve the model-server simulator (OpenAI/TGI/Triton APIs); --help lists its flags",
@@ -395,14 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("simulator_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_simulate)
 
+
+def _add_loadgen(sub: Any) -> None:
     p = sub.add_parser("loadgen", help="a load generator master or worker (what the Locust pods run)", add_help=False)
     p.add_argument("loadgen_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_loadgen)
 
+
+def _add_operator(sub: Any) -> None:
     p = sub.add_parser("operator", help="run the Kubernetes operator (kopf); --help lists its flags", add_help=False)
     p.add_argument("operator_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_operator)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -284,7 +284,7 @@ class Response:
         if self.status in (100, 101):
             raise TransportError("malformed_http", f"unexpected status {self.status}")
 
-    def _pieces(self) -> Iterator[tuple[float, bytes]]:
+    def _pieces(self) -> Iterator[tuple[float, bytes]]:  # noqa: C901, PLR0912 - one loop per framing, kept inline: hot path
         """Body bytes as they arrive (de-chunked), each with its recv time."""
         ts = self.t_first_byte or time.time()
         if self.method == "HEAD" or self.status in (204, 304):

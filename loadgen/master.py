@@ -258,9 +258,7 @@ class Master:
                            t_start=plan.t_start, steady_start=plan.steady_start, steady_end=plan.steady_end,
                            drain_end=plan.drain_end, eta_s=eta)  # fmt: skip
         steady_end, drain_end = plan.steady_end, plan.drain_end
-        duration = load.stage_duration_s
-        limit = steady_start + 3 * duration
-        notes: list[str] = []
+        limit = steady_start + 3 * load.stage_duration_s
         aborted = False
         lost_here: list[str] = []
         last_progress = 0.0
@@ -298,21 +296,28 @@ class Master:
                 self._emit_progress(stage, level, plan, steady_end=steady_end, drain_end=drain_end, planner=planner)
             gevent.sleep(0.05)
         results = [self.results.get(stage, {})[c] for c in workers if c in self.results.get(stage, {})]
-        if steady_end > plan.steady_end:
-            notes.append(f"steady window extended from {duration:g}s to {steady_end - steady_start:.1f}s "
-                         f"to reach {required_requests(self.spec)} requests")  # fmt: skip
-        if lost_here:
-            names = ", ".join(self._name(c) for c in lost_here)
-            notes.append(f"worker(s) {names} lost during the stage: their records since the last flush "
-                         "(at most 2 s) are missing and the stage's counts are partial")  # fmt: skip
-        if aborted:
-            notes.append("interrupted")
-        notes += [f"{self._name(r.client_id)}: {r.note}" for r in results if r.note]
+        notes = self._stage_notes(plan, steady_end, lost_here, results, aborted=aborted)
         self._gauges(-1, None)
         return self._judge(
             stage, level, plan, steady_end=steady_end, results=results, notes=notes, n_workers=len(workers),
             interrupted=aborted,
         )  # fmt: skip
+
+    def _stage_notes(
+        self, plan: m.StagePlan, steady_end: float, lost: list[str], results: list[m.StageResult], *, aborted: bool
+    ) -> list[str]:
+        """What the stage's verdict must be read with: a longer window, lost workers, an interruption."""
+        notes: list[str] = []
+        if steady_end > plan.steady_end:
+            window = f"from {self.spec.load.stage_duration_s:g}s to {steady_end - plan.steady_start:.1f}s"
+            notes.append(f"steady window extended {window} to reach {required_requests(self.spec)} requests")
+        if lost:
+            names = ", ".join(self._name(c) for c in lost)
+            missing = "their records since the last flush (at most 2 s) are missing and the stage's counts are partial"
+            notes.append(f"worker(s) {names} lost during the stage: {missing}")
+        if aborted:
+            notes.append("interrupted")
+        return notes + [f"{self._name(r.client_id)}: {r.note}" for r in results if r.note]
 
     def _gauges(self, stage: int, level: float | None) -> None:
         if self.exporter is None:

@@ -37,7 +37,7 @@ class ChunkedDecoder:
     def done(self) -> bool:
         return self._state == _DONE
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> bytes:  # noqa: C901, PLR0912 - a state machine run per chunk: kept inline (hot path)
         """The body bytes completed by ``data`` (possibly empty)."""
         buf = self._buf + data if self._buf else data
         pos, end, out = 0, len(buf), []

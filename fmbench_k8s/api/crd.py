@@ -37,13 +37,7 @@ def _model_classes() -> dict[str, type[ApiModel]]:
 def _convert(node: dict[str, Any], defs: dict[str, Any], classes: dict[str, type[ApiModel]]) -> dict[str, Any]:
     """JSON Schema (pydantic's) → OpenAPI v3 structural schema, inlining $refs."""
     if "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
-        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
-        converted = _convert(merged, defs, classes)
-        rules = classes[name].cel_rules() if name in classes else []
-        if rules:
-            converted["x-kubernetes-validations"] = rules
-        return converted
+        return _convert_ref(node, defs, classes)
     if "anyOf" in node:  # Optional[X]: absent in YAML rather than null
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         if len(options) != 1:
@@ -52,20 +46,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], classes: dict[str, type
         return _convert({**options[0], **rest}, defs, classes)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "properties":
-            out["properties"] = {k: _convert(v, defs, classes) for k, v in value.items()}
-        elif key == "items":
-            out["items"] = _convert(value, defs, classes)
-        elif key == "additionalProperties" and isinstance(value, dict):
-            out["additionalProperties"] = _convert(value, defs, classes)
-        elif key == "required":
-            out["required"] = sorted(value)
-        elif key == "exclusiveMinimum":  # OpenAPI v3.0: boolean flag beside minimum
-            out["minimum"], out["exclusiveMinimum"] = value, True
-        elif key == "exclusiveMaximum":
-            out["maximum"], out["exclusiveMaximum"] = value, True
-        elif key == "const":
-            out["enum"] = [value]
+        if key in ("properties", "items", "additionalProperties"):
+            _convert_nested(out, key, value, defs, classes)
+        elif key in _RENAMED:
+            out.update(_RENAMED[key](value))
         elif key == "default" and isinstance(value, (dict, list)):
             continue  # object defaults are applied by the models; keep the schema's defaults scalar
         elif key in _KEEP:
@@ -73,6 +57,34 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], classes: dict[str, type
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return out
+
+
+def _convert_ref(node: dict[str, Any], defs: dict[str, Any], classes: dict[str, type[ApiModel]]) -> dict[str, Any]:
+    name = node["$ref"].rsplit("/", 1)[-1]
+    merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
+    converted = _convert(merged, defs, classes)
+    rules = classes[name].cel_rules() if name in classes else []
+    if rules:
+        converted["x-kubernetes-validations"] = rules
+    return converted
+
+
+def _convert_nested(
+    out: dict[str, Any], key: str, value: Any, defs: dict[str, Any], classes: dict[str, type[ApiModel]]
+) -> None:
+    if key == "properties":
+        out[key] = {k: _convert(v, defs, classes) for k, v in value.items()}
+    elif isinstance(value, dict):  # items, or additionalProperties given as a schema (not a bool)
+        out[key] = _convert(value, defs, classes)
+
+
+# Keywords whose OpenAPI v3.0 form differs: exclusive bounds are a boolean flag beside the bound.
+_RENAMED: dict[str, Any] = {
+    "required": lambda value: {"required": sorted(value)},
+    "exclusiveMinimum": lambda value: {"minimum": value, "exclusiveMinimum": True},
+    "exclusiveMaximum": lambda value: {"maximum": value, "exclusiveMaximum": True},
+    "const": lambda value: {"enum": [value]},
+}
 
 
 def object_schema(model: type[ApiModel]) -> dict[str, Any]:

@@ -222,11 +222,7 @@ def run_local(
     """The ``fmbench-k8s run`` command. Returns the process exit code. ``engines``: engine → the
     Python that serves it here (``--engine-python``). ``result_format`` json or yaml: the result
     alone goes to stdout (for scripts), everything else to stderr."""
-    if console is None:
-        machine = result_format != "table"
-        # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
-        tty = (sys.stderr if machine else sys.stdout).isatty()
-        console = Console(stderr=machine) if tty else Console(stderr=machine, width=120)
+    console = console or _console_for(result_format)
     bench = load_benchmark(spec_file)
     plans = plan_run(bench, engines)
     root = patient(open_storage(output))  # S3 down for a while: records, stages and report wait for it
@@ -238,52 +234,16 @@ def run_local(
     if dry_run:
         return exits.OK
 
-    run_id = layout.run_id(datetime.now(UTC))
-    run = root.child(layout.run_path(layout.LOCAL_NAMESPACE, bench.metadata.name, run_id))
-    local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
-    workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(bench, run, run_id, workdir, console, price_table=price_table, engines=dict(engines or {}))
-    manifest = yaml.safe_dump(to_manifest(bench), sort_keys=False)
-    run.write_bytes("spec.yaml", manifest.encode())
-    spec_path = workdir / "spec.yaml"  # what the load generators read: the run's own copy when local
-    if local_root is None:
-        spec_path.write_text(manifest)
-    console.print(f"run {run_id} → {run.uri()}")
-
+    ctx, spec_path = _open_run(bench, root, console, price_table, engines)
     prometheus_url: str | None = None
-    code = exits.OK
     try:
         with _sigint_sets(ctx.interrupted):
-            endpoints: dict[str, str | None] = {}
-            for v in bench.spec.variants:
-                if v.engine == "simulator":
-                    endpoints[v.name] = _start_simulator(ctx, v)
-                elif v.engine is not None:
-                    endpoints[v.name] = _start_engine(ctx, v)
-                else:
-                    endpoints[v.name] = None
+            endpoints = {v.name: _start_server(ctx, v) for v in bench.spec.variants}
             metrics_ports = [free_port() for _ in range(bench.spec.load.workers)]
             prometheus_url = _maybe_prometheus(ctx, endpoints, metrics_ports, use_prometheus)
             progress = Progress(console, [p.name for p in plans])
             with progress.live():
-                for v in bench.spec.variants:
-                    if ctx.interrupted.is_set():
-                        ctx.notes.append(f"variant {v.name} not run: interrupted")
-                        continue
-                    rc = _run_variant(
-                        ctx,
-                        v,
-                        spec_path=spec_path,
-                        endpoint_url=endpoints[v.name],
-                        metrics_ports=metrics_ports,
-                        progress=progress,
-                    )
-                    if rc not in (0, 130):
-                        why = progress.failure(v.name) or f"load generator exited with code {rc}"
-                        ctx.notes.append(f"variant {v.name} failed: {why}")
-                        code = exits.FAILED
-                        console.print(f"[red]variant {v.name} failed: {why}; logs in {workdir / 'logs'}[/]")
+                code = _run_variants(ctx, spec_path, endpoints, metrics_ports, progress)
             if prometheus_url is not None:
                 time.sleep(1.5)  # one more 1 s scrape, so the final counters are in Prometheus
         partial = ctx.interrupted.is_set() or code != 0
@@ -299,6 +259,68 @@ def run_local(
     if ctx.interrupted.is_set():
         console.print("[yellow]interrupted: the report is partial; every record collected is kept[/]")
         return exits.INTERRUPTED
+    return code
+
+
+def _console_for(result_format: str) -> Console:
+    machine = result_format != "table"
+    # Logs and CI are not terminals; give tables room rather than rich's 80 columns.
+    tty = (sys.stderr if machine else sys.stdout).isatty()
+    return Console(stderr=machine) if tty else Console(stderr=machine, width=120)
+
+
+def _open_run(
+    bench: Benchmark,
+    root: Storage,
+    console: Console,
+    price_table: PriceTable | None,
+    engines: dict[str, str] | None,
+) -> tuple[RunContext, Path]:
+    """The run's folder with its copy of the spec, and the path the load generators read it from."""
+    run_id = layout.run_id(datetime.now(UTC))
+    run = root.child(layout.run_path(layout.LOCAL_NAMESPACE, bench.metadata.name, run_id))
+    local_root = Path(run.uri()) if not run.uri().startswith("s3://") else None
+    workdir = local_root if local_root is not None else Path(tempfile.mkdtemp(prefix=f"fmbench-{run_id}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(bench, run, run_id, workdir, console, price_table=price_table, engines=dict(engines or {}))
+    manifest = yaml.safe_dump(to_manifest(bench), sort_keys=False)
+    run.write_bytes("spec.yaml", manifest.encode())
+    spec_path = workdir / "spec.yaml"  # the run's own copy when local
+    if local_root is None:
+        spec_path.write_text(manifest)
+    console.print(f"run {run_id} → {run.uri()}")
+    return ctx, spec_path
+
+
+def _start_server(ctx: RunContext, variant: Variant) -> str | None:
+    """The URL of the model server this run starts for the variant; None for an endpoint."""
+    if variant.engine == "simulator":
+        return _start_simulator(ctx, variant)
+    if variant.engine is not None:
+        return _start_engine(ctx, variant)
+    return None
+
+
+def _run_variants(
+    ctx: RunContext,
+    spec_path: Path,
+    endpoints: dict[str, str | None],
+    metrics_ports: list[int],
+    progress: Progress,
+) -> int:
+    code = exits.OK
+    for v in ctx.bench.spec.variants:
+        if ctx.interrupted.is_set():
+            ctx.notes.append(f"variant {v.name} not run: interrupted")
+            continue
+        rc = _run_variant(
+            ctx, v, spec_path=spec_path, endpoint_url=endpoints[v.name], metrics_ports=metrics_ports, progress=progress
+        )
+        if rc not in (0, 130):
+            why = progress.failure(v.name) or f"load generator exited with code {rc}"
+            ctx.notes.append(f"variant {v.name} failed: {why}")
+            code = exits.FAILED
+            ctx.console.print(f"[red]variant {v.name} failed: {why}; logs in {ctx.workdir / 'logs'}[/]")
     return code
 
 
