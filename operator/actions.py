@@ -13,6 +13,8 @@ _KINDS = {
     "Deployment": ("AppsV1Api", "create_namespaced_deployment", "delete_namespaced_deployment"),
     "Job": ("BatchV1Api", "create_namespaced_job", "delete_namespaced_job"),
 }
+# Custom kinds: kind → (group, version, plural).
+_CUSTOM = {"ScrapeConfig": ("monitoring.coreos.com", "v1alpha1", "scrapeconfigs")}
 
 
 # Answers that repeating the same request cannot change: the object is invalid (400, 422) or
@@ -40,8 +42,18 @@ class Actions:
         from kubernetes import client
 
         self._apis = {name: getattr(client, name)(api_client) for name in {v[0] for v in _KINDS.values()}}
+        self._custom = client.CustomObjectsApi(api_client)
 
     def _method(self, kind: str, which: int) -> Any:
+        if kind in _CUSTOM:
+            group, version, plural = _CUSTOM[kind]
+            if which == 1:
+                return lambda namespace, body: self._custom.create_namespaced_custom_object(
+                    group, version, namespace, plural, body
+                )
+            return lambda name, namespace, **kw: self._custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, **kw
+            )
         try:
             spec = _KINDS[kind]
         except KeyError:
@@ -73,3 +85,18 @@ class Actions:
             if err.status == 404:
                 return False
             raise
+
+
+def serves(api_client: Any, kind: str) -> bool:
+    """Whether the API server serves a custom kind the operator may create (its CRD is installed)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    group, version, plural = _CUSTOM[kind]
+    try:
+        found = client.CustomObjectsApi(api_client).get_api_resources(group, version)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return any(r.name == plural for r in (found.resources or []))

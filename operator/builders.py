@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -64,6 +65,11 @@ class OperatorConfig:
     # The chart's modelServers.allowed*Keys: what a variant may tolerate and select (empty: any).
     allowed_toleration_keys: tuple[str, ...] = ()
     allowed_node_selector_keys: tuple[str, ...] = ()
+    # The chart's monitoring.endpoints: a ScrapeConfig per endpoint variant (Prometheus Operator),
+    # with the labels its Prometheus selects them by, scraped at this interval.
+    scrape_endpoints: bool = False
+    monitor_labels: tuple[tuple[str, str], ...] = ()
+    scrape_interval: str = "15s"
 
     def resources_of(self, component: str) -> Resources:
         return {kind: dict(values) for kind, values in self.resources[component].items()}
@@ -531,10 +537,48 @@ def data_plane_children(bench: Benchmark, uid: str, run_id: str, cfg: OperatorCo
     return out
 
 
+def scrape_config_name(bench: Benchmark, variant: Variant) -> str:
+    return child_name(bench.metadata.name, variant.name, "metrics")
+
+
+def scraped_endpoints(bench: Benchmark, cfg: OperatorConfig) -> list[Variant]:
+    """Endpoint variants whose server metrics the cluster's Prometheus scrapes for the run."""
+    if not cfg.scrape_endpoints:
+        return []
+    return [v for v in bench.spec.variants if v.endpoint is not None and v.endpoint.metrics_target is not None]
+
+
+def endpoint_scrape_config(bench: Benchmark, variant: Variant, uid: str, cfg: OperatorConfig) -> dict[str, Any]:
+    """A Prometheus Operator ScrapeConfig for an endpoint variant's /metrics: its series get the
+    benchmark and variant labels the analysis and the dashboards select by, as the model server
+    pods' get them from the chart's PodMonitor."""
+    assert variant.endpoint is not None and variant.endpoint.metrics_target is not None
+    url = urlsplit(variant.endpoint.metrics_target)
+    meta = _meta(bench, uid, scrape_config_name(bench, variant), "server-metrics", variant.name)
+    meta["labels"] = {**dict(cfg.monitor_labels), **meta["labels"]}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "ScrapeConfig",
+        "metadata": meta,
+        "spec": {
+            "scheme": url.scheme.upper(),
+            "metricsPath": url.path or "/metrics",
+            "scrapeInterval": cfg.scrape_interval,
+            "staticConfigs": [
+                {
+                    "targets": [url.netloc],
+                    "labels": {"benchmark": bench.metadata.name, "variant": variant.name},
+                }
+            ],
+        },
+    }
+
+
 def server_children(bench: Benchmark, uid: str, cfg: OperatorConfig) -> list[dict[str, Any]]:
-    """Model server Deployments and Services (the Deploying phase)."""
+    """Model server Deployments and Services, and the scrape of endpoints' metrics (the Deploying phase)."""
     out = [runner_service_account(bench, uid, cfg), spec_configmap(bench, uid)]
     for v in bench.spec.variants:
         if v.engine is not None:
             out += [server_deployment(bench, v, uid, cfg), server_service(bench, v, uid)]
+    out += [endpoint_scrape_config(bench, v, uid, cfg) for v in scraped_endpoints(bench, cfg)]
     return out

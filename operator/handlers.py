@@ -6,6 +6,7 @@ Run with ``fmbench-k8s operator`` or ``kopf run -m fmbench_k8s.operator.handlers
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import Any
 import kopf
 
 from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, SpecError, parse_benchmark
-from fmbench_k8s.operator.actions import Actions, RejectedError
+from fmbench_k8s.operator.actions import Actions, RejectedError, serves
 from fmbench_k8s.operator.builders import DEFAULT_RESOURCES, OperatorConfig, Resources
 from fmbench_k8s.operator.leader import ElectionConfig, Elector
 from fmbench_k8s.operator.observe import Reader, observe
@@ -39,6 +40,9 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
         runner_env=tuple(json.loads(env.get("FMBENCH_RUNNER_ENV") or "[]")),
         allowed_toleration_keys=_names(env.get("FMBENCH_ALLOWED_TOLERATION_KEYS", "")),
         allowed_node_selector_keys=_names(env.get("FMBENCH_ALLOWED_NODE_SELECTOR_KEYS", "")),
+        scrape_endpoints=env.get("FMBENCH_SCRAPE_ENDPOINTS", "false").lower() == "true",
+        monitor_labels=tuple(sorted(json.loads(env.get("FMBENCH_MONITOR_LABELS") or "{}").items())),
+        scrape_interval=env.get("FMBENCH_SCRAPE_INTERVAL", OperatorConfig.scrape_interval),
     )
     return (
         cfg,
@@ -89,6 +93,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.api_client = client.ApiClient()
     memo.reader = Reader(memo.api_client)
     memo.actions = Actions(memo.api_client)
+    global _CFG  # noqa: PLW0603 - settled once, before the first tick
+    if _CFG.scrape_endpoints and not serves(memo.api_client, "ScrapeConfig"):
+        logging.getLogger(__name__).warning(
+            "monitoring.coreos.com/v1alpha1 ScrapeConfig is not served: endpoint variants' server metrics "
+            "will not be scraped (install the Prometheus Operator's CRDs, or set monitoring.endpoints.enabled=false)"
+        )
+        _CFG = dataclasses.replace(_CFG, scrape_endpoints=False)
 
 
 @kopf.on.startup()

@@ -129,6 +129,11 @@ class _Machine:
             if v.engine is not None:
                 name = builders.server_name(self.bench, v)
                 out += [("Deployment", name), ("Service", name)]
+        # Stop scraping the endpoints (a ScrapeConfig never made, as after a rejection, is absent).
+        out += [
+            ("ScrapeConfig", builders.scrape_config_name(self.bench, v))
+            for v in builders.scraped_endpoints(self.bench, self.cfg)
+        ]
         return out
 
     # -- phases ----------------------------------------------------------------------------------

@@ -126,8 +126,9 @@ class Endpoint(ApiModel):
     )
     metrics_url: Url | None = Field(
         default=None,
-        description="The server's Prometheus metrics, scraped by a local run (fmbench-k8s run) so its queue, "
-        "KV cache and timers reach the report. Default for HTTP APIs: <scheme>://<host:port>/metrics of url.",
+        description="The server's Prometheus metrics, scraped by a local run and in a cluster (a ScrapeConfig) "
+        "so its queue, KV cache and timers reach the report. Default for HTTP APIs: <scheme>://<host:port>/metrics "
+        "of url.",
     )
     scrape_metrics: bool = Field(default=True, description="false: do not scrape the endpoint's metrics.")
     request: RequestParams | None = Field(

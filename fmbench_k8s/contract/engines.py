@@ -92,8 +92,10 @@ def server_args(
             "0.0.0.0",
             "--port",
             str(port),
+            "--enable-metrics",  # /metrics on the API port: its queue and timers reach the report
         ]
-        args += ["--tp", str(tp)] if tp > 1 else []
+        # --tp-size, not --tp: SGLang takes --tp only as an abbreviation, which a new --tp-* flag would break
+        args += ["--tp-size", str(tp)] if tp > 1 else []
         return args + (["--revision", revision] if revision else [])
     if engine == "tgi":
         args = ["--model-id", model, "--port", str(port)]

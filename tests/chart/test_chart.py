@@ -279,6 +279,11 @@ def test_operator_environment_round_trips_through_the_operator_config() -> None:
         ("eks.amazonaws.com/nodegroup",),
     )
     assert env["MPLCONFIGDIR"] == "/tmp/matplotlib" and env["X"] == "1"
+    monitoring = values["monitoring"]
+    assert cfg.scrape_endpoints is True and cfg.scrape_interval == "15s"  # the chart's monitoring.interval
+    assert dict(cfg.monitor_labels) == monitoring["labels"]
+    values["monitoring"]["endpoints"] = {"enabled": False}
+    assert config_from_env(_env(_operator_container(render_objects(values))))[0].scrape_endpoints is False
 
 
 def test_service_account_annotations_for_irsa() -> None:

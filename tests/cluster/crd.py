@@ -1,7 +1,13 @@
-"""Install the project's CRD into the test cluster and wait until its group is served."""
+"""Install the project's CRD (and the Prometheus Operator's ScrapeConfig) into the test cluster and
+wait until each is served."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -14,13 +20,42 @@ CRD = REPO / "crds" / "fmbench.io_benchmarks.yaml"
 
 def install_crd(cluster: Cluster) -> None:
     cluster.apply_manifest(CRD)
+    _wait_served(cluster, "fmbench.io", "v1alpha1", "benchmarks")
+
+
+def _wait_served(cluster: Cluster, group: str, version: str, plural: str) -> None:
     custom: Any = cluster.custom()
 
     def served() -> bool:  # Established precedes the group appearing in discovery by a moment
         try:
-            custom.list_namespaced_custom_object("fmbench.io", "v1alpha1", "default", "benchmarks")
+            custom.list_namespaced_custom_object(group, version, "default", plural)
             return True
         except ApiException:
             return False
 
-    cluster.wait_for(served, description="fmbench.io/v1alpha1 to be served")
+    cluster.wait_for(served, description=f"{group}/{version} {plural} to be served")
+
+
+MONITORING_MODULE = REPO / "tests" / "cluster" / "go" / "monitoring"
+
+
+def monitoring_crd(plural: str) -> Path:
+    """The Prometheus Operator's own CRD for ``plural`` (scrapeconfigs, podmonitors...), from its Go
+    module (pinned by tests/cluster/go/monitoring/go.sum, kept in Go's module cache)."""
+    go = shutil.which("go")
+    if go is None:
+        raise AssertionError("go is not on PATH: the cluster tests need it (make cluster-build installs nothing else)")
+    out = subprocess.run(
+        [go, "mod", "download", "-json", "github.com/prometheus-operator/prometheus-operator"],
+        cwd=MONITORING_MODULE, env={**os.environ, "GOFLAGS": "-mod=mod"}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Dir" not in info:
+        raise AssertionError(f"could not fetch the Prometheus Operator module: {info.get('Error') or out.stderr}")
+    return Path(info["Dir"]) / "example" / "prometheus-operator-crd" / f"monitoring.coreos.com_{plural}.yaml"
+
+
+def install_scrape_config_crd(cluster: Cluster) -> None:
+    """The real ScrapeConfig CRD (monitoring.coreos.com/v1alpha1), served when this returns."""
+    cluster.apply_manifest(monitoring_crd("scrapeconfigs"))
+    _wait_served(cluster, "monitoring.coreos.com", "v1alpha1", "scrapeconfigs")

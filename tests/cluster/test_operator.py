@@ -22,7 +22,7 @@ import yaml
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.contract.summary import InstancesInterval, OperatorSummary, Recommendation, StatusVariant
 from fmbench_k8s.storage import open_storage
-from tests.cluster.crd import install_crd
+from tests.cluster.crd import install_crd, install_scrape_config_crd
 from tests.cluster.fixtures import TestCluster
 from tests.corpus import REPO
 from tests.s3 import credentials_env
@@ -70,6 +70,8 @@ class Operator:
             "FMBENCH_UNSCHEDULABLE_GRACE_SECONDS": "2",
             "FMBENCH_INTERVAL_SECONDS": "1",
             "FMBENCH_IMAGE": "example.com/fmbench-k8s:test",
+            "FMBENCH_SCRAPE_ENDPOINTS": "true",
+            "FMBENCH_MONITOR_LABELS": json.dumps({"release": "kube-prometheus-stack"}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -102,6 +104,7 @@ class Operator:
 
 def _operator_kubeconfig(cluster: TestCluster, namespace: str, tmp_path: Path) -> Path:
     install_crd(cluster)
+    install_scrape_config_crd(cluster)
     return cluster.kubeconfig_for_token(_grant_operator(cluster, namespace), tmp_path / "operator.kubeconfig")
 
 
@@ -182,6 +185,15 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     assert neuron.spec.template.spec.containers[0].resources.limits["aws.amazon.com/neuron"] == "1"
 
     running = cluster.wait_for(lambda: _phase(cluster, ns, name, "Running"), timeout=120)
+    # The endpoint's /metrics, for the Prometheus Operator: accepted by its real CRD's schema.
+    scrape = _scrape_config(cluster, ns, f"{name}-ext-metrics")
+    assert scrape is not None, "no ScrapeConfig for the endpoint variant"
+    assert scrape["spec"]["staticConfigs"] == [
+        {"targets": ["vllm.other:8000"], "labels": {"benchmark": name, "variant": "ext"}}
+    ]
+    assert (scrape["spec"]["scheme"], scrape["spec"]["metricsPath"]) == ("HTTP", "/metrics")
+    assert scrape["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert scrape["metadata"]["ownerReferences"][0]["kind"] == "Benchmark"
     by_name = {v["name"]: v for v in running["status"]["variants"]}
     assert by_name["g6e"]["nodeInstanceTypes"] == ["g6e.2xlarge"]
     assert by_name["inf2"]["nodeInstanceTypes"] == ["inf2.8xlarge"]
@@ -217,10 +229,19 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     s3 = open_storage(f"s3://results/fmbench/{ns}/{name}/{run_id}", endpoint_url=s3_endpoint)
     assert "report.html" in s3.list_keys() and "report.json" in s3.list_keys()
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
-    # cleanup: Always removes the model servers once the run is over
+    # cleanup: Always removes the model servers and the endpoint's scrape once the run is over
     cluster.wait_for(
         lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-g6e-server", ns)) is None or None
     )
+    cluster.wait_for(lambda: _scrape_config(cluster, ns, f"{name}-ext-metrics") is None or None)
+
+
+def _scrape_config(cluster: TestCluster, ns: str, name: str) -> dict[str, Any] | None:
+    custom = cluster.custom()
+    found: dict[str, Any] | None = _read_or_none(
+        lambda: custom.get_namespaced_custom_object("monitoring.coreos.com", "v1alpha1", ns, "scrapeconfigs", name)
+    )
+    return found
 
 
 def test_too_many_gpus_fails_with_the_scheduler_reason(

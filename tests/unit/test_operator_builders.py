@@ -123,6 +123,45 @@ def test_endpoint_variants_get_no_server_and_no_endpoint_url() -> None:
     assert "--ready-timeout" not in args  # a wrong URL fails within the default 60 s
 
 
+SCRAPING = OperatorConfig(
+    image="example.com/fmbench-k8s:test", scrape_endpoints=True, monitor_labels=(("release", "kps"),)
+)
+
+
+def test_an_http_endpoints_metrics_are_scraped_with_the_labels_the_analysis_selects_by() -> None:
+    bench = _bench("crds/samples/openai-endpoint.yaml")
+    children = builders.server_children(bench, UID, SCRAPING)
+    scrape = next(c for c in children if c["kind"] == "ScrapeConfig")
+    assert scrape["apiVersion"] == "monitoring.coreos.com/v1alpha1"
+    assert scrape["metadata"]["name"] == "my-vllm-my-vllm-metrics"
+    assert scrape["metadata"]["labels"]["release"] == "kps"  # what the Prometheus' selector picks up
+    assert scrape["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert scrape["spec"] == {
+        "scheme": "HTTP",
+        "metricsPath": "/metrics",
+        "scrapeInterval": "15s",
+        "staticConfigs": [{"targets": ["vllm.default:8000"], "labels": {"benchmark": "my-vllm", "variant": "my-vllm"}}],
+    }
+
+
+def test_an_explicit_metrics_url_is_scraped_as_given() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/openai-endpoint.yaml").read_text())
+    doc["spec"]["variants"][0]["endpoint"]["metricsUrl"] = "https://metrics.example.com:9443/engine/metrics"
+    scrape = builders.endpoint_scrape_config(parse_benchmark(doc), parse_benchmark(doc).spec.variants[0], UID, SCRAPING)
+    assert (scrape["spec"]["scheme"], scrape["spec"]["metricsPath"]) == ("HTTPS", "/engine/metrics")
+    assert scrape["spec"]["staticConfigs"][0]["targets"] == ["metrics.example.com:9443"]
+
+
+def test_no_scrape_where_it_is_off_or_there_is_nothing_to_scrape() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/openai-endpoint.yaml").read_text())
+    assert builders.scraped_endpoints(parse_benchmark(doc), CFG) == []  # the chart's monitoring.endpoints off
+    doc["spec"]["variants"][0]["endpoint"]["scrapeMetrics"] = False
+    assert builders.scraped_endpoints(parse_benchmark(doc), SCRAPING) == []
+    # Bedrock and SageMaker have no /metrics; deployed engines are scraped through the chart's PodMonitor.
+    assert builders.scraped_endpoints(_bench("crds/samples/bedrock-sagemaker.yaml"), SCRAPING) == []
+    assert builders.scraped_endpoints(_bench(), SCRAPING) == []
+
+
 def test_analysis_job_reports_through_its_termination_message() -> None:
     bench = _bench()
     job = builders.analysis_job(bench, UID, "run1", CFG)
@@ -202,7 +241,7 @@ def test_the_charts_runner_settings_reach_every_pod_of_a_run() -> None:
     ("engine", "instance_type", "expected"),
     [
         ("vllm", "g5.12xlarge", ["--tensor-parallel-size", "4", "--revision", "r1"]),  # 4 A10G
-        ("sglang", "g5.12xlarge", ["--tp", "4", "--revision", "r1"]),
+        ("sglang", "g5.12xlarge", ["--tp-size", "4", "--revision", "r1"]),
         ("tgi", "g5.12xlarge", ["--num-shard", "4", "--revision", "r1"]),
         ("neuronx-vllm", "inf2.48xlarge", ["--tensor-parallel-size", "24", "--revision", "r1"]),  # 12 devices × 2 cores
         ("vllm", "g6e.2xlarge", ["--revision", "r1"]),  # one GPU: no tensor parallelism
