@@ -326,7 +326,7 @@ def stages_csv(doc: Doc) -> str:
 
 def variants_csv(doc: Doc) -> str:
     fields = [
-        "name", "kind", "model", "instanceType", "replicas", "pricePerHour", "priceSource", "meetsSlo",
+        "name", "kind", "model", "servedBy", "instanceType", "replicas", "pricePerHour", "priceSource", "meetsSlo",
         "maxConcurrencyMeetingSlo", "throughputRpmAtSlo", "throughputRpmPerInstance", "latencyAtSloSeconds",
         "instancesNeeded", "costPerHour", "costPer1kRequests", "costPer1mOutputTokens", "reason",
     ]  # fmt: skip

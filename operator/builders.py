@@ -17,7 +17,15 @@ import yaml
 
 from fmbench_k8s.api.benchmark import API_VERSION, KIND, Benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant
-from fmbench_k8s.contract.engines import NEURON_CORES_PER_DEVICE, engine_info, server_args, server_env, variant_api
+from fmbench_k8s.contract.engines import (
+    CACHE_MOUNT,
+    NEURON_CORES_PER_DEVICE,
+    cache_env,
+    engine_info,
+    server_args,
+    server_env,
+    variant_api,
+)
 from fmbench_k8s.contract.instances import GPU, NEURON, shape_of
 from fmbench_k8s.contract.layout import (
     LoadgenTarget,
@@ -245,6 +253,8 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
         tp = devices * NEURON_CORES_PER_DEVICE if shape.resource == NEURON else devices
         args = server_args(variant.engine, model.name, info.port, tensor_parallel=tp, revision=model.revision)
         settings = server_env(variant.engine, model.name, tensor_parallel=tp, revision=model.revision)
+        if model.cache is not None:
+            settings |= cache_env(variant.engine)
         env += [{"name": k, "value": v} for k, v in settings.items()]
         if model.token_secret_ref is not None:
             ref = model.token_secret_ref
@@ -338,6 +348,12 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
     }
     if simulated:
         _add_pull_secrets(pod_spec, cfg)
+    model = bench.spec.model_for(variant)
+    if model is not None and model.cache is not None and cache_env(variant.engine or ""):
+        pod_spec["volumes"].append(
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": model.cache.claim_name}}
+        )
+        container["volumeMounts"].append({"name": "model-cache", "mountPath": CACHE_MOUNT})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

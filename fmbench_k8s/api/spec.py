@@ -60,6 +60,15 @@ class SecretKeyRef(ApiModel):
     key: ConfigKey = Field(default="token", description="Key inside the Secret.")
 
 
+class ModelCache(ApiModel):
+    """Where model servers keep what they download and compile between runs."""
+
+    claim_name: ObjectName = Field(
+        description="PersistentVolumeClaim of the Benchmark's namespace, mounted read-write at /model-cache "
+        "(ReadWriteMany, e.g. EFS or FSx for Lustre, when replicas or variants share it)."
+    )
+
+
 class ModelRef(ApiModel):
     """The model to serve (a Hugging Face id or a path the engine understands)."""
 
@@ -69,6 +78,10 @@ class ModelRef(ApiModel):
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token, passed to the model server as HF_TOKEN."
+    )
+    cache: ModelCache | None = Field(
+        default=None,
+        description="Keep weights (and Neuron's compiled graphs) between runs; without it every run downloads them.",
     )
 
 

@@ -108,6 +108,21 @@ def server_args(
     raise ValueError(f"no arguments known for engine {engine!r}")
 
 
+CACHE_MOUNT = "/model-cache"
+
+
+def cache_env(engine: str) -> dict[str, str]:
+    """Where an engine keeps downloads (and Neuron its compiled graphs) when ``model.cache`` gives
+    it a volume at CACHE_MOUNT: vLLM, SGLang, TGI and LMI download through huggingface_hub, which
+    reads HF_HOME; Neuron compiles once per model and shape. Triton serves what its image holds."""
+    if engine in ("simulator", "triton-trtllm"):
+        return {}
+    env = {"HF_HOME": f"{CACHE_MOUNT}/huggingface"}
+    if engine == "neuronx-vllm":
+        env["NEURON_COMPILE_CACHE_URL"] = f"{CACHE_MOUNT}/neuron-compile-cache"
+    return env
+
+
 def server_env(engine: str, model: str, *, tensor_parallel: int = 1, revision: str | None = None) -> dict[str, str]:
     """Environment a real engine reads its settings from (DJL-LMI: ``OPTION_<NAME>`` for each
     ``option.<name>`` of serving.properties)."""

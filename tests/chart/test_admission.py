@@ -1,12 +1,14 @@
-"""The chart's admission policy on the real API server: a Benchmark can name only Secrets its
-author may read, and none is created in a kube-* namespace (docs/security.md).
+"""The chart's admission policy on the real API server: a Benchmark can name only Secrets and
+volume claims its author may read, and none is created in a kube-* namespace (docs/security.md).
 
-Two users may create Benchmarks in the namespace; only one may read the Secret `hf-token`. The
+Two users may create Benchmarks in the namespace; only one may read the Secret `hf-token` and the
+claim `weights`. The
 test acts as each of them through impersonation, exactly as `kubectl --as` would.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from tests.chart.test_install import VALUES, _install
 from tests.cluster.clusterkit import ApiException
-from tests.cluster.fixtures import TestCluster
+from tests.cluster.fixtures import TestCluster, delete_namespace
 
 pytestmark = pytest.mark.cluster
 
@@ -47,7 +49,13 @@ def _grant(cluster: TestCluster, namespace: str) -> None:
     roles = {
         "benchmark-author": [{"apiGroups": ["fmbench.io"], "resources": ["benchmarks"], "verbs": ["create", "get"]}],
         "hf-token-reader": [
-            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["hf-token"], "verbs": ["get"]}
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["hf-token"], "verbs": ["get"]},
+            {
+                "apiGroups": [""],
+                "resources": ["persistentvolumeclaims"],
+                "resourceNames": ["weights"],
+                "verbs": ["get"],
+            },
         ],
     }
     members = {"benchmark-author": [READER, OTHER], "hf-token-reader": [READER]}
@@ -65,14 +73,20 @@ def _grant(cluster: TestCluster, namespace: str) -> None:
         )
 
 
-@pytest.fixture
-def installed(cluster: TestCluster, namespace: str) -> Iterator[None]:
+@pytest.fixture(scope="module")
+def policy(cluster: TestCluster) -> Iterator[str]:
+    """A namespace with the chart installed (admission on) and the two users' rights: one install
+    for every test here."""
+    namespace = cluster.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
+    cluster.core().create_namespaced_secret(namespace, {"metadata": {"name": "hf-token"}, "stringData": {"token": "t"}})
+    _grant(cluster, namespace)
     installing = _install(cluster, namespace, {**VALUES, "admission": {"enabled": True}}, release="fmba")
     next(installing)
     try:
-        yield
+        yield namespace
     finally:
         next(installing, None)
+        delete_namespace(cluster, namespace)
 
 
 def _create(cluster: TestCluster, user: str, namespace: str, body: dict[str, Any]) -> None:
@@ -90,23 +104,14 @@ def _refusal(cluster: TestCluster, user: str, namespace: str, body: dict[str, An
     return str(caught.value.body)
 
 
-def test_a_benchmark_names_only_secrets_its_author_may_read(
-    cluster: TestCluster, namespace: str, installed: None
-) -> None:
-    cluster.core().create_namespaced_secret(namespace, {"metadata": {"name": "hf-token"}, "stringData": {"token": "t"}})
-    _grant(cluster, namespace)
+def test_a_benchmark_names_only_secrets_its_author_may_read(cluster: TestCluster, policy: str) -> None:
+    namespace = policy
     hf = {"name": "org/model", "tokenSecretRef": {"name": "hf-token"}}
 
-    # The policy is enforced as soon as the API server has loaded it: poll for the refusal.
-    def refused() -> str | None:
-        try:
-            _create(cluster, OTHER, namespace, _benchmark("stolen", hf))
-        except ApiException as err:
-            return str(err.body)
-        cluster.custom().delete_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", "stolen")
-        return None
-
-    message = cluster.wait_for(refused, timeout=60, description="the admission policy to be enforced")
+    message = cluster.wait_for(
+        lambda: _refused_or_removed(cluster, OTHER, namespace, _benchmark("stolen", hf)),
+        timeout=60, description="the admission policy to be enforced",
+    )  # fmt: skip
     assert f"{OTHER} may not get every Secret it names (hf-token) in namespace {namespace}" in message, message
 
     # The same spec by the Secret's reader is accepted; without a Secret, so is the other user's.
@@ -123,20 +128,40 @@ def test_a_benchmark_names_only_secrets_its_author_may_read(
     _refusal(cluster, READER, namespace, body)  # the reader may get hf-token, not x
 
 
-def test_no_benchmark_is_created_in_a_kube_namespace(cluster: TestCluster, namespace: str, installed: None) -> None:
+def test_a_benchmark_mounts_only_volume_claims_its_author_may_read(cluster: TestCluster, policy: str) -> None:
+    namespace = policy
+    cached = {"name": "org/model", "cache": {"claimName": "weights"}}
+    message = cluster.wait_for(
+        lambda: _refused_or_removed(cluster, OTHER, namespace, _benchmark("cached", cached)),
+        timeout=60, description="the admission policy to be enforced",
+    )  # fmt: skip
+    assert f"{OTHER} may not get every PersistentVolumeClaim it names as model.cache (weights)" in message, message
+    _create(cluster, READER, namespace, _benchmark("cached", cached))
+    # a variant's own model is checked too
+    body = _benchmark("cached-variant", {"name": "org/model"})
+    body["spec"]["variants"][0]["model"] = {"name": "org/model", "cache": {"claimName": "other"}}
+    assert "(other)" in _refusal(cluster, READER, namespace, body)
+
+
+def test_no_benchmark_is_created_in_a_kube_namespace(cluster: TestCluster, policy: str) -> None:
     body = _benchmark("system", {"name": "org/model"})
-
-    def refused() -> str | None:
-        try:
-            cluster.custom().create_namespaced_custom_object(
-                "fmbench.io", "v1alpha1", "kube-public", "benchmarks", body
-            )
-        except ApiException as err:
-            return str(err.body)
-        cluster.custom().delete_namespaced_custom_object(
-            "fmbench.io", "v1alpha1", "kube-public", "benchmarks", "system"
-        )
-        return None
-
-    message = cluster.wait_for(refused, timeout=60, description="the admission policy to be enforced")
+    message = cluster.wait_for(
+        lambda: _refused_or_removed(cluster, None, "kube-public", body),
+        timeout=60, description="the admission policy to be enforced",
+    )  # fmt: skip
     assert "metadata.namespace: Benchmarks do not run in kube-* namespaces" in message, message
+
+
+def _refused_or_removed(cluster: TestCluster, user: str | None, namespace: str, body: dict[str, Any]) -> str | None:
+    """The refusal; or None, after deleting what was created (the policy is enforced as soon as the
+    API server has loaded it: callers poll)."""
+    try:
+        if user is None:
+            cluster.custom().create_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", body)
+        else:
+            _create(cluster, user, namespace, body)
+    except ApiException as err:
+        return str(err.body)
+    name = body["metadata"]["name"]
+    cluster.custom().delete_namespaced_custom_object("fmbench.io", "v1alpha1", namespace, "benchmarks", name)
+    return None

@@ -133,6 +133,11 @@ def namespace(cluster: TestCluster) -> Iterator[str]:
     the next test starts, so pods of one test never hold the GPUs another test schedules onto."""
     name = cluster.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
     yield name
+    delete_namespace(cluster, name)
+
+
+def delete_namespace(cluster: TestCluster, name: str) -> None:
+    """Delete a test's namespace and wait until it is gone."""
     core: Any = cluster.core()
     core.delete_namespace(name)
     _release_benchmarks(cluster, name)

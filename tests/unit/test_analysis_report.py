@@ -151,6 +151,7 @@ def test_markdown_and_csvs(run_dir: Path, analyzed: Any) -> None:
     assert len(stages) == sum(len(v.levels) for v in VARIANTS)
     variants = list(csv.DictReader(io.StringIO((run_dir / "variants.csv").read_text())))
     assert [r["name"] for r in variants] == ["g5", "g6e", "haiku", "mine", "slow"]
+    assert {r["name"]: r["servedBy"] for r in variants}["mine"] == "openai-chat endpoint http://vllm:8000/v1"
 
 
 def test_output_elsewhere_without_plots_and_partial(run_dir: Path, tmp_path: Path) -> None:

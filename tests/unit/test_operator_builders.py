@@ -259,6 +259,45 @@ def test_tensor_parallelism_spans_the_instance_and_the_revision_is_served(
     assert "HF_REVISION" not in {e["name"] for e in container["env"]}  # no engine reads it
 
 
+@pytest.mark.parametrize(
+    ("engine", "instance_type", "env"),
+    [
+        ("vllm", "g6e.2xlarge", {"HF_HOME": "/model-cache/huggingface"}),
+        ("tgi", "g6e.2xlarge", {"HF_HOME": "/model-cache/huggingface"}),
+        (
+            "neuronx-vllm",
+            "inf2.8xlarge",
+            {"HF_HOME": "/model-cache/huggingface", "NEURON_COMPILE_CACHE_URL": "/model-cache/neuron-compile-cache"},
+        ),
+    ],
+)
+def test_a_model_cache_keeps_downloads_and_compiled_graphs_on_the_claim(
+    engine: str, instance_type: str, env: dict[str, str]
+) -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["model"]["cache"] = {"claimName": "weights"}
+    doc["spec"]["variants"] = [{"name": "v", "engine": engine, "instanceType": instance_type}]
+    bench = parse_benchmark(doc)
+    pod = builders.server_deployment(bench, bench.spec.variants[0], UID, CFG)["spec"]["template"]["spec"]
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "weights"}} in pod["volumes"]
+    container = pod["containers"][0]
+    assert {"name": "model-cache", "mountPath": "/model-cache"} in container["volumeMounts"]
+    given = {e["name"]: e.get("value") for e in container["env"]}
+    assert {k: given.get(k) for k in env} == env
+
+
+def test_no_cache_no_volume_and_the_simulator_never_mounts_one() -> None:
+    bench = _bench()
+    pod = builders.server_deployment(bench, bench.spec.variants[0], UID, CFG)["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["dshm"]
+    assert "HF_HOME" not in {e["name"] for e in pod["containers"][0]["env"]}
+    doc = yaml.safe_load((REPO / "crds/samples/simulator-cluster.yaml").read_text())
+    doc["spec"]["model"] = {"name": "org/model", "cache": {"claimName": "weights"}}
+    sim = parse_benchmark(doc)
+    pod = builders.server_deployment(sim, sim.spec.variants[0], UID, CFG)["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["dshm"]
+
+
 def test_djl_lmi_reads_its_settings_from_the_environment() -> None:
     doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
     doc["spec"]["model"]["revision"] = "r1"
