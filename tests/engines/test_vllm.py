@@ -4,9 +4,13 @@ timers, its chunking of streamed tokens, its queue, its metric names and its arg
 
 from __future__ import annotations
 
+import http.client
 import json
+import statistics
 import subprocess
 import sys
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +90,49 @@ def test_records_match_the_engines_own_counters_and_timers(vllm: Vllm, tmp_path:
     assert server_e2e <= client_e2e <= server_e2e + 0.5, (server_e2e, client_e2e)
     # 16 streams on 4 slots queued inside the engine, and the engine says so
     assert _histogram_mean(before, after, "vllm:request_queue_time_seconds") > 0
+
+
+def _plain_request(url: str, prompt: str) -> tuple[float, float]:
+    """TTFT and E2E of one streamed chat request, timed the plainest way: a blocking socket, a
+    clock before the send, the first non-empty content delta, the last line."""
+    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": prompt}], "stream": True,
+            "max_tokens": OUTPUT_TOKENS, "ignore_eos": True, "temperature": 0.0}  # fmt: skip
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    ttft = None
+    for raw in resp:
+        line = raw.strip()
+        if ttft is None and line.startswith(b"data: {"):
+            choices = json.loads(line[6:])["choices"]
+            if choices and choices[0]["delta"].get("content"):
+                ttft = time.perf_counter() - t0
+    e2e = time.perf_counter() - t0
+    conn.close()
+    assert resp.status == 200 and ttft is not None
+    return ttft, e2e
+
+
+def test_one_stream_times_what_a_plain_client_times(vllm: Vllm, tmp_path: Path) -> None:
+    """At one stream the load generator's TTFT and E2E are what the plainest client measures on
+    the same engine, a moment apart: its clock adds no bias of its own (docs/metrics.md)."""
+    spec = _spec(tmp_path, vllm, concurrency=1, seconds=6)
+    with loadgen(tmp_path, spec, "real") as run:
+        run.start(workers=1)
+        assert run.wait(timeout=300) == 0
+        ok = run.records().query("outcome == 'ok'")
+    prompt = " ".join(["benchmark"] * 36)  # about the records' 40 prompt tokens, with the chat template
+    plain = [_plain_request(vllm.url, prompt) for _ in range(max(10, len(ok)))]
+    plain_ttft = statistics.median(t for t, _ in plain)
+    plain_e2e = statistics.median(e for _, e in plain)
+    ours_ttft, ours_e2e = float(ok["ttft_s"].median()), float(ok["e2e_s"].median())
+    # The same engine, the same lengths, seconds apart: medians agree within what a shared 2-core
+    # machine moves between two runs; a client that added its own delay or stopped its clock early
+    # would be off by its whole bias.
+    assert abs(ours_ttft - plain_ttft) <= 0.3 * plain_ttft + 0.02, (ours_ttft, plain_ttft)
+    assert abs(ours_e2e - plain_e2e) <= 0.3 * plain_e2e + 0.02, (ours_e2e, plain_e2e)
 
 
 def test_tokens_come_from_usage_when_chunks_carry_several_or_none(vllm: Vllm, tmp_path: Path) -> None:
