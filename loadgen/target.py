@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmbench_k8s.api.spec import BenchmarkSpec, Variant
+from fmbench_k8s.api.spec import BenchmarkSpec, RequestParams, Variant
 from fmbench_k8s.contract.engines import engine_info
 
 LOADGEN_APIS = ("openai-chat", "openai-completions", "tgi", "triton", "sagemaker", "bedrock")
@@ -97,8 +97,9 @@ def resolve_target(
     if chosen in ("openai-chat", "openai-completions", "tgi", "triton") and url is None:
         raise TargetError(f"variant {variant.name!r}: api {chosen} needs a URL (endpoint.url or --endpoint-url)")
     body: dict[str, Any] = {"stream": True} if chosen == "sagemaker" and ep.payload == "tgi" else {}
-    if ep.request is not None and chosen.startswith("openai"):
-        body.update(ep.request.body())
+    if chosen.startswith("openai"):
+        exact = ep.engine is not None and engine_info(ep.engine).ignore_eos
+        body.update((ep.request or RequestParams()).body(exact_by_default=exact))
     return Target(
         api=chosen,
         url=url,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fmbench_k8s.api.base import (
     DNS_LABEL,
@@ -91,22 +92,77 @@ def metrics_url_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/metrics"
 
 
+# Request-body fields the load generator sets itself: the workload decides them.
+LOADGEN_BODY_KEYS = (
+    "model",
+    "messages",
+    "prompt",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+)
+MAX_EXTRA_VALUE_BYTES = 2048
+
+
+class BodyField(ApiModel):
+    """One more field of the request body (as env is a list of name/value pairs)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_SPACE)] = Field(description="JSON key.")
+    value: Any = Field(
+        description="Any JSON value: a number, string, boolean, list or object.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _small(cls, value: Any) -> Any:
+        if len(json.dumps(value)) > MAX_EXTRA_VALUE_BYTES:
+            raise ValueError(f"at most {MAX_EXTRA_VALUE_BYTES} bytes of JSON")
+        return value
+
+
 class RequestParams(ApiModel):
     """Parameters sent with every request to an OpenAI-compatible endpoint."""
 
-    ignore_eos: bool = Field(
-        default=False,
-        description="Ask for exactly max_tokens (vLLM, SGLang honour it), so output lengths are the workload's.",
+    ignore_eos: bool | None = Field(
+        default=None,
+        description="Ask for exactly max_tokens (vLLM, SGLang honour it), so output lengths are the workload's. "
+        "Default: true when endpoint.engine honours it, else false.",
     )
     temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling probability mass.")
     stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=8, description="Stop sequences."
     )
+    extra_body: list[BodyField] = Field(
+        default_factory=list,
+        max_length=16,
+        description="More request-body fields, e.g. [{name: top_k, value: 20}, {name: chat_template_kwargs, "
+        "value: {enable_thinking: false}}]; not the ones the workload sets (" + ", ".join(LOADGEN_BODY_KEYS) + ").",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
-    def body(self) -> dict[str, object]:
-        """The request-body fields these parameters add."""
-        out: dict[str, object] = {"ignore_eos": True} if self.ignore_eos else {}
+    @field_validator("extra_body")
+    @classmethod
+    def _not_the_workloads(cls, fields: list[BodyField]) -> list[BodyField]:
+        names = [f.name for f in fields]
+        owned = sorted(set(names) & set(LOADGEN_BODY_KEYS))
+        if owned:
+            raise ValueError(f"{', '.join(owned)}: set by the workload, not here (promptTokens, outputTokens)")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: given more than once")
+        return fields
+
+    def body(self, *, exact_by_default: bool = False) -> dict[str, object]:
+        """The request-body fields these parameters add; ``exact_by_default``: the engine behind
+        the endpoint honours ignore_eos."""
+        exact = exact_by_default if self.ignore_eos is None else self.ignore_eos
+        out: dict[str, object] = {f.name: f.value for f in self.extra_body}
+        if exact:
+            out["ignore_eos"] = True
         if self.temperature is not None:
             out["temperature"] = self.temperature
         if self.top_p is not None:
@@ -114,6 +170,17 @@ class RequestParams(ApiModel):
         if self.stop:
             out["stop"] = list(self.stop)
         return out
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        owned = ", ".join(f"'{k}'" for k in LOADGEN_BODY_KEYS)
+        return [
+            cel(
+                f"!has(self.extraBody) || self.extraBody.all(f, !(f.name in [{owned}]))",
+                "extraBody: " + ", ".join(LOADGEN_BODY_KEYS) + " are set by the workload, not here",
+                ".extraBody",
+            )
+        ]
 
 
 class Endpoint(ApiModel):
@@ -144,6 +211,11 @@ class Endpoint(ApiModel):
         "of url.",
     )
     scrape_metrics: bool = Field(default=True, description="false: do not scrape the endpoint's metrics.")
+    engine: Engine | None = Field(
+        default=None,
+        description="The engine behind the endpoint, when known: ignoreEos is sent by default where it honours "
+        "it (vllm, sglang), and the report names it.",
+    )
     request: RequestParams | None = Field(
         default=None, description="Parameters sent with every request (openai-chat and openai-completions)."
     )

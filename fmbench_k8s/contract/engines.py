@@ -173,7 +173,8 @@ def served_by(variant: Variant) -> str:
     local run that serves an engine from this machine's Python says so instead)."""
     if variant.endpoint is not None:
         ep = variant.endpoint
-        return f"{ep.api} endpoint {ep.url or ep.model_id or ep.endpoint_name}"
+        behind = f"{ep.engine} behind an " if ep.engine is not None else ""
+        return f"{behind}{ep.api} endpoint {ep.url or ep.model_id or ep.endpoint_name}"
     assert variant.engine is not None  # the model guarantees engine xor endpoint
     if variant.engine == "simulator":
         return (

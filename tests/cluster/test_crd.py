@@ -36,6 +36,18 @@ def test_every_sample_is_accepted_by_the_api_server(crd: TestCluster, path: Any)
             assert created["spec"]["variants"][0]["name"] == doc["spec"]["variants"][0]["name"]
 
 
+def test_an_extra_body_of_any_json_is_kept_as_given(crd: TestCluster) -> None:
+    """extraBody values are free JSON: the API server must keep nested objects, not prune them."""
+    doc = yaml.safe_load((REPO / "crds/samples/openai-endpoint.yaml").read_text())
+    extra = [
+        {"name": "chat_template_kwargs", "value": {"enable_thinking": False, "depth": {"x": [1, "two", None]}}},
+        {"name": "top_k", "value": 20},
+    ]
+    doc["spec"]["variants"][0]["endpoint"]["request"] = {"extraBody": extra}
+    created = crd.dry_run_create("default", doc)
+    assert created["spec"]["variants"][0]["endpoint"]["request"]["extraBody"] == extra
+
+
 @pytest.mark.parametrize("case", invalid_cases(), ids=lambda c: c.case)
 def test_invalid_benchmark_is_rejected_by_the_api_server_naming_the_field(crd: TestCluster, case: InvalidCase) -> None:
     with pytest.raises(ApiException) as info:

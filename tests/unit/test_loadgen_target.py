@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.contract.records import SCHEMA
@@ -66,6 +67,29 @@ def test_an_endpoint_asks_for_exact_lengths_and_sampling_when_the_spec_says_so()
     spec = _spec({"name": "o", "endpoint": {"api": "openai-chat", "url": "http://vllm:8000/v1", "request": request}})
     got = resolve_target(spec, spec.variants[0], env={})
     assert got.extra_body == {"ignore_eos": True, "temperature": 0.0, "top_p": 0.9, "stop": ["###"]}
+
+
+def test_the_engine_behind_an_endpoint_decides_exact_lengths_unless_the_spec_says_otherwise() -> None:
+    def body(endpoint: dict[str, object]) -> dict[str, object]:
+        spec = _spec({"name": "o", "endpoint": {"api": "openai-chat", "url": "http://e:8000/v1", **endpoint}})
+        return resolve_target(spec, spec.variants[0], env={}).extra_body
+
+    assert body({"engine": "vllm"}) == {"ignore_eos": True}  # vLLM honours it: exact lengths by default
+    assert body({"engine": "tgi"}) == {}  # TGI does not
+    assert body({}) == {}  # unknown engine: nothing it might refuse
+    assert body({"engine": "vllm", "request": {"ignoreEos": False}}) == {}  # the spec's word wins
+
+
+def test_an_extra_body_is_sent_as_given_and_cannot_take_the_workloads_fields() -> None:
+    extra = [{"name": "top_k", "value": 20}, {"name": "chat_template_kwargs", "value": {"enable_thinking": False}}]
+    spec = _spec({"name": "o", "endpoint": {"api": "openai-chat", "url": "http://e:8000/v1",
+                                            "request": {"extraBody": extra, "temperature": 0.5}}})  # fmt: skip
+    assert resolve_target(spec, spec.variants[0], env={}).extra_body == {
+        "top_k": 20, "chat_template_kwargs": {"enable_thinking": False}, "temperature": 0.5}  # fmt: skip
+    owned = [{"name": "stream", "value": False}, {"name": "max_tokens", "value": 1}]
+    with pytest.raises(ValidationError, match=r"max_tokens, stream: set by the workload"):
+        _spec({"name": "o", "endpoint": {"api": "openai-chat", "url": "http://e:8000/v1",
+                                         "request": {"extraBody": owned}}})  # fmt: skip
 
 
 def _ctx() -> StageContext:
