@@ -22,11 +22,11 @@ from typing import Any, Final, Literal
 
 from fmbench_k8s.contract.records import StageInfo
 
-Family = Literal["vllm", "dcgm", "neuron", "client"]
+Family = Literal["server", "dcgm", "neuron", "client"]
 
 # Label matchers per metric family; {benchmark}, {variant}, {stage} are filled in (escaped).
 DEFAULT_SELECTORS: Final[Mapping[Family, str]] = {
-    "vllm": 'benchmark="{benchmark}",variant="{variant}"',
+    "server": 'benchmark="{benchmark}",variant="{variant}"',
     # DCGM and neuron-monitor exporters label series with the pod using the device.
     "dcgm": 'pod=~"{benchmark}-{variant}-.*"',
     "neuron": 'pod=~"{benchmark}-{variant}-.*"',
@@ -53,16 +53,24 @@ class Quantile:
     q: float
 
 
+# Each quantity under one key whatever the engine: a variant's server exports one engine's names,
+# so the first name present is the one read (and the report says which). vLLM 0.32's names are
+# verified against the real engine, SGLang 0.5.23's against its own metrics collector's source
+# (tests/engines/); the simulator exports vLLM's.
 GAUGES: Final = (
-    Gauge("vllm:num_requests_running", "vllm", ("vllm:num_requests_running",), total=True),
-    Gauge("vllm:num_requests_waiting", "vllm", ("vllm:num_requests_waiting",), total=True),
-    # vLLM >= 0.10 (0.32 verified against the real engine) names it kv_cache_usage_perc; earlier
-    # versions gpu_cache_usage_perc.
-    Gauge("vllm:kv_cache_usage_perc", "vllm", ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"), total=False),
-    Gauge("DCGM_FI_DEV_GPU_UTIL", "dcgm", ("DCGM_FI_DEV_GPU_UTIL",), total=False),
-    Gauge("neuroncore_utilization_ratio", "neuron", ("neuroncore_utilization_ratio",), total=False),
+    Gauge("running", "server", ("vllm:num_requests_running", "sglang:num_running_reqs"), total=True),
+    Gauge("waiting", "server", ("vllm:num_requests_waiting", "sglang:num_queue_reqs"), total=True),
+    # vLLM >= 0.10 names it kv_cache_usage_perc, earlier versions gpu_cache_usage_perc.
+    Gauge(
+        "kvCacheUsage",
+        "server",
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"),
+        total=False,
+    ),
+    Gauge("gpuUtilization", "dcgm", ("DCGM_FI_DEV_GPU_UTIL",), total=False),
+    Gauge("neuronCoreUtilization", "neuron", ("neuroncore_utilization_ratio",), total=False),
 )
-QUANTILES: Final = (Quantile("fmbench_request_e2e_seconds:p95", "fmbench_request_e2e_seconds", 0.95),)
+QUANTILES: Final = (Quantile("clientE2eP95", "fmbench_request_e2e_seconds", 0.95),)
 
 
 @dataclass(frozen=True)
@@ -71,20 +79,20 @@ class Increase:
     mean of the observations (``_sum`` / ``_count``), summed over the variant's replicas."""
 
     key: str
-    name: str
+    names: tuple[str, ...]  # as Gauge.names
     mean: bool
 
 
-# vLLM's names (0.32, verified against the real engine in tests/engines/); the simulator uses them too.
 INCREASES: Final = (
-    Increase("vllm:prompt_tokens_total", "vllm:prompt_tokens_total", mean=False),
-    Increase("vllm:generation_tokens_total", "vllm:generation_tokens_total", mean=False),
-    Increase("vllm:num_preemptions_total", "vllm:num_preemptions_total", mean=False),
-    Increase("vllm:request_queue_time_seconds:mean", "vllm:request_queue_time_seconds", mean=True),
-    Increase("vllm:time_to_first_token_seconds:mean", "vllm:time_to_first_token_seconds", mean=True),
-    Increase("vllm:e2e_request_latency_seconds:mean", "vllm:e2e_request_latency_seconds", mean=True),
-    Increase("vllm:inter_token_latency_seconds:mean", "vllm:inter_token_latency_seconds", mean=True),
+    Increase("promptTokens", ("vllm:prompt_tokens_total", "sglang:prompt_tokens_total"), mean=False),
+    Increase("generationTokens", ("vllm:generation_tokens_total", "sglang:generation_tokens_total"), mean=False),
+    Increase("preemptions", ("vllm:num_preemptions_total", "sglang:num_retracted_requests_total"), mean=False),
+    Increase("queueTimeMean", ("vllm:request_queue_time_seconds", "sglang:queue_time_seconds"), mean=True),
+    Increase("ttftMean", ("vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds"), mean=True),
+    Increase("e2eMean", ("vllm:e2e_request_latency_seconds", "sglang:e2e_request_latency_seconds"), mean=True),
+    Increase("itlMean", ("vllm:inter_token_latency_seconds", "sglang:inter_token_latency_seconds"), mean=True),
 )
+SERVER_NAMES: Final = tuple(n for m in (*GAUGES, *INCREASES) for n in m.names if n.startswith(("vllm:", "sglang:")))
 
 
 class PrometheusError(Exception):
@@ -166,7 +174,7 @@ def _stage_metrics(
     # Evaluation points are start + k·step; align them on the window's end so the last one is the
     # end itself (else up to one step of the window's tail goes unseen).
     first = end - math.floor((end - start) / step) * step
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, dict[str, float | str]] = {}
     absent: list[str] = []
     for gauge in GAUGES:
         sel = selector(gauge.family, selectors, benchmark=benchmark, info=info)
@@ -175,25 +183,24 @@ def _stage_metrics(
             promql = f"sum({name}{sel})" if gauge.total else f"{name}{sel}"
             values = _numbers(client.query_range(promql, first, end, step))
             if values:
+                metrics[gauge.key] = {"avg": sum(values) / len(values), "max": max(values), "series": name}
                 break
-        if values:
-            metrics[gauge.key] = {"avg": sum(values) / len(values), "max": max(values)}
         else:
             absent.append(gauge.key)
-    sel = selector("vllm", selectors, benchmark=benchmark, info=info)
+    sel = selector("server", selectors, benchmark=benchmark, info=info)
     for inc in INCREASES:
-        value = _increase(client, inc, sel, window, end)
-        if value is None:
+        found = _increase(client, inc, sel, window, end)
+        if found is None:
             absent.append(inc.key)
         else:
-            metrics[inc.key] = {"value": value}
+            metrics[inc.key] = {"value": found[0], "series": found[1]}
     for qt in QUANTILES:
         sel = selector("client", selectors, benchmark=benchmark, info=info)
         bucket = f"{qt.histogram}_bucket{sel}"
         promql = f"histogram_quantile({qt.q:g}, sum by (le) (increase({bucket}[{window}s])))"
         values = _numbers(client.query(promql, end))
         if values:
-            metrics[qt.key] = {"value": values[0]}
+            metrics[qt.key] = {"value": values[0], "series": qt.histogram}
         else:
             absent.append(qt.key)
     return {
@@ -206,17 +213,18 @@ def _stage_metrics(
     }
 
 
-def _increase(client: PrometheusClient, inc: Increase, sel: str, window: int, at: float) -> float | None:
-    for name in _spellings([inc.name]):
+def _increase(client: PrometheusClient, inc: Increase, sel: str, window: int, at: float) -> tuple[float, str] | None:
+    """The window's increase (or mean) and the series it was read from."""
+    for name in _spellings(inc.names):
         if inc.mean:
             total = _numbers(client.query(f"sum(increase({name}_sum{sel}[{window}s]))", at))
             count = _numbers(client.query(f"sum(increase({name}_count{sel}[{window}s]))", at))
             if total and count and count[0] > 0:
-                return total[0] / count[0]
+                return total[0] / count[0], name
         else:
             values = _numbers(client.query(f"sum(increase({name}{sel}[{window}s]))", at))
             if values:
-                return values[0]
+                return values[0], name
     return None
 
 

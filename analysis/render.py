@@ -155,12 +155,23 @@ def _server_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
             m = st["metrics"].get(name)
             if m is None:
                 cells.append("absent")
-            elif "value" in m:
+            elif m.get("value") is not None:
                 cells.append(fmt(m["value"]))
             else:
                 cells.append(f"{fmt(m['avg'], 3)} / {fmt(m['max'], 3)}")
         rows.append([st["variant"], fmt(st["stage"]), *cells])
     return head, rows
+
+
+def server_series(doc: Doc) -> list[str]:
+    """Per variant, the engine series its server metrics were read from (one key, each engine's name)."""
+    read: dict[str, set[str]] = {}
+    for st in doc["serverMetrics"]["stages"]:
+        names = {
+            m["series"] for m in st["metrics"].values() if m.get("series") and not m["series"].startswith("fmbench")
+        }
+        read.setdefault(st["variant"], set()).update(names)
+    return [f"{v}: {', '.join(sorted(names)) or 'none'}" for v, names in read.items()]
 
 
 # ---- HTML -----------------------------------------------------------------------------------
@@ -238,6 +249,8 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     sm = doc["serverMetrics"]
     parts.append("<h2>Server metrics (Prometheus)</h2>")
     parts.append(_html_table(*_server_rows(doc)) if sm["collected"] else f"<p>{e(sm['reason'] or '')}</p>")
+    if sm["collected"]:
+        parts.append(f"<p class='muted'>Series read (docs/metrics.md): {e('; '.join(server_series(doc)))}</p>")
     if doc["notes"]:
         parts += ["<h2>Notes</h2><ul>", *(f"<li>{e(n)}</li>" for n in doc["notes"]), "</ul>"]
     parts += ["<h2>Provenance</h2><ul>", *(f"<li>{e(line)}</li>" for line in provenance(doc)), "</ul>"]
@@ -286,6 +299,8 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
     out += ["", "## Errors by reason", "", _md_table(*errors) if errors[1] else "No request failed."]
     sm = doc["serverMetrics"]
     out += ["", "## Server metrics", "", _md_table(*_server_rows(doc)) if sm["collected"] else sm["reason"] or ""]
+    if sm["collected"]:
+        out += ["", f"Series read (docs/metrics.md): {'; '.join(server_series(doc))}"]
     if doc["notes"]:
         out += ["", "## Notes", "", *(f"- {n}" for n in doc["notes"])]
     out += ["", "## Provenance", "", *(f"- {line}" for line in provenance(doc))]

@@ -213,6 +213,7 @@ class MetricValue(_Part):
     avg: float | None = None
     max: float | None = None
     value: float | None = None
+    series: str | None = Field(default=None, description="the series read (the engine's own name for the quantity)")
 
 
 class ServerStage(_Part):

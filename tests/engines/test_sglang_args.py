@@ -4,10 +4,14 @@ build to serve with; its parser runs without a GPU. tests/engines/sglang.sh inst
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from fmbench_k8s.analysis.prometheus import SERVER_NAMES
 from fmbench_k8s.contract.engines import server_args
 
 HERE = Path(__file__).resolve().parent
@@ -23,10 +27,15 @@ print(json.dumps(out))
 """
 
 
-def test_the_generated_sglang_arguments_are_what_sglang_accepts(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def python() -> str:
+    """SGLang's venv's Python (installed once, cached)."""
     setup = subprocess.run(["bash", str(HERE / "sglang.sh")], capture_output=True, text=True, timeout=3600, check=False)
     assert setup.returncode == 0, f"tests/engines/sglang.sh failed:\n{setup.stdout[-2000:]}\n{setup.stderr[-3000:]}"
-    python = setup.stdout.strip().splitlines()[-1].split()[1]  # "sglang: PYTHON"
+    return setup.stdout.strip().splitlines()[-1].split()[1]  # "sglang: PYTHON"
+
+
+def test_the_generated_sglang_arguments_are_what_sglang_accepts(python: str, tmp_path: Path) -> None:
     lines = [
         server_args("sglang", "org/model", 30000),
         server_args("sglang", "org/model", 30000, tensor_parallel=4, revision="abc123"),
@@ -50,3 +59,21 @@ def test_the_generated_sglang_arguments_are_what_sglang_accepts(tmp_path: Path) 
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert bad.returncode != 0 and "--no-such-flag" in bad.stderr
+
+
+def test_the_sglang_metric_names_the_report_reads_are_sglangs_own(python: str) -> None:
+    """Every sglang:* series analysis/prometheus.py reads is one SGLang's metrics collector defines
+    (its source, read as code: building the collectors needs GPU kernels)."""
+    (source,) = Path(python).parent.parent.glob(
+        "lib/python3*/site-packages/sglang/srt/observability/metrics_collector.py"
+    )
+    defined = {
+        kw.value.value
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == "name" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)
+    }
+    read = {n for n in SERVER_NAMES if n.startswith("sglang:")}
+    assert len(read) >= 8 and len(defined) > 50, (read, len(defined))
+    assert read <= defined, sorted(read - defined)

@@ -67,6 +67,10 @@ def exporter() -> Iterator[Exporter]:
     running = Gauge("vllm:num_requests_running", "running", names, registry=registry)
     waiting = Gauge("vllm:num_requests_waiting", "waiting", names, registry=registry)
     cache = Gauge("vllm:gpu_cache_usage_perc", "kv cache", names, registry=registry)  # vLLM < 0.10's name
+    # another variant served by SGLang, under SGLang's names (tests/engines/test_sglang_args.py)
+    sglang = {"benchmark": "bench", "variant": "sg"}
+    Gauge("sglang:num_running_reqs", "running", names, registry=registry).labels(**sglang).set(7)
+    Gauge("sglang:token_usage", "kv cache", names, registry=registry).labels(**sglang).set(0.25)
     e2e = Histogram("fmbench_request_e2e_seconds", "e2e", [*names, "stage"], buckets=(0.5, 1.0, 2.0, 5.0),
                     registry=registry)  # fmt: skip
     running.labels(**LABELS).set(3)
@@ -131,18 +135,24 @@ def test_server_metrics_over_a_steady_window(prometheus: Prom, exporter: Exporte
     stages = [
         StageInfo(variant="g5", stage=0, start=start, steady_start=start, steady_end=end, end=end, workers=1),
         StageInfo(variant="ghost", stage=0, start=start, steady_start=start, steady_end=end, end=end, workers=1),
+        StageInfo(variant="sg", stage=0, start=start, steady_start=start, steady_end=end, end=end, workers=1),
     ]
 
     got = collect_server_metrics(prometheus.url, stages, benchmark="bench")
 
     assert got["collected"] and got["reason"] is None
-    g5, ghost = got["stages"]
+    g5, ghost, sg = got["stages"]
     m = g5["metrics"]
-    assert 3.0 <= m["vllm:num_requests_running"]["avg"] < 5.0 and m["vllm:num_requests_running"]["max"] == 5.0
-    assert m["vllm:num_requests_waiting"] == {"avg": 1.0, "max": 1.0}
-    assert m["vllm:kv_cache_usage_perc"] == {"avg": 0.5, "max": 0.5}  # read under its older name
+    assert 3.0 <= m["running"]["avg"] < 5.0 and m["running"]["max"] == 5.0
+    assert m["running"]["series"] in ("vllm:num_requests_running", "vllm_num_requests_running")
+    assert {k: m["waiting"][k] for k in ("avg", "max")} == {"avg": 1.0, "max": 1.0}
+    assert {k: m["kvCacheUsage"][k] for k in ("avg", "max")} == {"avg": 0.5, "max": 0.5}
+    assert m["kvCacheUsage"]["series"].endswith("gpu_cache_usage_perc")  # read under its older name
     # every observation is in the (0.5, 1.0] bucket: p95 interpolates to 0.5 + 0.95 × 0.5
-    assert m["fmbench_request_e2e_seconds:p95"]["value"] == pytest.approx(0.975)
-    assert g5["absent"] == ["DCGM_FI_DEV_GPU_UTIL", "neuroncore_utilization_ratio", *(i.key for i in INCREASES)]
+    assert m["clientE2eP95"]["value"] == pytest.approx(0.975)
+    assert g5["absent"] == ["gpuUtilization", "neuronCoreUtilization", *(i.key for i in INCREASES)]
+    # the same quantities under SGLang's names land under the same keys, saying which series they are
+    assert sg["metrics"]["running"]["max"] == 7.0 and sg["metrics"]["running"]["series"].endswith("num_running_reqs")
+    assert sg["metrics"]["kvCacheUsage"]["max"] == 0.25 and "waiting" in sg["absent"]
     assert ghost["metrics"] == {}
     assert ghost["absent"] == [g.key for g in GAUGES] + [i.key for i in INCREASES] + [q.key for q in QUANTILES]
