@@ -373,7 +373,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus (no server metrics)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
     p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
-    engine_help = "serve engine: variants with this machine's engine, e.g. vllm=/opt/vllm/bin/python"
+    engine_help = "serve engine: variants with this machine's engine (vllm, sglang), e.g. vllm=/opt/vllm/bin/python"
     p.add_argument("--engine-python", action="append", default=[], metavar="ENGINE=PYTHON", help=engine_help)
     p.set_defaults(func=_run)
 

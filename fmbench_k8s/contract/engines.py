@@ -40,7 +40,15 @@ ENGINES: dict[str, EngineInfo] = {
         ignore_eos=True,
         local_module="vllm.entrypoints.openai.api_server",
     ),
-    "sglang": EngineInfo("openai-chat", "lmsysorg/sglang:v0.5.3-cu126", 30000, "/health", "/v1", ignore_eos=True),
+    "sglang": EngineInfo(
+        "openai-chat",
+        "lmsysorg/sglang:v0.5.3-cu126",
+        30000,
+        "/health",
+        "/v1",
+        ignore_eos=True,
+        local_module="sglang.launch_server",
+    ),
     "neuronx-vllm": EngineInfo(
         "openai-chat",
         "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.9.1-neuronx-py310-sdk2.25.0-ubuntu22.04",
@@ -121,6 +129,19 @@ def cache_env(engine: str) -> dict[str, str]:
     if engine == "neuronx-vllm":
         env["NEURON_COMPILE_CACHE_URL"] = f"{CACHE_MOUNT}/neuron-compile-cache"
     return env
+
+
+def local_argv(
+    engine: str, python: str, model: str, port: int, *, tensor_parallel: int = 1, revision: str | None = None
+) -> list[str]:
+    """The engine as a process of this machine (``fmbench-k8s run --engine-python``): the command
+    line the operator gives its pod, run by ``python``, listening on loopback only."""
+    module = engine_info(engine).local_module
+    assert module is not None
+    args = server_args(engine, model, port, tensor_parallel=tensor_parallel, revision=revision)
+    if args[:3] == ["python3", "-m", module]:  # the image's own launcher: this machine's Python instead
+        args = args[3:]
+    return [python, "-m", module, *args, "--host", "127.0.0.1"]
 
 
 def server_env(engine: str, model: str, *, tensor_parallel: int = 1, revision: str | None = None) -> dict[str, str]:

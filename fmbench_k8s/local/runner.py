@@ -30,7 +30,7 @@ from rich.console import Console
 from fmbench_k8s.api.benchmark import Benchmark, load_benchmark, to_manifest
 from fmbench_k8s.api.spec import Variant, metrics_url_of
 from fmbench_k8s.contract import exits, layout
-from fmbench_k8s.contract.engines import engine_info, server_args, variant_api
+from fmbench_k8s.contract.engines import engine_info, local_argv, variant_api
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.local.plan import VariantPlan, plan_run
 from fmbench_k8s.local.processes import ManagedProcess, ProcessError, free_port
@@ -117,10 +117,10 @@ def _start_engine(ctx: RunContext, variant: Variant) -> str:
     model = ctx.bench.spec.model_for(variant)
     assert info.local_module is not None and model is not None  # plan_run and the spec make sure
     port = free_port()
-    args = server_args(
-        variant.engine, model.name, port, tensor_parallel=variant.accelerators or 1, revision=model.revision
-    )
-    argv = [ctx.engines[variant.engine], "-m", info.local_module, *args, "--host", "127.0.0.1", *variant.args]
+    python = ctx.engines[variant.engine]
+    tp = variant.accelerators or 1
+    argv = [*local_argv(variant.engine, python, model.name, port, tensor_parallel=tp, revision=model.revision)]
+    argv += variant.args
     # cwd: the run's folder, not wherever the user is: `python -m` puts the cwd first on sys.path,
     # and a folder there named like a standard module (this checkout's operator/) would shadow it.
     env = {e.name: e.value for e in variant.env}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fmbench_k8s.analysis.prometheus import SERVER_NAMES
-from fmbench_k8s.contract.engines import server_args
+from fmbench_k8s.contract.engines import local_argv, server_args
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,6 +42,10 @@ def test_the_generated_sglang_arguments_are_what_sglang_accepts(python: str, tmp
     ]
     launcher = ["python3", "-m", "sglang.launch_server"]
     assert all(line[:3] == launcher for line in lines)
+    # `fmbench-k8s run --engine-python sglang=PYTHON`: the same line, this machine's Python, loopback
+    local = local_argv("sglang", python, "org/model", 30000, tensor_parallel=2)
+    assert local[:3] == [python, "-m", "sglang.launch_server"]
+    lines.append([*launcher, *local[3:]])
     # cwd: not the checkout, whose operator/ folder would shadow the standard library's operator
     done = subprocess.run(
         [python, "-c", PARSE, json.dumps([line[3:] for line in lines])],
@@ -52,6 +56,7 @@ def test_the_generated_sglang_arguments_are_what_sglang_accepts(python: str, tmp
     assert parsed == [
         ["org/model", "0.0.0.0", 30000, 1, None, True],
         ["org/model", "0.0.0.0", 30000, 4, "abc123", True],
+        ["org/model", "127.0.0.1", 30000, 2, None, True],
     ]
     # and the parser is strict: a flag it does not know fails, so the check above can fail
     bad = subprocess.run(
