@@ -25,4 +25,4 @@ def test_an_engine_that_cannot_run_as_a_process_is_named() -> None:
     bench = parse_benchmark(yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text()))
     with pytest.raises(PlanError) as refused:
         plan_run(bench, {"vllm": "/p", "tgi": "/p"})
-    assert "--engine-python: 'tgi' cannot be started here; engines that can: vllm" in refused.value.problems
+    assert "--engine-python: 'tgi' cannot be started here; engines that can: sglang, vllm" in refused.value.problems
