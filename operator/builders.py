@@ -582,7 +582,7 @@ def endpoint_scrape_config(bench: Benchmark, variant: Variant, uid: str, cfg: Op
             "scrapeInterval": cfg.scrape_interval,
             "staticConfigs": [
                 {
-                    "targets": [url.netloc],
+                    "targets": [url.netloc.rpartition("@")[2]],  # never a user:password@ of the URL
                     "labels": {"benchmark": bench.metadata.name, "variant": variant.name},
                 }
             ],

@@ -146,10 +146,11 @@ def test_an_http_endpoints_metrics_are_scraped_with_the_labels_the_analysis_sele
 
 def test_an_explicit_metrics_url_is_scraped_as_given() -> None:
     doc = yaml.safe_load((REPO / "crds/samples/openai-endpoint.yaml").read_text())
-    doc["spec"]["variants"][0]["endpoint"]["metricsUrl"] = "https://metrics.example.com:9443/engine/metrics"
+    doc["spec"]["variants"][0]["endpoint"]["metricsUrl"] = "https://u:secret@metrics.example.com:9443/engine/metrics"
     scrape = builders.endpoint_scrape_config(parse_benchmark(doc), parse_benchmark(doc).spec.variants[0], UID, SCRAPING)
     assert (scrape["spec"]["scheme"], scrape["spec"]["metricsPath"]) == ("HTTPS", "/engine/metrics")
-    assert scrape["spec"]["staticConfigs"][0]["targets"] == ["metrics.example.com:9443"]
+    assert scrape["spec"]["staticConfigs"][0]["targets"] == ["metrics.example.com:9443"]  # no credentials
+    assert "secret" not in json.dumps(scrape)
 
 
 def test_no_scrape_where_it_is_off_or_there_is_nothing_to_scrape() -> None:
