@@ -386,7 +386,15 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         client_bound=info.client_bound or client_share > 0,
         client_bound_share=client_share,
         notes=tuple(notes),
-        samples={"ttft": ttft, "tpot": tpots, "e2e": e2e},  # one per request (ITL, one per token, would not scale)
+        # one per ok request of the window (ITL, one per token, would not scale); "at": seconds into
+        # the window it was scheduled, "slo": its value of the SLO's metric (latency over time)
+        samples={
+            "ttft": ttft,
+            "tpot": tpots,
+            "e2e": e2e,
+            "at": cols.t_scheduled[win_ok] - info.steady_start,
+            "slo": per_request,
+        },
     )
 
 

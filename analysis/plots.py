@@ -29,6 +29,7 @@ PLOTS: Final = {
     "latency_vs_throughput.png": "SLO latency vs throughput",
     "latency_cdf.png": "Latency CDFs at each variant's sizing level",
     "cost_vs_throughput.png": "Cost per 1k requests vs throughput",
+    "latency_over_time.png": "SLO latency over each sizing stage's steady window",
     "ttft_distribution.png": "TTFT distribution",
     "tpot_distribution.png": "TPOT distribution",
     "cost_vs_rate.png": "Instances and cost vs request rate",
@@ -265,6 +266,43 @@ def latency_cdf(samples: Mapping[str, Mapping[str, FloatArray]], doc: Doc) -> by
     return _png(fig)
 
 
+def latency_over_time(samples: Mapping[str, Mapping[str, FloatArray]], doc: Doc) -> bytes:
+    """Each ok request's SLO metric against when it was scheduled in the steady window of its
+    variant's sizing stage, with the SLO's percentile over time slices: drift, stalls and a queue
+    still filling show here and hide in one percentile per stage."""
+    slo = doc["slo"]
+    q = slo["percentile"]
+    at, values = samples.get("at", {}), samples.get("slo", {})
+    names = [n for n in at if at[n].size]
+    fig = Figure(figsize=(10, 2.6 * max(1, len(names)) + 0.6))
+    axes = fig.subplots(max(1, len(names)), 1, squeeze=False)[:, 0]
+    for ax, color, name in zip(axes, _colors(len(names)), names, strict=False):
+        t, v = at[name], values[name]
+        keep = np.isfinite(v)
+        t, v = t[keep], v[keep]
+        ax.scatter(t, v, s=4, alpha=0.35, color=color, label=f"{name}: each request")
+        if t.size:
+            edges = np.linspace(0.0, max(float(t.max()), 1e-9), min(20, max(2, t.size // 10)) + 1)
+            slot = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, edges.size - 2)
+            centers, pcts = [], []
+            for i in range(edges.size - 1):
+                inside = v[slot == i]
+                if inside.size:
+                    centers.append((edges[i] + edges[i + 1]) / 2)
+                    pcts.append(float(np.percentile(inside, q)))
+            ax.plot(centers, pcts, color=color, lw=1.8, marker="o", ms=3, label=f"p{q:g} per slice")
+        ax.axhline(slo["maxSeconds"], color=_SLO_COLOR, ls="--", lw=1.2, label="SLO bound")
+        ax.set_ylabel(f"{slo['metric']} (s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    if not names:
+        axes[0].text(0.5, 0.5, "no samples", ha="center", va="center", transform=axes[0].transAxes)
+    axes[-1].set_xlabel("seconds into the steady window (when the request was scheduled)")
+    fig.suptitle(f"{slo['metric'].upper()} over time at each variant's sizing level")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def distribution(samples: Mapping[str, FloatArray], metric: str, doc: Doc) -> bytes:
     """Histograms of one metric per variant (at the stage that sized it)."""
     fig = Figure(figsize=(8, 4.5))
@@ -363,6 +401,7 @@ def render_plots(doc: Doc, samples: Mapping[str, Mapping[str, FloatArray]]) -> d
         "throughput_vs_load.png": lambda: throughput_vs_load(doc),
         "latency_vs_throughput.png": lambda: latency_vs_throughput(doc),
         "latency_cdf.png": lambda: latency_cdf(samples, doc),
+        "latency_over_time.png": lambda: latency_over_time(samples, doc),
         "cost_vs_throughput.png": lambda: cost_vs_throughput(doc),
         "ttft_distribution.png": lambda: distribution(samples.get("ttft", {}), "ttft", doc),
         "tpot_distribution.png": lambda: distribution(samples.get("tpot", {}), "tpot", doc),

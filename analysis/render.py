@@ -240,7 +240,8 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
         parts += [f"<p class='muted'>{e(n)}</p>" for n in v["notes"]]
     parts.append("<h2>Load, latency and throughput</h2>")
     parts += [img(n) for n in ("latency_vs_throughput.png", "latency_vs_load.png", "throughput_vs_load.png",
-                               "latency_cdf.png", "ttft_distribution.png", "tpot_distribution.png")]  # fmt: skip
+                               "latency_cdf.png", "latency_over_time.png", "ttft_distribution.png",
+                               "tpot_distribution.png")]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
     parts += [img("cost_vs_throughput.png"), img("cost_vs_rate.png"), img("heatmap.png")]
     errors = _error_rows(doc)

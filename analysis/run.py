@@ -192,8 +192,8 @@ def _windows(metrics: Sequence[StageMetrics]) -> list[StageInfo]:
 
 def _samples(metrics: Sequence[StageMetrics], sizings: Sequence[Sizing]) -> dict[str, dict[str, FloatArray]]:
     """TTFT, TPOT and E2E samples per variant at its sizing stage (else its busiest stage), for the
-    histograms and CDFs."""
-    out: dict[str, dict[str, FloatArray]] = {"ttft": {}, "tpot": {}, "e2e": {}}
+    histograms and CDFs; with when each was scheduled and its SLO value, for latency over time."""
+    out: dict[str, dict[str, FloatArray]] = {"ttft": {}, "tpot": {}, "e2e": {}, "at": {}, "slo": {}}
     for sizing in sizings:
         own = [m for m in metrics if m.variant == sizing.variant]
         stage = sizing.slo_stage or max(own, key=lambda m: m.steady_ok, default=None)

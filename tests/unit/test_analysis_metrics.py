@@ -89,6 +89,9 @@ def test_hand_computed_stage() -> None:
     e2e = m.latency["e2e"]
     assert e2e.n == 3 and [e2e.p50, e2e.p99] == pytest.approx([2.5, 2.5 + 0.98 * 1.7])
     assert sorted(m.samples["ttft"].tolist()) == pytest.approx([0.2, 0.5, 1.0])
+    # latency over time: each ok request of the window, when it was scheduled in it, and its SLO value
+    assert m.samples["at"].tolist() == pytest.approx([0.0, 2.0, 8.0])
+    assert m.samples["slo"].tolist() == pytest.approx([2.5, 1.0, 4.2])  # p50 e2e: each one's e2e
     ntpot = m.latency["ntpot"]  # 2.5/5, 1.0/1, 4.2/11
     assert ntpot.mean == pytest.approx((0.5 + 1.0 + 4.2 / 11) / 3)
     assert m.latency["e2eFromScheduled"].p50 == pytest.approx(2.6)  # t_end - t_scheduled, 0.1 s send lag
