@@ -1,9 +1,12 @@
 """The HTML report judged in a real browser (Debian's chromium, headless): it loads with no console
-message, holds every figure (the PNGs themselves are checked in tests/unit/test_analysis_report.py),
-and draws them; a screenshot is kept as an artifact of the test run (results/test-artifacts/)."""
+message, holds every figure, the browser decodes each one at its own size, and draws them; a
+screenshot is kept as an artifact of the test run (results/test-artifacts/)."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import re
 import shutil
 import subprocess
@@ -78,3 +81,32 @@ def test_the_report_loads_without_a_console_message_and_shows_every_figure(repor
         drawn = sum(n for n, c in colours if c != (255, 255, 255))
         assert drawn > 0.05 * (box[2] - box[0]) * (box[3] - box[1]), (drawn, box)
     shutil.copy(report, ARTIFACT.with_suffix(".html"))  # the page the screenshot shows, next to it
+
+
+# Appended to a copy of the report (the report itself has no script): once the page has loaded,
+# the browser's own answer for every image goes into the DOM that --dump-dom prints.
+_PROBE = """<script>window.addEventListener("load", () => {
+  const out = [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);
+  const pre = document.createElement("pre"); pre.id = "decoded"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def test_the_browser_decodes_every_figure_at_its_own_size(report: Path, tmp_path: Path) -> None:
+    html = report.read_text()
+    sizes = {}
+    for alt, data in re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html):
+        with Image.open(io.BytesIO(base64.b64decode(data))) as png:
+            sizes[alt] = png.size
+    probed = tmp_path / "probed.html"
+    # a control: a PNG cut after its signature, which the probe must see as not decoded
+    control = '<img alt="broken-control" src="data:image/png;base64,iVBORw0KGgo=">'
+    probed.write_text(html.replace("</body>", control + _PROBE + "</body>"))
+    dom = _chromium("--dump-dom", probed.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="decoded">(.*?)</pre>', dom.stdout, re.S)
+    assert found, "the probe did not run: " + dom.stderr[-1000:]
+    decoded = {alt: (complete, (w, h)) for alt, complete, w, h in json.loads(found.group(1).replace("&quot;", '"'))}
+    assert decoded.pop("broken-control")[1] == (0, 0)
+    assert sorted(decoded) == sorted(PLOTS) == sorted(sizes)
+    assert {alt: (True, sizes[alt]) for alt in sizes} == decoded
