@@ -24,6 +24,7 @@ from fmbench_k8s.contract.records import (
     OUTCOME_INCOMPLETE,
     OUTCOME_OK,
     OUTCOMES,
+    ClientHealth,
     StageInfo,
     invalid_values,
 )
@@ -77,6 +78,7 @@ class StageMetrics:
     client_bound: bool
     client_bound_share: float
     notes: tuple[str, ...] = field(default=())
+    client: ClientHealth | None = None
     # per-request TTFT and TPOT of the window's ok requests, for histograms; not part of the report
     samples: Mapping[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -385,6 +387,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         failures=verdict.reasons,
         client_bound=info.client_bound or client_share > 0,
         client_bound_share=client_share,
+        client=info.client,
         notes=tuple(notes),
         # one per ok request of the window (ITL, one per token, would not scale); "at": seconds into
         # the window it was scheduled, "slo": its value of the SLO's metric (latency over time)

@@ -163,6 +163,30 @@ def _server_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+CLIENT_HEALTH = (
+    "A stage is client-bound when a load worker's event loop lagged (p99 > 50 ms) or its CPU passed 90 %: "
+    'its latencies then include the client\'s own delay (docs/loadgen.md, "Client self-checks").'
+)
+
+
+def _client_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    """Per stage, whether the load generator kept up: its figures are the worst worker's."""
+    head = ["variant", "stage", "target", "workers' verdict", "requests sent client-bound",
+            "schedule lag p99 (s)", "loop lag p99 (s)", "CPU (%)", "RSS (MB)"]  # fmt: skip
+    rows = []
+    for v in doc["variants"]:
+        for s in v["stages"]:
+            c = s.get("client") or {}
+            rows.append([
+                v["name"], fmt(s["stage"]), fmt(s["target"]),
+                "client-bound: add workers" if s["clientBound"] else "kept up",
+                f"{100 * s['clientBoundShare']:.1f} %",
+                *(fmt(c.get(k), 3) if c.get(k) is not None else "not recorded"
+                  for k in ("scheduleLagP99Seconds", "loopLagP99Seconds", "cpuPercent", "rssMb")),
+            ])  # fmt: skip
+    return head, rows
+
+
 def server_series(doc: Doc) -> list[str]:
     """Per variant, the engine series its server metrics were read from (one key, each engine's name)."""
     read: dict[str, set[str]] = {}
@@ -247,6 +271,7 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     errors = _error_rows(doc)
     parts.append("<h2>Errors by reason</h2>")
     parts.append(_html_table(*errors) if errors[1] else "<p>No request failed.</p>")
+    parts += ["<h2>Client health</h2>", _html_table(*_client_rows(doc)), f"<p class='muted'>{e(CLIENT_HEALTH)}</p>"]
     sm = doc["serverMetrics"]
     parts.append("<h2>Server metrics (Prometheus)</h2>")
     parts.append(_html_table(*_server_rows(doc)) if sm["collected"] else f"<p>{e(sm['reason'] or '')}</p>")
@@ -298,6 +323,7 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
     out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
     errors = _error_rows(doc)
     out += ["", "## Errors by reason", "", _md_table(*errors) if errors[1] else "No request failed."]
+    out += ["", "## Client health", "", _md_table(*_client_rows(doc)), "", CLIENT_HEALTH]
     sm = doc["serverMetrics"]
     out += ["", "## Server metrics", "", _md_table(*_server_rows(doc)) if sm["collected"] else sm["reason"] or ""]
     if sm["collected"]:

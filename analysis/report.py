@@ -139,6 +139,14 @@ def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
         "sloFailures": list(m.failures),
         "clientBound": m.client_bound,
         "clientBoundShare": m.client_bound_share,
+        "client": None
+        if m.client is None
+        else {
+            "scheduleLagP99Seconds": m.client.schedule_lag_p99_s,
+            "loopLagP99Seconds": m.client.loop_lag_p99_s,
+            "cpuPercent": m.client.cpu_percent,
+            "rssMb": m.client.rss_mb,
+        },
         "atThisLevel": _cost(at_level),
         "notes": list(m.notes),
     }

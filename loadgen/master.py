@@ -22,7 +22,7 @@ import numpy as np
 
 from fmbench_k8s.api.spec import BenchmarkSpec
 from fmbench_k8s.contract.layout import search_key
-from fmbench_k8s.contract.records import StageInfo, stages_key
+from fmbench_k8s.contract.records import ClientHealth, StageInfo, stages_key
 from fmbench_k8s.contract.stats import percentile
 from fmbench_k8s.contract.verdict import SloRule, SloVerdict, StageCounts, judge
 from fmbench_k8s.loadgen import messages as m
@@ -366,12 +366,13 @@ class Master:
             notes.append("client-bound: a worker's event loop lagged (p99 > 50 ms) or its CPU was > 90%; "
                          "add workers before trusting this stage's latencies")  # fmt: skip
         end = max([r.t_end for r in results] or [plan.drain_end])
+        client = client_health(results)
         info = StageInfo(
             variant=self.variant, stage=stage,
             target_concurrency=level if load.arrival == "closed" else None,
             target_rate=level if load.arrival != "closed" else None,
             start=plan.t_start, steady_start=plan.steady_start, steady_end=steady_end, end=max(end, steady_end),
-            workers=max(1, n_workers), client_bound=client_bound, note="; ".join(notes) or None,
+            workers=max(1, n_workers), client_bound=client_bound, client=client, note="; ".join(notes) or None,
             interrupted=interrupted,
         )  # fmt: skip
         self.stages.append(info)
@@ -380,7 +381,6 @@ class Master:
         for r in results:
             for k, v in r.errors_by_reason.items():
                 reasons[k] = reasons.get(k, 0) + int(v)
-        lag = [r.schedule_lag_p99_s for r in results if r.schedule_lag_p99_s is not None]
         summary = {
             "stage": stage, "target": level, "requests": sum(r.scheduled for r in results),
             "ok": sum(r.ok for r in results), "errors": sum(r.errors for r in results),
@@ -396,13 +396,11 @@ class Master:
             "reason": verdict.reason,
             "throughput_rpm": counts.scheduled / window * 60 if window > 0 else None,
             "output_tokens_per_s": sum(r.window_output_tokens for r in results) / window if window > 0 else None,
-            "schedule_lag_p99_s": max(lag) if lag else None,
+            "schedule_lag_p99_s": client.schedule_lag_p99_s,
             "client_bound": client_bound, "rows_written": sum(r.rows_written for r in results),
-            "loop_lag_p99_s": max((float(r.selfcheck.get("loop_lag_p99_s", 0.0)) for r in results), default=None),
+            "loop_lag_p99_s": client.loop_lag_p99_s,
             "loop_lag_max_s": max((float(r.selfcheck.get("loop_lag_max_s", 0.0)) for r in results), default=None),
-            "client_cpu_percent": max((float(r.selfcheck.get("cpu_mean_percent", 0.0)) for r in results),
-                                      default=None),
-            "client_rss_mb": max((float(r.selfcheck.get("rss_mb", 0.0)) for r in results), default=None),
+            "client_cpu_percent": client.cpu_percent, "client_rss_mb": client.rss_mb,
             "note": info.note,
         }  # fmt: skip
         self.progress.emit("stage_end", **summary, eta_s=None)
@@ -476,3 +474,21 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def client_health(results: list[m.StageResult]) -> ClientHealth:
+    """The stage's client figures, each the worst worker's."""
+
+    def worst(values: list[float]) -> float | None:
+        return max(values) if values else None
+
+    return ClientHealth(
+        schedule_lag_p99_s=worst([r.schedule_lag_p99_s for r in results if r.schedule_lag_p99_s is not None]),
+        loop_lag_p99_s=worst(
+            [float(r.selfcheck["loop_lag_p99_s"]) for r in results if "loop_lag_p99_s" in r.selfcheck]
+        ),
+        cpu_percent=worst(
+            [float(r.selfcheck["cpu_mean_percent"]) for r in results if "cpu_mean_percent" in r.selfcheck]
+        ),
+        rss_mb=worst([float(r.selfcheck["rss_mb"]) for r in results if "rss_mb" in r.selfcheck]),
+    )

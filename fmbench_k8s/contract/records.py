@@ -86,6 +86,18 @@ def invalid_values(
     return out
 
 
+class ClientHealth(BaseModel):
+    """How the load workers fared in a stage, each figure the worst worker's: whether the numbers
+    measure the server or the client (docs/loadgen.md, "Self-check")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schedule_lag_p99_s: float | None = Field(default=None, description="open loop: how late requests were sent")
+    loop_lag_p99_s: float | None = Field(default=None, description="the worker's event-loop lag")
+    cpu_percent: float | None = Field(default=None, description="the busiest worker's mean CPU (100 = one core)")
+    rss_mb: float | None = Field(default=None, description="the largest worker's resident memory at the stage's end")
+
+
 class StageInfo(BaseModel):
     """One load stage as it actually ran, written by the load generator's master to
     ``stages/<variant>.json`` (a JSON list) beside the records. Throughput is counted over the
@@ -103,6 +115,7 @@ class StageInfo(BaseModel):
     end: float = Field(description="epoch seconds: drain over; still in flight = incomplete")
     workers: int = Field(ge=1)
     client_bound: bool = False
+    client: ClientHealth | None = None  # absent in runs written before it existed
     interrupted: bool = False  # cut short (Ctrl-C, deletion): its verdict is "inconclusive"
     note: str | None = None
 

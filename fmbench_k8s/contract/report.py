@@ -88,6 +88,15 @@ class PercentileCi(_Part):
     min_samples: int = Field(ge=1)
 
 
+class Client(_Part):
+    """The load workers in the stage, each figure the worst worker's (contract/records.py: ClientHealth)."""
+
+    schedule_lag_p99_seconds: NonNegative | None
+    loop_lag_p99_seconds: NonNegative | None
+    cpu_percent: NonNegative | None
+    rss_mb: NonNegative | None
+
+
 class Stage(_Part):
     stage: Count
     target: NonNegative | None
@@ -128,6 +137,7 @@ class Stage(_Part):
     slo_failures: list[str]
     client_bound: bool
     client_bound_share: Share
+    client: Client | None = Field(default=None, description="absent for runs written before it was recorded")
     at_this_level: Cost | None
     notes: list[str]
 

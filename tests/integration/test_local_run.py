@@ -67,6 +67,11 @@ def test_local_run_writes_the_report_and_prints_the_recommendation(tmp_path: Pat
     for v in by_name.values():
         assert [s["target"] for s in v["stages"]] == [4, 16]
         assert all(s["requests"] > 0 and s["errors"] == 0 for s in v["stages"])
+        # the workers' own figures reach the report: they measured the server, not themselves
+        for s in v["stages"]:
+            c = s["client"]
+            assert c["cpuPercent"] > 0 and c["rssMb"] > 0 and 0 <= c["loopLagP99Seconds"] < 1, c
+    assert "<h2>Client health</h2>" in html
     rec = report["recommendation"]
     assert rec is not None, report["notes"]
     chosen = by_name[rec["variant"]]

@@ -154,6 +154,14 @@ def test_markdown_and_csvs(run_dir: Path, analyzed: Any) -> None:
     assert {r["name"]: r["servedBy"] for r in variants}["mine"] == "openai-chat endpoint http://vllm:8000/v1"
 
 
+def test_client_health_says_not_recorded_for_runs_written_before_it(run_dir: Path, analyzed: Any) -> None:
+    md = (run_dir / "report.md").read_text()
+    section = md.split("## Client health", 1)[1].split("##", 1)[0]
+    assert "kept up" in section and "not recorded" in section  # the synthetic run's stages have no client figures
+    doc = load_report(LocalStorage(run_dir))
+    assert all(s["client"] is None for v in doc["variants"] for s in v["stages"])
+
+
 def test_output_elsewhere_without_plots_and_partial(run_dir: Path, tmp_path: Path) -> None:
     out = LocalStorage(tmp_path / "out")
     summary = analyze_run(SPEC, LocalStorage(run_dir), benchmark="demo", run_id="r2", plots=False, partial=True,
@@ -314,7 +322,8 @@ def test_failed_requests_are_listed_by_reason_in_both_renderings(tmp_path: Path)
     reasons = stage["errorsByReason"]
     assert sum(reasons.values()) == stage["errors"] > 0 and len(reasons) > 1
     md = (tmp_path / "report.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| g5 | 0 | 4 | ")]
+    errors = md.split("## Errors by reason", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in errors.splitlines() if line.startswith("| g5 | 0 | 4 | ")]
     expected = sorted(reasons.items(), key=lambda kv: -kv[1])
     assert [row.split(" | ")[3:5] for row in rows] == [[r, str(n)] for r, n in expected]  # most frequent first
     assert rows[0].endswith(f"| {expected[0][1] / stage['requests']:.2%} |")
