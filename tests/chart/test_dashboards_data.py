@@ -27,7 +27,9 @@ from tests.corpus import REPO
 
 pytestmark = pytest.mark.integration
 DASHBOARDS = REPO / "charts" / "fmbench-k8s" / "dashboards"
-LOCAL_METRICS = ("fmbench_", "vllm:", "vllm_")  # what a run itself exports
+# What a run itself exports; a panel may also read SGLang's names beside vLLM's (`or`), which the
+# simulator does not serve: the vLLM side must then return the data.
+LOCAL_METRICS = ("fmbench_", "vllm:", "vllm_", "sglang:")
 # Panels whose series come from exporters a local run does not have.
 CLUSTER_ONLY = ("kube_", "DCGM_", "neuron", "fmbench:instance_price", "fmbench_benchmark_", "node_")
 

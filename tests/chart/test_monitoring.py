@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fmbench_k8s.analysis.prometheus import SERVER_NAMES
 from fmbench_k8s.api import parse_benchmark
 from fmbench_k8s.operator import builders
 from tests.chart.chartkit import (
@@ -262,8 +263,9 @@ def _ksm_names() -> set[str]:
 
 
 def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
-    """fmbench_* from the load worker's exporter, vllm:* from the simulator, kube_fmbench_* from
-    the kube-state-metrics config, fmbench:* from the chart's recording rules."""
+    """fmbench_* from the load worker's exporter, vllm:* from the simulator, sglang:* from SGLang's
+    own source (the engine tier), kube_fmbench_* from the kube-state-metrics config, fmbench:* from
+    the chart's recording rules."""
     from fmbench_k8s.loadgen.exporter import Exporter  # prometheus_client only: no Locust, no gevent
     from fmbench_k8s.simulator.metrics import SimMetrics
 
@@ -285,6 +287,10 @@ def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
     sim = SimMetrics("m", 8, lambda: 0, lambda: 0)
     known = _exported_names(exporter.registry) | _exported_names(sim.registry) | _ksm_names()
     known.add("fmbench:instance_price_usd_per_hour")
+    # SGLang's names, as the report reads them (checked against SGLang's own source in
+    # tests/engines/test_sglang_args.py); its histograms are queried by their buckets
+    sglang = {n for n in SERVER_NAMES if n.startswith("sglang:")}
+    known |= sglang | {f"{n}_bucket" for n in sglang}
     objects = render_objects({"monitoring": {"instancePrices": {"g6e.2xlarge": 1.0}}})
     used: dict[str, set[str]] = {}
     for path in DASHBOARDS:
@@ -311,6 +317,9 @@ def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
         "vllm:kv_cache_usage_perc",
         "vllm:time_to_first_token_seconds_bucket",
         "vllm:generation_tokens_total",
+        "sglang:num_running_reqs",
+        "sglang:token_usage",
+        "sglang:time_to_first_token_seconds_bucket",
     ):
         assert contract in used, f"DESIGN §4 metric {contract} is on no dashboard"
 
