@@ -9,7 +9,7 @@ their first words on and a server's prefix cache cannot make them free.
 
 Datasets are JSONL (one object per line, the prompt in ``promptField``; an optional integer
 ``max_tokens``/``output_tokens`` overrides the drawn output length) from a local path,
-``s3://bucket/key``, ``configmap://NAME/KEY`` (mounted at /etc/fmbench/datasets/NAME/KEY, or
+``s3://bucket/key``, ``configmap://NAME/KEY`` (mounted at /etc/fmbench-datasets/NAME/KEY, or
 $FMBENCH_DATASETS_DIR/NAME/KEY) or ``hf://DATASET`` (through the ``datasets`` library).
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmbench_k8s.api.spec import TokenDistribution, Workload
+from fmbench_k8s.api.spec import CONFIGMAP_URI, TokenDistribution, Workload
+from fmbench_k8s.contract.layout import DATASETS_DIR
 
-DATASETS_DIR = "/etc/fmbench/datasets"
 HF_OFFLINE_MESSAGE = (
     "hf:// needs network access to the Hugging Face Hub; download the dataset to JSONL and use a path/s3 URI"
 )
@@ -277,11 +277,11 @@ def load_dataset_text(uri: str, storage_endpoint: str | None = None) -> str:
         except Exception as exc:
             raise DatasetError(f"cannot read dataset {uri}: {exc}") from None
     if uri.startswith("configmap://"):
-        ref = uri.removeprefix("configmap://")
-        if ref.count("/") != 1 or not all(ref.split("/")):
+        m = CONFIGMAP_URI.match(uri)
+        if m is None:
             raise DatasetError(f"invalid dataset URI {uri!r}: use configmap://NAME/KEY")
-        base = Path(os.environ.get("FMBENCH_DATASETS_DIR", DATASETS_DIR))
-        return _read_file(base / ref, f"{uri} (mounted at {base / ref})")
+        path = Path(os.environ.get("FMBENCH_DATASETS_DIR", DATASETS_DIR)) / m["name"] / m["key"]
+        return _read_file(path, f"{uri} (mounted at {path})")
     if uri.startswith("hf://"):
         return _hf_jsonl(uri.removeprefix("hf://"))
     if "://" in uri:

@@ -28,6 +28,7 @@ from fmbench_k8s.contract.engines import (
 )
 from fmbench_k8s.contract.instances import GPU, NEURON, shape_of
 from fmbench_k8s.contract.layout import (
+    DATASETS_DIR,
     LoadgenTarget,
     analyze_args,
     loadgen_master_args,
@@ -513,6 +514,12 @@ def loadgen_workers_job(
     container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
     container["resources"] = cfg.resources_of("loadgenWorker")
     pod = _project_pod(cfg, [container], bench)
+    dataset = bench.spec.workload.dataset
+    configmap = dataset.configmap if dataset is not None else None
+    if configmap is not None:  # the workers read the prompts (the master does not)
+        name, key = configmap
+        pod["volumes"].append({"name": "dataset", "configMap": {"name": name, "items": [{"key": key, "path": key}]}})
+        container["volumeMounts"].append({"name": "dataset", "mountPath": f"{DATASETS_DIR}/{name}", "readOnly": True})
     name = workers_name(bench, variant)
     return _job(
         bench, uid, name, "loadgen-worker", variant=variant.name, pod=pod,

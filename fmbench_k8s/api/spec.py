@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from fmbench_k8s.api.base import (
+    CONFIG_KEY,
     DNS_LABEL,
+    DNS_SUBDOMAIN,
     LABEL_KEY,
     LONG,
     MAX_LIST,
@@ -436,11 +438,42 @@ class TokenDistribution(ApiModel):
         return self
 
 
+CONFIGMAP_URI = re.compile(
+    r"^configmap://(?P<name>" + DNS_SUBDOMAIN.strip("^$") + r")/(?P<key>" + CONFIG_KEY.strip("^$") + r")$"
+)
+
+
 class Dataset(ApiModel):
     """Prompts from a JSONL file (local path, s3://, configmap://NAME/KEY or hf://DATASET)."""
 
-    uri: Text = Field(description="Where the JSONL lives.")
+    uri: Text = Field(
+        description="Where the JSONL lives. configmap://NAME/KEY: a ConfigMap of the Benchmark's namespace, "
+        "mounted into the load generators by the operator."
+    )
     prompt_field: Name = Field(default="prompt", description="JSON field holding the prompt text.")
+
+    @field_validator("uri")
+    @classmethod
+    def _configmap_uri(cls, uri: str) -> str:
+        if uri.startswith("configmap://") and not CONFIGMAP_URI.match(uri):
+            raise ValueError("use configmap://NAME/KEY: a ConfigMap name (DNS subdomain) and one of its keys")
+        return uri
+
+    @property
+    def configmap(self) -> tuple[str, str] | None:
+        """(ConfigMap name, key) of a configmap:// dataset."""
+        m = CONFIGMAP_URI.match(self.uri)
+        return (m["name"], m["key"]) if m else None
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "!self.uri.startsWith('configmap://') || self.uri.matches(r'" + CONFIGMAP_URI.pattern + "')",
+                "uri: use configmap://NAME/KEY: a ConfigMap name (DNS subdomain) and one of its keys",
+                ".uri",
+            )
+        ]
 
 
 class Workload(ApiModel):

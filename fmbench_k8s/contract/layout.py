@@ -23,6 +23,10 @@ from datetime import datetime
 from typing import Final
 
 LOCAL_NAMESPACE: Final = "local"
+# Where a load generator finds a configmap://NAME/KEY dataset: the operator mounts ConfigMap NAME
+# at DATASETS_DIR/NAME (a local run reads $FMBENCH_DATASETS_DIR/NAME/KEY instead). Not under the
+# spec's read-only mount at /etc/fmbench: a mount point cannot be made inside that one.
+DATASETS_DIR: Final = "/etc/fmbench-datasets"
 
 
 def run_id(started: datetime, uid: str = "") -> str:

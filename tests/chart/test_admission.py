@@ -1,8 +1,9 @@
-"""The chart's admission policy on the real API server: a Benchmark can name only Secrets and
-volume claims its author may read, and none is created in a kube-* namespace (docs/security.md).
+"""The chart's admission policy on the real API server: a Benchmark can name only Secrets, volume
+claims and prompt ConfigMaps its author may read, and none is created in a kube-* namespace
+(docs/security.md).
 
-Two users may create Benchmarks in the namespace; only one may read the Secret `hf-token` and the
-claim `weights`. The
+Two users may create Benchmarks in the namespace; only one may read the Secret `hf-token`, the
+claim `weights` and the ConfigMap `prompts`. The
 test acts as each of them through impersonation, exactly as `kubectl --as` would.
 """
 
@@ -56,6 +57,7 @@ def _grant(cluster: TestCluster, namespace: str) -> None:
                 "resourceNames": ["weights"],
                 "verbs": ["get"],
             },
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["prompts"], "verbs": ["get"]},
         ],
     }
     members = {"benchmark-author": [READER, OTHER], "hf-token-reader": [READER]}
@@ -141,6 +143,18 @@ def test_a_benchmark_mounts_only_volume_claims_its_author_may_read(cluster: Test
     body = _benchmark("cached-variant", {"name": "org/model"})
     body["spec"]["variants"][0]["model"] = {"name": "org/model", "cache": {"claimName": "other"}}
     assert "(other)" in _refusal(cluster, READER, namespace, body)
+
+
+def test_a_benchmark_reads_prompts_only_from_configmaps_its_author_may_read(cluster: TestCluster, policy: str) -> None:
+    namespace = policy
+    body = _benchmark("prompted", {"name": "org/model"})
+    body["spec"]["workload"]["dataset"] = {"uri": "configmap://prompts/data.jsonl"}
+    message = cluster.wait_for(
+        lambda: _refused_or_removed(cluster, OTHER, namespace, body),
+        timeout=60, description="the admission policy to be enforced",
+    )  # fmt: skip
+    assert f"{OTHER} may not get ConfigMap prompts in namespace {namespace}" in message, message
+    _create(cluster, READER, namespace, body)
 
 
 def test_no_benchmark_is_created_in_a_kube_namespace(cluster: TestCluster, policy: str) -> None:

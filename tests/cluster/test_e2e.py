@@ -394,7 +394,15 @@ def test_an_existing_endpoint_is_benchmarked_from_the_pods(cluster: TestCluster,
             "endpoint": {"api": "openai-chat", "url": f"http://{host}:{port}/v1", "model": "sim"},
             "instanceType": "g6e.2xlarge",
         }
-        apply(cluster, run.namespace, benchmark("outside", run, [variant], mode="fixed", concurrency={"levels": [2]}))
+        # Real prompts from a ConfigMap, mounted into the workers by the operator: without the
+        # mount they could not read a single prompt and the run would fail.
+        prompts = "\n".join(json.dumps({"text": f"question {i}: " + "why " * 40}) for i in range(20))
+        cluster.core().create_namespaced_config_map(
+            run.namespace, {"metadata": {"name": "prompts"}, "data": {"data.jsonl": prompts}}
+        )
+        body = benchmark("outside", run, [variant], mode="fixed", concurrency={"levels": [2]})
+        body["spec"]["workload"]["dataset"] = {"uri": "configmap://prompts/data.jsonl", "promptField": "text"}
+        apply(cluster, run.namespace, body)
         final = wait_phase(cluster, run.namespace, "outside", {"Succeeded", "Failed"}, timeout=600)
     finally:
         server.stop()

@@ -163,6 +163,26 @@ def test_no_scrape_where_it_is_off_or_there_is_nothing_to_scrape() -> None:
     assert builders.scraped_endpoints(_bench(), SCRAPING) == []
 
 
+def test_a_configmap_dataset_is_mounted_into_the_workers_where_they_read_it() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/simulator-cluster.yaml").read_text())
+    doc["spec"]["workload"]["dataset"] = {"uri": "configmap://prompts.v2/data.jsonl", "promptField": "text"}
+    bench = parse_benchmark(doc)
+    v = bench.spec.variants[0]
+    worker = builders.loadgen_workers_job(bench, v, UID, "r", CFG)["spec"]["template"]["spec"]
+    assert {
+        "name": "dataset",
+        "configMap": {"name": "prompts.v2", "items": [{"key": "data.jsonl", "path": "data.jsonl"}]},
+    } in worker["volumes"]
+    mount = {"name": "dataset", "mountPath": "/etc/fmbench-datasets/prompts.v2", "readOnly": True}
+    assert mount in worker["containers"][0]["volumeMounts"]
+    # where the worker's own reader looks (loadgen/prompts.py), nothing else
+    from fmbench_k8s.contract.layout import DATASETS_DIR
+
+    assert mount["mountPath"] == f"{DATASETS_DIR}/prompts.v2"
+    master = builders.loadgen_master_job(bench, v, UID, "r", CFG)["spec"]["template"]["spec"]
+    assert [vol["name"] for vol in master["volumes"]] == ["spec"]  # the master reads no prompt
+
+
 def test_analysis_job_reports_through_its_termination_message() -> None:
     bench = _bench()
     job = builders.analysis_job(bench, UID, "run1", CFG)
