@@ -26,7 +26,8 @@ from fmbench_k8s.api.spec import CONFIGMAP_URI, TokenDistribution, Workload
 from fmbench_k8s.contract.layout import DATASETS_DIR
 
 HF_OFFLINE_MESSAGE = (
-    "hf:// needs network access to the Hugging Face Hub; download the dataset to JSONL and use a path/s3 URI"
+    "hf:// needs network access to the Hugging Face Hub; download the dataset and use hf:///its/local/directory, "
+    "a JSONL path or an s3:// URI"
 )
 POOL_WORDS = 1 << 16
 
@@ -297,12 +298,24 @@ def _read_file(path: Path, shown: str) -> str:
 
 
 def _hf_jsonl(name: str) -> str:
+    """A Hugging Face dataset's train split as JSONL: from the hub (``hf://ORG/NAME``, network
+    needed), or from a local directory (``hf:///path``: one written by ``save_to_disk``, or one of
+    data files such as JSONL or Parquet, as a hub dataset is once downloaded)."""
     try:
-        import datasets  # type: ignore[import-not-found, unused-ignore]
+        import datasets
     except ImportError:
-        raise DatasetError(f"{HF_OFFLINE_MESSAGE} (the `datasets` package is not installed either)") from None
+        raise DatasetError(
+            f"hf://{name} needs the `datasets` package (pip install 'fmbench-k8s[hf]'); the project's image does "
+            "not carry it: in a cluster use s3:// or configmap://"
+        ) from None
+    local = Path(name)
     try:
-        data: Any = datasets.load_dataset(name, split="train")
+        if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():  # save_to_disk's
+            data: Any = datasets.load_from_disk(str(local))
+            data = data["train"] if isinstance(data, datasets.DatasetDict) else data
+        else:
+            data = datasets.load_dataset(name, split="train")
     except Exception as exc:
-        raise DatasetError(f"{HF_OFFLINE_MESSAGE} ({type(exc).__name__}: {exc})") from None
-    return "\n".join(json.dumps(dict(row)) for row in data)
+        hint = f"cannot read the dataset directory {name}" if local.is_dir() else HF_OFFLINE_MESSAGE
+        raise DatasetError(f"{hint} ({type(exc).__name__}: {exc})") from None
+    return "\n".join(json.dumps(dict(row), default=str) for row in data)

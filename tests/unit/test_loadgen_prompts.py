@@ -104,10 +104,37 @@ def _write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_hf_datasets_fail_offline_with_a_clear_message() -> None:
+def test_hf_datasets_fail_offline_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Offline mode: the same failure as the unreachable hub here, without its 24 s of retries.
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DatasetError) as info:
         load_dataset_text("hf://some-org/some-dataset")
     assert str(info.value).startswith(HF_OFFLINE_MESSAGE)
+
+
+def test_hf_datasets_from_a_local_directory_as_the_hub_would_give_them(tmp_path: Path) -> None:
+    """The hub is unreachable here: the same loading code reads a dataset saved with save_to_disk
+    and a directory of data files (what a downloaded hub dataset holds)."""
+    import datasets
+
+    questions = [f"what is {i} + {i}?" for i in range(5)]
+    saved, files = tmp_path / "saved", tmp_path / "files"
+    datasets.Dataset.from_dict({"question": questions, "max_tokens": [8] * 5}).save_to_disk(str(saved))
+    files.mkdir()
+    (files / "train.jsonl").write_text("\n".join(json.dumps({"question": q}) for q in questions))
+    for where in (saved, files):
+        text = load_dataset_text(f"hf://{where}")
+        assert [json.loads(line)["question"] for line in text.splitlines()] == questions, where
+    texts = load_texts(_workload(dataset={"uri": f"hf://{saved}", "promptField": "question"}))
+    assert texts is not None and [t for t, _ in texts] == questions
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="cannot read the dataset directory"):
+        load_dataset_text(f"hf://{empty}")
 
 
 def test_dataset_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
