@@ -240,13 +240,39 @@ class PromptSource:
 
 
 def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[tuple[str, int | None]] | None:
-    """The workload's dataset rows (prompt, max_tokens or None); None for synthetic prompts."""
-    if workload.dataset is None:
+    """The workload's dataset rows (prompt, max_tokens or None); None for synthetic prompts. With
+    ``dataset.sample``, that many rows drawn without replacement, the same for every worker and run
+    with the same ``workload.seed``."""
+    ds = workload.dataset
+    if ds is None:
         return None
-    rows = parse_jsonl(load_dataset_text(workload.dataset.uri, storage_endpoint), workload.dataset.prompt_field)
+    data = load_dataset_bytes(ds.uri, storage_endpoint)
+    if ds.format == "parquet":
+        rows = parse_parquet(data, ds.prompt_field)
+    elif ds.format == "sharegpt":
+        rows = parse_sharegpt(_text(data, ds.uri))
+    else:
+        rows = parse_jsonl(_text(data, ds.uri), ds.prompt_field)
     if not rows:
-        raise DatasetError(f"dataset {workload.dataset.uri} has no prompts")
+        raise DatasetError(f"dataset {ds.uri} has no prompts")
+    if ds.sample is not None and ds.sample < len(rows):
+        picked = sorted(random.Random(f"dataset:{workload.seed}").sample(range(len(rows)), ds.sample))
+        rows = [rows[i] for i in picked]
     return rows
+
+
+def _text(data: bytes, uri: str) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"dataset {uri}: not UTF-8 text at byte {exc.start} (a Parquet file? set format: parquet)"
+        ) from None
+
+
+def _max_tokens(obj: dict[str, Any]) -> int | None:
+    out = obj.get("max_tokens", obj.get("output_tokens"))
+    return out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else None
 
 
 def parse_jsonl(text: str, field: str) -> list[tuple[str, int | None]]:
@@ -260,13 +286,71 @@ def parse_jsonl(text: str, field: str) -> list[tuple[str, int | None]]:
             raise DatasetError(f"dataset line {n}: not JSON ({exc})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
             raise DatasetError(f"dataset line {n}: expected an object with a string field {field!r}")
-        out = obj.get("max_tokens", obj.get("output_tokens"))
-        rows.append((obj[field], out if isinstance(out, int) and out > 0 else None))
+        rows.append((obj[field], _max_tokens(obj)))
+    return rows
+
+
+def parse_parquet(data: bytes, field: str) -> list[tuple[str, int | None]]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as exc:
+        raise DatasetError(f"dataset: not a Parquet file ({exc})") from None
+    if field not in table.column_names:
+        raise DatasetError(f"dataset: no column {field!r} (columns: {', '.join(table.column_names)}); set promptField")
+    prompts = table.column(field).to_pylist()
+    budget = next(
+        (table.column(c).to_pylist() for c in ("max_tokens", "output_tokens") if c in table.column_names), None
+    )
+    rows = []
+    for n, text in enumerate(prompts, 1):
+        if not isinstance(text, str):
+            raise DatasetError(f"dataset row {n}: column {field!r} is not a string")
+        rows.append((text, _max_tokens({"max_tokens": budget[n - 1]}) if budget is not None else None))
+    return rows
+
+
+_USER = {"human", "user"}
+
+
+def parse_sharegpt(text: str) -> list[tuple[str, int | None]]:
+    """The first user turn of each conversation: a JSON list, or JSONL, of objects holding
+    ``conversations`` ([{from, value}], ShareGPT's) or ``messages`` ([{role, content}], OpenAI's)."""
+    stripped = text.lstrip()
+    try:
+        items = (
+            json.loads(text) if stripped.startswith("[") else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        )
+    except ValueError as exc:
+        raise DatasetError(f"dataset: not ShareGPT JSON or JSONL ({exc})") from None
+    rows = []
+    for n, item in enumerate(items, 1):
+        turns = item.get("conversations", item.get("messages")) if isinstance(item, dict) else None
+        if not isinstance(turns, list):
+            raise DatasetError(f"dataset conversation {n}: expected an object with conversations or messages")
+        first = next(
+            (
+                t.get("value", t.get("content"))
+                for t in turns
+                if isinstance(t, dict) and t.get("from", t.get("role")) in _USER
+            ),
+            None,
+        )
+        if isinstance(first, str) and first.strip():  # conversations that open with the assistant have no prompt
+            rows.append((first, _max_tokens(item)))
     return rows
 
 
 def load_dataset_text(uri: str, storage_endpoint: str | None = None) -> str:
-    """The JSONL text behind ``uri``."""
+    """The text behind ``uri`` (JSONL or ShareGPT JSON)."""
+    return _text(load_dataset_bytes(uri, storage_endpoint), uri)
+
+
+def load_dataset_bytes(uri: str, storage_endpoint: str | None = None) -> bytes:
+    """The file behind ``uri`` (an hf:// dataset as JSONL)."""
     if uri.startswith("s3://"):
         from fmbench_k8s.storage import open_storage
 
@@ -274,7 +358,7 @@ def load_dataset_text(uri: str, storage_endpoint: str | None = None) -> str:
         if not name or parent in ("s3:/", "s3:"):
             raise DatasetError(f"invalid dataset URI {uri!r}: use s3://BUCKET/KEY")
         try:
-            return open_storage(parent, endpoint_url=storage_endpoint).read_bytes(name).decode()
+            return open_storage(parent, endpoint_url=storage_endpoint).read_bytes(name)
         except Exception as exc:
             raise DatasetError(f"cannot read dataset {uri}: {exc}") from None
     if uri.startswith("configmap://"):
@@ -284,15 +368,15 @@ def load_dataset_text(uri: str, storage_endpoint: str | None = None) -> str:
         path = Path(os.environ.get("FMBENCH_DATASETS_DIR", DATASETS_DIR)) / m["name"] / m["key"]
         return _read_file(path, f"{uri} (mounted at {path})")
     if uri.startswith("hf://"):
-        return _hf_jsonl(uri.removeprefix("hf://"))
+        return _hf_jsonl(uri.removeprefix("hf://")).encode()
     if "://" in uri:
         raise DatasetError(f"unsupported dataset URI {uri!r}: use a path, s3://, configmap:// or hf://")
     return _read_file(Path(uri), uri)
 
 
-def _read_file(path: Path, shown: str) -> str:
+def _read_file(path: Path, shown: str) -> bytes:
     try:
-        return path.read_text()
+        return path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {shown}: {exc.strerror}") from None
 

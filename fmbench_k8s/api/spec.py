@@ -450,7 +450,16 @@ class Dataset(ApiModel):
         description="Where the JSONL lives. configmap://NAME/KEY: a ConfigMap of the Benchmark's namespace, "
         "mounted into the load generators by the operator."
     )
-    prompt_field: Name = Field(default="prompt", description="JSON field holding the prompt text.")
+    prompt_field: Name = Field(default="prompt", description="Field holding the prompt text (jsonl, parquet).")
+    format: Literal["jsonl", "parquet", "sharegpt"] = Field(
+        default="jsonl",
+        description="jsonl: one object per line; parquet: a table with a string column promptField; sharegpt: "
+        "conversations (a JSON list or JSONL of objects with conversations [{from, value}] or messages "
+        "[{role, content}]), whose first user turn is the prompt. Rows may give max_tokens or output_tokens.",
+    )
+    sample: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Use this many rows, drawn without replacement (workload.seed)."
+    )
 
     @field_validator("uri")
     @classmethod

@@ -154,3 +154,51 @@ def test_dataset_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert load_texts(_workload(dataset={"uri": "s3://prompts/sets/a.jsonl"})) == [("from s3", None)]
         with pytest.raises(DatasetError, match=r"cannot read dataset s3://prompts/none\.jsonl"):
             load_dataset_text("s3://prompts/none.jsonl")
+
+
+def test_parquet_datasets_with_their_own_output_budgets(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "prompts.parquet"
+    pq.write_table(pa.table({"text": ["alpha", "beta", "gamma"], "max_tokens": [16, None, 0]}), path)
+    texts = load_texts(_workload(dataset={"uri": str(path), "format": "parquet", "promptField": "text"}))
+    assert texts == [("alpha", 16), ("beta", None), ("gamma", None)]  # no or no positive budget: the workload's
+    with pytest.raises(DatasetError, match=r"no column 'prompt' \(columns: text, max_tokens\); set promptField"):
+        load_texts(_workload(dataset={"uri": str(path), "format": "parquet"}))
+    with pytest.raises(DatasetError, match=r"not UTF-8 text .* set format: parquet"):
+        load_texts(_workload(dataset={"uri": str(path), "promptField": "text"}))
+
+
+def test_sharegpt_conversations_give_their_first_user_turn(tmp_path: Path) -> None:
+    conversations = [
+        {"conversations": [{"from": "human", "value": "hello?"}, {"from": "gpt", "value": "hi"}]},
+        {"conversations": [{"from": "gpt", "value": "I speak first"}]},  # no user turn: no prompt
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "why?"}],
+         "max_tokens": 12},
+    ]  # fmt: skip
+    as_list, as_lines = tmp_path / "list.json", tmp_path / "lines.jsonl"
+    as_list.write_text(json.dumps(conversations))
+    as_lines.write_text("\n".join(json.dumps(c) for c in conversations))
+    for path in (as_list, as_lines):
+        texts = load_texts(_workload(dataset={"uri": str(path), "format": "sharegpt"}))
+        assert texts == [("hello?", None), ("why?", 12)], path
+    as_lines.write_text('{"turns": []}')
+    with pytest.raises(DatasetError, match="conversation 1: expected an object with conversations or messages"):
+        load_texts(_workload(dataset={"uri": str(as_lines), "format": "sharegpt"}))
+
+
+def test_a_sample_is_the_same_for_the_same_seed_and_never_repeats_a_row(tmp_path: Path) -> None:
+    path = _write(tmp_path, "\n".join(json.dumps({"prompt": f"p{i}"}) for i in range(100)))
+
+    def sample(seed: int) -> list[str]:
+        w = _workload(dataset={"uri": str(path), "sample": 10}, seed=seed)
+        texts = load_texts(w)
+        assert texts is not None
+        return [t for t, _ in texts]
+
+    first = sample(1)
+    assert len(first) == len(set(first)) == 10 and first == sample(1)
+    assert sample(2) != first
+    whole = load_texts(_workload(dataset={"uri": str(path), "sample": 1000}))
+    assert whole is not None and len(whole) == 100  # a sample larger than the dataset is all of it
