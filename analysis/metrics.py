@@ -34,7 +34,7 @@ from fmbench_k8s.contract.verdict import Kind, Outcome, SloRule, StageCounts, ju
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 
-LATENCY_METRICS: Final = ("ttft", "tpot", "itl", "e2e", "ntpot", "e2eFromScheduled")
+LATENCY_METRICS: Final = ("ttft", "ttfo", "tpot", "itl", "e2e", "ntpot", "e2eFromScheduled")
 
 
 class AccountingError(ValueError):
@@ -200,6 +200,7 @@ class _Columns:
     t_scheduled: FloatArray
     t_end: FloatArray
     ttft: FloatArray
+    ttfo: FloatArray  # NaN where no answer token came (or the writer predates t_first_answer)
     e2e: FloatArray
     prompt: FloatArray
     output: FloatArray
@@ -229,13 +230,14 @@ class _Columns:
         # timestamps they are defined by (docs/metrics.md) fill in.
         ttft = np.where(np.isnan(ttft), _floats(frame, "t_first_token") - t_sent, ttft)
         e2e = np.where(np.isnan(e2e), _floats(frame, "t_last_token") - t_sent, e2e)
+        ttfo = _floats(frame, "t_first_answer") - t_sent
         t_end = _floats(frame, "t_end")
         prompt, output = _floats(frame, "prompt_tokens"), _floats(frame, "output_tokens")
         itl_max = _floats(frame, "itl_max_s")
         is_ok = (outcome == OUTCOME_OK).to_numpy()
         is_error = (outcome == OUTCOME_ERROR).to_numpy()
         error = frame["error"].to_numpy(dtype=np.object_)
-        invalid = invalid_values(ttft=ttft, e2e=e2e, since_scheduled=t_end - t_scheduled, itl_max=itl_max,
+        invalid = invalid_values(ttft=ttft, ttfo=ttfo, e2e=e2e, since_scheduled=t_end - t_scheduled, itl_max=itl_max,
                                  prompt_tokens=prompt, output_tokens=output)  # fmt: skip
         bad = is_ok & (invalid != None)  # noqa: E711 - elementwise over an object array
         if bad.any():
@@ -245,6 +247,7 @@ class _Columns:
             t_scheduled=t_scheduled,
             t_end=t_end,
             ttft=ttft,
+            ttfo=ttfo,
             e2e=e2e,
             prompt=prompt,
             output=output,
@@ -331,6 +334,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
     itl = cols.itl.values(win_ok)
     latency = {
         "ttft": summarize(ttft),
+        "ttfo": summarize(cols.ttfo[win_ok]),
         "tpot": summarize(tpots),
         "itl": summarize(itl),
         "e2e": summarize(e2e),

@@ -12,10 +12,10 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from fmbench_k8s.analysis.metrics import LATENCY_METRICS
 from fmbench_k8s.analysis.plots import PLOTS
 
 Doc = Mapping[str, Any]
-LATENCY = ("ttft", "tpot", "itl", "e2e", "ntpot", "e2eFromScheduled")
 PCTS = ("p50", "p90", "p95", "p99", "mean", "std")
 
 
@@ -107,15 +107,24 @@ def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
             f"[{fmt(ci['low'])}, {fmt(ci['high'])}]" if ci["low"] is not None else f"(n={ci['n']} < {ci['minSamples']})"
         )
         verdict = s["sloVerdict"] + (" (client-bound)" if s["clientBound"] else "")
+        ttft = f"{fmt(s['ttft']['p50'])} / {fmt(s['ttft']['p95'])}"
+        if _thinks(s):  # a reasoning model: its first answer token comes later than its first token
+            ttft += f" (answer {fmt(s['ttfo']['p50'])} / {fmt(s['ttfo']['p95'])})"
         rows.append([
             fmt(s["stage"]), fmt(s["target"]), f"{fmt(s['requests'])} ({fmt(s['steady']['requests'])})",
             fmt(s["ok"]), fmt(s["errors"]),
             fmt(s["incomplete"]), pct(s["errorRate"]), fmt(s["throughputRpm"]), fmt(s["outputTokensPerS"]),
-            f"{fmt(s['ttft']['p50'])} / {fmt(s['ttft']['p95'])}", f"{fmt(s['tpot']['p50'])} / {fmt(s['tpot']['p95'])}",
+            ttft, f"{fmt(s['tpot']['p50'])} / {fmt(s['tpot']['p95'])}",
             fmt(s["itl"]["p95"]), f"{fmt(s['e2e']['p50'])} / {fmt(s['e2e']['p95'])} / {fmt(s['e2e']['p99'])}",
             f"{fmt(s['sloPercentile'])} {ci_text}", verdict,
         ])  # fmt: skip
     return head, rows
+
+
+def _thinks(stage: Doc) -> bool:
+    """The stage's first answer tokens came later than its first tokens (reasoning)."""
+    ttfo, ttft = stage.get("ttfo") or {}, stage["ttft"]
+    return ttfo.get("p50") is not None and ttft.get("p50") is not None and ttfo["p50"] > ttft["p50"] + 1e-9
 
 
 def _view_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
@@ -353,13 +362,13 @@ def stages_csv(doc: Doc) -> str:
         "incomplete", "errorRate", "throughputRpm", "outputTokensPerS", "inputTokensPerS", "meanPromptTokens",
         "meanOutputTokens", "goodputRps", "sloAttainment", "sloPercentile", "meetsSlo", "sloVerdict", "clientBound",
     ]  # fmt: skip
-    latency = [f"{m}_{p}" for m in LATENCY for p in PCTS]
+    latency = [f"{m}_{p}" for m in LATENCY_METRICS for p in PCTS]
     fields = ["variant", *scalar, "sloCiLow", "sloCiHigh", *latency, "errorsByReason"]
     rows = []
     for v in doc["variants"]:
         for s in v["stages"]:
             row: dict[str, Any] = {"variant": v["name"], **{k: s[k] for k in scalar}}
-            row.update({f"{m}_{p}": s[m][p] for m in LATENCY for p in PCTS})
+            row.update({f"{m}_{p}": s[m][p] for m in LATENCY_METRICS for p in PCTS})
             row["sloCiLow"], row["sloCiHigh"] = s["sloPercentileCi"]["low"], s["sloPercentileCi"]["high"]
             row["errorsByReason"] = ";".join(f"{k}={n}" for k, n in sorted(s["errorsByReason"].items()))
             rows.append(row)

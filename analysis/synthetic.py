@@ -97,6 +97,7 @@ def _stage_table(
         "t_sent": pa.array(sent),
         "t_first_byte": ok_only(sent + ttft * 0.9),
         "t_first_token": ok_only(sent + ttft),
+        "t_first_answer": ok_only(sent + ttft),  # no reasoning: the first token is the answer's
         "t_last_token": ok_only(end),
         "t_end": ok_only(end),
         "ttft_s": ok_only(ttft),
@@ -107,6 +108,7 @@ def _stage_table(
         "itl_s": itl,
         "prompt_tokens": pa.array(prompt),
         "output_tokens": ok_only(out),
+        "reasoning_tokens": pa.nulls(n, pa.int64()),
         "token_source": pa.array(np.full(n, "server")),
         "outcome": pa.array(outcome),
         "ok": pa.array(is_ok),

@@ -76,9 +76,15 @@ class OpenAIChat(Protocol):
             body["model"] = self.model
         return body
 
-    def _text(self, choice: dict[str, Any]) -> Any:
+    def _text(self, choice: dict[str, Any]) -> tuple[Any, bool]:
+        """The choice's new text, and whether it is answer (True) or reasoning (False): vLLM and
+        SGLang with a reasoning parser send the thinking as ``reasoning_content`` (newer vLLM
+        ``reasoning``) before the answer's ``content``."""
         delta = choice.get("delta") or {}
-        return delta.get("content") or delta.get("reasoning_content")
+        content = delta.get("content")
+        if content:
+            return content, True
+        return delta.get("reasoning_content") or delta.get("reasoning"), False
 
     def event(self, data: bytes, ts: float, st: RequestState) -> None:
         if data == b"[DONE]":
@@ -89,9 +95,11 @@ class OpenAIChat(Protocol):
             raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
         _stream_error(obj)
         for choice in obj.get("choices") or ():
-            if isinstance(choice, dict) and self._text(choice):
-                st.content(ts)
-                break
+            if isinstance(choice, dict):
+                text, answer = self._text(choice)
+                if text:
+                    st.content(ts, answer)
+                    break
         usage = obj.get("usage")
         if isinstance(usage, dict):
             out = _int(usage.get("completion_tokens"))
@@ -100,6 +108,10 @@ class OpenAIChat(Protocol):
             prompt = _int(usage.get("prompt_tokens"))
             if prompt is not None:
                 st.server_prompt_tokens = prompt
+            details = usage.get("completion_tokens_details")
+            reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+            if reasoning is not None:
+                st.server_reasoning_tokens = reasoning
 
 
 class OpenAICompletions(OpenAIChat):
@@ -111,8 +123,8 @@ class OpenAICompletions(OpenAIChat):
     def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
         return {"prompt": prompt.text}
 
-    def _text(self, choice: dict[str, Any]) -> Any:
-        return choice.get("text")
+    def _text(self, choice: dict[str, Any]) -> tuple[Any, bool]:
+        return choice.get("text"), True
 
 
 class Tgi(Protocol):

@@ -19,6 +19,7 @@ class RequestState:
     t_sent: float | None = None
     t_first_byte: float | None = None
     t_first_token: float | None = None
+    t_first_answer: float | None = None
     t_last_token: float | None = None
     t_end: float | None = None
     # array, not list: arrays of floats are invisible to the cyclic GC, which would otherwise
@@ -27,14 +28,17 @@ class RequestState:
     content_events: int = 0
     server_prompt_tokens: int | None = None
     server_output_tokens: int | None = None
+    server_reasoning_tokens: int | None = None
     http_status: int | None = None
     finished: bool = False  # the API's end-of-stream marker was seen
     outcome: str | None = None
     error: str | None = None
     client_bound: bool = False
 
-    def content(self, ts: float) -> None:
-        """A non-empty content event received at ``ts``."""
+    def content(self, ts: float, answer: bool = True) -> None:
+        """A non-empty content event received at ``ts``; ``answer`` False: reasoning."""
+        if answer and self.t_first_answer is None:
+            self.t_first_answer = ts
         last = self.t_last_token
         if last is None:
             self.t_first_token = ts
@@ -114,6 +118,7 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "t_sent": st.t_sent,
         "t_first_byte": st.t_first_byte,
         "t_first_token": st.t_first_token,
+        "t_first_answer": st.t_first_answer,
         "t_last_token": st.t_last_token,
         "t_end": st.t_end,
         "ttft_s": st.ttft,
@@ -124,6 +129,7 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "itl_s": itl.tolist(),
         "prompt_tokens": st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens,
         "output_tokens": st.output_tokens,
+        "reasoning_tokens": st.server_reasoning_tokens,
         "token_source": st.token_source,
         "outcome": outcome,
         "ok": outcome == OUTCOME_OK,

@@ -30,7 +30,8 @@ SCHEMA: Final = pa.schema(
         ("t_scheduled", pa.float64()),  # when the request was due (open loop) or its user was free
         ("t_sent", pa.float64()),
         ("t_first_byte", pa.float64()),
-        ("t_first_token", pa.float64()),  # first non-empty content token
+        ("t_first_token", pa.float64()),  # first non-empty token: answer or reasoning
+        ("t_first_answer", pa.float64()),  # first non-empty answer token (after any reasoning); TTFO
         ("t_last_token", pa.float64()),
         ("t_end", pa.float64()),
         ("ttft_s", pa.float64()),
@@ -41,6 +42,7 @@ SCHEMA: Final = pa.schema(
         ("itl_s", pa.list_(pa.float32())),  # every gap between consecutive content events
         ("prompt_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),  # of output_tokens, those the server says were reasoning (usage)
         ("token_source", pa.string()),  # server (usage) | client (counted events)
         ("outcome", pa.string()),  # ok | error | incomplete
         ("ok", pa.bool_()),
@@ -63,6 +65,7 @@ _SLACK: Final = 1e-6  # clock rounding between two recorded timestamps of one re
 def invalid_values(
     *,
     ttft: npt.NDArray[np.float64],
+    ttfo: npt.NDArray[np.float64],
     e2e: npt.NDArray[np.float64],
     since_scheduled: npt.NDArray[np.float64],
     itl_max: npt.NDArray[np.float64],
@@ -76,6 +79,8 @@ def invalid_values(
             ("e2e", ~np.isfinite(e2e) | (e2e < 0)),
             ("ttft", np.isinf(ttft) | (ttft < 0)),
             ("ttft_after_e2e", ttft > e2e + _SLACK),
+            # the first answer token is a token: not before the first one, not after the last
+            ("ttfo", np.isinf(ttfo) | (ttfo < ttft - _SLACK) | (ttfo > e2e + _SLACK)),
             ("end_before_scheduled", np.isinf(since_scheduled) | (since_scheduled < -_SLACK)),
             ("itl", np.isinf(itl_max) | (itl_max < 0)),
             ("tokens", np.isinf(prompt_tokens) | (prompt_tokens < 0) | np.isinf(output_tokens) | (output_tokens < 0)),

@@ -119,6 +119,9 @@ class Stage(_Part):
     goodput_rps: NonNegative | None
     slo_attainment: Share | None
     ttft: Latency
+    ttfo: Latency | None = Field(
+        default=None, description="time to the first answer token, after any reasoning (absent in older reports)"
+    )
     tpot: Latency
     itl: Latency
     e2e: Latency = Field(alias="e2e")

@@ -32,7 +32,11 @@ All times are in seconds; the parameters are the fields of :class:`SimParams`.
    happens while the simulator keeps up with its load.
 4. Length.  Exactly ``max_tokens`` tokens are produced (``max_new_tokens`` for
    TGI); the default is 16 when the request does not say.  ``finish_reason``
-   is always ``"length"``.  The slot is released after the last token.
+   is always ``"length"``.  The slot is released after the last token.  With
+   ``reasoning_tokens = R`` the first R tokens of a chat stream are reasoning
+   (``delta.reasoning_content``, as vLLM with a reasoning parser sends them)
+   and the answer starts at token R; usage counts them in
+   ``completion_tokens`` and ``completion_tokens_details.reasoning_tokens``.
 5. Jitter.  With ``jitter_sigma > 0`` every sleep (the prefill and each ITL) is
    multiplied by an independent draw of lognormal(0, jitter_sigma) from a
    ``random.Random(seed)``; the default sigma 0 is fully deterministic.

@@ -30,6 +30,7 @@ _OVERRIDES: tuple[tuple[str, str, type], ...] = (
     ("--seed", "seed", int),
     ("--error-rate", "error_rate", float),
     ("--error-status", "error_status", int),
+    ("--reasoning-tokens", "reasoning_tokens", int),
 )
 
 

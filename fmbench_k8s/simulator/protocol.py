@@ -210,12 +210,15 @@ def parse_triton(body: dict[str, object], stream: bool) -> GenRequest:
 # --- encoding ---------------------------------------------------------------
 
 
-def _usage(req: GenRequest) -> dict[str, int]:
-    return {
+def _usage(req: GenRequest, reasoning: int = 0) -> dict[str, object]:
+    usage: dict[str, object] = {
         "prompt_tokens": req.prompt_tokens,
         "completion_tokens": req.max_tokens,
         "total_tokens": req.prompt_tokens + req.max_tokens,
     }
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": min(reasoning, req.max_tokens)}
+    return usage
 
 
 def _positional(first: bytes, middle: bytes, last: bytes, only: bytes, n: int) -> EventAt:
@@ -231,8 +234,11 @@ def _positional(first: bytes, middle: bytes, last: bytes, only: bytes, n: int) -
     return at
 
 
-def openai_stream(req: GenRequest, chat: bool, req_id: str, created: int, model: str) -> tuple[EventAt, bytes]:
-    """Token events and the tail (optional usage chunk, then [DONE])."""
+def openai_stream(
+    req: GenRequest, chat: bool, req_id: str, created: int, model: str, *, reasoning: int = 0
+) -> tuple[EventAt, bytes]:
+    """Token events and the tail (optional usage chunk, then [DONE]); a chat stream's first
+    ``reasoning`` tokens are reasoning, not answer."""
     head = {
         "id": req_id,
         "object": "chat.completion.chunk" if chat else "text_completion",
@@ -240,10 +246,10 @@ def openai_stream(req: GenRequest, chat: bool, req_id: str, created: int, model:
         "model": model,
     }
 
-    def chunk(role: bool, finish: str | None) -> bytes:
+    def chunk(role: bool, finish: str | None, field: str = "content") -> bytes:
         choice: dict[str, object] = {"index": 0}
         if chat:
-            delta = {"role": "assistant", "content": TOKEN_TEXT} if role else {"content": TOKEN_TEXT}
+            delta = {"role": "assistant", field: TOKEN_TEXT} if role else {field: TOKEN_TEXT}
             choice["delta"] = delta
         else:
             choice["text"] = TOKEN_TEXT
@@ -258,9 +264,23 @@ def openai_stream(req: GenRequest, chat: bool, req_id: str, created: int, model:
         only=chunk(chat, "length"),
         n=req.max_tokens,
     )
+    reasoning = min(reasoning, req.max_tokens) if chat else 0
+    if reasoning:  # the first tokens think; the answer's events keep their places (and the finish)
+        think = _positional(
+            first=chunk(True, None, "reasoning_content"),
+            middle=chunk(False, None, "reasoning_content"),
+            last=chunk(False, "length" if reasoning == req.max_tokens else None, "reasoning_content"),
+            only=chunk(True, "length" if reasoning == req.max_tokens else None, "reasoning_content"),
+            n=reasoning,
+        )
+        answer = at
+
+        def at(i: int) -> bytes:
+            return think(i) if i < reasoning else answer(i)
+
     tail = DONE_EVENT
     if req.include_usage:
-        tail = sse({**head, "choices": [], "usage": _usage(req)}) + DONE_EVENT
+        tail = sse({**head, "choices": [], "usage": _usage(req, reasoning)}) + DONE_EVENT
     return at, tail
 
 

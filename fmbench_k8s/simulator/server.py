@@ -119,7 +119,9 @@ async def _openai(request: web.Request, chat: bool) -> web.StreamResponse:
     req_id = f"{'chatcmpl' if chat else 'cmpl'}-sim-{next(state.ids)}"
     created = int(time.time())
     if req.stream:
-        at, tail = protocol.openai_stream(req, chat, req_id, created, state.model)
+        at, tail = protocol.openai_stream(
+            req, chat, req_id, created, state.model, reasoning=state.params.reasoning_tokens
+        )
         return await _stream(request, state, req, at, tail)
     await state.run(req)
     return _json(protocol.openai_response(req, chat, req_id, created, state.model))

@@ -123,3 +123,34 @@ def test_measurements_match_the_simulator_model(sim: Sim, tmp_path: Path, api: s
         ):
             assert name in scraped, name
         assert scraped["fmbench_target_concurrency"] == CONCURRENCY
+
+
+REASONING = 6
+
+
+def test_ttfo_is_the_first_answer_token_after_the_reasoning(tmp_path: Path) -> None:
+    """A reasoning model thinks before it answers: TTFT is its first token (a thought), TTFO its
+    first answer token, REASONING decode steps later; usage says how many tokens were reasoning."""
+    s = start_simulator("--max-num-seqs", "64", "--prefill-base-s", str(PREFILL_BASE), "--decode-base-s", str(DECODE),
+                        "--batch-slowdown", "0", "--reasoning-tokens", str(REASONING))  # fmt: skip
+    try:
+        spec = write_spec(
+            tmp_path / "spec.yaml",
+            variants=[{"name": "sim", "engine": "simulator", "instanceType": "g5.2xlarge"}],
+            workload={"requestsPerMinute": 600, "promptTokens": {"mean": 50}, "outputTokens": {"mean": OUTPUT_TOKENS}},
+            load={"mode": "fixed", "concurrency": {"levels": [2]}, "stageDuration": "2s"},
+        )
+        with loadgen(tmp_path, spec, "sim", endpoint_url=s.url + "/v1", api="openai-chat") as run:
+            run.start()
+            assert run.wait() == 0, run.master.stderr if run.master else ""
+            df = assert_accounting(run)
+    finally:
+        s.stop()
+    ok = df[df["outcome"] == "ok"]
+    assert len(ok) > 0 and (ok["reasoning_tokens"] == REASONING).all()
+    assert (ok["output_tokens"] == OUTPUT_TOKENS).all()  # reasoning tokens are output tokens
+    ttfo = ok["t_first_answer"] - ok["t_sent"]
+    gap = float((ttfo - ok["ttft_s"]).median())
+    assert abs(gap - REASONING * DECODE) < 0.003, (
+        f"TTFO - TTFT {gap * 1000:.1f} ms, expected {REASONING * DECODE * 1000:.0f}"
+    )

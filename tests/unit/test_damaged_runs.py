@@ -68,7 +68,13 @@ def _set_ok_share(damage: dict[str, float], share: float) -> Callable[[pa.Table]
     def change(table: pa.Table) -> pa.Table:
         rows = np.flatnonzero(np.asarray(pc.equal(table["outcome"], "ok").to_numpy(zero_copy_only=False)))
         damaged = rows[: math.ceil(share * rows.size)]
-        fast = {"ttft_s": 0.1, "e2e_s": 0.2, "t_first_token": math.nan, "t_last_token": math.nan}
+        fast = {
+            "ttft_s": 0.1,
+            "e2e_s": 0.2,
+            "t_first_token": math.nan,
+            "t_first_answer": math.nan,
+            "t_last_token": math.nan,
+        }
         for column, value in {**fast, **damage}.items():
             values = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
             if column in fast:
@@ -107,8 +113,18 @@ def _no_new_answer(doc: dict[str, Any], baseline: dict[str, Any]) -> None:
         ({"ttft_s": 5.0}, 0.2, "invalid_record:ttft_after_e2e"),
         ({"output_tokens": -5.0}, 0.2, "invalid_record:tokens"),
         ({"t_end": 0.0}, 0.2, "invalid_record:end_before_scheduled"),
+        ({"t_first_answer": 0.0}, 0.2, "invalid_record:ttfo"),  # an answer before the request was sent
     ],
-    ids=["inf-e2e", "nan-e2e", "negative-e2e", "inf-ttft", "ttft-after-e2e", "negative-tokens", "end-before-start"],
+    ids=[
+        "inf-e2e",
+        "nan-e2e",
+        "negative-e2e",
+        "inf-ttft",
+        "ttft-after-e2e",
+        "negative-tokens",
+        "end-before-start",
+        "answer-before-sent",
+    ],
 )
 def test_impossible_values_are_errors_with_a_reason(
     tmp_path: Path, baseline: dict[str, Any], damage: dict[str, float], share: float, reason: str

@@ -93,6 +93,20 @@ def test_openai_chat_events_content_usage_and_done() -> None:
     assert st_.ttft == pytest.approx(0.51) and st_.tpot == pytest.approx(0.01)
 
 
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])  # vLLM's older and newer name
+def test_reasoning_is_a_token_but_not_the_answer(field: str) -> None:
+    think = {"choices": [{"index": 0, "delta": {field: " hmm"}}]}
+    answer = {"choices": [{"index": 0, "delta": {"content": " yes"}}]}
+    usage = {"prompt_tokens": 5, "completion_tokens": 4, "completion_tokens_details": {"reasoning_tokens": 2}}
+    st_ = _feed(OpenAIChat("m"), [think, think, answer, answer, {"choices": [], "usage": usage}, b"[DONE]"])
+    assert st_.t_first_token == pytest.approx(100.0)  # TTFT: the first token of any kind
+    assert st_.t_first_answer == pytest.approx(100.02)  # TTFO: the first answer token
+    assert st_.content_events == 4 and st_.itl == pytest.approx([0.01, 0.01, 0.01])
+    assert (st_.output_tokens, st_.server_reasoning_tokens) == (4, 2)
+    plain = _feed(OpenAIChat("m"), [answer, answer, b"[DONE]"])
+    assert plain.t_first_answer == plain.t_first_token  # no reasoning: the same token
+
+
 def test_openai_errors_and_malformed_events_raise_with_reasons() -> None:
     with pytest.raises(StreamProtocolError) as info:
         _feed(OpenAIChat(), [{"error": {"message": "overloaded"}}])
