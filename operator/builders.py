@@ -254,8 +254,6 @@ def _server_container(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -
         tp = devices * NEURON_CORES_PER_DEVICE if shape.resource == NEURON else devices
         args = server_args(variant.engine, model.name, info.port, tensor_parallel=tp, revision=model.revision)
         settings = server_env(variant.engine, model.name, tensor_parallel=tp, revision=model.revision)
-        if model.cache is not None:
-            settings |= cache_env(variant.engine)
         env += [{"name": k, "value": v} for k, v in settings.items()]
         if model.token_secret_ref is not None:
             ref = model.token_secret_ref
@@ -350,11 +348,12 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
     if simulated:
         _add_pull_secrets(pod_spec, cfg)
     model = bench.spec.model_for(variant)
-    if model is not None and model.cache is not None and cache_env(variant.engine or ""):
-        pod_spec["volumes"].append(
-            {"name": "model-cache", "persistentVolumeClaim": {"claimName": model.cache.claim_name}}
-        )
+    claim = model.cache if model is not None else None
+    cache = cache_env(variant.engine or "") if claim is not None else {}
+    if claim is not None and cache:  # the claim, and where the engine keeps its files in it
+        pod_spec["volumes"].append({"name": "model-cache", "persistentVolumeClaim": {"claimName": claim.claim_name}})
         container["volumeMounts"].append({"name": "model-cache", "mountPath": CACHE_MOUNT})
+        container["env"] += [{"name": k, "value": v} for k, v in cache.items()]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
