@@ -76,15 +76,14 @@ class OpenAIChat(Protocol):
             body["model"] = self.model
         return body
 
-    def _text(self, choice: dict[str, Any]) -> tuple[Any, bool]:
-        """The choice's new text, and whether it is answer (True) or reasoning (False): vLLM and
-        SGLang with a reasoning parser send the thinking as ``reasoning_content`` (newer vLLM
-        ``reasoning``) before the answer's ``content``."""
+    def _text(self, choice: dict[str, Any]) -> Any:
+        return (choice.get("delta") or {}).get("content")
+
+    def _thought(self, choice: dict[str, Any]) -> Any:
+        """Reasoning text: vLLM and SGLang with a reasoning parser send the thinking as
+        ``reasoning_content`` (newer vLLM ``reasoning``) before the answer's ``content``."""
         delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if content:
-            return content, True
-        return delta.get("reasoning_content") or delta.get("reasoning"), False
+        return delta.get("reasoning_content") or delta.get("reasoning")
 
     def event(self, data: bytes, ts: float, st: RequestState) -> None:
         if data == b"[DONE]":
@@ -95,11 +94,14 @@ class OpenAIChat(Protocol):
             raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
         _stream_error(obj)
         for choice in obj.get("choices") or ():
-            if isinstance(choice, dict):
-                text, answer = self._text(choice)
-                if text:
-                    st.content(ts, answer)
-                    break
+            if not isinstance(choice, dict):
+                continue
+            if self._text(choice):  # the common case first: no reasoning lookup per answer token
+                st.content(ts)
+                break
+            if self._thought(choice):
+                st.content(ts, answer=False)
+                break
         usage = obj.get("usage")
         if isinstance(usage, dict):
             out = _int(usage.get("completion_tokens"))
@@ -123,8 +125,11 @@ class OpenAICompletions(OpenAIChat):
     def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
         return {"prompt": prompt.text}
 
-    def _text(self, choice: dict[str, Any]) -> tuple[Any, bool]:
-        return choice.get("text"), True
+    def _text(self, choice: dict[str, Any]) -> Any:
+        return choice.get("text")
+
+    def _thought(self, choice: dict[str, Any]) -> Any:
+        return None  # completions carry no reasoning field
 
 
 class Tgi(Protocol):
