@@ -344,11 +344,6 @@ def parse_sharegpt(text: str) -> list[tuple[str, int | None]]:
     return rows
 
 
-def load_dataset_text(uri: str, storage_endpoint: str | None = None) -> str:
-    """The text behind ``uri`` (JSONL or ShareGPT JSON)."""
-    return _text(load_dataset_bytes(uri, storage_endpoint), uri)
-
-
 def load_dataset_bytes(uri: str, storage_endpoint: str | None = None) -> bytes:
     """The file behind ``uri`` (an hf:// dataset as JSONL)."""
     if uri.startswith("s3://"):

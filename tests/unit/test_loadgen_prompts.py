@@ -14,7 +14,7 @@ from fmbench_k8s.loadgen.prompts import (
     DatasetError,
     PromptSource,
     draw_tokens,
-    load_dataset_text,
+    load_dataset_bytes,
     load_texts,
 )
 from fmbench_k8s.simulator.tokenizer import count_tokens
@@ -85,7 +85,7 @@ def test_dataset_from_a_local_path_and_a_configmap_mount(tmp_path: Path, monkeyp
 
 def test_dataset_errors_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="cannot read dataset"):
-        load_dataset_text(str(tmp_path / "missing.jsonl"))
+        load_dataset_bytes(str(tmp_path / "missing.jsonl"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\nnot json\n')
     with pytest.raises(DatasetError, match="line 2: not JSON"):
@@ -93,9 +93,9 @@ def test_dataset_errors_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="string field 'prompt'"):
         load_texts(_workload(dataset={"uri": str(_write(tmp_path, '{"q": 1}'))}))
     with pytest.raises(DatasetError, match="configmap://NAME/KEY"):
-        load_dataset_text("configmap://only-name")
+        load_dataset_bytes("configmap://only-name")
     with pytest.raises(DatasetError, match="unsupported"):
-        load_dataset_text("ftp://x/y")
+        load_dataset_bytes("ftp://x/y")
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -112,7 +112,7 @@ def test_hf_datasets_fail_offline_with_a_clear_message(monkeypatch: pytest.Monke
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DatasetError) as info:
-        load_dataset_text("hf://some-org/some-dataset")
+        load_dataset_bytes("hf://some-org/some-dataset")
     assert str(info.value).startswith(HF_OFFLINE_MESSAGE)
 
 
@@ -127,14 +127,14 @@ def test_hf_datasets_from_a_local_directory_as_the_hub_would_give_them(tmp_path:
     files.mkdir()
     (files / "train.jsonl").write_text("\n".join(json.dumps({"question": q}) for q in questions))
     for where in (saved, files):
-        text = load_dataset_text(f"hf://{where}")
+        text = load_dataset_bytes(f"hf://{where}").decode()
         assert [json.loads(line)["question"] for line in text.splitlines()] == questions, where
     texts = load_texts(_workload(dataset={"uri": f"hf://{saved}", "promptField": "question"}))
     assert texts is not None and [t for t, _ in texts] == questions
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DatasetError, match="cannot read the dataset directory"):
-        load_dataset_text(f"hf://{empty}")
+        load_dataset_bytes(f"hf://{empty}")
 
 
 def test_dataset_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +153,7 @@ def test_dataset_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         s3.put_object(Bucket="prompts", Key="sets/a.jsonl", Body=_jsonl([{"prompt": "from s3"}]).encode())
         assert load_texts(_workload(dataset={"uri": "s3://prompts/sets/a.jsonl"})) == [("from s3", None)]
         with pytest.raises(DatasetError, match=r"cannot read dataset s3://prompts/none\.jsonl"):
-            load_dataset_text("s3://prompts/none.jsonl")
+            load_dataset_bytes("s3://prompts/none.jsonl")
 
 
 def test_parquet_datasets_with_their_own_output_budgets(tmp_path: Path) -> None:
