@@ -56,10 +56,18 @@ class Quantile:
 # Each quantity under one key whatever the engine: a variant's server exports one engine's names,
 # so the first name present is the one read (and the report says which). vLLM 0.32's names are
 # verified against the real engine, SGLang 0.5.23's against its own metrics collector's source
-# (tests/engines/); the simulator exports vLLM's.
+# (tests/engines/); the simulator exports vLLM's. TGI 3.3.4's are taken from its metrics reference
+# and not checked against a running TGI (docs/metrics.md, "Server metrics"); TGI has no TTFT or
+# KV-cache series, its token counts are histograms (the `_sum` is the total) and its ITL is the
+# per-request mean time per token.
 GAUGES: Final = (
-    Gauge("running", "server", ("vllm:num_requests_running", "sglang:num_running_reqs"), total=True),
-    Gauge("waiting", "server", ("vllm:num_requests_waiting", "sglang:num_queue_reqs"), total=True),
+    Gauge(
+        "running",
+        "server",
+        ("vllm:num_requests_running", "sglang:num_running_reqs", "tgi_batch_current_size"),
+        total=True,
+    ),
+    Gauge("waiting", "server", ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "tgi_queue_size"), total=True),
     # vLLM >= 0.10 names it kv_cache_usage_perc, earlier versions gpu_cache_usage_perc.
     Gauge(
         "kvCacheUsage",
@@ -84,15 +92,41 @@ class Increase:
 
 
 INCREASES: Final = (
-    Increase("promptTokens", ("vllm:prompt_tokens_total", "sglang:prompt_tokens_total"), mean=False),
-    Increase("generationTokens", ("vllm:generation_tokens_total", "sglang:generation_tokens_total"), mean=False),
+    Increase(
+        "promptTokens",
+        ("vllm:prompt_tokens_total", "sglang:prompt_tokens_total", "tgi_request_input_length_sum"),
+        mean=False,
+    ),
+    Increase(
+        "generationTokens",
+        ("vllm:generation_tokens_total", "sglang:generation_tokens_total", "tgi_request_generated_tokens_sum"),
+        mean=False,
+    ),
     Increase("preemptions", ("vllm:num_preemptions_total", "sglang:num_retracted_requests_total"), mean=False),
-    Increase("queueTimeMean", ("vllm:request_queue_time_seconds", "sglang:queue_time_seconds"), mean=True),
+    Increase(
+        "queueTimeMean",
+        ("vllm:request_queue_time_seconds", "sglang:queue_time_seconds", "tgi_request_queue_duration"),
+        mean=True,
+    ),
     Increase("ttftMean", ("vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds"), mean=True),
-    Increase("e2eMean", ("vllm:e2e_request_latency_seconds", "sglang:e2e_request_latency_seconds"), mean=True),
-    Increase("itlMean", ("vllm:inter_token_latency_seconds", "sglang:inter_token_latency_seconds"), mean=True),
+    Increase(
+        "e2eMean",
+        ("vllm:e2e_request_latency_seconds", "sglang:e2e_request_latency_seconds", "tgi_request_duration"),
+        mean=True,
+    ),
+    Increase(
+        "itlMean",
+        (
+            "vllm:inter_token_latency_seconds",
+            "sglang:inter_token_latency_seconds",
+            "tgi_request_mean_time_per_token_duration",
+        ),
+        mean=True,
+    ),
 )
-SERVER_NAMES: Final = tuple(n for m in (*GAUGES, *INCREASES) for n in m.names if n.startswith(("vllm:", "sglang:")))
+SERVER_NAMES: Final = tuple(
+    n for m in (*GAUGES, *INCREASES) for n in m.names if n.startswith(("vllm:", "sglang:", "tgi_"))
+)
 
 
 class PrometheusError(Exception):

@@ -62,9 +62,10 @@ class Exporter:
         self.client_bound = Gauge("fmbench_client_bound", "1 while the worker itself is the bottleneck.",
                                   ["benchmark", "variant"], registry=r)  # fmt: skip
         self.stage.labels(**self.labels).set(-1)
-        for metric in (self.inflight, self.target_concurrency, self.target_rate, self.schedule_lag, self.loop_lag,
-                       self.cpu, self.client_bound):  # fmt: skip
-            metric.labels(**self.labels)  # exported (as 0) before the first stage, so dashboards find them
+        # Exported (as 0) before the first stage, so dashboards find them. The two targets are not:
+        # a closed-loop run has no offered rate and an open-loop run no target concurrency.
+        for metric in (self.inflight, self.schedule_lag, self.loop_lag, self.cpu, self.client_bound):
+            metric.labels(**self.labels)
         self.port: int | None = None
         self._server: Any = None
         self._stages_seen: set[str] = set()

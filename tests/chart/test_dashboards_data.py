@@ -27,9 +27,9 @@ from tests.corpus import REPO
 
 pytestmark = pytest.mark.integration
 DASHBOARDS = REPO / "charts" / "fmbench-k8s" / "dashboards"
-# What a run itself exports; a panel may also read SGLang's names beside vLLM's (`or`), which the
+# What a run itself exports; a panel may also read SGLang's or TGI's names beside vLLM's (`or`), which the
 # simulator does not serve: the vLLM side must then return the data.
-LOCAL_METRICS = ("fmbench_", "vllm:", "vllm_", "sglang:")
+LOCAL_METRICS = ("fmbench_", "vllm:", "vllm_", "sglang:", "tgi_")
 # Panels whose series come from exporters a local run does not have.
 CLUSTER_ONLY = ("kube_", "DCGM_", "neuron", "fmbench:instance_price", "fmbench_benchmark_", "node_")
 
@@ -43,24 +43,36 @@ def _query(url: str, expr: str, at: float) -> list[Any]:
     return result
 
 
+# The same run closed-loop (concurrency panels) and open-loop (offered-rate panel), side by side.
+LOADS: dict[str, dict[str, Any]] = {
+    "closed": {"concurrency": {"levels": [8]}},
+    "open": {"arrival": "poisson", "rate": {"levels": [6]}},
+}
+
+
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     require_tool("prometheus", "Debian package prometheus")
     tmp = tmp_path_factory.mktemp("dashboards")
-    doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
-    doc["metadata"]["name"] = "dash"
-    doc["spec"]["variants"] = doc["spec"]["variants"][:1]
-    doc["spec"]["workload"]["outputTokens"] = {"mean": 8}
-    doc["spec"]["load"] = {"mode": "fixed", "concurrency": {"levels": [8]}, "warmup": "1s", "stageDuration": "70s",
-                           "drain": "3s", "workers": 2}  # fmt: skip
-    spec = tmp / "dash.yaml"
-    spec.write_text(yaml.safe_dump(doc))
     cli = str(Path(sys.executable).parent / "fmbench-k8s")
-    done = subprocess.run([cli, "run", str(spec), "--output", str(tmp / "out"), "--no-plots"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp / "out" / "local" / "dash").iterdir()
-    return run
+    procs = {}
+    for kind, load in LOADS.items():
+        doc = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+        doc["metadata"]["name"] = f"dash-{kind}"
+        doc["spec"]["variants"] = doc["spec"]["variants"][:1]
+        doc["spec"]["workload"]["outputTokens"] = {"mean": 8}
+        doc["spec"]["load"] = {"mode": "fixed", "warmup": "1s", "stageDuration": "70s", "drain": "3s", "workers": 2,
+                               **load}  # fmt: skip
+        spec = tmp / f"{kind}.yaml"
+        spec.write_text(yaml.safe_dump(doc))
+        procs[kind] = subprocess.Popen([cli, "run", str(spec), "--output-dir", str(tmp / kind), "--no-plots"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    runs = {}
+    for kind, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        (runs[kind],) = (tmp / kind / "local" / f"dash-{kind}").iterdir()
+    return runs
 
 
 def _local_queries() -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -85,8 +97,8 @@ def test_the_split_between_local_and_cluster_only_panels_is_deliberate() -> None
     assert all(not t.startswith("live-run") for t in cluster_only), "every live-run panel is fed by the run itself"
 
 
-def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
-    report = json.loads((finished_run / "report.json").read_text())
+def test_every_panel_fed_by_the_run_shows_data(finished_runs: dict[str, Path]) -> None:
+    report = json.loads((finished_runs["closed"] / "report.json").read_text())
     assert report["serverMetrics"]["collected"] is True, report["serverMetrics"]
     # The run's own Prometheus labels the model server's series with benchmark and variant, so the
     # report finds them (docs/metrics.md, "Server metrics").
@@ -94,22 +106,30 @@ def test_every_panel_fed_by_the_run_shows_data(finished_run: Path) -> None:
     for key in ("running", "kvCacheUsage", "queueTimeMean", "generationTokens"):
         assert key in served, (key, report["serverMetrics"]["stages"][0]["absent"])
     assert served["running"]["max"] == 8  # the stage's concurrency, seen by the server
-    stages = json.loads((finished_run / "stages" / "g5-sim.json").read_text())
-    at = stages[-1]["steady_end"] - 1  # inside the stage: rates over the last minute are defined
     binary = require_tool("prometheus", "Debian package prometheus")
-    # A fresh server on the run's own TSDB (the run's Prometheus stopped with the run).
-    proc, url = start_prometheus(binary, finished_run / "replay", [], data_dir=finished_run / "prometheus" / "data")
-    try:
-        queries = _local_queries()[0]
-        empty = [(d, t, q) for d, t, q in queries if not _query(url, q, at)]
-        # The stage annotation marks the stage's start (and only a stage change).
-        marks = _annotation_queries()
-        started = stages[-1]["start"] + 10
-        marked = {name: (_query(url, q, started), _query(url, q, stages[-1]["steady_end"] - 15)) for name, q in marks}
-    finally:
-        proc.stop()
+    queries = _local_queries()[0]
+    answers: dict[str, list[list[Any]]] = {}
+    for kind, run in finished_runs.items():
+        (stage,) = json.loads((run / "stages" / "g5-sim.json").read_text())
+        at = stage["steady_end"] - 1  # inside the stage: rates over the last minute are defined
+        # A fresh server on the run's own TSDB (the run's Prometheus stopped with the run).
+        proc, url = start_prometheus(binary, run / "replay", [], data_dir=run / "prometheus" / "data")
+        try:
+            answers[kind] = [_query(url, q, at) for _, _, q in queries]
+            if kind == "closed":  # the stage annotation marks the stage's start (and only a stage change)
+                marks = _annotation_queries()
+                start, mid = stage["start"] + 10, stage["steady_end"] - 15
+                marked = {name: (_query(url, q, start), _query(url, q, mid)) for name, q in marks}
+        finally:
+            proc.stop()
     assert len(queries) >= 20
+    empty = [(d, t, q) for i, (d, t, q) in enumerate(queries) if not any(a[i] for a in answers.values())]
     assert not empty, "panels without data:\n" + "\n".join(f"{d} / {t}: {q}" for d, t, q in empty)
+    offered = [i for i, (_, _, q) in enumerate(queries) if "fmbench_target_rate" in q]
+    assert offered and all(answers["open"][i] and not answers["closed"][i] for i in offered), [
+        (answers["open"][i], answers["closed"][i]) for i in offered
+    ]
+    assert [float(s["value"][1]) for i in offered for s in answers["open"][i]] == [6.0]
     assert [name for name, _ in marks] == ["live-run: Stage changes"]
     assert all(at_start and not mid_stage for at_start, mid_stage in marked.values()), marked
 

@@ -143,11 +143,15 @@ def test_dashboard_is_grafana_10_shaped(path: Path) -> None:
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         assert p.get("description"), f"panel {p['title']!r} has no description"
         assert p["targets"] and all(t["refId"] and t["expr"] for t in p["targets"]), p["title"]
-    # every selector of the fmbench_* and vllm:* series honours the three variables
+    # every selector of a benchmark's own series (load workers, engines) honours the three
+    # variables; the accelerator exporters' series are the benchmark's model-server pods' (the
+    # analysis's default selector, analysis/prometheus.py)
     for _, expr in ((p["title"], t["expr"]) for p in panels for t in p.get("targets", [])):
-        for selector in re.findall(r"(?<![\w:])(?:fmbench_\w+|vllm:\w+)\{([^}]*)\}", expr):
+        for selector in re.findall(r"(?<![\w:])(?:fmbench_\w+|vllm:\w+|sglang:\w+|tgi_\w+)\{([^}]*)\}", expr):
             for var in ("namespace", "benchmark", "variant"):
                 assert f'{var}=~"${var}"' in selector, expr
+        for selector in re.findall(r"(?<![\w:])(?:DCGM_\w+|neuroncore_\w+)(\{[^}]*\})?", expr):
+            assert selector == '{namespace=~"$namespace", pod=~"($benchmark)-($variant)-.+"}', expr
 
 
 def test_live_run_dashboard_covers_the_load_metrics() -> None:
@@ -284,13 +288,15 @@ def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
     exporter.schedule_lag.labels(**exporter.labels)
     exporter.inflight.labels(**exporter.labels).set(0)
     exporter.target_concurrency.labels(**exporter.labels).set(0)
+    exporter.target_rate.labels(**exporter.labels).set(0)
     sim = SimMetrics("m", 8, lambda: 0, lambda: 0)
     known = _exported_names(exporter.registry) | _exported_names(sim.registry) | _ksm_names()
     known.add("fmbench:instance_price_usd_per_hour")
     # SGLang's names, as the report reads them (checked against SGLang's own source in
     # tests/engines/test_sglang_args.py); its histograms are queried by their buckets
-    sglang = {n for n in SERVER_NAMES if n.startswith("sglang:")}
-    known |= sglang | {f"{n}_bucket" for n in sglang}
+    # and TGI's (from its metrics reference, docs/metrics.md)
+    engines = {n for n in SERVER_NAMES if n.startswith(("sglang:", "tgi_"))}
+    known |= engines | {f"{n}_bucket" for n in engines}
     objects = render_objects({"monitoring": {"instancePrices": {"g6e.2xlarge": 1.0}}})
     used: dict[str, set[str]] = {}
     for path in DASHBOARDS:
@@ -320,6 +326,9 @@ def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
         "sglang:num_running_reqs",
         "sglang:token_usage",
         "sglang:time_to_first_token_seconds_bucket",
+        "tgi_queue_size",
+        "tgi_request_duration_bucket",
+        "fmbench_target_rate",
     ):
         assert contract in used, f"DESIGN §4 metric {contract} is on no dashboard"
 
