@@ -42,6 +42,28 @@ class AccountingError(ValueError):
 
 
 @dataclass(frozen=True)
+class BucketMetrics:
+    """One prompt-length bucket's share of a stage's steady window (workload.buckets)."""
+
+    name: str
+    steady_requests: int
+    steady_ok: int
+    error_rate: float
+    throughput_rpm: float
+    mean_prompt_tokens: float
+    mean_output_tokens: float
+    goodput_rps: float
+    latency: dict[str, Summary]  # keys: BUCKET_LATENCY
+    slo_value: float
+    slo_ci: QuantileCi
+    outcome: Outcome
+    failures: tuple[str, ...]
+
+
+BUCKET_LATENCY: Final = ("ttft", "tpot", "e2e")
+
+
+@dataclass(frozen=True)
 class StageMetrics:
     variant: str
     stage: int
@@ -79,6 +101,7 @@ class StageMetrics:
     client_bound_share: float
     notes: tuple[str, ...] = field(default=())
     client: ClientHealth | None = None
+    buckets: tuple[BucketMetrics, ...] = ()  # by name; empty without workload.buckets
     # per-request TTFT and TPOT of the window's ok requests, for histograms; not part of the report
     samples: Mapping[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -210,6 +233,7 @@ class _Columns:
     is_incomplete: BoolArray
     client_bound: BoolArray
     error: npt.NDArray[np.object_]
+    bucket: npt.NDArray[np.object_]  # None where the workload has no buckets (or the writer predates them)
     itl: _ItlSource
 
     @classmethod
@@ -257,6 +281,7 @@ class _Columns:
             is_incomplete=(outcome == OUTCOME_INCOMPLETE).to_numpy(),
             client_bound=_bools(frame, "client_bound"),
             error=error,
+            bucket=frame["bucket"].to_numpy(dtype=np.object_),
             itl=_ItlSource(frame["itl_s"]),
         )
 
@@ -392,6 +417,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         client_bound=info.client_bound or client_share > 0,
         client_bound_share=client_share,
         client=info.client,
+        buckets=_buckets(win, cols, rule, window_s),
         notes=tuple(notes),
         # one per ok request of the window (ITL, one per token, would not scale); "at": seconds into
         # the window it was scheduled, "slo": its value of the SLO's metric (latency over time)
@@ -403,6 +429,48 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
             "slo": per_request,
         },
     )
+
+
+def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> tuple[BucketMetrics, ...]:
+    """Each bucket's requests of the steady window, judged by the same SLO as the stage (its
+    minimum sample scaled to the bucket's share of the window)."""
+    names = cols.bucket[win]
+    present = sorted({str(n) for n in names if isinstance(n, str)})
+    per_s = 1.0 / window_s if window_s > 0 else math.nan
+    lat = rule.slo.latency
+    out = []
+    for name in present:
+        rows = win[names == name]
+        ok = rows[cols.is_ok[rows]]
+        counts = StageCounts(
+            scheduled=int(rows.size),
+            ok=int(ok.size),
+            errors=int(cols.is_error[rows].sum()),
+            incomplete=int(cols.is_incomplete[rows].sum()),
+        )
+        per_request = _per_request_slo_value(lat.metric, ok, cols)
+        share_rule = SloRule(rule.slo, max(1, math.ceil(rule.min_requests * rows.size / win.size)))
+        verdict = judge(cols.itl.values(ok) if lat.metric == "itl" else per_request, counts, share_rule)
+        ttft, e2e, out_tokens = cols.ttft[ok], cols.e2e[ok], cols.output[ok]
+        latency = {"ttft": summarize(ttft), "tpot": summarize(tpot(e2e, ttft, out_tokens)), "e2e": summarize(e2e)}
+        out.append(
+            BucketMetrics(
+                name=name,
+                steady_requests=counts.scheduled,
+                steady_ok=counts.ok,
+                error_rate=verdict.error_rate,
+                throughput_rpm=rows.size * per_s * 60,
+                mean_prompt_tokens=float(np.nanmean(cols.prompt[ok])) if ok.size else math.nan,
+                mean_output_tokens=float(np.nanmean(out_tokens)) if ok.size else math.nan,
+                goodput_rps=int(np.sum(~(per_request > lat.max_seconds))) * per_s,
+                latency=latency,
+                slo_value=verdict.value,
+                slo_ci=verdict.ci,
+                outcome=verdict.outcome,
+                failures=verdict.reasons,
+            )
+        )
+    return tuple(out)
 
 
 def stage_metrics(frame: pd.DataFrame, stages: Sequence[StageInfo], rule: SloRule) -> list[StageMetrics]:

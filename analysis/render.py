@@ -121,6 +121,57 @@ def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _bucket_answer_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    """Per variant and prompt-length bucket: how far its own requests meet the SLO."""
+    spec = {b["name"]: b for b in doc["workload"].get("buckets") or []}
+    q = f"p{doc['slo']['percentile']:g} {doc['slo']['metric']}"
+    head = ["variant", "bucket", "prompt tokens", "share", "output tokens", "meets the SLO up to level",
+            "first failing level", f"at the sizing level: {q} (s)", "verdict there"]  # fmt: skip
+    rows = []
+    for v in doc["variants"]:
+        for a in v.get("buckets") or []:
+            b = spec.get(a["name"], {})
+            tokens = f"{b['minTokens']}–{b['maxTokens']}" if b else "—"
+            rows.append([
+                v["name"], a["name"], tokens, pct(b.get("share")), fmt(b["outputTokens"]["mean"]) if b else "—",
+                fmt(a["maxLevelMeetingSlo"]), fmt(a["firstFailingLevel"]), fmt(a["sloPercentileAtSloStage"]),
+                a["outcomeAtSloStage"] or "—",
+            ])  # fmt: skip
+    return head, rows
+
+
+def _bucket_stage_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    """Every stage's steady window, split by prompt-length bucket."""
+    q = f"p{doc['slo']['percentile']:g} {doc['slo']['metric']}"
+    head = ["variant", "stage", "target", "bucket", "requests", "error rate", "req/min", "mean prompt tok",
+            "TTFT p50/p95 (s)", "E2E p50/p95 (s)", f"{q} (s) [95% CI]", "verdict"]  # fmt: skip
+    rows = []
+    for v in doc["variants"]:
+        for s in v["stages"]:
+            for b in s.get("buckets") or []:
+                ci = b["sloPercentileCi"]
+                ci_text = f"[{fmt(ci['low'])}, {fmt(ci['high'])}]" if ci["low"] is not None else f"(n={ci['n']})"
+                rows.append([
+                    v["name"], fmt(s["stage"]), fmt(s["target"]), b["name"], fmt(b["requests"]), pct(b["errorRate"]),
+                    fmt(b["throughputRpm"]), fmt(b["meanPromptTokens"]),
+                    f"{fmt(b['ttft']['p50'])} / {fmt(b['ttft']['p95'])}",
+                    f"{fmt(b['e2e']['p50'])} / {fmt(b['e2e']['p95'])}", f"{fmt(b['sloPercentile'])} {ci_text}",
+                    b["sloOutcome"],
+                ])  # fmt: skip
+    return head, rows
+
+
+def _in_buckets(w: Doc) -> str:
+    buckets = w.get("buckets") or []
+    return f" in {len(buckets)} buckets ({', '.join(b['name'] for b in buckets)})" if buckets else ""
+
+
+BUCKETS_TEXT = (
+    "Each stage's load is the whole mix; a bucket's rows are its requests within it, judged by the same SLO. The "
+    "recommendation sizes the whole traffic; a bucket that misses the SLO at the sizing level is named in the notes."
+)
+
+
 def _thinks(stage: Doc) -> bool:
     """The stage's first answer tokens came later than its first tokens (reasoning)."""
     ttfo, ttft = stage.get("ttfo") or {}, stage["ttft"]
@@ -261,8 +312,9 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     css = "answer" + ("" if doc["recommendation"] else " none")
     parts.append(f"<p class='{css}'>{e(headline(doc))}</p>")
     parts.append(
-        f"<p>Workload: R = {w['requestsPerMinute']:g} requests/min, prompts ≈ {w['promptTokens']['mean']} tokens, "
-        f"outputs ≈ {w['outputTokens']['mean']} tokens. SLO: p{slo['percentile']:g} {e(slo['metric'])} ≤ "
+        f"<p>Workload: R = {w['requestsPerMinute']:g} requests/min, prompts ≈ {fmt(w['promptTokens']['mean'])} "
+        f"tokens{_in_buckets(w)}, outputs ≈ {fmt(w['outputTokens']['mean'])} tokens. "
+        f"SLO: p{slo['percentile']:g} {e(slo['metric'])} ≤ "
         f"{slo['maxSeconds']:g} s, error rate ≤ {slo['maxErrorRate']:.2%}. Headroom {doc['analysis']['headroom']:g}, "
         f"{e(doc['analysis']['capacityType'])} prices in {e(doc['analysis']['region'])}.</p>"
     )
@@ -275,6 +327,9 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     parts += [img(n) for n in ("latency_vs_throughput.png", "latency_vs_load.png", "throughput_vs_load.png",
                                "latency_cdf.png", "latency_over_time.png", "ttft_distribution.png",
                                "tpot_distribution.png")]  # fmt: skip
+    if w.get("buckets"):
+        parts += ["<h2>By prompt-length bucket</h2>", _html_table(*_bucket_answer_rows(doc)),
+                  f"<p class='muted'>{e(BUCKETS_TEXT)}</p>", _html_table(*_bucket_stage_rows(doc))]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
     parts += [img("cost_vs_throughput.png"), img("cost_vs_rate.png"), img("heatmap.png")]
     errors = _error_rows(doc)
@@ -315,8 +370,8 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
         out += ["> **Partial report**: the run did not finish; some stages may be missing.", ""]
     out += [
         f"**{headline(doc)}**", "",
-        f"Workload: R = {w['requestsPerMinute']:g} requests/min, P ≈ {w['promptTokens']['mean']}, "
-        f"G ≈ {w['outputTokens']['mean']} tokens. "
+        f"Workload: R = {w['requestsPerMinute']:g} requests/min, P ≈ {fmt(w['promptTokens']['mean'])}"
+        f"{_in_buckets(w)}, G ≈ {fmt(w['outputTokens']['mean'])} tokens. "
         f"SLO: p{slo['percentile']:g} {slo['metric']} ≤ {slo['maxSeconds']:g} s, "
         f"error rate ≤ {slo['maxErrorRate']:.2%}.", "",
         "## Variants", "", _md_table(*_variant_rows(doc)), "",
@@ -328,6 +383,9 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
     for v in doc["variants"]:
         out += [f"### {v['name']}", "", _md_table(*_stage_rows(doc, v)), ""]
         out += [f"- {n}" for n in v["notes"]]
+    if w.get("buckets"):
+        out += ["## By prompt-length bucket", "", _md_table(*_bucket_answer_rows(doc)), "", BUCKETS_TEXT, ""]
+        out += [_md_table(*_bucket_stage_rows(doc)), ""]
     out += ["## Instances and cost vs request rate", "", _md_table(*_view_rows(doc)), ""]
     out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
     errors = _error_rows(doc)

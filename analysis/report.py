@@ -14,12 +14,12 @@ from typing import Any, Final
 import numpy as np
 
 from fmbench_k8s import __version__
-from fmbench_k8s.analysis.metrics import LATENCY_METRICS, StageMetrics
+from fmbench_k8s.analysis.metrics import BUCKET_LATENCY, LATENCY_METRICS, BucketMetrics, StageMetrics
 from fmbench_k8s.analysis.pricing import InstancePrice, TokenPrice, VariantPrice
 from fmbench_k8s.analysis.sizing import FMBENCH_RATES, Cost, Sizer, Sizing
 from fmbench_k8s.api.spec import BenchmarkSpec, Variant
 from fmbench_k8s.contract.engines import served_by
-from fmbench_k8s.contract.stats import CONFIDENCE
+from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
 
 SCHEMA_VERSION: Final = 2
@@ -97,7 +97,8 @@ def _interval(interval: tuple[int | None, int | None] | None) -> InstancesInterv
     return None if interval is None else InstancesInterval(low=interval[0], high=interval[1], confidence=CONFIDENCE)
 
 
-def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
+def stage_entry(m: StageMetrics, at_level: Cost | None, order: Sequence[str] = ()) -> dict[str, Any]:
+    """A stage as report.json has it; its buckets in ``order`` (the spec's), others after by name."""
     return {
         "stage": m.stage,
         "target": m.target,
@@ -126,13 +127,7 @@ def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
         "sloAttainment": m.slo_attainment,
         **{k: m.latency[k].as_dict() for k in LATENCY_METRICS},
         "sloPercentile": m.slo_value,
-        "sloPercentileCi": {
-            "low": m.slo_ci.low,
-            "high": m.slo_ci.high,
-            "confidence": m.slo_ci.confidence,
-            "n": m.slo_ci.n,
-            "minSamples": m.slo_ci.min_samples,
-        },
+        "sloPercentileCi": _ci(m.slo_ci),
         "meetsSlo": m.meets_slo,
         "sloOutcome": m.outcome,
         "sloVerdict": m.verdict,
@@ -147,9 +142,79 @@ def stage_entry(m: StageMetrics, at_level: Cost | None) -> dict[str, Any]:
             "cpuPercent": m.client.cpu_percent,
             "rssMb": m.client.rss_mb,
         },
+        "buckets": [_bucket_stage(b) for b in sorted(m.buckets, key=lambda b: _rank(b.name, order))] or None,
         "atThisLevel": _cost(at_level),
         "notes": list(m.notes),
     }
+
+
+def _ci(ci: QuantileCi) -> dict[str, Any]:
+    return {"low": ci.low, "high": ci.high, "confidence": ci.confidence, "n": ci.n, "minSamples": ci.min_samples}
+
+
+def _bucket_stage(b: BucketMetrics) -> dict[str, Any]:
+    return {
+        "name": b.name,
+        "requests": b.steady_requests,
+        "ok": b.steady_ok,
+        "errorRate": b.error_rate,
+        "throughputRpm": b.throughput_rpm,
+        "meanPromptTokens": b.mean_prompt_tokens,
+        "meanOutputTokens": b.mean_output_tokens,
+        "goodputRps": b.goodput_rps,
+        **{k: b.latency[k].as_dict() for k in BUCKET_LATENCY},
+        "sloPercentile": b.slo_value,
+        "sloPercentileCi": _ci(b.slo_ci),
+        "sloOutcome": b.outcome,
+        "sloFailures": list(b.failures),
+    }
+
+
+def _bucket_notes(answers: Sequence[Mapping[str, Any]] | None, slo_stage: StageMetrics | None) -> list[str]:
+    """A bucket that misses the SLO where the whole traffic meets it: the mix's answer hides it."""
+    if not answers or slo_stage is None:
+        return []
+    level = "the level" if slo_stage.target is None else f"level {slo_stage.target:g}"
+    return [
+        f"bucket {a['name']} does not meet the SLO at {level}, where the variant is sized "
+        f"({'fails' if a['outcomeAtSloStage'] == 'fails' else 'inconclusive'}); "
+        + (
+            "its own requests meet it at no level that ran"
+            if a["maxLevelMeetingSlo"] is None
+            else f"its own requests meet it up to level {a['maxLevelMeetingSlo']:g}"
+        )
+        for a in answers
+        if a["outcomeAtSloStage"] not in (None, "meets")
+    ]
+
+
+def _rank(name: str, order: Sequence[str]) -> tuple[int, str]:
+    return (order.index(name), "") if name in order else (len(order), name)
+
+
+def bucket_answers(
+    stages: Sequence[StageMetrics], slo_stage: StageMetrics | None, order: Sequence[str] = ()
+) -> list[dict[str, Any]] | None:
+    """Per bucket: the highest level its own requests meet the SLO at, below the lowest level
+    they fail at (as the variant's c*), and its verdict at the level the variant is sized at."""
+    names = sorted({b.name for s in stages for b in s.buckets}, key=lambda n: _rank(n, order))
+    if not names:
+        return None
+    out = []
+    for name in names:
+        judged = [(s.target, b) for s in stages if s.target is not None for b in s.buckets if b.name == name]
+        failing = [t for t, b in judged if b.outcome == "fails"]
+        first_fail = min(failing) if failing else None
+        meeting = [t for t, b in judged if b.outcome == "meets" and (first_fail is None or t < first_fail)]
+        at = next((b for b in (slo_stage.buckets if slo_stage else ()) if b.name == name), None)
+        out.append({
+            "name": name,
+            "maxLevelMeetingSlo": max(meeting) if meeting else None,
+            "firstFailingLevel": first_fail,
+            "outcomeAtSloStage": at.outcome if at else None,
+            "sloPercentileAtSloStage": at.slo_value if at else None,
+        })  # fmt: skip
+    return out
 
 
 def served_model(spec: BenchmarkSpec, v: Variant) -> str | None:
@@ -165,6 +230,8 @@ def variant_entry(
 ) -> dict[str, Any]:
     rpm = sizer.workload.requests_per_minute
     cost = sizing.cost
+    order = [b.name for b in sizer.workload.buckets]
+    buckets = bucket_answers(stages, sizing.slo_stage, order)
     return {
         "name": v.name,
         "kind": "deployment" if v.engine is not None else "endpoint",
@@ -176,7 +243,7 @@ def variant_entry(
         "price": price_entry(sizing.price),
         "pricePerHour": sizing.price.instance.usd_per_hour if sizing.price.instance else None,
         "priceSource": _price_source(sizing.price),
-        "stages": [stage_entry(s, sizer.cost_at(rpm, v, sizing.price, s)) for s in stages],
+        "stages": [stage_entry(s, sizer.cost_at(rpm, v, sizing.price, s), order) for s in stages],
         "meetsSlo": sizing.meets_slo,
         "maxConcurrencyMeetingSlo": sizing.max_level_meeting_slo,
         "capacityLowerBound": sizing.lower_bound,
@@ -192,7 +259,8 @@ def variant_entry(
         "costPer1mOutputTokens": cost.cost_per_1m_output_tokens if cost else None,
         "costPerRequest": cost.cost_per_request if cost else None,
         "reason": sizing.reason,
-        "notes": list(sizing.notes),
+        "notes": [*sizing.notes, *_bucket_notes(buckets, sizing.slo_stage)],
+        "buckets": buckets,
         "servedBy": served,
     }
 
@@ -257,8 +325,19 @@ def build_report(
         "notes": all_notes,
         "workload": {
             "requestsPerMinute": w.requests_per_minute,
-            "promptTokens": {"mean": w.prompt_tokens.mean, "stddev": w.prompt_tokens.stddev},
-            "outputTokens": {"mean": w.output_tokens.mean, "stddev": w.output_tokens.stddev},
+            "promptTokens": dict(zip(("mean", "stddev"), w.prompt_mix(), strict=True)),
+            "outputTokens": dict(zip(("mean", "stddev"), w.output_mix(), strict=True)),
+            "buckets": [
+                {
+                    "name": b.name,
+                    "minTokens": b.min_tokens,
+                    "maxTokens": b.max_tokens,
+                    "share": b.share,
+                    "outputTokens": {"mean": (o := b.output_tokens or w.output_tokens).mean, "stddev": o.stddev},
+                }
+                for b in w.buckets
+            ]
+            or None,
         },
         "slo": {
             "metric": slo.latency.metric,
@@ -317,6 +396,9 @@ def summary(doc: Mapping[str, Any], report_uri: str, json_uri: str) -> Summary:
                 cost_per_hour=v["costPerHour"],
                 cost_per_1k_requests=v["costPer1kRequests"],
                 reason=cap_text(v["reason"]),
+                buckets_missing_slo=[
+                    b["name"] for b in v.get("buckets") or [] if b["outcomeAtSloStage"] not in (None, "meets")
+                ],
             )
             for v in doc["variants"]
         ],

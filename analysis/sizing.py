@@ -98,9 +98,9 @@ class Sizer:
 
     def cost_at(self, rpm: float, variant: Variant, price: VariantPrice, stage: StageMetrics | None) -> Cost | None:
         """The cost of serving ``rpm`` with ``variant`` run at ``stage``'s level (None: not computable)."""
-        out_tokens = _measured(stage.mean_output_tokens if stage else math.nan, self.workload.output_tokens.mean)
+        out_tokens = _measured(stage.mean_output_tokens if stage else math.nan, self.workload.output_mix()[0])
         if price.kind == "token" and price.tokens is not None:
-            prompt = _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_tokens.mean)
+            prompt = _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_mix()[0])
             per_request = price.tokens.per_request(prompt, out_tokens)
             return _cost(per_request * rpm * 60, 1, rpm, out_tokens)
         if price.kind != "instance" or price.instance is None or stage is None:

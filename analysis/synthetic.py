@@ -26,6 +26,16 @@ _ERROR_REASONS = ("http_429", "timeout", "http_500")
 
 
 @dataclass(frozen=True)
+class SyntheticBucket:
+    """A prompt-length bucket of synthetic requests: its share, prompt length and TTFT factor."""
+
+    name: str
+    share: float
+    prompt_tokens: int
+    ttft_factor: float = 1.0
+
+
+@dataclass(frozen=True)
 class SyntheticVariant:
     name: str
     levels: tuple[float, ...] = (1, 2, 4, 8)
@@ -37,6 +47,7 @@ class SyntheticVariant:
     output_tokens: int = 128
     jitter: float = 0.1  # lognormal sigma per request (and a quarter of it per gap)
     requests_per_stage: int | None = None
+    buckets: tuple[SyntheticBucket, ...] = ()  # none: no bucket column
 
 
 def _stage_table(
@@ -49,6 +60,12 @@ def _stage_table(
     prompt = np.maximum(1, np.rint(rng.normal(v.prompt_tokens, v.prompt_tokens * 0.1, n))).astype(np.int64)
     ttft = v.ttft_s * f * rng.lognormal(0, v.jitter, n)
     gap = v.itl_s * f * rng.lognormal(0, v.jitter, n)
+    bucket = pa.nulls(n, pa.string())
+    if v.buckets:  # drawn after everything else, so a run without buckets is the same as before
+        which = rng.choice(len(v.buckets), n, p=[b.share for b in v.buckets])
+        prompt = np.array([b.prompt_tokens for b in v.buckets], dtype=np.int64)[which]
+        ttft = ttft * np.array([b.ttft_factor for b in v.buckets])[which]
+        bucket = pa.array(np.array([b.name for b in v.buckets])[which])
     gaps_per = out - 1
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(gaps_per, out=offsets[1:])
@@ -107,6 +124,7 @@ def _stage_table(
         "itl_max_s": ok_only(itl_max),
         "itl_s": itl,
         "prompt_tokens": pa.array(prompt),
+        "bucket": bucket,
         "output_tokens": ok_only(out),
         "reasoning_tokens": pa.nulls(n, pa.int64()),
         "token_source": pa.array(np.full(n, "server")),

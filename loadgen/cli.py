@@ -25,7 +25,7 @@ from fmbench_k8s.loadgen.clients import DEFAULT_TIMEOUT_S, make_client
 from fmbench_k8s.loadgen.exporter import Exporter
 from fmbench_k8s.loadgen.master import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Master
 from fmbench_k8s.loadgen.progress import ProgressSink
-from fmbench_k8s.loadgen.prompts import DatasetError, load_texts
+from fmbench_k8s.loadgen.prompts import DatasetError, load_corpus
 from fmbench_k8s.loadgen.selfcheck import Monitor
 from fmbench_k8s.loadgen.target import LOADGEN_APIS, Target, TargetError, resolve_target
 from fmbench_k8s.loadgen.users import user_class_for
@@ -187,7 +187,7 @@ def _pool_size(bench: Benchmark, max_inflight: int) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     bench, variant, target = _load(args)
     try:
-        texts = load_texts(bench.spec.workload)
+        corpus = load_corpus(bench.spec.workload)
     except DatasetError as err:
         raise UsageError(str(err)) from None
     worker_id = _worker_id(args.worker_id)
@@ -209,7 +209,7 @@ def run_worker(args: argparse.Namespace) -> int:
     monitor.start()
     worker = Worker(
         runner=runner, client=client, writer=RecordWriter(storage, variant.name, worker_id), exporter=exporter,
-        monitor=monitor, workload=bench.spec.workload, texts=texts, variant=variant.name, worker_id=worker_id,
+        monitor=monitor, workload=bench.spec.workload, corpus=corpus, variant=variant.name, worker_id=worker_id,
         max_inflight=args.max_inflight,
     )  # fmt: skip
     runner.register_message(m.STAGE, worker.on_stage)

@@ -16,14 +16,18 @@ $FMBENCH_DATASETS_DIR/NAME/KEY) or ``hf://DATASET`` (through the ``datasets`` li
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmbench_k8s.api.spec import CONFIGMAP_URI, TokenDistribution, Workload
+from fmbench_k8s.api.spec import CONFIGMAP_URI, PromptBucket, TokenDistribution, Workload
 from fmbench_k8s.contract.layout import DATASETS_DIR
+
+log = logging.getLogger(__name__)
 
 HF_OFFLINE_MESSAGE = (
     "hf:// needs network access to the Hugging Face Hub; download the dataset and use hf:///its/local/directory, "
@@ -183,6 +187,15 @@ class Prompt:
     text: str
     max_tokens: int
     prompt_tokens: int | None  # known for synthetic prompts (words); None for dataset text
+    bucket: str | None = None  # workload.buckets' name, when the workload has buckets
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A dataset's rows (prompt, max_tokens or None) and, with buckets, each bucket's row indices."""
+
+    rows: list[tuple[str, int | None]]
+    by_bucket: dict[str, list[int]] = field(default_factory=dict)
 
 
 def draw_tokens(dist: TokenDistribution, rng: random.Random) -> int:
@@ -207,29 +220,47 @@ class PromptSource:
     """Endless prompts of one stream (a worker's share of a stage); not shared between processes.
 
     ``stream`` names the random stream (the worker's index and the stage), so a run repeats
-    exactly with the same seed and worker count."""
+    exactly with the same seed and worker count. With buckets, each prompt's bucket is drawn by
+    share first, then its length in the bucket's range (or a dataset row of that bucket)."""
 
-    def __init__(self, workload: Workload, stream: str, texts: list[tuple[str, int | None]] | None = None) -> None:
+    def __init__(self, workload: Workload, stream: str, corpus: Corpus | None = None) -> None:
         self.workload = workload
         self.rng = random.Random(f"fmbench-prompts:{workload.seed}:{stream}")
-        self._texts = texts
-        self._order: list[int] = []
+        self._corpus = corpus
         self._pool = word_pool(workload.seed)
-        if texts is not None:
-            if not texts:
+        self._buckets = workload.buckets
+        self._weights = [b.share for b in self._buckets]
+        # Each bucket (or the whole dataset, as ""): its rows in a shuffled order, and the next one.
+        self._order: dict[str, list[int]] = {}
+        self._next: dict[str, int] = {}
+        if corpus is not None:
+            if not corpus.rows:
                 raise DatasetError("the dataset has no prompts")
-            self._order = list(range(len(texts)))
-            self.rng.shuffle(self._order)
-        self._i = 0
+            groups = corpus.by_bucket if self._buckets else {"": list(range(len(corpus.rows)))}
+            for name, rows in groups.items():
+                order = list(rows)
+                self.rng.shuffle(order)
+                self._order[name], self._next[name] = order, 0
 
     def next(self) -> Prompt:
-        if self._texts is not None:
-            text, max_tokens = self._texts[self._order[self._i % len(self._order)]]
-            self._i += 1
-            out = max_tokens if max_tokens is not None else draw_tokens(self.workload.output_tokens, self.rng)
-            return Prompt(text, out, None)
-        n = draw_tokens(self.workload.prompt_tokens, self.rng)
-        return Prompt(self.synthetic_text(n), draw_tokens(self.workload.output_tokens, self.rng), n)
+        bucket = self.rng.choices(self._buckets, self._weights)[0] if self._buckets else None
+        output = (bucket and bucket.output_tokens) or self.workload.output_tokens
+        name = bucket.name if bucket else None
+        if self._corpus is not None:
+            order = self._order[name or ""]
+            i = self._next[name or ""]
+            self._next[name or ""] = i + 1
+            text, max_tokens = self._corpus.rows[order[i % len(order)]]
+            out = max_tokens if max_tokens is not None else draw_tokens(output, self.rng)
+            return Prompt(text, out, None, name)
+        n = self._length(bucket)
+        return Prompt(self.synthetic_text(n), draw_tokens(output, self.rng), n, name)
+
+    def _length(self, bucket: PromptBucket | None) -> int:
+        if bucket is not None:
+            return self.rng.randint(bucket.min_tokens, bucket.max_tokens)
+        assert self.workload.prompt_tokens is not None  # the spec requires it without buckets
+        return draw_tokens(self.workload.prompt_tokens, self.rng)
 
     def synthetic_text(self, n: int) -> str:
         start = self.rng.randrange(POOL_WORDS)
@@ -237,6 +268,80 @@ class PromptSource:
         while len(words) < n:  # wrap around the pool (and repeat it for very long prompts)
             words += self._pool[: n - len(words)]
         return " ".join(words)
+
+
+def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corpus | None:
+    """The workload's dataset, sorted into its buckets; None for synthetic prompts. A bucket that
+    no row falls in is an error; rows that fall in no bucket are left out (and counted in the log)."""
+    rows = load_texts(workload, storage_endpoint)
+    if rows is None:
+        return None
+    if not workload.buckets:
+        return Corpus(rows)
+    count, unit = token_counter(workload.tokenizer, storage_endpoint)
+    lengths = count([text for text, _ in rows])
+    by_bucket: dict[str, list[int]] = {b.name: [] for b in workload.buckets}
+    for i, n in enumerate(lengths):
+        for b in workload.buckets:
+            if b.min_tokens <= n <= b.max_tokens:
+                by_bucket[b.name].append(i)
+                break
+    empty = [b for b in workload.buckets if not by_bucket[b.name]]
+    if empty:
+        shown = ", ".join(f"{b.name} ({b.min_tokens}-{b.max_tokens})" for b in empty)
+        raise DatasetError(
+            f"workload.buckets: no prompt of the dataset falls in {shown}, counted in {unit}; the dataset's prompts "
+            f"have {min(lengths)}-{max(lengths)}"
+        )
+    placed = sum(len(v) for v in by_bucket.values())
+    if placed < len(rows):
+        log.info("%d of %d dataset prompts fall in no bucket (counted in %s) and are not sent", len(rows) - placed,
+                 len(rows), unit)  # fmt: skip
+    return Corpus(rows, by_bucket)
+
+
+def token_counter(uri: str | None, storage_endpoint: str | None = None) -> tuple[Callable[[list[str]], list[int]], str]:
+    """A function counting the tokens of many prompts, and what it counts in (for messages).
+
+    Without a tokenizer, whitespace-separated words: what the simulator counts; a BPE tokenizer
+    gives English text about 1.3 tokens per word (docs/workloads.md)."""
+    if uri is None:
+        return (lambda texts: [len(t.split()) for t in texts]), "whitespace-separated words"
+    from tokenizers import Tokenizer
+
+    data = _tokenizer_json(uri, storage_endpoint)
+    try:
+        tok = Tokenizer.from_str(data.decode())
+    except Exception as exc:
+        raise DatasetError(f"workload.tokenizer {uri}: not a tokenizer.json ({exc})") from None
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+    return count, f"tokens of {uri}"
+
+
+def _tokenizer_json(uri: str, storage_endpoint: str | None) -> bytes:
+    """tokenizer.json from a path, s3:// or hf://MODEL (hf:///dir: a downloaded model's directory)."""
+    if uri.startswith("hf://"):
+        name = uri.removeprefix("hf://")
+        local = Path(name)
+        if local.is_absolute():
+            return _read_file(local / "tokenizer.json" if local.is_dir() else local, f"tokenizer {uri}")
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(name, "tokenizer.json")).read_bytes()
+        except Exception as exc:
+            raise DatasetError(
+                f"workload.tokenizer {uri}: cannot download tokenizer.json ({type(exc).__name__}); without network "
+                "access, download it and name its path, s3:// copy or hf:///model/directory"
+            ) from None
+    if uri.startswith("s3://"):
+        return _read_s3(uri, storage_endpoint, "tokenizer")
+    if "://" in uri:
+        raise DatasetError(f"unsupported tokenizer URI {uri!r}: use a path, s3://BUCKET/KEY or hf://MODEL")
+    return _read_file(Path(uri), f"tokenizer {uri}")
 
 
 def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[tuple[str, int | None]] | None:
@@ -347,33 +452,37 @@ def parse_sharegpt(text: str) -> list[tuple[str, int | None]]:
 def load_dataset_bytes(uri: str, storage_endpoint: str | None = None) -> bytes:
     """The file behind ``uri`` (an hf:// dataset as JSONL)."""
     if uri.startswith("s3://"):
-        from fmbench_k8s.storage import open_storage
-
-        parent, _, name = uri.rstrip("/").rpartition("/")
-        if not name or parent in ("s3:/", "s3:"):
-            raise DatasetError(f"invalid dataset URI {uri!r}: use s3://BUCKET/KEY")
-        try:
-            return open_storage(parent, endpoint_url=storage_endpoint).read_bytes(name)
-        except Exception as exc:
-            raise DatasetError(f"cannot read dataset {uri}: {exc}") from None
+        return _read_s3(uri, storage_endpoint, "dataset")
     if uri.startswith("configmap://"):
         m = CONFIGMAP_URI.match(uri)
         if m is None:
             raise DatasetError(f"invalid dataset URI {uri!r}: use configmap://NAME/KEY")
         path = Path(os.environ.get("FMBENCH_DATASETS_DIR", DATASETS_DIR)) / m["name"] / m["key"]
-        return _read_file(path, f"{uri} (mounted at {path})")
+        return _read_file(path, f"dataset {uri} (mounted at {path})")
     if uri.startswith("hf://"):
         return _hf_jsonl(uri.removeprefix("hf://")).encode()
     if "://" in uri:
         raise DatasetError(f"unsupported dataset URI {uri!r}: use a path, s3://, configmap:// or hf://")
-    return _read_file(Path(uri), uri)
+    return _read_file(Path(uri), f"dataset {uri}")
+
+
+def _read_s3(uri: str, storage_endpoint: str | None, what: str) -> bytes:
+    from fmbench_k8s.storage import open_storage
+
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    if not name or parent in ("s3:/", "s3:"):
+        raise DatasetError(f"invalid {what} URI {uri!r}: use s3://BUCKET/KEY")
+    try:
+        return open_storage(parent, endpoint_url=storage_endpoint).read_bytes(name)
+    except Exception as exc:
+        raise DatasetError(f"cannot read {what} {uri}: {exc}") from None
 
 
 def _read_file(path: Path, shown: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"cannot read dataset {shown}: {exc.strerror}") from None
+        raise DatasetError(f"cannot read {shown}: {exc.strerror}") from None
 
 
 def _hf_jsonl(name: str) -> str:

@@ -34,6 +34,7 @@ class RequestState:
     outcome: str | None = None
     error: str | None = None
     client_bound: bool = False
+    bucket: str | None = None  # workload.buckets' name
 
     def content(self, ts: float, answer: bool = True) -> None:
         """A non-empty content event received at ``ts``; ``answer`` False: reasoning."""
@@ -128,6 +129,7 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "itl_max_s": max(itl) if itl else None,
         "itl_s": itl.tolist(),
         "prompt_tokens": st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens,
+        "bucket": st.bucket,
         "output_tokens": st.output_tokens,
         "reasoning_tokens": st.server_reasoning_tokens,
         "token_source": st.token_source,

@@ -31,7 +31,7 @@ from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
 from fmbench_k8s.loadgen.plan import UNREACHABLE, split_concurrency
-from fmbench_k8s.loadgen.prompts import PromptSource
+from fmbench_k8s.loadgen.prompts import Corpus, PromptSource
 from fmbench_k8s.loadgen.request import RequestState, StageContext, to_row
 from fmbench_k8s.loadgen.schedule import worker_offsets
 from fmbench_k8s.loadgen.selfcheck import Monitor
@@ -104,7 +104,7 @@ class Worker:
         exporter: Exporter,
         monitor: Monitor,
         workload: Workload,
-        texts: list[tuple[str, int | None]] | None,
+        corpus: Corpus | None,
         variant: str,
         worker_id: str,
         max_inflight: int = 4096,
@@ -115,7 +115,7 @@ class Worker:
         self.exporter = exporter
         self.monitor = monitor
         self.workload = workload
-        self.texts = texts
+        self.corpus = corpus
         self.variant = variant
         self.worker_id = worker_id
         self.max_inflight = max_inflight
@@ -171,7 +171,7 @@ class Worker:
             steady_start=plan.steady_start,
             steady_end=plan.steady_end,
         )
-        prompts = PromptSource(self.workload, f"{index}:{plan.stage}", self.texts)
+        prompts = PromptSource(self.workload, f"{index}:{plan.stage}", self.corpus)
         run = self.run = StageRun(plan, index, ctx, prompts)
         run.result.client_id = self.client_id
         labels = self.exporter.labels
@@ -252,7 +252,7 @@ class Worker:
 
     def _execute(self, run: StageRun, st: RequestState) -> None:
         prompt = run.prompts.next()
-        st.prompt_tokens = prompt.prompt_tokens
+        st.prompt_tokens, st.bucket = prompt.prompt_tokens, prompt.bucket
         st.client_bound = self.monitor.bound_now
         gauge = self.exporter.inflight.labels(**self.exporter.labels)
         gauge.inc()

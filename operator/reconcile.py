@@ -283,8 +283,14 @@ class _Machine:
                 vs["maxConcurrencyMeetingSlo"] = v.max_concurrency_meeting_slo
                 vs["capacityLowerBound"] = v.capacity_lower_bound
             vs["stagesDone"] = v.stages
-            if v.reason:
-                vs["message"] = v.reason[:500]
+            missing = (
+                f"bucket(s) {', '.join(v.buckets_missing_slo)} miss the SLO at the level the variant is sized at"
+                if v.buckets_missing_slo
+                else None
+            )
+            message = "; ".join(m for m in (v.reason, missing) if m)
+            if message:
+                vs["message"] = message[:500]
 
     def finish(self) -> Decision:
         self.status["conditions"] = list(self.conditions.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -485,16 +486,135 @@ class Dataset(ApiModel):
         ]
 
 
+MAX_BUCKETS = 16
+_SHARES = "buckets: the shares add up to {total:g}; make them add up to 1"
+
+
+class PromptBucket(ApiModel):
+    """A class of prompts by length (FMBench's payload files): token range, output length, share."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)] = Field(
+        description="Bucket name (lowercase letters, digits, '-'), shown in the report."
+    )
+    min_tokens: int = Field(ge=1, le=1_000_000, description="Shortest prompt of the bucket, tokens (inclusive).")
+    max_tokens: int = Field(ge=1, le=1_000_000, description="Longest prompt of the bucket, tokens (inclusive).")
+    share: float = Field(gt=0, le=1, description="Share of the requests in this bucket; the shares add up to 1.")
+    output_tokens: TokenDistribution | None = Field(
+        default=None, description="G of this bucket's requests (default: workload.outputTokens)."
+    )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [cel("self.minTokens <= self.maxTokens", "minTokens: must be <= maxTokens", ".minTokens")]
+
+    @model_validator(mode="after")
+    def _range(self) -> PromptBucket:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("minTokens: must be <= maxTokens")
+        return self
+
+
 class Workload(ApiModel):
     """W = {R, P, G}: the traffic to size for."""
 
     requests_per_minute: float = Field(
         gt=0, le=10_000_000, description="R: requests per minute to serve (at most 10 million)."
     )
-    prompt_tokens: TokenDistribution = Field(description="P: prompt length in tokens.")
+    prompt_tokens: TokenDistribution | None = Field(
+        default=None, description="P: prompt length in tokens. Required unless buckets are given."
+    )
     output_tokens: TokenDistribution = Field(description="G: generated tokens per request (max_tokens).")
+    buckets: list[PromptBucket] = Field(
+        default_factory=list,
+        max_length=MAX_BUCKETS,
+        description="Prompt-length buckets (FMBench's payload files): each request falls in one, drawn by share; "
+        "synthetic prompts take a length in the bucket's range, dataset prompts are sorted into buckets by their "
+        "token count. Ranges do not overlap; names are unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    tokenizer: Text | None = Field(
+        default=None,
+        description="tokenizer.json that counts dataset prompts into buckets: a path, s3://BUCKET/KEY or "
+        "hf://MODEL (the model repository's tokenizer.json; hf:///local/dir reads a downloaded one). Without it a "
+        "prompt's tokens are its whitespace-separated words.",
+    )
     dataset: Dataset | None = Field(default=None, description="Real prompts instead of synthetic ones.")
     seed: int = Field(default=0, ge=0, description="Seed of synthetic prompts and arrival schedules.")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "has(self.promptTokens) || (has(self.buckets) && size(self.buckets) > 0)",
+                "promptTokens: required unless buckets are given",
+                ".promptTokens",
+            ),
+            cel(
+                "!has(self.buckets) || size(self.buckets) == 0 || "
+                "(self.buckets.map(b, b.share).sum() > 0.999 && self.buckets.map(b, b.share).sum() < 1.001)",
+                "buckets: the shares must add up to 1",
+                ".buckets",
+            ),
+            cel(
+                "!has(self.buckets) || self.buckets.all(a, self.buckets.all(b, a.name == b.name || "
+                "a.maxTokens < b.minTokens || b.maxTokens < a.minTokens))",
+                "buckets: token ranges must not overlap (a prompt belongs to one bucket)",
+                ".buckets",
+            ),
+            cel(
+                "!has(self.tokenizer) || !self.tokenizer.startsWith('configmap://')",
+                "tokenizer: a tokenizer.json is usually larger than a ConfigMap holds (1 MiB); use s3:// or hf://",
+                ".tokenizer",
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _buckets(self) -> Workload:
+        if self.prompt_tokens is None and not self.buckets:
+            raise ValueError("promptTokens: required unless buckets are given")
+        if self.buckets:
+            names = [b.name for b in self.buckets]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"buckets: names must be unique; repeated: {', '.join(repeated)}")
+            total = sum(b.share for b in self.buckets)
+            if not 0.999 < total < 1.001:
+                raise ValueError(_SHARES.format(total=total))
+            ordered = sorted(self.buckets, key=lambda b: b.min_tokens)
+            for a, b in itertools.pairwise(ordered):
+                if b.min_tokens <= a.max_tokens:
+                    raise ValueError(
+                        f"buckets: {a.name} ({a.min_tokens}-{a.max_tokens}) and {b.name} ({b.min_tokens}-"
+                        f"{b.max_tokens}) overlap; a prompt belongs to one bucket"
+                    )
+        if self.tokenizer is not None and self.tokenizer.startswith("configmap://"):
+            raise ValueError(
+                "tokenizer: a tokenizer.json is usually larger than a ConfigMap holds (1 MiB); use s3:// or hf://"
+            )
+        return self
+
+    def prompt_mix(self) -> tuple[float, float]:
+        """P of the whole traffic as (mean, stddev): promptTokens', or the mixture of the buckets'
+        ranges by share (a synthetic prompt's length is uniform over its bucket's range)."""
+        if self.prompt_tokens is not None:
+            return float(self.prompt_tokens.mean), float(self.prompt_tokens.stddev)
+        parts = [(b.share, (b.min_tokens + b.max_tokens) / 2, ((b.max_tokens - b.min_tokens + 1) ** 2 - 1) / 12)
+                 for b in self.buckets]  # fmt: skip
+        return _mixture(parts)
+
+    def output_mix(self) -> tuple[float, float]:
+        """G of the whole traffic as (mean, stddev): with buckets, the mixture of their output lengths."""
+        if not self.buckets:
+            return float(self.output_tokens.mean), float(self.output_tokens.stddev)
+        dists = [(b.share, b.output_tokens or self.output_tokens) for b in self.buckets]
+        return _mixture([(share, float(d.mean), float(d.stddev) ** 2) for share, d in dists])
+
+
+def _mixture(parts: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """(mean, stddev) of a mixture of (weight, mean, variance) components."""
+    mean = sum(w * m for w, m, _ in parts)
+    second = sum(w * (v + m * m) for w, m, v in parts)
+    return mean, max(0.0, second - mean * mean) ** 0.5
 
 
 class LatencySlo(ApiModel):

@@ -97,6 +97,40 @@ class Client(_Part):
     rss_mb: NonNegative | None
 
 
+class BucketStage(_Part):
+    """A prompt-length bucket's requests of the stage's steady window, judged by the same SLO."""
+
+    name: str
+    requests: Count
+    ok: Count
+    error_rate: Share | None
+    throughput_rpm: NonNegative | None
+    mean_prompt_tokens: NonNegative | None
+    mean_output_tokens: NonNegative | None
+    goodput_rps: NonNegative | None
+    ttft: Latency
+    tpot: Latency
+    e2e: Latency
+    slo_percentile: float | None
+    slo_percentile_ci: PercentileCi
+    slo_outcome: Literal["meets", "fails", "inconclusive"]
+    slo_failures: list[str]
+
+
+class BucketAnswer(_Part):
+    """A bucket's answer within the variant's runs: how far its own requests meet the SLO."""
+
+    name: str
+    max_level_meeting_slo: NonNegative | None = Field(
+        description="the highest level at which this bucket's requests meet the SLO, below any failing level"
+    )
+    first_failing_level: NonNegative | None
+    outcome_at_slo_stage: Literal["meets", "fails", "inconclusive"] | None = Field(
+        description="this bucket's verdict at the stage the variant is sized at"
+    )
+    slo_percentile_at_slo_stage: float | None
+
+
 class Stage(_Part):
     stage: Count
     target: NonNegative | None
@@ -141,6 +175,7 @@ class Stage(_Part):
     client_bound: bool
     client_bound_share: Share
     client: Client | None = Field(default=None, description="absent for runs written before it was recorded")
+    buckets: list[BucketStage] | None = Field(default=None, description="per workload bucket; absent without buckets")
     at_this_level: Cost | None
     notes: list[str]
 
@@ -173,6 +208,7 @@ class Variant(_Part):
     cost_per_request: NonNegative | None
     reason: str | None
     notes: list[str]
+    buckets: list[BucketAnswer] | None = Field(default=None, description="per workload bucket; absent without buckets")
     served_by: str | None = Field(
         default=None, description="what answered: the engine and its image, the simulator's profile, or the endpoint"
     )
@@ -183,10 +219,19 @@ class Tokens(_Part):
     stddev: float
 
 
+class Bucket(_Part):
+    name: str
+    min_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1)
+    share: Share
+    output_tokens: Tokens
+
+
 class Workload(_Part):
     requests_per_minute: float = Field(gt=0)
-    prompt_tokens: Tokens
-    output_tokens: Tokens
+    prompt_tokens: Tokens = Field(description="the whole traffic's; with buckets, their mix")
+    output_tokens: Tokens = Field(description="the whole traffic's; with buckets, their mix")
+    buckets: list[Bucket] | None = Field(default=None, description="workload.buckets; absent without them")
 
 
 class Slo(_Part):

@@ -90,6 +90,11 @@ class VariantSummary(_Contract):
     cost_per_hour: float | None
     cost_per_1k_requests: float | None = Field(alias="costPer1kRequests")
     reason: str | None
+    buckets_missing_slo: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="workload buckets whose own requests miss the SLO at the level the variant is sized at",
+    )
 
 
 class Summary(_Contract):
@@ -110,6 +115,7 @@ class Summary(_Contract):
             StatusVariant(
                 name=v.name, stages=v.stages, max_concurrency_meeting_slo=v.max_concurrency_meeting_slo,
                 capacity_lower_bound=v.capacity_lower_bound, reason=v.reason,
+                buckets_missing_slo=v.buckets_missing_slo,
             )
             for v in self.variants
         ]  # fmt: skip
@@ -144,6 +150,7 @@ class StatusVariant(_Contract):
     max_concurrency_meeting_slo: float | None = None
     capacity_lower_bound: bool = False
     reason: str | None = None
+    buckets_missing_slo: list[str] = Field(default_factory=list)
 
 
 class OperatorSummary(_Contract):

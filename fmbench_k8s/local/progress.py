@@ -186,6 +186,12 @@ def print_result(console: Console, summary: Summary, result_format: str = "table
         return
     console.print(summary_table(summary))
     rec = summary.recommendation
+    for v in summary.variants:
+        if v.buckets_missing_slo:
+            console.print(
+                f"[yellow]{escape(v.name)}: at the level it is sized at, the requests of bucket(s) "
+                f"{escape(', '.join(v.buckets_missing_slo))} miss the SLO (the report's By prompt-length bucket)[/]"
+            )
     not_run = [v.name for v in summary.variants if v.stages == 0]
     if not_run:
         console.print(f"[yellow]not run: {escape(', '.join(not_run))}; the answer covers only the others[/]")

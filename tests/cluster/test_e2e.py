@@ -395,19 +395,32 @@ def test_an_existing_endpoint_is_benchmarked_from_the_pods(cluster: TestCluster,
             "instanceType": "g6e.2xlarge",
         }
         # Real prompts from a ConfigMap, mounted into the workers by the operator: without the
-        # mount they could not read a single prompt and the run would fail.
-        prompts = "\n".join(json.dumps({"text": f"question {i}: " + "why " * 40}) for i in range(20))
+        # mount they could not read a single prompt and the run would fail. Sorted by the workers
+        # into two prompt-length buckets by their word count.
+        prompts = "\n".join(json.dumps({"text": f"question {i}: " + "why " * (8 if i % 2 else 80)}) for i in range(20))
         cluster.core().create_namespaced_config_map(
             run.namespace, {"metadata": {"name": "prompts"}, "data": {"data.jsonl": prompts}}
         )
         body = benchmark("outside", run, [variant], mode="fixed", concurrency={"levels": [2]})
         body["spec"]["workload"]["dataset"] = {"uri": "configmap://prompts/data.jsonl", "promptField": "text"}
+        body["spec"]["workload"]["buckets"] = [
+            {"name": "short", "minTokens": 1, "maxTokens": 20, "share": 0.5},
+            {"name": "long", "minTokens": 50, "maxTokens": 100, "share": 0.5},
+        ]
         apply(cluster, run.namespace, body)
         final = wait_phase(cluster, run.namespace, "outside", {"Succeeded", "Failed"}, timeout=600)
     finally:
         server.stop()
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
     assert final["recommendation"]["variant"] == "outside"
+    report = s3_json(run, final["report"]["uri"].rsplit("/", 1)[0] + "/report.json")
+    (stage,) = report["variants"][0]["stages"]
+    buckets = {b["name"]: b for b in stage["buckets"]}
+    assert [b["name"] for b in stage["buckets"]] == ["short", "long"]
+    assert sum(b["requests"] for b in buckets.values()) == stage["steady"]["requests"]
+    assert all(b["ok"] > 0 for b in buckets.values()), buckets
+    # the server's own count of each bucket's prompts: 10 words (plus the chat template) vs 82
+    assert buckets["long"]["meanPromptTokens"] - buckets["short"]["meanPromptTokens"] == pytest.approx(72, abs=1)
     kinds = {d.metadata.name for d in cluster.apps().list_namespaced_deployment(run.namespace).items}
     assert not any(k.startswith("outside-") for k in kinds), kinds
 

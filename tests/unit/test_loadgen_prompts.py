@@ -11,11 +11,14 @@ import pytest
 from fmbench_k8s.api.spec import TokenDistribution, Workload
 from fmbench_k8s.loadgen.prompts import (
     HF_OFFLINE_MESSAGE,
+    Corpus,
     DatasetError,
     PromptSource,
     draw_tokens,
+    load_corpus,
     load_dataset_bytes,
     load_texts,
+    token_counter,
 )
 from fmbench_k8s.simulator.tokenizer import count_tokens
 
@@ -73,7 +76,7 @@ def test_dataset_from_a_local_path_and_a_configmap_mount(tmp_path: Path, monkeyp
     w = _workload(dataset={"uri": str(path)})
     texts = load_texts(w)
     assert texts == [("one two three", 7), ("four five", None)]
-    source = PromptSource(w, "0:0", texts)
+    source = PromptSource(w, "0:0", Corpus(texts))
     seen = {source.next().text for _ in range(10)}
     assert seen == {"one two three", "four five"}
     (tmp_path / "prompts").mkdir()
@@ -202,3 +205,76 @@ def test_a_sample_is_the_same_for_the_same_seed_and_never_repeats_a_row(tmp_path
     assert sample(2) != first
     whole = load_texts(_workload(dataset={"uri": str(path), "sample": 1000}))
     assert whole is not None and len(whole) == 100  # a sample larger than the dataset is all of it
+
+
+BUCKETS = [
+    {"name": "short", "minTokens": 10, "maxTokens": 50, "share": 0.7},
+    {"name": "long", "minTokens": 400, "maxTokens": 500, "share": 0.3, "outputTokens": {"mean": 9}},
+]
+
+
+def test_synthetic_bucketed_prompts_follow_each_bucket_range_share_and_output_length() -> None:
+    w = Workload.model_validate({"requestsPerMinute": 60, "outputTokens": {"mean": 64}, "buckets": BUCKETS})
+    source = PromptSource(w, "0:0")
+    prompts = [source.next() for _ in range(4000)]
+    by = {name: [p for p in prompts if p.bucket == name] for name in ("short", "long")}
+    assert len(by["short"]) + len(by["long"]) == len(prompts)
+    assert abs(len(by["long"]) / len(prompts) - 0.3) < 0.03  # binomial sd 0.007
+    for name, (lo, hi, out) in {"short": (10, 50, 64), "long": (400, 500, 9)}.items():
+        lengths = [count_tokens(p.text) for p in by[name]]
+        assert lengths == [p.prompt_tokens for p in by[name]]
+        assert all(p.max_tokens == out for p in by[name])
+        assert (min(lengths), max(lengths)) == (lo, hi)  # the range is covered to both ends, and no further
+    # P and G of the mix, as the report states them: uniform ranges and the buckets' output lengths
+    mean_p, sd_p = w.prompt_mix()
+    assert mean_p == pytest.approx(0.7 * 30 + 0.3 * 450)
+    lengths = [p.prompt_tokens or 0 for p in prompts]
+    assert sum(lengths) / len(lengths) == pytest.approx(mean_p, rel=0.03)
+    assert (sum((x - mean_p) ** 2 for x in lengths) / len(lengths)) ** 0.5 == pytest.approx(sd_p, rel=0.03)
+    assert w.output_mix()[0] == pytest.approx(0.7 * 64 + 0.3 * 9)
+
+
+def test_dataset_prompts_are_sorted_into_buckets_by_word_count_without_a_tokenizer(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    rows: list[dict[str, object]] = [{"prompt": " ".join(["w"] * n)} for n in (12, 20, 45, 420, 499, 700, 3)]
+    path.write_text(_jsonl(rows))
+    w = Workload.model_validate({"requestsPerMinute": 60, "outputTokens": {"mean": 8}, "buckets": BUCKETS,
+                                 "dataset": {"uri": str(path)}})  # fmt: skip
+    corpus = load_corpus(w)
+    assert corpus is not None
+    assert corpus.by_bucket == {"short": [0, 1, 2], "long": [3, 4]}  # 700 and 3 words fall in no bucket
+    source = PromptSource(w, "0:0", corpus)
+    for p in (source.next() for _ in range(300)):
+        n = len(p.text.split())
+        assert (p.bucket, p.prompt_tokens) == ("short" if n < 100 else "long", None)
+        assert p.max_tokens == (8 if p.bucket == "short" else 9)
+
+
+def test_a_bucket_no_dataset_prompt_falls_in_is_refused_naming_it_and_the_data_range(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(_jsonl([{"prompt": "a b c d e f g h i j k l"}]))
+    w = Workload.model_validate({"requestsPerMinute": 60, "outputTokens": {"mean": 8}, "buckets": BUCKETS,
+                                 "dataset": {"uri": str(path)}})  # fmt: skip
+    with pytest.raises(DatasetError, match=r"falls in long \(400-500\), counted in whitespace-separated words; "
+                       r"the dataset's prompts have 12-12"):  # fmt: skip
+        load_corpus(w)
+
+
+def test_a_tokenizer_json_counts_prompts_as_the_model_does(tmp_path: Path) -> None:
+    """A real tokenizer.json (a word-level one, trained here: no download) counts where words would not."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # splits punctuation off: "a," is two tokens
+    tok.train_from_iterator(["a b c , ."], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    count, unit = token_counter(str(path))
+    assert count(["a, b, c.", "a b"]) == [6, 2] and unit == f"tokens of {path}"
+    assert token_counter(f"hf://{tmp_path}")[0](["a, b"]) == [3]  # a model's directory, as downloaded
+    assert token_counter(None)[0](["a, b, c."]) == [3]
+    with pytest.raises(DatasetError, match="cannot read tokenizer"):
+        token_counter(str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(DatasetError, match=r"not a tokenizer\.json"):
+        token_counter(str(tmp_path / "bad.json"))
