@@ -29,7 +29,7 @@ from fmbench_k8s.contract.records import (
     invalid_values,
 )
 from fmbench_k8s.contract.stats import FloatArray, QuantileCi, Summary, summarize
-from fmbench_k8s.contract.verdict import Kind, Outcome, SloRule, StageCounts, judge
+from fmbench_k8s.contract.verdict import Bound, Kind, Outcome, SloRule, StageCounts, judge
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
@@ -102,6 +102,7 @@ class StageMetrics:
     notes: tuple[str, ...] = field(default=())
     client: ClientHealth | None = None
     buckets: tuple[BucketMetrics, ...] = ()  # by name; empty without workload.buckets
+    bounds: tuple[Bound, ...] = ()  # each latency bound's test, slo.latency first
     # per-request TTFT and TPOT of the window's ok requests, for histograms; not part of the report
     samples: Mapping[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -331,6 +332,15 @@ def _per_request_slo_value(metric: str, rows: IntArray, cols: _Columns) -> Float
     return cols.e2e[rows]
 
 
+def _meeting_every_bound(ok: IntArray, cols: _Columns, rule: SloRule) -> int:
+    """Ok requests within every latency bound of the SLO (goodput's numerator). A request with no
+    value for a metric (TPOT of a 1-token answer, no ITL gap) has nothing that could violate it."""
+    within = np.ones(ok.size, dtype=np.bool_)
+    for b in rule.slo.bounds:
+        within &= ~(_per_request_slo_value(b.metric, ok, cols) > b.max_seconds)
+    return int(within.sum())
+
+
 def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> StageMetrics:
     is_ok, is_err, is_inc = cols.is_ok[rows], cols.is_error[rows], cols.is_incomplete[rows]
     n_ok, n_err, n_inc = int(is_ok.sum()), int(is_err.sum()), int(is_inc.sum())
@@ -367,15 +377,11 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         "e2eFromScheduled": summarize(cols.t_end[win_ok] - cols.t_scheduled[win_ok]),
     }
 
-    slo = rule.slo
-    metric, bound = slo.latency.metric, slo.latency.max_seconds
-    per_request = _per_request_slo_value(metric, win_ok, cols)
-    samples = itl if metric == "itl" else per_request
+    per_request = _per_request_slo_value(rule.slo.latency.metric, win_ok, cols)
     counts = StageCounts(scheduled=steady_n, ok=steady_ok, errors=steady_err, incomplete=steady_inc)
-    verdict = judge(samples, counts, rule, interrupted=info.interrupted)
-    # A request with no value for the metric (TPOT of a 1-token answer, no ITL gap) has nothing
-    # that could violate the bound.
-    meeting = int(np.sum(~(per_request > bound)))
+    by_metric = {"ttft": ttft, "tpot": tpots, "e2e": e2e, "itl": itl}
+    verdict = judge(by_metric, counts, rule, interrupted=info.interrupted)
+    meeting = _meeting_every_bound(win_ok, cols, rule)
 
     client_share = float(cols.client_bound[win].mean()) if steady_n else 0.0
     notes = [info.note] if info.note else []
@@ -418,6 +424,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         client_bound_share=client_share,
         client=info.client,
         buckets=_buckets(win, cols, rule, window_s),
+        bounds=verdict.bounds,
         notes=tuple(notes),
         # one per ok request of the window (ITL, one per token, would not scale); "at": seconds into
         # the window it was scheduled, "slo": its value of the SLO's metric (latency over time)
@@ -437,7 +444,7 @@ def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> t
     names = cols.bucket[win]
     present = sorted({str(n) for n in names if isinstance(n, str)})
     per_s = 1.0 / window_s if window_s > 0 else math.nan
-    lat = rule.slo.latency
+    metrics = {b.metric for b in rule.slo.bounds}
     out = []
     for name in present:
         rows = win[names == name]
@@ -448,11 +455,14 @@ def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> t
             errors=int(cols.is_error[rows].sum()),
             incomplete=int(cols.is_incomplete[rows].sum()),
         )
-        per_request = _per_request_slo_value(lat.metric, ok, cols)
         share_rule = SloRule(rule.slo, max(1, math.ceil(rule.min_requests * rows.size / win.size)))
-        verdict = judge(cols.itl.values(ok) if lat.metric == "itl" else per_request, counts, share_rule)
         ttft, e2e, out_tokens = cols.ttft[ok], cols.e2e[ok], cols.output[ok]
-        latency = {"ttft": summarize(ttft), "tpot": summarize(tpot(e2e, ttft, out_tokens)), "e2e": summarize(e2e)}
+        tpots = tpot(e2e, ttft, out_tokens)
+        by_metric = {"ttft": ttft, "tpot": tpots, "e2e": e2e}
+        if "itl" in metrics:  # every gap of every request: gathered only when a bound needs them
+            by_metric["itl"] = cols.itl.values(ok)
+        verdict = judge(by_metric, counts, share_rule)
+        latency = {"ttft": summarize(ttft), "tpot": summarize(tpots), "e2e": summarize(e2e)}
         out.append(
             BucketMetrics(
                 name=name,
@@ -462,7 +472,7 @@ def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> t
                 throughput_rpm=rows.size * per_s * 60,
                 mean_prompt_tokens=float(np.nanmean(cols.prompt[ok])) if ok.size else math.nan,
                 mean_output_tokens=float(np.nanmean(out_tokens)) if ok.size else math.nan,
-                goodput_rps=int(np.sum(~(per_request > lat.max_seconds))) * per_s,
+                goodput_rps=_meeting_every_bound(ok, cols, rule) * per_s,
                 latency=latency,
                 slo_value=verdict.value,
                 slo_ci=verdict.ci,

@@ -63,7 +63,7 @@ def headline(doc: Doc) -> str:
 def _variant_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     head = [
         "variant", "instance type", "price/h", "price source", "meets SLO", "c*", "X* req/min",
-        "N", "$/hour", "$/1k req", "$/1M out tok", "reason",
+        "N", "$/hour", "$/1k req", "$/1M in tok", "$/1M out tok", "reason",
     ]  # fmt: skip
     rows = []
     for v in doc["variants"]:
@@ -81,7 +81,8 @@ def _variant_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
             v["name"], v["instanceType"] or v["endpointApi"] or "—", shown, source, fmt(v["meetsSlo"]),
             low + fmt(c_star) if c_star is not None else fmt(c_star), fmt(v["throughputRpmAtSlo"]),
             high + fmt(n) if n is not None else fmt(n),
-            usd(v["costPerHour"]), usd(v["costPer1kRequests"]), usd(v["costPer1mOutputTokens"]), v["reason"] or "",
+            usd(v["costPerHour"]), usd(v["costPer1kRequests"]), usd(v.get("costPer1mInputTokens")),
+            usd(v["costPer1mOutputTokens"]), v["reason"] or "",
         ])  # fmt: skip
     return head, rows
 
@@ -100,6 +101,9 @@ def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
         "req/min (steady)", "out tok/s", "TTFT p50/p95 (s)", "TPOT p50/p95 (s)", "ITL p95 (s)",
         "E2E p50/p95/p99 (s)", f"{q} (s) [95% CI]", "verdict",
     ]  # fmt: skip
+    extra = bool(slo.get("additionalLatency"))
+    if extra:
+        head.insert(-1, "other bounds (s)")
     rows = []
     for s in v["stages"]:
         ci = s["sloPercentileCi"]
@@ -116,9 +120,23 @@ def _stage_rows(doc: Doc, v: Doc) -> tuple[list[str], list[list[str]]]:
             fmt(s["incomplete"]), pct(s["errorRate"]), fmt(s["throughputRpm"]), fmt(s["outputTokensPerS"]),
             ttft, f"{fmt(s['tpot']['p50'])} / {fmt(s['tpot']['p95'])}",
             fmt(s["itl"]["p95"]), f"{fmt(s['e2e']['p50'])} / {fmt(s['e2e']['p95'])} / {fmt(s['e2e']['p99'])}",
-            f"{fmt(s['sloPercentile'])} {ci_text}", verdict,
+            f"{fmt(s['sloPercentile'])} {ci_text}", *([_other_bounds(s)] if extra else []), verdict,
         ])  # fmt: skip
     return head, rows
+
+
+def slo_text(slo: Doc) -> str:
+    """Every latency bound of the SLO: "p95 e2e ≤ 10 s and p95 ttft ≤ 0.5 s"."""
+    bounds = [slo, *(slo.get("additionalLatency") or [])]
+    return " and ".join(f"p{b['percentile']:g} {b['metric']} ≤ {b['maxSeconds']:g} s" for b in bounds)
+
+
+def _other_bounds(stage: Doc) -> str:
+    """The further bounds' tests of a stage: "p95 ttft 0.41 s meets; p90 tpot 0.06 s fails"."""
+    return "; ".join(
+        f"p{b['percentile']:g} {b['metric']} {fmt(b['value'])} {b['outcome']}"
+        for b in (stage.get("sloBounds") or [])[1:]
+    )
 
 
 def _bucket_answer_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
@@ -314,8 +332,7 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
     parts.append(
         f"<p>Workload: R = {w['requestsPerMinute']:g} requests/min, prompts ≈ {fmt(w['promptTokens']['mean'])} "
         f"tokens{_in_buckets(w)}, outputs ≈ {fmt(w['outputTokens']['mean'])} tokens. "
-        f"SLO: p{slo['percentile']:g} {e(slo['metric'])} ≤ "
-        f"{slo['maxSeconds']:g} s, error rate ≤ {slo['maxErrorRate']:.2%}. Headroom {doc['analysis']['headroom']:g}, "
+        f"SLO: {e(slo_text(slo))}, error rate ≤ {slo['maxErrorRate']:.2%}. Headroom {doc['analysis']['headroom']:g}, "
         f"{e(doc['analysis']['capacityType'])} prices in {e(doc['analysis']['region'])}.</p>"
     )
     parts += ["<h2>Variants</h2>", _html_table(*_variant_rows(doc)), img("business_summary.png")]
@@ -372,7 +389,7 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
         f"**{headline(doc)}**", "",
         f"Workload: R = {w['requestsPerMinute']:g} requests/min, P ≈ {fmt(w['promptTokens']['mean'])}"
         f"{_in_buckets(w)}, G ≈ {fmt(w['outputTokens']['mean'])} tokens. "
-        f"SLO: p{slo['percentile']:g} {slo['metric']} ≤ {slo['maxSeconds']:g} s, "
+        f"SLO: {slo_text(slo)}, "
         f"error rate ≤ {slo['maxErrorRate']:.2%}.", "",
         "## Variants", "", _md_table(*_variant_rows(doc)), "",
     ]  # fmt: skip
@@ -437,7 +454,8 @@ def variants_csv(doc: Doc) -> str:
     fields = [
         "name", "kind", "model", "servedBy", "instanceType", "replicas", "pricePerHour", "priceSource", "meetsSlo",
         "maxConcurrencyMeetingSlo", "throughputRpmAtSlo", "throughputRpmPerInstance", "latencyAtSloSeconds",
-        "instancesNeeded", "costPerHour", "costPer1kRequests", "costPer1mOutputTokens", "reason",
+        "instancesNeeded", "costPerHour", "costPer1kRequests", "costPer1mInputTokens", "costPer1mOutputTokens",
+        "reason",
     ]  # fmt: skip
     return _csv(fields, [{k: v[k] for k in fields} for v in doc["variants"]])
 

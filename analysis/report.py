@@ -21,6 +21,7 @@ from fmbench_k8s.api.spec import BenchmarkSpec, Variant
 from fmbench_k8s.contract.engines import served_by
 from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
+from fmbench_k8s.contract.verdict import Bound
 
 SCHEMA_VERSION: Final = 2
 
@@ -90,6 +91,7 @@ def _cost(cost: Cost | None) -> dict[str, Any] | None:
         "costPerHour": cost.cost_per_hour,
         "costPer1kRequests": cost.cost_per_1k_requests,
         "costPer1mOutputTokens": cost.cost_per_1m_output_tokens,
+        "costPer1mInputTokens": cost.cost_per_1m_input_tokens,
     }
 
 
@@ -132,6 +134,7 @@ def stage_entry(m: StageMetrics, at_level: Cost | None, order: Sequence[str] = (
         "sloOutcome": m.outcome,
         "sloVerdict": m.verdict,
         "sloFailures": list(m.failures),
+        "sloBounds": _bounds(m.bounds),
         "clientBound": m.client_bound,
         "clientBoundShare": m.client_bound_share,
         "client": None
@@ -146,6 +149,17 @@ def stage_entry(m: StageMetrics, at_level: Cost | None, order: Sequence[str] = (
         "atThisLevel": _cost(at_level),
         "notes": list(m.notes),
     }
+
+
+def _bounds(bounds: Sequence[Bound]) -> list[dict[str, Any]] | None:
+    """Each latency bound's test, when the SLO has more than one."""
+    if len(bounds) < 2:
+        return None
+    return [
+        {"metric": b.metric, "percentile": b.percentile, "maxSeconds": b.max_seconds, "value": b.value,
+         "ci": _ci(b.ci), "outcome": b.outcome}
+        for b in bounds
+    ]  # fmt: skip
 
 
 def _ci(ci: QuantileCi) -> dict[str, Any]:
@@ -257,6 +271,7 @@ def variant_entry(
         "costPerHour": cost.cost_per_hour if cost else None,
         "costPer1kRequests": cost.cost_per_1k_requests if cost else None,
         "costPer1mOutputTokens": cost.cost_per_1m_output_tokens if cost else None,
+        "costPer1mInputTokens": cost.cost_per_1m_input_tokens if cost else None,
         "costPerRequest": cost.cost_per_request if cost else None,
         "reason": sizing.reason,
         "notes": [*sizing.notes, *_bucket_notes(buckets, sizing.slo_stage)],
@@ -277,6 +292,7 @@ def recommendation_entry(best: Sizing | None, variant: Variant | None, model: st
         cost_per_hour=best.cost.cost_per_hour,
         cost_per_1k_requests=best.cost.cost_per_1k_requests,
         cost_per_1m_output_tokens=best.cost.cost_per_1m_output_tokens,
+        cost_per_1m_input_tokens=best.cost.cost_per_1m_input_tokens,
         latency_seconds=best.latency_at_slo,
         max_concurrency_meeting_slo=best.max_level_meeting_slo,
         lower_bound=best.lower_bound,
@@ -344,6 +360,11 @@ def build_report(
             "percentile": slo.latency.percentile,
             "maxSeconds": slo.latency.max_seconds,
             "maxErrorRate": slo.max_error_rate,
+            "additionalLatency": [
+                {"metric": b.metric, "percentile": b.percentile, "maxSeconds": b.max_seconds}
+                for b in slo.additional_latency
+            ]
+            or None,
         },
         "load": {"mode": spec.load.mode, "arrival": spec.load.arrival},
         "analysis": {

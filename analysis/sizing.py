@@ -52,12 +52,15 @@ class Cost:
     cost_per_1k_requests: float
     cost_per_1m_output_tokens: float | None
     cost_per_request: float
+    cost_per_1m_input_tokens: float | None = None
 
 
-def _cost(cost_per_hour: float, instances: int, rpm: float, output_tokens: float | None) -> Cost:
+def _cost(cost_per_hour: float, instances: int, rpm: float, output_tokens: float, prompt_tokens: float) -> Cost:
+    """Each per-token cost puts the whole cost on one kind of token (docs/cost-model.md)."""
     per_request = cost_per_hour / (rpm * 60)
-    per_1m_out = per_request / output_tokens * 1e6 if output_tokens and output_tokens > 0 else None
-    return Cost(instances, cost_per_hour, per_request * 1000, per_1m_out, per_request)
+    per_1m_out = per_request / output_tokens * 1e6 if output_tokens > 0 else None
+    per_1m_in = per_request / prompt_tokens * 1e6 if prompt_tokens > 0 else None
+    return Cost(instances, cost_per_hour, per_request * 1000, per_1m_out, per_request, per_1m_in)
 
 
 def _finite(value: float) -> float | None:
@@ -99,17 +102,17 @@ class Sizer:
     def cost_at(self, rpm: float, variant: Variant, price: VariantPrice, stage: StageMetrics | None) -> Cost | None:
         """The cost of serving ``rpm`` with ``variant`` run at ``stage``'s level (None: not computable)."""
         out_tokens = _measured(stage.mean_output_tokens if stage else math.nan, self.workload.output_mix()[0])
+        prompt = _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_mix()[0])
         if price.kind == "token" and price.tokens is not None:
-            prompt = _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_mix()[0])
             per_request = price.tokens.per_request(prompt, out_tokens)
-            return _cost(per_request * rpm * 60, 1, rpm, out_tokens)
+            return _cost(per_request * rpm * 60, 1, rpm, out_tokens, prompt)
         if price.kind != "instance" or price.instance is None or stage is None:
             return None
         per_instance = stage.throughput_rpm / variant.replicas
         if not per_instance > 0:
             return None
         n = instances_needed(rpm, self.headroom, per_instance)
-        return _cost(n * price.instance.usd_per_hour, n, rpm, out_tokens)
+        return _cost(n * price.instance.usd_per_hour, n, rpm, out_tokens, prompt)
 
     def size(self, variant: Variant, stages: Sequence[StageMetrics], price: VariantPrice) -> Sizing:
         rpm = self.workload.requests_per_minute

@@ -360,7 +360,7 @@ class Master:
         load, slo = self.spec.load, self.spec.slo
         cat = samples(results)
         counts = window_counts(results)
-        verdict = judge(cat[slo.latency.metric], counts, SloRule.of(self.spec), interrupted=interrupted)
+        verdict = judge(cat, counts, SloRule.of(self.spec), interrupted=interrupted)
         client_bound = any(bool(r.selfcheck.get("client_bound")) for r in results)
         if client_bound:
             notes.append("client-bound: a worker's event loop lagged (p99 > 50 ms) or its CPU was > 90%; "

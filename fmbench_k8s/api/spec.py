@@ -625,11 +625,47 @@ class LatencySlo(ApiModel):
     max_seconds: float = Field(gt=0, description="Bound on that percentile, seconds.")
 
 
+MAX_EXTRA_BOUNDS = 4
+
+
 class Slo(ApiModel):
     """The service level objective every load level is judged by."""
 
-    latency: LatencySlo = Field(description="Latency objective.")
+    latency: LatencySlo = Field(description="Latency objective (the one the report's SLO columns show).")
+    additional_latency: list[LatencySlo] = Field(
+        default_factory=list,
+        max_length=MAX_EXTRA_BOUNDS,
+        description="Further latency bounds that must hold at the same time, e.g. TTFT p95 and TPOT p90 beside "
+        "E2E p99: a level meets the SLO only when every bound does; goodput counts the requests within all of them.",
+    )
     max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Highest allowed share of failed requests.")
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "!has(self.additionalLatency) || self.additionalLatency.all(b, "
+                "!(b.metric == self.latency.metric && b.percentile == self.latency.percentile) && "
+                "self.additionalLatency.exists_one(c, c.metric == b.metric && c.percentile == b.percentile))",
+                "additionalLatency: each metric and percentile is bounded once",
+                ".additionalLatency",
+            )
+        ]
+
+    @model_validator(mode="after")
+    def _bounds_once(self) -> Slo:
+        seen = [(b.metric, b.percentile) for b in self.bounds]
+        repeated = sorted({f"p{q:g} {m}" for m, q in seen if seen.count((m, q)) > 1})
+        if repeated:
+            raise ValueError(
+                f"additionalLatency: each metric and percentile is bounded once; repeated: {', '.join(repeated)}"
+            )
+        return self
+
+    @property
+    def bounds(self) -> list[LatencySlo]:
+        """Every latency bound: ``latency`` first."""
+        return [self.latency, *self.additional_latency]
 
 
 class Levels(ApiModel):

@@ -51,6 +51,7 @@ class Cost(_Part):
     cost_per_hour: NonNegative
     cost_per_1k_requests: NonNegative = Field(alias="costPer1kRequests")
     cost_per_1m_output_tokens: NonNegative | None = Field(alias="costPer1mOutputTokens")
+    cost_per_1m_input_tokens: NonNegative | None = Field(default=None, alias="costPer1mInputTokens")
 
 
 class Price(_Part):
@@ -95,6 +96,17 @@ class Client(_Part):
     loop_lag_p99_seconds: NonNegative | None
     cpu_percent: NonNegative | None
     rss_mb: NonNegative | None
+
+
+class BoundResult(_Part):
+    """One latency bound's test in a stage (with slo.additionalLatency)."""
+
+    metric: Literal["e2e", "ttft", "tpot", "itl"]
+    percentile: float = Field(gt=0, lt=100)
+    max_seconds: float = Field(gt=0)
+    value: float | None
+    ci: PercentileCi
+    outcome: Literal["meets", "fails", "inconclusive"]
 
 
 class BucketStage(_Part):
@@ -172,6 +184,9 @@ class Stage(_Part):
         "insufficient-samples", "uncertain",
     ]  # fmt: skip
     slo_failures: list[str]
+    slo_bounds: list[BoundResult] | None = Field(
+        default=None, description="each latency bound's test, slo.latency first; absent with one bound"
+    )
     client_bound: bool
     client_bound_share: Share
     client: Client | None = Field(default=None, description="absent for runs written before it was recorded")
@@ -205,6 +220,7 @@ class Variant(_Part):
     cost_per_hour: NonNegative | None
     cost_per_1k_requests: NonNegative | None = Field(alias="costPer1kRequests")
     cost_per_1m_output_tokens: NonNegative | None = Field(alias="costPer1mOutputTokens")
+    cost_per_1m_input_tokens: NonNegative | None = Field(default=None, alias="costPer1mInputTokens")
     cost_per_request: NonNegative | None
     reason: str | None
     notes: list[str]
@@ -234,11 +250,20 @@ class Workload(_Part):
     buckets: list[Bucket] | None = Field(default=None, description="workload.buckets; absent without them")
 
 
+class LatencyBound(_Part):
+    metric: Literal["e2e", "ttft", "tpot", "itl"]
+    percentile: float = Field(gt=0, lt=100)
+    max_seconds: float = Field(gt=0)
+
+
 class Slo(_Part):
     metric: Literal["e2e", "ttft", "tpot", "itl"]
     percentile: float = Field(gt=0, lt=100)
     max_seconds: float = Field(gt=0)
     max_error_rate: Share
+    additional_latency: list[LatencyBound] | None = Field(
+        default=None, description="further bounds that hold at the same time; absent without them"
+    )
 
 
 class Load(_Part):

@@ -46,6 +46,7 @@ class Recommendation(_Contract):
     cost_per_hour: float = Field(ge=0)
     cost_per_1k_requests: float = Field(ge=0, alias="costPer1kRequests")
     cost_per_1m_output_tokens: float | None = Field(ge=0, alias="costPer1mOutputTokens")
+    cost_per_1m_input_tokens: float | None = Field(default=None, ge=0, alias="costPer1mInputTokens")
     latency_seconds: float | None = Field(ge=0)
     max_concurrency_meeting_slo: float | None = Field(ge=0)
     lower_bound: bool  # c* is a lower bound: N and the cost are upper bounds

@@ -17,13 +17,14 @@ bound are a failure, though 20 cannot bound a p90 from both sides).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from fmbench_k8s.api.spec import BenchmarkSpec, Slo
+from fmbench_k8s.api.spec import BenchmarkSpec, LatencySlo, Slo
 from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi, binomial_le, quantile_ci, samples
 
 Outcome = Literal["meets", "fails", "inconclusive"]
@@ -62,14 +63,27 @@ class SloRule:
 
 
 @dataclass(frozen=True)
+class Bound:
+    """One latency bound's test within a stage's verdict."""
+
+    metric: str
+    percentile: float
+    max_seconds: float
+    value: float  # the percentile (seconds); NaN without samples
+    ci: QuantileCi
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
 class SloVerdict:
     outcome: Outcome
     kind: Kind
-    value: float  # the SLO percentile of the SLO metric (seconds); NaN without samples
+    value: float  # the SLO percentile of slo.latency's metric (seconds); NaN without samples
     ci: QuantileCi
     error_rate: float
-    above: int  # samples above the bound
+    above: int  # samples above slo.latency's bound
     reasons: tuple[str, ...]  # one sentence per unmet condition, most decisive first
+    bounds: tuple[Bound, ...] = ()  # every latency bound, slo.latency first
 
     @property
     def passed(self) -> bool:
@@ -108,11 +122,40 @@ def latency_test(n: int, above: int, q: float, alpha: float = (1 - CONFIDENCE) /
     return "inconclusive"
 
 
-def judge(values: npt.ArrayLike, counts: StageCounts, rule: SloRule, *, interrupted: bool = False) -> SloVerdict:
-    """The verdict of a stage from the exact per-sample values of the SLO metric over the window's
-    ok requests (for ``itl``: every gap) and the window's counts. NaN values are "no value" (the
-    TPOT of a one-token answer); +inf exceeds every bound; negative values are not latencies."""
-    slo, lat = rule.slo, rule.slo.latency
+def judge(
+    values: npt.ArrayLike | Mapping[str, npt.ArrayLike],
+    counts: StageCounts,
+    rule: SloRule,
+    *,
+    interrupted: bool = False,
+) -> SloVerdict:
+    """The verdict of a stage from the exact per-sample values of the SLO's metrics over the
+    window's ok requests (for ``itl``: every gap) and the window's counts. ``values`` maps each
+    bounded metric to its samples (an array alone: the samples of ``slo.latency``'s metric, the
+    only bound). NaN values are "no value" (the TPOT of a one-token answer); +inf exceeds every
+    bound; negative values are not latencies.
+
+    With ``slo.additionalLatency`` every bound is tested as below: the stage fails if one fails,
+    meets only if all meet; value, interval and ``above`` are ``slo.latency``'s, and ``bounds``
+    holds each bound's own."""
+    by_metric = values if isinstance(values, Mapping) else {rule.slo.latency.metric: values}
+    each = [_judge_bound(by_metric[b.metric], b, counts, rule, interrupted) for b in rule.slo.bounds]
+    first = each[0]
+    bounds = tuple(Bound(b.metric, b.percentile, b.max_seconds, v.value, v.ci, v.outcome)
+                   for b, v in zip(rule.slo.bounds, each, strict=True))  # fmt: skip
+    if len(each) == 1:
+        return replace(first, bounds=bounds)
+    outcomes = {v.outcome for v in each}
+    outcome: Outcome = "fails" if "fails" in outcomes else "inconclusive" if "inconclusive" in outcomes else "meets"
+    decisive = next((v for v in each if v.outcome == outcome), first)
+    reasons = tuple(dict.fromkeys(r for v in each for r in v.reasons))  # the shared ones (errors) once
+    return replace(first, outcome=outcome, kind=decisive.kind, reasons=reasons, bounds=bounds)
+
+
+def _judge_bound(
+    values: npt.ArrayLike, lat: LatencySlo, counts: StageCounts, rule: SloRule, interrupted: bool
+) -> SloVerdict:
+    slo = rule.slo
     q = lat.percentile / 100
     x = samples(values)
     invalid = int(np.count_nonzero(x < 0))

@@ -234,3 +234,22 @@ def test_itl_source_spans_chunks() -> None:
     assert src.values(np.array([0, 2, 3, 4])).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert src.values(np.array([1])).tolist() == []
     assert src.values(np.array([], dtype=np.intp)).tolist() == []
+
+
+def test_goodput_counts_the_requests_within_every_bound() -> None:
+    """DistServe's goodput: the steady window's ok requests within all latency bounds at once, per
+    second; against the records, with bounds that each cut a different share of the requests."""
+    frame, stages = synthesize([SyntheticVariant("v", levels=(4,), ttft_s=0.2, itl_s=0.02, jitter=0.3,
+                                                 requests_per_stage=3000)], stage_s=60, seed=11)  # fmt: skip
+    steady = frame[frame["in_steady_window"] & (frame["outcome"] == "ok")]
+    ttft_bound, e2e_bound = float(steady["ttft_s"].quantile(0.8)), float(steady["e2e_s"].quantile(0.7))
+    slo = Slo.model_validate({
+        "latency": {"metric": "e2e", "percentile": 50, "maxSeconds": e2e_bound},
+        "additionalLatency": [{"metric": "ttft", "percentile": 50, "maxSeconds": ttft_bound}],
+    })  # fmt: skip
+    [m] = stage_metrics(frame, stages, SloRule(slo))
+    within = int(((steady["ttft_s"] <= ttft_bound) & (steady["e2e_s"] <= e2e_bound)).sum())
+    assert within < min((steady["ttft_s"] <= ttft_bound).sum(), (steady["e2e_s"] <= e2e_bound).sum())
+    assert m.goodput_rps == pytest.approx(within / stages[0].steady_seconds, rel=1e-12)
+    assert m.slo_attainment == pytest.approx(within / m.steady_requests, rel=1e-12)
+    assert [(b.metric, b.outcome) for b in m.bounds] == [("e2e", "meets"), ("ttft", "meets")]

@@ -67,6 +67,8 @@ def test_cheaper_per_hour_is_not_cheaper_per_request() -> None:
     assert b.cost is not None and b.cost.instances == 2 and b.cost.cost_per_hour == pytest.approx(6.0)
     assert b.cost.cost_per_1k_requests == pytest.approx(6.0 / (600 * 60) * 1000)
     assert b.cost.cost_per_1m_output_tokens == pytest.approx(6.0 / (600 * 60 * 200) * 1e6)
+    # the whole cost over the prompt tokens measured at c* (1000 per request)
+    assert b.cost.cost_per_1m_input_tokens == pytest.approx(6.0 / (600 * 60 * 1000) * 1e6)
     best = recommend([a, b])
     assert best is not None and best.variant == "big"
 

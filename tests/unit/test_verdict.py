@@ -22,9 +22,12 @@ from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.master import samples, window_counts
 
 
-def rule(metric: str = "e2e", p: float = 90, max_s: float = 1.0, err: float = 0.05, min_requests: int = 1) -> SloRule:
+def rule(
+    metric: str = "e2e", p: float = 90, max_s: float = 1.0, err: float = 0.05, min_requests: int = 1, *,
+    also: list[dict[str, Any]] | None = None,
+) -> SloRule:  # fmt: skip
     slo = Slo.model_validate({"latency": {"metric": metric, "percentile": p, "maxSeconds": max_s},
-                              "maxErrorRate": err})  # fmt: skip
+                              "maxErrorRate": err, "additionalLatency": also or []})  # fmt: skip
     return SloRule(slo, min_requests)
 
 
@@ -103,6 +106,42 @@ def test_an_interrupted_stage_is_not_a_verdict_on_its_level() -> None:
     assert any("error rate" in r for r in v.reasons)  # what was seen is still said
 
 
+# -- several bounds at once (slo.additionalLatency) ---------------------------------------------
+
+
+def test_every_bound_must_hold_and_each_is_tested_on_its_own_samples() -> None:
+    e2e, ttft = np.linspace(0.5, 0.9, 100), np.linspace(0.1, 0.3, 100)
+    both = rule("e2e", 90, 1.0, also=[{"metric": "ttft", "percentile": 95, "maxSeconds": 0.5}])
+    v = judge({"e2e": e2e, "ttft": ttft}, ok(100), both)
+    assert v.outcome == "meets" and [(b.metric, b.outcome) for b in v.bounds] == [("e2e", "meets"), ("ttft", "meets")]
+    assert v.value == pytest.approx(np.percentile(e2e, 90))  # the report's SLO column: slo.latency's
+    assert v.bounds[1].value == pytest.approx(np.percentile(ttft, 95))
+    tight = rule("e2e", 90, 1.0, also=[{"metric": "ttft", "percentile": 95, "maxSeconds": 0.2}])
+    v = judge({"e2e": e2e, "ttft": ttft}, ok(100), tight)
+    assert (v.outcome, v.kind) == ("fails", "latency") and v.reasons == ("p95 ttft 0.29 s > 0.2 s",)
+    assert [b.outcome for b in v.bounds] == ["meets", "fails"]
+    # a fail anywhere beats an open question elsewhere; shared reasons are said once
+    marginal = rule("e2e", 90, float(np.percentile(e2e, 90)),
+                    also=[{"metric": "ttft", "percentile": 95, "maxSeconds": 0.2}])  # fmt: skip
+    v = judge({"e2e": e2e, "ttft": ttft}, StageCounts(100, 90, 10, 0), marginal)
+    assert v.outcome == "fails" and v.kind == "errors"
+    assert v.reasons.count("error rate 10.0% > 5.0%") == 1
+    # an open question with nothing failing leaves the stage open
+    v = judge({"e2e": e2e, "ttft": ttft}, ok(100), rule("e2e", 90, 1.0, also=[
+        {"metric": "ttft", "percentile": 95, "maxSeconds": float(np.percentile(ttft, 95))}]))  # fmt: skip
+    assert (v.outcome, v.kind, [b.outcome for b in v.bounds]) == (
+        "inconclusive",
+        "uncertain",
+        ["meets", "inconclusive"],
+    )
+
+
+def test_a_bound_is_given_once() -> None:
+    with pytest.raises(ValueError, match="each metric and percentile is bounded once; repeated: p90 e2e"):
+        rule("e2e", 90, 1.0, also=[{"metric": "e2e", "percentile": 90, "maxSeconds": 2.0}])
+    assert len(rule("e2e", 90, 1.0, also=[{"metric": "e2e", "percentile": 50, "maxSeconds": 0.5}]).slo.bounds) == 2
+
+
 # -- the master and the analysis agree --------------------------------------------------------
 
 INFO = StageInfo(variant="v", stage=0, target_concurrency=8, start=0.0, steady_start=10.0, steady_end=40.0,
@@ -158,17 +197,22 @@ def _worker_results(rows: list[dict[str, Any]], workers: int) -> list[m.StageRes
     bound=st.floats(0.05, 3.0),
     max_error_rate=st.sampled_from([0.0, 0.05, 0.2]),
     min_requests=st.integers(1, 120),
+    # a second bound on another metric, or none (slo.additionalLatency)
+    also=st.one_of(st.none(), st.tuples(st.sampled_from(["e2e", "ttft", "tpot"]), st.floats(0.05, 3.0))),
 )
 def test_master_and_analysis_give_the_same_verdict(
     requests: list[tuple[float, str, float, int, int]], metric: str, percentile: float, bound: float, *,
-    max_error_rate: float, min_requests: int,
+    max_error_rate: float, min_requests: int, also: tuple[str, float] | None,
 ) -> None:  # fmt: skip
     rows = [_row(i, r) for i, r in enumerate(requests)]
-    r = rule(metric, percentile, bound, max_error_rate, min_requests)
+    extra = [{"metric": also[0], "percentile": 99, "maxSeconds": also[1]}] if also and also[0] != metric else []
+    r = rule(metric, percentile, bound, max_error_rate, min_requests, also=extra)
     results = _worker_results(rows, 2)
-    master = judge(samples(results)[metric], window_counts(results), r)
+    master = judge(samples(results), window_counts(results), r)
     frame = to_frame(pa.Table.from_pylist(rows, schema=SCHEMA))
     [analysis] = stage_metrics(frame, [INFO], r)
     assert (analysis.outcome, analysis.verdict, analysis.failures) == (master.outcome, master.kind, master.reasons)
     assert analysis.slo_value == pytest.approx(master.value, nan_ok=True)
     assert analysis.error_rate == pytest.approx(master.error_rate, nan_ok=True)
+    assert [(b.metric, b.outcome) for b in analysis.bounds] == [(b.metric, b.outcome) for b in master.bounds]
+    assert len(master.bounds) == 1 + len(extra)
