@@ -35,7 +35,7 @@ class StagePlan:
     """One stage, in wall-clock epoch seconds (workers' clocks are NTP-synced; pods, too)."""
 
     stage: int
-    arrival: str  # closed | poisson | constant
+    arrival: str  # closed | poisson | constant | trace
     target: float  # concurrency (all workers) or requests/s (all workers)
     t_start: float  # load begins
     steady_start: float  # warm-up over

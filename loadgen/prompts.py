@@ -26,6 +26,7 @@ from typing import Any
 
 from fmbench_k8s.api.spec import CONFIGMAP_URI, PromptBucket, TokenDistribution, Workload
 from fmbench_k8s.contract.layout import DATASETS_DIR
+from fmbench_k8s.loadgen.traces import Replay, TraceError, parse_trace
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,12 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Corpus:
-    """A dataset's rows (prompt, max_tokens or None) and, with buckets, each bucket's row indices."""
+    """A dataset's rows (prompt, max_tokens or None) and, with buckets, each bucket's row indices;
+    or a trace to replay, whose rows give each arrival's lengths."""
 
     rows: list[tuple[str, int | None]]
     by_bucket: dict[str, list[int]] = field(default_factory=dict)
+    replay: Replay | None = None
 
 
 def draw_tokens(dist: TokenDistribution, rng: random.Random) -> int:
@@ -233,7 +236,7 @@ class PromptSource:
         # Each bucket (or the whole dataset, as ""): its rows in a shuffled order, and the next one.
         self._order: dict[str, list[int]] = {}
         self._next: dict[str, int] = {}
-        if corpus is not None:
+        if corpus is not None and corpus.replay is None:
             if not corpus.rows:
                 raise DatasetError("the dataset has no prompts")
             groups = corpus.by_bucket if self._buckets else {"": list(range(len(corpus.rows)))}
@@ -242,11 +245,16 @@ class PromptSource:
                 self.rng.shuffle(order)
                 self._order[name], self._next[name] = order, 0
 
-    def next(self) -> Prompt:
+    def next(self, arrival: int | None = None) -> Prompt:
+        """The next prompt; in a trace replay, the one of the stage's arrival number ``arrival``."""
+        replay = self._corpus.replay if self._corpus is not None else None
+        if replay is not None and arrival is not None:
+            n, out = replay.lengths(arrival)
+            return Prompt(self.synthetic_text(n), out, n)
         bucket = self.rng.choices(self._buckets, self._weights)[0] if self._buckets else None
         output = (bucket and bucket.output_tokens) or self.workload.output_tokens
         name = bucket.name if bucket else None
-        if self._corpus is not None:
+        if self._order and self._corpus is not None:
             order = self._order[name or ""]
             i = self._next[name or ""]
             self._next[name or ""] = i + 1
@@ -273,6 +281,17 @@ class PromptSource:
 def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corpus | None:
     """The workload's dataset, sorted into its buckets; None for synthetic prompts. A bucket that
     no row falls in is an error; rows that fall in no bucket are left out (and counted in the log)."""
+    if workload.trace is not None:
+        uri = workload.trace.uri
+        data = (
+            _read_s3(uri, storage_endpoint, "trace")
+            if uri.startswith("s3://")
+            else _read_file(Path(uri), f"trace {uri}")
+        )
+        try:
+            return Corpus([], replay=parse_trace(data, workload.trace))
+        except TraceError as err:
+            raise DatasetError(str(err)) from None
     rows = load_texts(workload, storage_endpoint)
     if rows is None:
         return None

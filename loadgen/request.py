@@ -35,6 +35,7 @@ class RequestState:
     error: str | None = None
     client_bound: bool = False
     bucket: str | None = None  # workload.buckets' name
+    arrival: int | None = None  # the stage's global arrival number (open loop); a trace row's index
 
     def content(self, ts: float, answer: bool = True) -> None:
         """A non-empty content event received at ``ts``; ``answer`` False: reasoning."""

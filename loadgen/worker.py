@@ -186,7 +186,8 @@ class Worker:
         if run.aborted is None:
             if run.open_loop:
                 run.pool = Pool(self.max_inflight)
-                run.arrivals = worker_offsets(plan.arrival, plan.target, plan.seed, index, n)
+                replay = self.corpus.replay if self.corpus is not None else None
+                run.arrivals = worker_offsets(plan.arrival, plan.target, plan.seed, index, n, replay=replay)
                 run.greenlets.append(gevent.spawn(self._dispatch, run))
             else:
                 share = split_concurrency(round(plan.target), n, index)
@@ -230,7 +231,7 @@ class Worker:
     def _dispatch(self, run: StageRun) -> None:
         assert run.arrivals is not None and run.pool is not None
         t0 = run.plan.t_start
-        for _, offset in run.arrivals:
+        for arrival, offset in run.arrivals:
             t = t0 + offset
             run.next_arrival = t
             while t >= run.steady_end:  # beyond the window, unless the master extends it meanwhile
@@ -244,6 +245,7 @@ class Worker:
             if run.stopping or run.aborted is not None:
                 return
             st = self._new_request(run, t)
+            st.arrival = arrival
             run.next_arrival = None
             run.pool.wait_available()
             if run.stopping:
@@ -251,7 +253,7 @@ class Worker:
             run.pool.spawn(self._execute, run, st)
 
     def _execute(self, run: StageRun, st: RequestState) -> None:
-        prompt = run.prompts.next()
+        prompt = run.prompts.next(st.arrival)
         st.prompt_tokens, st.bucket = prompt.prompt_tokens, prompt.bucket
         st.client_bound = self.monitor.bound_now
         gauge = self.exporter.inflight.labels(**self.exporter.labels)

@@ -20,7 +20,7 @@ from fmbench_k8s import durations
 from fmbench_k8s.api.base import PATTERN_HELP
 
 # Cross-field validators prefix their message with the field they are about ("engine: ...").
-_FIELD_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:/[A-Za-z][A-Za-z0-9]*)?): (.*)$", re.S)
+_FIELD_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:[./][A-Za-z][A-Za-z0-9]*)?): (.*)$", re.S)
 _QUOTED = re.compile(r"'([^']*)'")
 # The shape of each object a user may write as a scalar or a list by mistake.
 _SHAPES = {

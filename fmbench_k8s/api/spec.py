@@ -53,7 +53,7 @@ _SIMULATED = "the simulator imitates only " + ", ".join(SIMULATED_INSTANCE_TYPES
 MAX_LEVEL = 1_000_000  # concurrent users or requests/s: far beyond one load test, still a sane int
 LatencyMetric = Literal["e2e", "ttft", "tpot", "itl"]
 LoadMode = Literal["search", "sweep", "fixed"]
-Arrival = Literal["closed", "poisson", "constant"]
+Arrival = Literal["closed", "poisson", "constant", "trace"]
 CleanupPolicy = Literal["Always", "OnSuccess", "Never"]
 
 
@@ -514,6 +514,17 @@ class PromptBucket(ApiModel):
         return self
 
 
+class Trace(ApiModel):
+    """A timestamped request trace to replay (load.arrival: trace): its arrivals and each request's
+    prompt and output lengths (docs/workloads.md)."""
+
+    uri: Text = Field(description="Where the trace lives: a local path or s3://BUCKET/KEY.")
+    format: Literal["azure", "mooncake"] = Field(
+        description="azure: the Azure LLM inference trace CSV (TIMESTAMP, ContextTokens, GeneratedTokens); "
+        "mooncake: Mooncake's JSONL (timestamp in ms, input_length, output_length)."
+    )
+
+
 class Workload(ApiModel):
     """W = {R, P, G}: the traffic to size for."""
 
@@ -521,7 +532,9 @@ class Workload(ApiModel):
         gt=0, le=10_000_000, description="R: requests per minute to serve (at most 10 million)."
     )
     prompt_tokens: TokenDistribution | None = Field(
-        default=None, description="P: prompt length in tokens. Required unless buckets are given."
+        default=None,
+        description="P: prompt length in tokens. Required unless buckets are given. With a dataset or a trace, "
+        "their typical length: the plan and the report state it, the requests use their own.",
     )
     output_tokens: TokenDistribution = Field(description="G: generated tokens per request (max_tokens).")
     buckets: list[PromptBucket] = Field(
@@ -539,6 +552,11 @@ class Workload(ApiModel):
         "prompt's tokens are its whitespace-separated words.",
     )
     dataset: Dataset | None = Field(default=None, description="Real prompts instead of synthetic ones.")
+    trace: Trace | None = Field(
+        default=None,
+        description="Arrivals and per-request lengths from a trace (with load.arrival: trace); synthetic prompts of "
+        "each request's length. Not with buckets or a dataset.",
+    )
     seed: int = Field(default=0, ge=0, description="Seed of synthetic prompts and arrival schedules.")
 
     @classmethod
@@ -548,6 +566,11 @@ class Workload(ApiModel):
                 "has(self.promptTokens) || (has(self.buckets) && size(self.buckets) > 0)",
                 "promptTokens: required unless buckets are given",
                 ".promptTokens",
+            ),
+            cel(
+                "!has(self.trace) || (!has(self.dataset) && (!has(self.buckets) || size(self.buckets) == 0))",
+                "trace: a trace gives every request's lengths; remove dataset and buckets",
+                ".trace",
             ),
             cel(
                 "!has(self.buckets) || size(self.buckets) == 0 || "
@@ -572,6 +595,8 @@ class Workload(ApiModel):
     def _buckets(self) -> Workload:
         if self.prompt_tokens is None and not self.buckets:
             raise ValueError("promptTokens: required unless buckets are given")
+        if self.trace is not None and (self.dataset is not None or self.buckets):
+            raise ValueError("trace: a trace gives every request's lengths; remove dataset and buckets")
         if self.buckets:
             names = [b.name for b in self.buckets]
             repeated = sorted({n for n in names if names.count(n) > 1})
@@ -709,7 +734,8 @@ class Load(ApiModel):
     arrival: Arrival = Field(
         default="closed",
         description="closed: each of `concurrency` users sends its next request when the last ends; "
-        "poisson/constant: open loop at `rate` requests/s, one schedule shared by all workers.",
+        "poisson/constant: open loop at `rate` requests/s, one schedule shared by all workers; trace: open loop "
+        "replaying workload.trace's arrivals, time-scaled to a mean of `rate` requests/s.",
     )
     concurrency: Levels = Field(
         default_factory=lambda: Levels(min=1, max=64), description="Concurrent requests (closed loop)."
@@ -746,7 +772,7 @@ class Load(ApiModel):
         return [
             cel(
                 "self.arrival == 'closed' || has(self.rate)",
-                "rate: required for open-loop arrival poisson or constant (requests/s)",
+                "rate: required for open-loop arrival poisson, constant or trace (requests/s)",
                 ".rate",
             ),
             cel(
@@ -762,7 +788,7 @@ class Load(ApiModel):
     @model_validator(mode="after")
     def _levels_fit_mode(self) -> Load:
         if self.arrival != "closed" and self.rate is None:
-            raise ValueError("rate: required for open-loop arrival poisson or constant (requests/s)")
+            raise ValueError("rate: required for open-loop arrival poisson, constant or trace (requests/s)")
         chosen = self.active_levels
         if self.mode == "fixed" and (
             (chosen.levels is not None and len(chosen.levels) != 1)
@@ -864,6 +890,9 @@ class Timeouts(ApiModel):
         return parse_duration(self.model_ready)
 
 
+_TRACE_ARRIVAL = "load.arrival: trace replays workload.trace; give both, or neither"
+
+
 class BenchmarkSpec(ApiModel):
     """The whole experiment. Immutable once created: a new run is a new Benchmark."""
 
@@ -894,7 +923,18 @@ class BenchmarkSpec(ApiModel):
                 "model: required when a variant deploys a real engine (set spec.model or variants[].model)",
                 ".model",
             ),
+            cel(
+                "(has(self.load) && self.load.arrival == 'trace') == has(self.workload.trace)",
+                _TRACE_ARRIVAL,
+                ".load.arrival",
+            ),
         ]
+
+    @model_validator(mode="after")
+    def _trace_arrival(self) -> BenchmarkSpec:
+        if (self.load.arrival == "trace") != (self.workload.trace is not None):
+            raise ValueError(_TRACE_ARRIVAL)
+        return self
 
     @model_validator(mode="after")
     def _model_for_engines(self) -> BenchmarkSpec:

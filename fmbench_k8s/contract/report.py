@@ -268,7 +268,7 @@ class Slo(_Part):
 
 class Load(_Part):
     mode: Literal["search", "sweep", "fixed"]
-    arrival: Literal["closed", "poisson", "constant"]
+    arrival: Literal["closed", "poisson", "constant", "trace"]
 
 
 class Analysis(_Part):
