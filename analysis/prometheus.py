@@ -75,6 +75,8 @@ GAUGES: Final = (
         ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"),
         total=False,
     ),
+    # SGLang's own hit rate; vLLM's is the ratio of two counters (PREFIX_CACHE below)
+    Gauge("prefixCacheHitRate", "server", ("sglang:cache_hit_rate",), total=False),
     Gauge("gpuUtilization", "dcgm", ("DCGM_FI_DEV_GPU_UTIL",), total=False),
     Gauge("neuronCoreUtilization", "neuron", ("neuroncore_utilization_ratio",), total=False),
 )
@@ -124,7 +126,10 @@ INCREASES: Final = (
         mean=True,
     ),
 )
-SERVER_NAMES: Final = tuple(
+# vLLM counts prompt tokens looked up in and found in its prefix cache; the window's hit rate is
+# the ratio of their increases.
+PREFIX_CACHE: Final = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
+SERVER_NAMES: Final = PREFIX_CACHE + tuple(
     n for m in (*GAUGES, *INCREASES) for n in m.names if n.startswith(("vllm:", "sglang:", "tgi_"))
 )
 
@@ -228,6 +233,11 @@ def _stage_metrics(
             absent.append(inc.key)
         else:
             metrics[inc.key] = {"value": found[0], "series": found[1]}
+    if "prefixCacheHitRate" in absent:
+        hit_rate = _hit_rate(client, sel, window, end)
+        if hit_rate is not None:
+            metrics["prefixCacheHitRate"] = {"value": hit_rate, "series": " / ".join(PREFIX_CACHE)}
+            absent.remove("prefixCacheHitRate")
     for qt in QUANTILES:
         sel = selector("client", selectors, benchmark=benchmark, info=info)
         bucket = f"{qt.histogram}_bucket{sel}"
@@ -259,6 +269,16 @@ def _increase(client: PrometheusClient, inc: Increase, sel: str, window: int, at
             values = _numbers(client.query(f"sum(increase({name}{sel}[{window}s]))", at))
             if values:
                 return values[0], name
+    return None
+
+
+def _hit_rate(client: PrometheusClient, sel: str, window: int, at: float) -> float | None:
+    """vLLM's prefix-cache hit rate over the window: tokens found / tokens looked up."""
+    for hits, queries in zip(_spellings(PREFIX_CACHE[:1]), _spellings(PREFIX_CACHE[1:]), strict=True):
+        found = _numbers(client.query(f"sum(increase({hits}{sel}[{window}s]))", at))
+        asked = _numbers(client.query(f"sum(increase({queries}{sel}[{window}s]))", at))
+        if found and asked and asked[0] > 0:
+            return found[0] / asked[0]
     return None
 
 

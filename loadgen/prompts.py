@@ -231,6 +231,7 @@ class PromptSource:
         self.rng = random.Random(f"fmbench-prompts:{workload.seed}:{stream}")
         self._corpus = corpus
         self._pool = word_pool(workload.seed)
+        self._prefixes = shared_prefixes(workload)
         self._buckets = workload.buckets
         self._weights = [b.share for b in self._buckets]
         # Each bucket (or the whole dataset, as ""): its rows in a shuffled order, and the next one.
@@ -262,7 +263,11 @@ class PromptSource:
             out = max_tokens if max_tokens is not None else draw_tokens(output, self.rng)
             return Prompt(text, out, None, name)
         n = self._length(bucket)
-        return Prompt(self.synthetic_text(n), draw_tokens(output, self.rng), n, name)
+        text, out = self.synthetic_text(n), draw_tokens(output, self.rng)
+        if self._prefixes:
+            prefix = self.rng.choice(self._prefixes)
+            return Prompt(f"{prefix} {text}", out, n + len(prefix.split()), name)
+        return Prompt(text, out, n, name)
 
     def _length(self, bucket: PromptBucket | None) -> int:
         if bucket is not None:
@@ -276,6 +281,22 @@ class PromptSource:
         while len(words) < n:  # wrap around the pool (and repeat it for very long prompts)
             words += self._pool[: n - len(words)]
         return " ".join(words)
+
+
+def shared_prefixes(workload: Workload) -> list[str]:
+    """The workload's shared prefixes (none without sharedPrefix): the same texts for every
+    worker, stage and run with the same seed, each distinct from its first word on."""
+    sp = workload.shared_prefix
+    if sp is None:
+        return []
+    key = (workload.seed, sp.prefixes, sp.tokens)
+    if key not in _PREFIXES:
+        _PREFIXES[key] = [" ".join(random.Random(f"fmbench-prefix:{workload.seed}:{j}").choices(VOCAB, k=sp.tokens))
+                          for j in range(sp.prefixes)]  # fmt: skip
+    return _PREFIXES[key]
+
+
+_PREFIXES: dict[tuple[int, int, int], list[str]] = {}
 
 
 def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corpus | None:

@@ -525,6 +525,16 @@ class Trace(ApiModel):
     )
 
 
+class SharedPrefix(ApiModel):
+    """Synthetic prompts that open with one of a few shared prefixes (a system prompt, a document),
+    as applications send them: what a server's prefix cache serves (docs/workloads.md)."""
+
+    prefixes: int = Field(
+        ge=1, le=10_000, description="Distinct prefixes; each request opens with one, drawn uniformly."
+    )
+    tokens: int = Field(ge=1, le=1_000_000, description="Length of each prefix, tokens.")
+
+
 class Workload(ApiModel):
     """W = {R, P, G}: the traffic to size for."""
 
@@ -557,11 +567,21 @@ class Workload(ApiModel):
         description="Arrivals and per-request lengths from a trace (with load.arrival: trace); synthetic prompts of "
         "each request's length. Not with buckets or a dataset.",
     )
+    shared_prefix: SharedPrefix | None = Field(
+        default=None,
+        description="Synthetic prompts open with one of these shared prefixes, then their own promptTokens (or "
+        "bucket) words: P is the prefix plus that. Not with a dataset or a trace.",
+    )
     seed: int = Field(default=0, ge=0, description="Seed of synthetic prompts and arrival schedules.")
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:
         return [
+            cel(
+                "!has(self.sharedPrefix) || (!has(self.dataset) && !has(self.trace))",
+                "sharedPrefix: shared prefixes open synthetic prompts; remove dataset and trace",
+                ".sharedPrefix",
+            ),
             cel(
                 "has(self.promptTokens) || (has(self.buckets) && size(self.buckets) > 0)",
                 "promptTokens: required unless buckets are given",
@@ -595,6 +615,8 @@ class Workload(ApiModel):
     def _buckets(self) -> Workload:
         if self.prompt_tokens is None and not self.buckets:
             raise ValueError("promptTokens: required unless buckets are given")
+        if self.shared_prefix is not None and (self.dataset is not None or self.trace is not None):
+            raise ValueError("sharedPrefix: shared prefixes open synthetic prompts; remove dataset and trace")
         if self.trace is not None and (self.dataset is not None or self.buckets):
             raise ValueError("trace: a trace gives every request's lengths; remove dataset and buckets")
         if self.buckets:
@@ -620,12 +642,15 @@ class Workload(ApiModel):
 
     def prompt_mix(self) -> tuple[float, float]:
         """P of the whole traffic as (mean, stddev): promptTokens', or the mixture of the buckets'
-        ranges by share (a synthetic prompt's length is uniform over its bucket's range)."""
+        ranges by share (a synthetic prompt's length is uniform over its bucket's range); a shared
+        prefix adds its length."""
+        prefix = self.shared_prefix.tokens if self.shared_prefix is not None else 0
         if self.prompt_tokens is not None:
-            return float(self.prompt_tokens.mean), float(self.prompt_tokens.stddev)
+            return prefix + float(self.prompt_tokens.mean), float(self.prompt_tokens.stddev)
         parts = [(b.share, (b.min_tokens + b.max_tokens) / 2, ((b.max_tokens - b.min_tokens + 1) ** 2 - 1) / 12)
                  for b in self.buckets]  # fmt: skip
-        return _mixture(parts)
+        mean, stddev = _mixture(parts)
+        return prefix + mean, stddev
 
     def output_mix(self) -> tuple[float, float]:
         """G of the whole traffic as (mean, stddev): with buckets, the mixture of their output lengths."""

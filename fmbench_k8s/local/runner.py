@@ -103,6 +103,7 @@ def _start_simulator(ctx: RunContext, variant: Variant) -> str:
     argv = [_python(), "-m", "fmbench_k8s.simulator", "--port", port, "--profile", str(variant.instance_type)]
     if model is not None:
         argv += ["--model", model.name]
+    argv += variant.args  # as the operator gives the simulator's pod (e.g. --prefix-cache-blocks)
     proc = ctx.simulators[variant.name] = ctx.start(f"simulator-{variant.name}", argv)
     match = proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
     return match.group(1) + engine_info("simulator").base_path

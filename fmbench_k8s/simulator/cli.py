@@ -31,6 +31,7 @@ _OVERRIDES: tuple[tuple[str, str, type], ...] = (
     ("--error-rate", "error_rate", float),
     ("--error-status", "error_status", int),
     ("--reasoning-tokens", "reasoning_tokens", int),
+    ("--prefix-cache-blocks", "prefix_cache_blocks", int),
 )
 
 

@@ -77,12 +77,23 @@ class SimMetrics:
         self._queue = histogram("vllm:request_queue_time_seconds", "Arrival to admission into a slot.", _TTFT_BUCKETS)
         self._gen = Counter("vllm:generation_tokens", "Generated tokens.", _LABEL, registry=reg).labels(model)
         self._prompt = Counter("vllm:prompt_tokens", "Prefilled prompt tokens.", _LABEL, registry=reg).labels(model)
+        self._prefix_queries = Counter(
+            "vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", _LABEL, registry=reg
+        ).labels(model)
+        self._prefix_hits = Counter(
+            "vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.", _LABEL, registry=reg
+        ).labels(model)
         self._success = Counter(
             "vllm:request_success",
             "Requests that produced all their tokens.",
             ["model_name", "finished_reason"],
             registry=reg,
         ).labels(model, "length")
+
+    def prefix_cache(self, queried: int, hit: int) -> None:
+        """One prompt's lookup in the prefix cache, in tokens (vLLM counts the same way)."""
+        self._prefix_queries.inc(queried)
+        self._prefix_hits.inc(hit)
 
     def record(self, timing: RequestTiming, prompt_tokens: int, completed: bool) -> None:
         """Account one request, complete or cut short by a disconnect."""

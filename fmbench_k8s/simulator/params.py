@@ -50,6 +50,8 @@ class SimParams:
     # Chat streams open with this many reasoning tokens (delta.reasoning_content, as vLLM with a
     # reasoning parser sends them) before the answer; they count in completion_tokens.
     reasoning_tokens: int = 0
+    # Blocks of 16 words the prefix cache holds (simulator/prefix_cache.py); 0: no prefix cache.
+    prefix_cache_blocks: int = 0
 
     def __post_init__(self) -> None:
         _check_int("max_num_seqs", self.max_num_seqs, 1)
@@ -61,6 +63,7 @@ class SimParams:
         _check_int("seed", self.seed, -(2**63))
         _check_float("error_rate", self.error_rate, 0.0, 1.0)
         _check_int("reasoning_tokens", self.reasoning_tokens, 0)
+        _check_int("prefix_cache_blocks", self.prefix_cache_blocks, 0)
         _check_int("error_status", self.error_status, 400)
         if self.error_status > 599:
             raise ValueError(f"SimParams.error_status must be an HTTP error status 400-599, got {self.error_status}")

@@ -40,6 +40,7 @@ class GenRequest:
     stream: bool
     include_usage: bool
     model: str | None
+    text: str = ""  # the prompt's text, for the prefix cache (chat: the messages' text joined)
 
 
 def _dumps(obj: object) -> str:
@@ -110,21 +111,21 @@ def _include_usage(body: dict[str, object]) -> bool:
     return _opt_bool(opts, "include_usage", False)
 
 
-def _content_tokens(content: object, index: int) -> int:
+def _content_text(content: object, index: int) -> str:
     if content is None:  # e.g. an assistant message that only made tool calls
-        return 0
+        return ""
     if isinstance(content, str):
-        return count_tokens(content)
+        return content
     if isinstance(content, list):
-        total = 0
+        texts = []
         for part in content:
             # Non-text parts (images, audio) carry no words for this tokenizer.
             if isinstance(part, dict) and part.get("type") == "text":
                 text = part.get("text")
                 if not isinstance(text, str):
                     raise BadRequestError(f"messages[{index}] text part needs a string 'text'", "messages")
-                total += count_tokens(text)
-        return total
+                texts.append(text)
+        return " ".join(texts)
     raise BadRequestError(f"messages[{index}].content must be a string or a list of parts", "messages")
 
 
@@ -132,17 +133,19 @@ def parse_chat(body: dict[str, object]) -> GenRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequestError("'messages' must be a non-empty list", "messages")
-    prompt_tokens = 0
+    texts = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise BadRequestError(f"messages[{i}] must be an object", "messages")
-        prompt_tokens += _content_tokens(msg.get("content"), i)
+        texts.append(_content_text(msg.get("content"), i))
+    text = " ".join(texts)
     return GenRequest(
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=count_tokens(text),
         max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
         stream=_opt_bool(body, "stream", False),
         include_usage=_include_usage(body),
         model=_opt_model(body),
+        text=text,
     )
 
 

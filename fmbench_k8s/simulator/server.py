@@ -17,6 +17,7 @@ from fmbench_k8s.simulator.engine import Emit, Engine, RequestTiming
 from fmbench_k8s.simulator.guard import Guards, Limits, guarded_factory, track_requests
 from fmbench_k8s.simulator.metrics import CONTENT_TYPE, SimMetrics
 from fmbench_k8s.simulator.params import SimParams
+from fmbench_k8s.simulator.prefix_cache import PrefixCache
 from fmbench_k8s.simulator.protocol import BadRequestError, EventAt, GenRequest
 
 _SSE_HEADERS = {
@@ -36,12 +37,17 @@ class SimState:
     engine: Engine
     metrics: SimMetrics
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    prefix_cache: PrefixCache | None = None
 
     async def run(self, req: GenRequest, emit: Emit | None = None) -> None:
         timing = RequestTiming(arrival_s=time.perf_counter())
         completed = False
+        cached = 0
+        if self.prefix_cache is not None:
+            cached = min(self.prefix_cache.lookup(req.text.split()), req.prompt_tokens)
+            self.metrics.prefix_cache(req.prompt_tokens, cached)
         try:
-            await self.engine.generate(req.prompt_tokens, req.max_tokens, emit or _no_emit, timing)
+            await self.engine.generate(req.prompt_tokens - cached, req.max_tokens, emit or _no_emit, timing)
             completed = True
         finally:
             self.metrics.record(timing, req.prompt_tokens, completed)
@@ -210,7 +216,8 @@ def create_app(params: SimParams, model: str, limits: Limits | None = None) -> w
     engine = Engine(params)
     sim_metrics = SimMetrics(model, params.max_num_seqs, running=lambda: engine.running, waiting=lambda: engine.waiting)
     app = web.Application(middlewares=[track_requests])
-    app[STATE] = SimState(params=params, model=model, engine=engine, metrics=sim_metrics)
+    cache = PrefixCache(params.prefix_cache_blocks) if params.prefix_cache_blocks else None
+    app[STATE] = SimState(params=params, model=model, engine=engine, metrics=sim_metrics, prefix_cache=cache)
     app[LIMITS] = limits or Limits()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
