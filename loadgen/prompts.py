@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmbench_k8s.api.spec import CONFIGMAP_URI, PromptBucket, TokenDistribution, Workload
+from fmbench_k8s.api.spec import (
+    CONFIGMAP_URI,
+    LONGBENCH_TEMPLATE,
+    PromptBucket,
+    TokenDistribution,
+    Workload,
+    template_fields,
+)
 from fmbench_k8s.contract.layout import DATASETS_DIR
 from fmbench_k8s.loadgen.traces import Replay, TraceError, parse_trace
 
@@ -392,7 +399,10 @@ def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[
     if ds is None:
         return None
     data = load_dataset_bytes(ds.uri, storage_endpoint)
-    if ds.format == "parquet":
+    template = ds.prompt_template or (LONGBENCH_TEMPLATE if ds.format == "longbench" else None)
+    if template is not None and ds.format != "sharegpt":
+        rows = _templated(data, ds.uri, ds.format, template)
+    elif ds.format == "parquet":
         rows = parse_parquet(data, ds.prompt_field)
     elif ds.format == "sharegpt":
         rows = parse_sharegpt(_text(data, ds.uri))
@@ -418,6 +428,37 @@ def _text(data: bytes, uri: str) -> str:
 def _max_tokens(obj: dict[str, Any]) -> int | None:
     out = obj.get("max_tokens", obj.get("output_tokens"))
     return out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else None
+
+
+def _templated(data: bytes, uri: str, fmt: str, template: str) -> list[tuple[str, int | None]]:
+    """Each row's prompt made from its fields by ``template`` (FMBench's prompt templates)."""
+    if fmt == "parquet":
+        import io
+
+        import pyarrow.parquet as pq
+
+        try:
+            objs: list[tuple[int, Any]] = list(enumerate(pq.read_table(io.BytesIO(data)).to_pylist(), 1))
+        except Exception as exc:
+            raise DatasetError(f"dataset: not a Parquet file ({exc})") from None
+        where = "row"
+    else:
+        objs = []
+        for n, line in enumerate(_text(data, uri).splitlines(), 1):
+            if line.strip():
+                try:
+                    objs.append((n, json.loads(line)))
+                except ValueError as exc:
+                    raise DatasetError(f"dataset line {n}: not JSON ({exc})") from None
+        where = "line"
+    names = template_fields(template)
+    rows = []
+    for n, obj in objs:
+        missing = [k for k in names if not isinstance(obj, dict) or k not in obj]
+        if missing:
+            raise DatasetError(f"dataset {where} {n}: no field {missing[0]!r} for promptTemplate")
+        rows.append((template.format_map({k: obj[k] for k in names}), _max_tokens(obj)))
+    return rows
 
 
 def parse_jsonl(text: str, field: str) -> list[tuple[str, int | None]]:

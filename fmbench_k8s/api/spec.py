@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import string
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -444,6 +445,23 @@ CONFIGMAP_URI = re.compile(
 )
 
 
+LONGBENCH_TEMPLATE = "{context}\n\n{input}"
+
+
+def template_fields(template: str) -> list[str]:
+    """The row fields a prompt template names, or ValueError saying what is wrong with it."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"promptTemplate: {err}; write {{{{ and }}}} for literal braces") from None
+    if not names:
+        raise ValueError("promptTemplate: names no field; write {field} where a row's field goes")
+    bad = [n for n in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)]
+    if bad:
+        raise ValueError(f"promptTemplate: {{{bad[0]}}} is not a field name; write {{field}} with a row's field name")
+    return names
+
+
 class Dataset(ApiModel):
     """Prompts from a JSONL file (local path, s3://, configmap://NAME/KEY or hf://DATASET)."""
 
@@ -452,15 +470,29 @@ class Dataset(ApiModel):
         "mounted into the load generators by the operator."
     )
     prompt_field: Name = Field(default="prompt", description="Field holding the prompt text (jsonl, parquet).")
-    format: Literal["jsonl", "parquet", "sharegpt"] = Field(
+    format: Literal["jsonl", "parquet", "sharegpt", "longbench"] = Field(
         default="jsonl",
         description="jsonl: one object per line; parquet: a table with a string column promptField; sharegpt: "
         "conversations (a JSON list or JSONL of objects with conversations [{from, value}] or messages "
-        "[{role, content}]), whose first user turn is the prompt. Rows may give max_tokens or output_tokens.",
+        "[{role, content}]), whose first user turn is the prompt; longbench: LongBench's JSONL records, the prompt "
+        "made of their context and input. Rows may give max_tokens or output_tokens.",
+    )
+    prompt_template: Annotated[str, Field(min_length=3, max_length=4096)] | None = Field(
+        default=None,
+        description="The prompt made from each row's fields (jsonl, parquet, longbench), as FMBench's prompt "
+        "templates: {name} takes the row's field name, e.g. 'Read this: {context} Then answer: {input}'. Default: "
+        "the promptField alone; longbench: '{context}' and '{input}' on lines of their own.",
     )
     sample: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Use this many rows, drawn without replacement (workload.seed)."
     )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields(cls, template: str | None) -> str | None:
+        if template is not None:
+            template_fields(template)
+        return template
 
     @field_validator("uri")
     @classmethod

@@ -21,6 +21,7 @@ from fmbench_k8s.loadgen.prompts import (
     token_counter,
 )
 from fmbench_k8s.simulator.tokenizer import count_tokens
+from tests.corpus import REPO
 
 
 def _workload(**kw: object) -> Workload:
@@ -278,3 +279,26 @@ def test_a_tokenizer_json_counts_prompts_as_the_model_does(tmp_path: Path) -> No
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DatasetError, match=r"not a tokenizer\.json"):
         token_counter(str(tmp_path / "bad.json"))
+
+
+def test_longbench_records_and_prompt_templates_make_the_prompt_from_the_rows_fields(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sample = REPO / "examples" / "datasets" / "longbench-sample.jsonl"
+    records = [json.loads(line) for line in sample.read_text().splitlines()]
+    rows = load_texts(_workload(dataset={"uri": str(sample), "format": "longbench"}))
+    assert rows == [(f"{r['context']}\n\n{r['input']}", None) for r in records]
+    # FMBench-style templates over any format's fields
+    templated = load_texts(_workload(dataset={"uri": str(sample), "promptTemplate": "Q: {input} [{_id}]"}))
+    assert templated is not None and templated[0] == (f"Q: {records[0]['input']} [s000]", None)
+    parquet = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"q": ["a", "b"], "doc": ["x", "y"], "max_tokens": [3, 4]}), parquet)
+    assert load_texts(_workload(dataset={"uri": str(parquet), "format": "parquet", "promptTemplate": "{doc}/{q}"})) == [
+        ("x/a", 3), ("y/b", 4)]  # fmt: skip
+    with pytest.raises(DatasetError, match="dataset line 2: no field 'context' for promptTemplate"):
+        load_texts(_workload(dataset={"uri": str(_write(tmp_path, '{"context": "c", "input": "i"}\n{"input": "i"}')),
+                                      "format": "longbench"}))  # fmt: skip
+    for bad, message in (("{0} x", "is not a field name"), ("plain", "names no field"), ("{abc", "expected .}.")):
+        with pytest.raises(ValueError, match=message):
+            _workload(dataset={"uri": str(sample), "promptTemplate": bad})
