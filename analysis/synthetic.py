@@ -125,6 +125,7 @@ def _stage_table(
         "itl_s": itl,
         "prompt_tokens": pa.array(prompt),
         "bucket": bucket,
+        "turn": pa.nulls(n, pa.int32()),
         "output_tokens": ok_only(out),
         "reasoning_tokens": pa.nulls(n, pa.int64()),
         "token_source": pa.array(np.full(n, "server")),

@@ -222,7 +222,7 @@ class BedrockClient(Client):
         try:
             resp = self.client.converse_stream(
                 modelId=self.target.model_id,
-                messages=[{"role": "user", "content": [{"text": prompt.text}]}],
+                messages=[{"role": m["role"], "content": [{"text": m["content"]}]} for m in prompt.messages],
                 inferenceConfig={"maxTokens": prompt.max_tokens},
             )
             st.t_first_byte = time.time()
@@ -231,8 +231,11 @@ class BedrockClient(Client):
                 ts = time.time()
                 delta = item.get("contentBlockDelta")
                 if delta is not None:
-                    if (delta.get("delta") or {}).get("text"):
+                    text = (delta.get("delta") or {}).get("text")
+                    if text:
                         st.content(ts)
+                        if st.answer is not None:
+                            st.answer.append(text)
                     continue
                 meta = item.get("metadata")
                 if meta is not None:

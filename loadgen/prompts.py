@@ -196,6 +196,21 @@ class Prompt:
     max_tokens: int
     prompt_tokens: int | None  # known for synthetic prompts (words); None for dataset text
     bucket: str | None = None  # workload.buckets' name, when the workload has buckets
+    # A conversation's earlier turns, oldest first: user, assistant, user, assistant, ...
+    history: tuple[str, ...] = ()
+    turn: int | None = None  # 1-based turn of a conversation (workload.conversation)
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The chat messages: the history's turns, then this prompt as the user's."""
+        roles = ("user", "assistant")
+        return [*({"role": roles[i % 2], "content": c} for i, c in enumerate(self.history)),
+                {"role": "user", "content": self.text}]  # fmt: skip
+
+    @property
+    def full_text(self) -> str:
+        """The history and this prompt as one text, for APIs without messages."""
+        return "\n\n".join((*self.history, self.text)) if self.history else self.text
 
 
 @dataclass(frozen=True)

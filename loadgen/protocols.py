@@ -63,7 +63,7 @@ class OpenAIChat(Protocol):
     path = "/chat/completions"
 
     def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
-        return {"messages": [{"role": "user", "content": prompt.text}]}
+        return {"messages": prompt.messages}
 
     def body(self, prompt: Prompt) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -96,8 +96,11 @@ class OpenAIChat(Protocol):
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            if self._text(choice):  # the common case first: no reasoning lookup per answer token
+            text = self._text(choice)
+            if text:  # the common case first: no reasoning lookup per answer token
                 st.content(ts)
+                if st.answer is not None:  # a conversation keeps the answer for its next turn
+                    st.answer.append(text)
                 break
             if self._thought(choice):
                 st.content(ts, answer=False)
@@ -123,7 +126,7 @@ class OpenAICompletions(OpenAIChat):
     path = "/completions"
 
     def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
-        return {"prompt": prompt.text}
+        return {"prompt": prompt.full_text}
 
     def _text(self, choice: dict[str, Any]) -> Any:
         return choice.get("text")
@@ -142,7 +145,7 @@ class Tgi(Protocol):
     path = "/generate_stream"
 
     def body(self, prompt: Prompt) -> dict[str, Any]:
-        return {"inputs": prompt.text, "parameters": {"max_new_tokens": prompt.max_tokens, "details": True}}
+        return {"inputs": prompt.full_text, "parameters": {"max_new_tokens": prompt.max_tokens, "details": True}}
 
     def event(self, data: bytes, ts: float, st: RequestState) -> None:
         obj = _json(data)
@@ -152,6 +155,8 @@ class Tgi(Protocol):
         token = obj.get("token")
         if isinstance(token, dict) and token.get("text") and not token.get("special"):
             st.content(ts)
+            if st.answer is not None:
+                st.answer.append(token["text"])
         details = obj.get("details")
         if isinstance(details, dict):
             out = _int(details.get("generated_tokens"))
@@ -171,7 +176,7 @@ class Lmi(Tgi):
     requires_end_marker = False
 
     def body(self, prompt: Prompt) -> dict[str, Any]:
-        return {"inputs": prompt.text, "parameters": {"max_new_tokens": prompt.max_tokens}, "stream": True}
+        return {"inputs": prompt.full_text, "parameters": {"max_new_tokens": prompt.max_tokens}, "stream": True}
 
 
 class Triton(Protocol):
@@ -186,15 +191,18 @@ class Triton(Protocol):
         self.path = f"/v2/models/{self.model}/generate_stream"
 
     def body(self, prompt: Prompt) -> dict[str, Any]:
-        return {"text_input": prompt.text, "max_tokens": prompt.max_tokens, "stream": True}
+        return {"text_input": prompt.full_text, "max_tokens": prompt.max_tokens, "stream": True}
 
     def event(self, data: bytes, ts: float, st: RequestState) -> None:
         obj = _json(data)
         if not isinstance(obj, dict):
             raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
         _stream_error(obj)
-        if obj.get("text_output"):
+        text = obj.get("text_output")
+        if text:
             st.content(ts)
+            if st.answer is not None:
+                st.answer.append(str(text))
 
 
 PROTOCOLS: dict[str, type[Protocol]] = {p.api: p for p in (OpenAIChat, OpenAICompletions, Tgi, Lmi, Triton)}

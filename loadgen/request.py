@@ -36,6 +36,8 @@ class RequestState:
     client_bound: bool = False
     bucket: str | None = None  # workload.buckets' name
     arrival: int | None = None  # the stage's global arrival number (open loop); a trace row's index
+    answer: list[str] | None = None  # the answer's text, kept only for a conversation's next turn
+    turn: int | None = None  # 1-based turn of its conversation (workload.conversation)
 
     def content(self, ts: float, answer: bool = True) -> None:
         """A non-empty content event received at ``ts``; ``answer`` False: reasoning."""
@@ -131,6 +133,7 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "itl_s": itl.tolist(),
         "prompt_tokens": st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens,
         "bucket": st.bucket,
+        "turn": st.turn,
         "output_tokens": st.output_tokens,
         "reasoning_tokens": st.server_reasoning_tokens,
         "token_source": st.token_source,

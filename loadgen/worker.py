@@ -35,6 +35,7 @@ from fmbench_k8s.loadgen.prompts import Corpus, PromptSource
 from fmbench_k8s.loadgen.request import RequestState, StageContext, to_row
 from fmbench_k8s.loadgen.schedule import worker_offsets
 from fmbench_k8s.loadgen.selfcheck import Monitor
+from fmbench_k8s.loadgen.sessions import Sessions
 from fmbench_k8s.loadgen.users import fire_request_event
 from fmbench_k8s.loadgen.writer import FLUSH_INTERVAL_S, RecordWriter
 
@@ -116,6 +117,8 @@ class Worker:
         self.monitor = monitor
         self.workload = workload
         self.corpus = corpus
+        # Conversations outlive stages (loadgen/sessions.py)
+        self.sessions = Sessions(workload.conversation.turns) if workload.conversation is not None else None
         self.variant = variant
         self.worker_id = worker_id
         self.max_inflight = max_inflight
@@ -254,6 +257,10 @@ class Worker:
 
     def _execute(self, run: StageRun, st: RequestState) -> None:
         prompt = run.prompts.next(st.arrival)
+        session = None
+        if self.sessions is not None:
+            session, prompt = self.sessions.take(prompt)
+            st.answer, st.turn = [], prompt.turn
         st.prompt_tokens, st.bucket = prompt.prompt_tokens, prompt.bucket
         st.client_bound = self.monitor.bound_now
         gauge = self.exporter.inflight.labels(**self.exporter.labels)
@@ -265,6 +272,9 @@ class Worker:
             st.fail(f"client_error_{type(exc).__name__}", time.time())
         finally:
             gauge.dec()
+            if session is not None and self.sessions is not None:
+                answered = st.outcome == OUTCOME_OK and st.answer is not None
+                self.sessions.give_back(session, prompt, "".join(st.answer or ()) if answered else None)
         self._record(run, st)
 
     def _record(self, run: StageRun, st: RequestState) -> None:

@@ -567,6 +567,13 @@ class SharedPrefix(ApiModel):
     tokens: int = Field(ge=1, le=1_000_000, description="Length of each prefix, tokens.")
 
 
+class Conversation(ApiModel):
+    """Multi-turn sessions: each request is the next turn of a conversation and carries its
+    history (docs/workloads.md)."""
+
+    turns: int = Field(ge=2, le=100, description="User turns per conversation; then a new one starts.")
+
+
 class Workload(ApiModel):
     """W = {R, P, G}: the traffic to size for."""
 
@@ -604,11 +611,21 @@ class Workload(ApiModel):
         description="Synthetic prompts open with one of these shared prefixes, then their own promptTokens (or "
         "bucket) words: P is the prefix plus that. Not with a dataset or a trace.",
     )
+    conversation: Conversation | None = Field(
+        default=None,
+        description="Multi-turn conversations: a request is a conversation's next user turn (from promptTokens, "
+        "buckets or the dataset) sent with every earlier turn and answer. Not with a trace.",
+    )
     seed: int = Field(default=0, ge=0, description="Seed of synthetic prompts and arrival schedules.")
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:
         return [
+            cel(
+                "!has(self.conversation) || !has(self.trace)",
+                "conversation: a trace gives every request's length; remove conversation or trace",
+                ".conversation",
+            ),
             cel(
                 "!has(self.sharedPrefix) || (!has(self.dataset) && !has(self.trace))",
                 "sharedPrefix: shared prefixes open synthetic prompts; remove dataset and trace",
@@ -647,6 +664,8 @@ class Workload(ApiModel):
     def _buckets(self) -> Workload:
         if self.prompt_tokens is None and not self.buckets:
             raise ValueError("promptTokens: required unless buckets are given")
+        if self.conversation is not None and self.trace is not None:
+            raise ValueError("conversation: a trace gives every request's length; remove conversation or trace")
         if self.shared_prefix is not None and (self.dataset is not None or self.trace is not None):
             raise ValueError("sharedPrefix: shared prefixes open synthetic prompts; remove dataset and trace")
         if self.trace is not None and (self.dataset is not None or self.buckets):

@@ -42,6 +42,7 @@ SCHEMA: Final = pa.schema(
         ("itl_s", pa.list_(pa.float32())),  # every gap between consecutive content events
         ("prompt_tokens", pa.int64()),
         ("bucket", pa.string()),  # the workload's prompt-length bucket; null without buckets
+        ("turn", pa.int32()),  # 1-based turn of its conversation; null without workload.conversation
         ("output_tokens", pa.int64()),
         ("reasoning_tokens", pa.int64()),  # of output_tokens, those the server says were reasoning (usage)
         ("token_source", pa.string()),  # server (usage) | client (counted events)
