@@ -43,6 +43,10 @@ def _query(url: str, expr: str, at: float) -> list[Any]:
     return result
 
 
+# Grafana's $__rate_interval is max(4 × scrape interval, $__interval + scrape interval): 1m for a
+# 15 s scrape; the run's own Prometheus scrapes every second, so 30 s is already generous, and the
+# stages need only outlast it.
+RATE_INTERVAL = {"__rate_interval": "30s"}
 # The same run closed-loop (concurrency panels) and open-loop (offered-rate panel), side by side.
 LOADS: dict[str, dict[str, Any]] = {
     "closed": {"concurrency": {"levels": [8]}},
@@ -61,7 +65,7 @@ def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         doc["metadata"]["name"] = f"dash-{kind}"
         doc["spec"]["variants"] = doc["spec"]["variants"][:1]
         doc["spec"]["workload"]["outputTokens"] = {"mean": 8}
-        doc["spec"]["load"] = {"mode": "fixed", "warmup": "1s", "stageDuration": "70s", "drain": "3s", "workers": 2,
+        doc["spec"]["load"] = {"mode": "fixed", "warmup": "1s", "stageDuration": "40s", "drain": "3s", "workers": 2,
                                **load}  # fmt: skip
         spec = tmp / f"{kind}.yaml"
         spec.write_text(yaml.safe_dump(doc))
@@ -80,7 +84,7 @@ def _local_queries() -> tuple[list[tuple[str, str, str]], list[str]]:
     local, cluster_only = [], []
     for path in sorted(DASHBOARDS.glob("*.json")):
         titled = raw_queries(load_dashboard(path))
-        for (title, _), expr in zip(titled, dashboard_queries(path), strict=True):
+        for (title, _), expr in zip(titled, dashboard_queries(path, RATE_INTERVAL), strict=True):
             names = metric_names(expr)
             if names and all(n.startswith(LOCAL_METRICS) for n in names):
                 local.append((path.stem, title, expr))
@@ -111,14 +115,14 @@ def test_every_panel_fed_by_the_run_shows_data(finished_runs: dict[str, Path]) -
     answers: dict[str, list[list[Any]]] = {}
     for kind, run in finished_runs.items():
         (stage,) = json.loads((run / "stages" / "g5-sim.json").read_text())
-        at = stage["steady_end"] - 1  # inside the stage: rates over the last minute are defined
+        at = stage["steady_end"] - 1  # inside the stage: rates over the last 30 s are defined
         # A fresh server on the run's own TSDB (the run's Prometheus stopped with the run).
         proc, url = start_prometheus(binary, run / "replay", [], data_dir=run / "prometheus" / "data")
         try:
             answers[kind] = [_query(url, q, at) for _, _, q in queries]
             if kind == "closed":  # the stage annotation marks the stage's start (and only a stage change)
                 marks = _annotation_queries()
-                start, mid = stage["start"] + 10, stage["steady_end"] - 15
+                start, mid = stage["start"] + 10, stage["steady_end"] - 3  # the mark lasts 30 s
                 marked = {name: (_query(url, q, start), _query(url, q, mid)) for name, q in marks}
         finally:
             proc.stop()

@@ -35,6 +35,7 @@ from tests.chart.chartkit import CHART, JSON, by_kind, render_objects
 from tests.cluster import devcluster
 from tests.cluster.fixtures import REAL_NODE, TestCluster
 from tests.cluster.node import RealNode, namespace_annotations
+from tests.corpus import REPO
 from tests.s3 import CREDENTIALS, MotoS3
 
 pytestmark = pytest.mark.cluster
@@ -347,7 +348,10 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
         {"name": "g5-sim", "instanceType": "g5.2xlarge", "engine": "simulator"},
         {"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator"},
     ]
-    apply(cluster, ns, benchmark(name, run, variants, concurrency={"min": 1, "max": 4}, maxStages=3))
+    body = benchmark(name, run, variants, concurrency={"min": 1, "max": 4}, maxStages=3)
+    # Three-turn conversations (docs/workloads.md): later turns carry the history in the pods too
+    body["spec"]["workload"]["conversation"] = {"turns": 3}
+    apply(cluster, ns, body)
     started = time.monotonic()
     final = wait_phase(cluster, ns, name, {"Succeeded", "Failed"}, timeout=900)
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
@@ -355,6 +359,10 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
     assert conditions["Ready"] == "True", final["conditions"]
     report_uri = final["report"]["uri"]
     report = s3_json(run, report_uri.rsplit("/", 1)[0] + "/report.json")
+    # a question of 128 words alone would be ~128 tokens; turns 2 and 3 carry one and two more
+    # questions with their 8-token answers
+    for v in report["variants"]:
+        assert all(s["meanPromptTokens"] > 200 for s in v["stages"]), [s["meanPromptTokens"] for s in v["stages"]]
     recommended = final["recommendation"]
     assert {"variant", "instanceType", "instances", "costPerHour", "costPer1kRequests"} <= set(recommended)
     interval = report["recommendation"]["instancesInterval"] or {}
@@ -407,6 +415,8 @@ def test_an_existing_endpoint_is_benchmarked_from_the_pods(cluster: TestCluster,
             {"name": "short", "minTokens": 1, "maxTokens": 20, "share": 0.5},
             {"name": "long", "minTokens": 50, "maxTokens": 100, "share": 0.5},
         ]
+        # and an SLO of two bounds, judged together by the master in the pod and the analysis Job
+        body["spec"]["slo"]["additionalLatency"] = [{"metric": "ttft", "percentile": 50, "maxSeconds": 5}]
         apply(cluster, run.namespace, body)
         final = wait_phase(cluster, run.namespace, "outside", {"Succeeded", "Failed"}, timeout=600)
     finally:
@@ -421,6 +431,7 @@ def test_an_existing_endpoint_is_benchmarked_from_the_pods(cluster: TestCluster,
     assert all(b["ok"] > 0 for b in buckets.values()), buckets
     # the server's own count of each bucket's prompts: 10 words (plus the chat template) vs 82
     assert buckets["long"]["meanPromptTokens"] - buckets["short"]["meanPromptTokens"] == pytest.approx(72, abs=1)
+    assert [(b["metric"], b["outcome"]) for b in stage["sloBounds"]] == [("e2e", "meets"), ("ttft", "meets")]
     kinds = {d.metadata.name for d in cluster.apps().list_namespaced_deployment(run.namespace).items}
     assert not any(k.startswith("outside-") for k in kinds), kinds
 
@@ -442,16 +453,24 @@ def test_a_benchmark_deleted_mid_run_leaves_nothing_behind(
     cluster: TestCluster, run: Stack, real_node: RealNode
 ) -> None:
     variant = {"name": "doomed", "instanceType": "g6e.2xlarge", "engine": "simulator"}
-    body = benchmark("doomed", run, [variant], mode="fixed", concurrency={"levels": [2]}, stageDuration="5m")
+    # The load is a trace replay from S3 (docs/workloads.md): the workers read the trace in the pod
+    # before the first request, so requests counted by Prometheus prove the in-cluster replay.
+    trace = REPO / "examples" / "traces" / "azure-sample.csv"
+    boto3.client("s3", endpoint_url=run.s3.endpoint, region_name="us-east-1").put_object(
+        Bucket=BUCKET, Key="traces/azure.csv", Body=trace.read_bytes()
+    )
+    body = benchmark("doomed", run, [variant], mode="fixed", arrival="trace", rate={"levels": [4]},
+                     stageDuration="5m")  # fmt: skip
+    body["spec"]["workload"]["trace"] = {"uri": f"s3://{BUCKET}/traces/azure.csv", "format": "azure"}
     apply(cluster, run.namespace, body)
     wait_phase(cluster, run.namespace, "doomed", {"Running"}, timeout=300)
     core: Any = cluster.core()
 
     def load_running() -> bool:
-        pods = core.list_namespaced_pod(run.namespace, label_selector="fmbench.io/component=loadgen-worker").items
-        return any(p.status.phase == "Running" for p in pods)
+        sent = run.prometheus.query('sum(fmbench_requests_total{benchmark="doomed"})')
+        return bool(sent) and float(sent[0]["value"][1]) > 0
 
-    cluster.wait_for(load_running, timeout=120, description="the load generator to run")
+    cluster.wait_for(load_running, timeout=180, description="the replayed trace's requests to be answered")
     cluster.custom().delete_namespaced_custom_object(GROUP, VERSION, run.namespace, PLURAL, "doomed")
     selector = "fmbench.io/benchmark=doomed"
 

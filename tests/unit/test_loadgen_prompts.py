@@ -158,6 +158,14 @@ def test_dataset_from_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert load_texts(_workload(dataset={"uri": "s3://prompts/sets/a.jsonl"})) == [("from s3", None)]
         with pytest.raises(DatasetError, match=r"cannot read dataset s3://prompts/none\.jsonl"):
             load_dataset_bytes("s3://prompts/none.jsonl")
+        # a trace and a tokenizer.json come the same way (docs/workloads.md)
+        trace = REPO / "examples" / "traces" / "mooncake-sample.jsonl"
+        s3.put_object(Bucket="prompts", Key="traces/m.jsonl", Body=trace.read_bytes())
+        w = _workload(trace={"uri": "s3://prompts/traces/m.jsonl", "format": "mooncake"})
+        corpus = load_corpus(w)
+        assert corpus is not None and corpus.replay is not None and len(corpus.replay.offsets) == 300
+        with pytest.raises(DatasetError, match=r"cannot read tokenizer s3://prompts/none\.json"):
+            token_counter("s3://prompts/none.json")
 
 
 def test_parquet_datasets_with_their_own_output_budgets(tmp_path: Path) -> None:
