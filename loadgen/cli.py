@@ -22,10 +22,11 @@ from fmbench_k8s.api.benchmark import Benchmark, SpecError, load_benchmark
 from fmbench_k8s.api.spec import Variant
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import DEFAULT_TIMEOUT_S, make_client
+from fmbench_k8s.loadgen.datasets import DatasetError
 from fmbench_k8s.loadgen.exporter import Exporter
 from fmbench_k8s.loadgen.master import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Master
 from fmbench_k8s.loadgen.progress import ProgressSink
-from fmbench_k8s.loadgen.prompts import DatasetError, load_corpus
+from fmbench_k8s.loadgen.prompts import load_corpus
 from fmbench_k8s.loadgen.selfcheck import Monitor
 from fmbench_k8s.loadgen.target import LOADGEN_APIS, Target, TargetError, resolve_target
 from fmbench_k8s.loadgen.users import user_class_for

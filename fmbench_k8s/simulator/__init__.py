@@ -41,6 +41,13 @@ All times are in seconds; the parameters are the fields of :class:`SimParams`.
    multiplied by an independent draw of lognormal(0, jitter_sigma) from a
    ``random.Random(seed)``; the default sigma 0 is fully deterministic.
    Queue wait is not a sleep and is never jittered.
+6. Prefix cache.  With ``prefix_cache_blocks = N > 0`` (default 0: off), a
+   prompt's words are cut into blocks of 16 chained by hash
+   (simulator/prefix_cache.py); the longest run of blocks from the start seen
+   before is not prefilled again: ``prompt_tokens`` in 2. is reduced by
+   those cached tokens.  Every full block is then cached, the least recently
+   used first out beyond N.  ``vllm:prefix_cache_queries_total`` and
+   ``vllm:prefix_cache_hits_total`` count the tokens looked up and found.
 
 Tokenizer
 ---------

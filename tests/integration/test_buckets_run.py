@@ -4,26 +4,19 @@ TTFT bound the mix meets, said per bucket in the report, the console and the sum
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from tests.corpus import REPO
+from tests.integration.localrun import run_benchmark
 
 pytestmark = pytest.mark.integration
-CLI = str(Path(sys.executable).parent / "fmbench-k8s")
 
 
 def test_the_buckets_example_answers_per_bucket(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [CLI, "run", str(REPO / "examples" / "buckets.yaml"), "--output-dir", str(tmp_path), "--no-plots"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp_path / "local" / "buckets").iterdir()
+    done, run = run_benchmark(REPO / "examples" / "buckets.yaml", tmp_path)
     report = json.loads((run / "report.json").read_text())
     (variant,) = report["variants"]
     assert variant["meetsSlo"] and variant["maxConcurrencyMeetingSlo"] == 48

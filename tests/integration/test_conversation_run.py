@@ -5,39 +5,30 @@ on across stages and workers, and the simulator's prefix cache finds each histor
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
+
+from tests.integration.localrun import benchmark, run_benchmark
 
 pytestmark = pytest.mark.integration
-CLI = str(Path(sys.executable).parent / "fmbench-k8s")
 # Longer conversations than a stage holds: every stage ends mid-conversation
 QUESTION, ANSWER, TURNS = 32, 8, 50
 
 
 def test_each_turn_carries_its_history_to_the_server(tmp_path: Path) -> None:
-    doc = {
-        "apiVersion": "fmbench.io/v1alpha1", "kind": "Benchmark", "metadata": {"name": "chat"},
-        "spec": {
-            "variants": [{"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator",
-                          "args": ["--prefix-cache-blocks", "4096"]}],
-            "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": QUESTION},
-                         "outputTokens": {"mean": ANSWER}, "conversation": {"turns": TURNS}},
-            "slo": {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 2}},
-            "load": {"mode": "sweep", "concurrency": {"levels": [2, 4]}, "warmup": "500ms", "stageDuration": "3s",
-                     "drain": "3s", "minRequestsPerStage": 35, "workers": 2},
-        },
-    }  # fmt: skip
-    spec = tmp_path / "chat.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([CLI, "run", str(spec), "--output-dir", str(tmp_path), "--no-plots"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp_path / "local" / "chat").iterdir()
+    doc = benchmark(
+        "chat",
+        [{"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator",
+          "args": ["--prefix-cache-blocks", "4096"]}],
+        {"requestsPerMinute": 600, "promptTokens": {"mean": QUESTION}, "outputTokens": {"mean": ANSWER},
+         "conversation": {"turns": TURNS}},
+        {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 2}},
+        {"mode": "sweep", "concurrency": {"levels": [2, 4]}, "warmup": "500ms", "stageDuration": "3s", "drain": "3s",
+         "minRequestsPerStage": 35, "workers": 2},
+    )  # fmt: skip
+    _, run = run_benchmark(doc, tmp_path)
     records = pq.read_table(run / "records").to_pandas()
     ok = records[records["outcome"] == "ok"]
     assert set(ok["turn"]) >= {1, 2, 3}

@@ -5,42 +5,30 @@ prompt tokens the prefixes make once each was seen, and the cache takes their pr
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fmbench_k8s.simulator.profiles import profile_for
+from tests.integration.localrun import benchmark, run_benchmark
 
 pytestmark = pytest.mark.integration
-CLI = str(Path(sys.executable).parent / "fmbench-k8s")
 PREFIX, QUESTION = 1024, 64  # 64 blocks of 16, then a question of its own
 
 
 def test_the_hit_rate_and_the_ttft_show_the_prefix_cache(tmp_path: Path) -> None:
-    doc = {
-        "apiVersion": "fmbench.io/v1alpha1", "kind": "Benchmark", "metadata": {"name": "prefix"},
-        "spec": {
-            "variants": [
-                {"name": "cached", "instanceType": "g6e.2xlarge", "engine": "simulator",
-                 "args": ["--prefix-cache-blocks", "4096"]},
-                {"name": "uncached", "instanceType": "g6e.2xlarge", "engine": "simulator"},
-            ],
-            "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": QUESTION}, "outputTokens": {"mean": 8},
-                         "sharedPrefix": {"prefixes": 4, "tokens": PREFIX}},
-            "slo": {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 2}},
-            "load": {"mode": "fixed", "concurrency": {"levels": [4]}, "warmup": "1s", "stageDuration": "5s",
-                     "drain": "3s", "minRequestsPerStage": 35, "workers": 2},
-        },
-    }  # fmt: skip
-    spec = tmp_path / "prefix.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([CLI, "run", str(spec), "--output-dir", str(tmp_path), "--no-plots"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp_path / "local" / "prefix").iterdir()
+    doc = benchmark(
+        "prefix",
+        [{"name": "cached", "instanceType": "g6e.2xlarge", "engine": "simulator",
+          "args": ["--prefix-cache-blocks", "4096"]},
+         {"name": "uncached", "instanceType": "g6e.2xlarge", "engine": "simulator"}],
+        {"requestsPerMinute": 600, "promptTokens": {"mean": QUESTION}, "outputTokens": {"mean": 8},
+         "sharedPrefix": {"prefixes": 4, "tokens": PREFIX}},
+        {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 2}},
+        {"mode": "fixed", "concurrency": {"levels": [4]}, "warmup": "1s", "stageDuration": "5s", "drain": "3s",
+         "minRequestsPerStage": 35, "workers": 2},
+    )  # fmt: skip
+    _, run = run_benchmark(doc, tmp_path)
     report = json.loads((run / "report.json").read_text())
     assert report["serverMetrics"]["collected"], report["serverMetrics"]
     served = {s["variant"]: s for s in report["serverMetrics"]["stages"]}

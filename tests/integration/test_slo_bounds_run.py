@@ -5,37 +5,28 @@ first still holds there."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.integration.localrun import benchmark, run_benchmark
 
 pytestmark = pytest.mark.integration
-CLI = str(Path(sys.executable).parent / "fmbench-k8s")
 # The g6e profile's TPOT p90 is ~0.020 s at 2 users and ~0.030 s at 64 (docs/simulator.md), E2E p90
 # under 1 s at both: only the TPOT bound separates the two levels.
-SPEC = {
-    "apiVersion": "fmbench.io/v1alpha1", "kind": "Benchmark", "metadata": {"name": "bounds"},
-    "spec": {
-        "variants": [{"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator"}],
-        "workload": {"requestsPerMinute": 600, "promptTokens": {"mean": 64}, "outputTokens": {"mean": 16}},
-        "slo": {"latency": {"metric": "e2e", "percentile": 90, "maxSeconds": 5},
-                "additionalLatency": [{"metric": "tpot", "percentile": 90, "maxSeconds": 0.025}]},
-        "load": {"mode": "search", "concurrency": {"levels": [2, 64]}, "warmup": "500ms", "stageDuration": "3s",
-                 "drain": "3s", "minRequestsPerStage": 35, "workers": 2},
-    },
-}  # fmt: skip
+SPEC = benchmark(
+    "bounds",
+    [{"name": "g6e-sim", "instanceType": "g6e.2xlarge", "engine": "simulator"}],
+    {"requestsPerMinute": 600, "promptTokens": {"mean": 64}, "outputTokens": {"mean": 16}},
+    {"latency": {"metric": "e2e", "percentile": 90, "maxSeconds": 5},
+     "additionalLatency": [{"metric": "tpot", "percentile": 90, "maxSeconds": 0.025}]},
+    {"mode": "search", "concurrency": {"levels": [2, 64]}, "warmup": "500ms", "stageDuration": "3s", "drain": "3s",
+     "minRequestsPerStage": 35, "workers": 2},
+)  # fmt: skip
 
 
 def test_every_bound_steers_the_search_and_the_answer(tmp_path: Path) -> None:
-    spec = tmp_path / "bounds.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
-    done = subprocess.run([CLI, "run", str(spec), "--output-dir", str(tmp_path), "--no-plots"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp_path / "local" / "bounds").iterdir()
+    done, run = run_benchmark(SPEC, tmp_path)
     report = json.loads((run / "report.json").read_text())
     (variant,) = report["variants"]
     low, high = variant["stages"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +16,9 @@ import yaml
 from fmbench_k8s.api.spec import Trace
 from fmbench_k8s.loadgen.traces import parse_trace
 from tests.corpus import REPO
+from tests.integration.localrun import run_benchmark
 
 pytestmark = pytest.mark.integration
-CLI = str(Path(sys.executable).parent / "fmbench-k8s")
 RATE = 8.0
 
 
@@ -30,12 +28,7 @@ def test_the_replay_sends_the_traces_requests_at_its_scaled_times(tmp_path: Path
     doc["spec"]["workload"]["trace"] = {"uri": str(trace), "format": "mooncake"}
     doc["spec"]["load"].update({"mode": "fixed", "rate": {"levels": [RATE]}, "stageDuration": "6s", "drain": "5s",
                                 "minRequestsPerStage": 1})  # fmt: skip
-    spec = tmp_path / "trace.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    done = subprocess.run([CLI, "run", str(spec), "--output-dir", str(tmp_path), "--no-plots"],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp_path / "local" / "trace").iterdir()
+    _, run = run_benchmark(doc, tmp_path)
     (stage,) = json.loads((run / "stages" / "g6e-sim.json").read_text())
     records = pq.read_table(run / "records").to_pandas().sort_values("t_scheduled")
     replay = parse_trace(trace.read_bytes(), Trace(uri=str(trace), format="mooncake"))

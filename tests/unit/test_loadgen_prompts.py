@@ -1,4 +1,4 @@
-"""Synthetic prompts, output lengths and datasets (fmbench_k8s.loadgen.prompts)."""
+"""Synthetic prompts, output lengths and datasets (fmbench_k8s.loadgen.prompts and .datasets)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ from pathlib import Path
 import pytest
 
 from fmbench_k8s.api.spec import TokenDistribution, Workload
-from fmbench_k8s.loadgen.prompts import (
+from fmbench_k8s.loadgen.datasets import (
     HF_OFFLINE_MESSAGE,
-    Corpus,
     DatasetError,
-    PromptSource,
-    draw_tokens,
-    load_corpus,
     load_dataset_bytes,
     load_texts,
     token_counter,
 )
+from fmbench_k8s.loadgen.prompts import Corpus, PromptSource, draw_tokens, load_corpus
 from fmbench_k8s.simulator.tokenizer import count_tokens
 from tests.corpus import REPO
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fmbench_k8s.api.spec import BenchmarkSpec, Trace
-from fmbench_k8s.loadgen.prompts import DatasetError, PromptSource, load_corpus
+from fmbench_k8s.loadgen.datasets import DatasetError
+from fmbench_k8s.loadgen.prompts import PromptSource, load_corpus
 from fmbench_k8s.loadgen.schedule import worker_offsets
 from fmbench_k8s.loadgen.traces import TraceError, parse_trace
 from fmbench_k8s.simulator.tokenizer import count_tokens

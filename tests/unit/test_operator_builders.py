@@ -175,7 +175,7 @@ def test_a_configmap_dataset_is_mounted_into_the_workers_where_they_read_it() ->
     } in worker["volumes"]
     mount = {"name": "dataset", "mountPath": "/etc/fmbench-datasets/prompts.v2", "readOnly": True}
     assert mount in worker["containers"][0]["volumeMounts"]
-    # where the worker's own reader looks (loadgen/prompts.py), nothing else
+    # where the worker's own reader looks (loadgen/datasets.py), nothing else
     from fmbench_k8s.contract.layout import DATASETS_DIR
 
     assert mount["mountPath"] == f"{DATASETS_DIR}/prompts.v2"
