@@ -166,6 +166,8 @@ def test_a_local_run_starts_the_engine_and_reports_its_metrics_per_stage(vllm: V
         *doc["spec"]["variants"],
     ]
     doc["spec"]["load"].update({"mode": "sweep", "concurrency": {"levels": [2, 8]}})
+    # prompts opening with one of two shared prefixes: vLLM's prefix cache serves them
+    doc["spec"]["workload"]["sharedPrefix"] = {"prefixes": 2, "tokens": 96}
     spec = tmp_path / "run.yaml"
     spec.write_text(yaml.safe_dump(doc))
     argv = [CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots", "--engine-python",
@@ -181,6 +183,12 @@ def test_a_local_run_starts_the_engine_and_reports_its_metrics_per_stage(vllm: V
         for key in ("running", "waiting", "kvCacheUsage", "queueTimeMean", "generationTokens"):
             assert key in m, (stage["variant"], key, stage["absent"])
         assert m["kvCacheUsage"]["series"].endswith("kv_cache_usage_perc")  # vLLM 0.32's name, not the old one
+        # the prefixes (96 words, a few hundred tokens in all with the question's) hit the cache
+        hits = m["prefixCacheHitRate"]
+        assert (
+            0.3 < hits["value"] < 1
+            and hits["series"] == "vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total"
+        )
     for variant in ("started", "real"):
         low, high = (s["metrics"] for s in stages if s["variant"] == variant)
         assert high["running"]["max"] == MAX_NUM_SEQS  # 8 streams fill the 4 slots
