@@ -196,6 +196,36 @@ def _thinks(stage: Doc) -> bool:
     return ttfo.get("p50") is not None and ttft.get("p50") is not None and ttfo["p50"] > ttft["p50"] + 1e-9
 
 
+def _day_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    """The day of traffic (analysis.day) per variant: a fleet for the peak against an autoscaled one."""
+    head = ["variant", "requests/day", "static N", "static $/day", "static $/1M tok", "autoscaled instance-h",
+            "autoscaled $/day", "autoscaled $/1M tok", "saved by autoscaling"]  # fmt: skip
+    rows = []
+    for v in doc["variants"]:
+        d = v.get("day")
+        if d is None:
+            continue
+        bound = "≤" if d["upperBound"] else ""
+        saved = 1 - d["autoscaledCostPerDay"] / d["staticCostPerDay"] if d["staticCostPerDay"] > 0 else None
+        static = "— (per token)" if d["staticInstances"] is None else bound + fmt(d["staticInstances"])
+        rows.append([
+            v["name"], fmt(round(d["requestsPerDay"])), static, bound + usd(d["staticCostPerDay"]),
+            bound + usd(d["staticCostPer1mTokens"]), fmt(d["autoscaledInstanceHours"]),
+            bound + usd(d["autoscaledCostPerDay"]), bound + usd(d["autoscaledCostPer1mTokens"]), pct(saved),
+        ])  # fmt: skip
+    return head, rows
+
+
+def day_text(doc: Doc) -> str:
+    day = doc["analysis"]["day"]
+    return (
+        f"R by hour (req/min, from 00:00): {', '.join(f'{r:g}' for r in day['hourlyRequestsPerMinute'])}. Static: "
+        "the busiest hour's N all day. Autoscaled: each hour's N (at least "
+        f"{day['minInstances']}), a new instance paid from {day['scaleUpDelaySeconds'] / 60:g} min before its hour. "
+        'Capacity per instance as measured at c* (docs/cost-model.md, "A day of traffic").'
+    )
+
+
 def _view_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     view = doc["fmbenchView"]
     head = ["variant"] + [f"R={r:g}" for r in view["requestsPerMinute"]]
@@ -349,6 +379,8 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
                   f"<p class='muted'>{e(BUCKETS_TEXT)}</p>", _html_table(*_bucket_stage_rows(doc))]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
     parts += [img("cost_vs_throughput.png"), img("cost_vs_rate.png"), img("heatmap.png")]
+    if doc["analysis"].get("day"):
+        parts += ["<h2>A day of traffic</h2>", _html_table(*_day_rows(doc)), f"<p class='muted'>{e(day_text(doc))}</p>"]
     errors = _error_rows(doc)
     parts.append("<h2>Errors by reason</h2>")
     parts.append(_html_table(*errors) if errors[1] else "<p>No request failed.</p>")
@@ -405,6 +437,8 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
         out += [_md_table(*_bucket_stage_rows(doc)), ""]
     out += ["## Instances and cost vs request rate", "", _md_table(*_view_rows(doc)), ""]
     out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
+    if doc["analysis"].get("day"):
+        out += ["", "## A day of traffic", "", _md_table(*_day_rows(doc)), "", day_text(doc)]
     errors = _error_rows(doc)
     out += ["", "## Errors by reason", "", _md_table(*errors) if errors[1] else "No request failed."]
     out += ["", "## Client health", "", _md_table(*_client_rows(doc)), "", CLIENT_HEALTH]

@@ -14,10 +14,11 @@ from typing import Any, Final
 import numpy as np
 
 from fmbench_k8s import __version__
+from fmbench_k8s.analysis.daycost import day_cost
 from fmbench_k8s.analysis.metrics import BUCKET_LATENCY, LATENCY_METRICS, BucketMetrics, StageMetrics
 from fmbench_k8s.analysis.pricing import InstancePrice, TokenPrice, VariantPrice
 from fmbench_k8s.analysis.sizing import FMBENCH_RATES, Cost, Sizer, Sizing
-from fmbench_k8s.api.spec import BenchmarkSpec, Variant
+from fmbench_k8s.api.spec import BenchmarkSpec, Day, Variant
 from fmbench_k8s.contract.engines import served_by
 from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
@@ -151,6 +152,23 @@ def stage_entry(m: StageMetrics, at_level: Cost | None, order: Sequence[str] = (
     }
 
 
+def _day_entry(day: Day | None, sizing: Sizing, sizer: Sizer) -> dict[str, Any] | None:
+    cost = day_cost(day, sizing, sizer.headroom, *sizer.tokens_at(sizing.slo_stage)) if day is not None else None
+    if cost is None:
+        return None
+    return {
+        "requestsPerDay": cost.requests,
+        "tokensPerDay": cost.tokens,
+        "staticInstances": cost.static_instances,
+        "staticCostPerDay": cost.static_cost,
+        "staticCostPer1mTokens": cost.static_per_1m_tokens,
+        "autoscaledInstanceHours": cost.autoscaled_instance_hours,
+        "autoscaledCostPerDay": cost.autoscaled_cost,
+        "autoscaledCostPer1mTokens": cost.autoscaled_per_1m_tokens,
+        "upperBound": cost.upper_bound,
+    }
+
+
 def _bounds(bounds: Sequence[Bound]) -> list[dict[str, Any]] | None:
     """Each latency bound's test, when the SLO has more than one."""
     if len(bounds) < 2:
@@ -240,7 +258,14 @@ def served_model(spec: BenchmarkSpec, v: Variant) -> str | None:
 
 
 def variant_entry(
-    v: Variant, sizing: Sizing, stages: Sequence[StageMetrics], sizer: Sizer, *, model: str | None, served: str
+    v: Variant,
+    sizing: Sizing,
+    stages: Sequence[StageMetrics],
+    sizer: Sizer,
+    *,
+    model: str | None,
+    served: str,
+    day: Day | None = None,
 ) -> dict[str, Any]:
     rpm = sizer.workload.requests_per_minute
     cost = sizing.cost
@@ -276,6 +301,7 @@ def variant_entry(
         "reason": sizing.reason,
         "notes": [*sizing.notes, *_bucket_notes(buckets, sizing.slo_stage)],
         "buckets": buckets,
+        "day": _day_entry(day, sizing, sizer),
         "servedBy": served,
     }
 
@@ -324,7 +350,7 @@ def build_report(
     variants = [
         variant_entry(
             v, s, [m for m in metrics if m.variant == v.name], sizer, model=served_model(spec, v),
-            served=(served or {}).get(v.name) or served_by(v),
+            served=(served or {}).get(v.name) or served_by(v), day=spec.analysis.day,
         )
         for v, s in zip(spec.variants, sizings, strict=True)
     ]  # fmt: skip
@@ -373,6 +399,13 @@ def build_report(
             "region": pricing.region,
             "capacityType": pricing.capacity_type,
             "discount": pricing.discount,
+            "day": None
+            if spec.analysis.day is None
+            else {
+                "hourlyRequestsPerMinute": spec.analysis.day.hourly_requests_per_minute,
+                "scaleUpDelaySeconds": spec.analysis.day.scale_up_delay_s,
+                "minInstances": spec.analysis.day.min_instances,
+            },
         },
         "variants": variants,
         "fmbenchView": sizer.view(spec.variants, sizings, rates),

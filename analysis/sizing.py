@@ -99,10 +99,16 @@ class Sizer:
         self.workload = workload
         self.headroom = headroom
 
+    def tokens_at(self, stage: StageMetrics | None) -> tuple[float, float]:
+        """Mean prompt and output tokens per request measured at ``stage`` (else the workload's)."""
+        return (
+            _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_mix()[0]),
+            _measured(stage.mean_output_tokens if stage else math.nan, self.workload.output_mix()[0]),
+        )
+
     def cost_at(self, rpm: float, variant: Variant, price: VariantPrice, stage: StageMetrics | None) -> Cost | None:
         """The cost of serving ``rpm`` with ``variant`` run at ``stage``'s level (None: not computable)."""
-        out_tokens = _measured(stage.mean_output_tokens if stage else math.nan, self.workload.output_mix()[0])
-        prompt = _measured(stage.mean_prompt_tokens if stage else math.nan, self.workload.prompt_mix()[0])
+        prompt, out_tokens = self.tokens_at(stage)
         if price.kind == "token" and price.tokens is not None:
             per_request = price.tokens.per_request(prompt, out_tokens)
             return _cost(per_request * rpm * 60, 1, rpm, out_tokens, prompt)

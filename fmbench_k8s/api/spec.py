@@ -908,6 +908,24 @@ class Pricing(ApiModel):
     )
 
 
+class Day(ApiModel):
+    """A day of traffic to price (docs/cost-model.md, "A day of traffic"): R for each hour."""
+
+    hourly_requests_per_minute: list[Annotated[float, Field(ge=0, le=10_000_000)]] = Field(
+        min_length=24, max_length=24, description="R for each hour of the day, 00:00 first: 24 values (req/min)."
+    )
+    scale_up_delay: PhaseDuration = Field(
+        default="5m",
+        description="Autoscaled fleet: how long a new instance takes to serve; it is paid from that long before "
+        "its hour.",
+    )
+    min_instances: int = Field(default=1, ge=0, le=10_000, description="Autoscaled fleet: never fewer instances.")
+
+    @property
+    def scale_up_delay_s(self) -> float:
+        return parse_duration(self.scale_up_delay)
+
+
 class Analysis(ApiModel):
     """How the answer is computed."""
 
@@ -915,6 +933,11 @@ class Analysis(ApiModel):
         default=0.8, gt=0, le=1, description="Plan instances to run at this share of their measured capacity."
     )
     pricing: Pricing = Field(default_factory=Pricing, description="Price source.")
+    day: Day | None = Field(
+        default=None,
+        description="A day of traffic to price with each variant's measured capacity: a fleet sized for the peak "
+        "and an autoscaled one, in $/day and $ per million tokens.",
+    )
 
 
 # A prefix with a run's own folder names would put this run's files inside another run's records.

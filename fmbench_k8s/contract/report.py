@@ -143,6 +143,20 @@ class BucketAnswer(_Part):
     slo_percentile_at_slo_stage: float | None
 
 
+class DayCost(_Part):
+    """A day of traffic (analysis.day) served by this variant at its measured capacity."""
+
+    requests_per_day: NonNegative
+    tokens_per_day: NonNegative = Field(description="prompt and output tokens")
+    static_instances: int | None = Field(ge=0, description="sized for the busiest hour; null: token-priced")
+    static_cost_per_day: NonNegative
+    static_cost_per_1m_tokens: NonNegative | None
+    autoscaled_instance_hours: NonNegative | None
+    autoscaled_cost_per_day: NonNegative
+    autoscaled_cost_per_1m_tokens: NonNegative | None
+    upper_bound: bool = Field(description="c* is a lower bound: instances and costs are upper bounds")
+
+
 class Stage(_Part):
     stage: Count
     target: NonNegative | None
@@ -225,6 +239,7 @@ class Variant(_Part):
     reason: str | None
     notes: list[str]
     buckets: list[BucketAnswer] | None = Field(default=None, description="per workload bucket; absent without buckets")
+    day: DayCost | None = Field(default=None, description="analysis.day's cost; absent without it or an answer")
     served_by: str | None = Field(
         default=None, description="what answered: the engine and its image, the simulator's profile, or the endpoint"
     )
@@ -271,12 +286,19 @@ class Load(_Part):
     arrival: Literal["closed", "poisson", "constant", "trace"]
 
 
+class Day(_Part):
+    hourly_requests_per_minute: list[NonNegative] = Field(min_length=24, max_length=24)
+    scale_up_delay_seconds: NonNegative
+    min_instances: Count
+
+
 class Analysis(_Part):
     headroom: float = Field(gt=0, le=1)
     pricing_source: Literal["builtin", "aws-pricing-api"]
     region: str
     capacity_type: Literal["on-demand", "spot", "savings-plan"]
     discount: NonNegative | None
+    day: Day | None = Field(default=None, description="analysis.day; absent without it")
 
 
 class FmbenchRow(_Part):
