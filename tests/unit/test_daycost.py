@@ -30,8 +30,10 @@ def _report(tmp_path: Path, **day: Any) -> dict[str, Any]:
         "slo": {"latency": {"metric": "e2e", "percentile": 90, "maxSeconds": 3.0}},
         "analysis": {"day": {"hourlyRequestsPerMinute": HOURLY, **day}},
     })  # fmt: skip
-    variants = [SyntheticVariant("g5", levels=(1, 4, 16, 64), ttft_s=0.15, itl_s=0.02, slowdown=0.05, output_tokens=64),
-                SyntheticVariant("haiku", levels=(4,), ttft_s=0.4, itl_s=0.01, slowdown=0.0, output_tokens=64)]  # fmt: skip
+    variants = [
+        SyntheticVariant("g5", levels=(1, 4, 16, 64), ttft_s=0.15, itl_s=0.02, slowdown=0.05, output_tokens=64),
+        SyntheticVariant("haiku", levels=(4,), ttft_s=0.4, itl_s=0.01, slowdown=0.0, output_tokens=64),
+    ]
     table, stages = synthesize_table(variants, stage_s=30, warmup_s=5, drain_s=30, seed=3)
     write_run(LocalStorage(tmp_path), table, stages)
     analyze_run(spec, LocalStorage(tmp_path), benchmark="day", run_id="r1")
@@ -40,7 +42,7 @@ def _report(tmp_path: Path, **day: Any) -> dict[str, Any]:
 
 def _tokens(v: dict[str, Any]) -> float:
     (stage,) = [s for s in v["stages"] if s["stage"] == v["sloStage"]]
-    return stage["meanPromptTokens"] + stage["meanOutputTokens"]
+    return float(stage["meanPromptTokens"] + stage["meanOutputTokens"])
 
 
 def test_static_and_autoscaled_fleets_follow_the_formulas(tmp_path: Path) -> None:
