@@ -74,6 +74,7 @@ bench: setup cluster-build
 	$(BIN)/python benchmarks/bench_loadgen.py
 	$(BIN)/python benchmarks/bench_analysis.py
 	$(BIN)/python benchmarks/bench_operator.py
+	$(BIN)/python benchmarks/bench_search.py
 
 clean:
 	rm -rf $(OUTPUT) dist .pytest-results.xml .mypy_cache .ruff_cache
