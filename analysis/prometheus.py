@@ -129,6 +129,8 @@ INCREASES: Final = (
 # vLLM counts prompt tokens looked up in and found in its prefix cache; the window's hit rate is
 # the ratio of their increases.
 PREFIX_CACHE: Final = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
+# What the report names as its series: the counters as the scrape spelled them (see _spellings)
+HIT_RATE_SERIES: Final = (" / ".join(PREFIX_CACHE), " / ".join(n.replace(":", "_") for n in PREFIX_CACHE))
 SERVER_NAMES: Final = PREFIX_CACHE + tuple(
     n for m in (*GAUGES, *INCREASES) for n in m.names if n.startswith(("vllm:", "sglang:", "tgi_"))
 )
@@ -236,7 +238,7 @@ def _stage_metrics(
     if "prefixCacheHitRate" in absent:
         hit_rate = _hit_rate(client, sel, window, end)
         if hit_rate is not None:
-            metrics["prefixCacheHitRate"] = {"value": hit_rate, "series": " / ".join(PREFIX_CACHE)}
+            metrics["prefixCacheHitRate"] = {"value": hit_rate[0], "series": hit_rate[1]}
             absent.remove("prefixCacheHitRate")
     for qt in QUANTILES:
         sel = selector("client", selectors, benchmark=benchmark, info=info)
@@ -272,13 +274,14 @@ def _increase(client: PrometheusClient, inc: Increase, sel: str, window: int, at
     return None
 
 
-def _hit_rate(client: PrometheusClient, sel: str, window: int, at: float) -> float | None:
-    """vLLM's prefix-cache hit rate over the window: tokens found / tokens looked up."""
+def _hit_rate(client: PrometheusClient, sel: str, window: int, at: float) -> tuple[float, str] | None:
+    """vLLM's prefix-cache hit rate over the window, tokens found / tokens looked up, and the
+    series it was read from."""
     for hits, queries in zip(_spellings(PREFIX_CACHE[:1]), _spellings(PREFIX_CACHE[1:]), strict=True):
         found = _numbers(client.query(f"sum(increase({hits}{sel}[{window}s]))", at))
         asked = _numbers(client.query(f"sum(increase({queries}{sel}[{window}s]))", at))
         if found and asked and asked[0] > 0:
-            return found[0] / asked[0]
+            return found[0] / asked[0], f"{hits} / {queries}"
     return None
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from fmbench_k8s.analysis.prometheus import GAUGES, INCREASES, QUANTILES, collect_server_metrics
+from fmbench_k8s.analysis.prometheus import GAUGES, HIT_RATE_SERIES, INCREASES, QUANTILES, collect_server_metrics
 from fmbench_k8s.contract.records import StageInfo
 from fmbench_k8s.local.processes import free_port
 
@@ -39,6 +39,8 @@ class Exporter:
     waiting: Gauge
     cache: Gauge
     e2e: Histogram
+    prefix_queries: Counter
+    prefix_hits: Counter
     port: int
 
 
@@ -71,6 +73,12 @@ def exporter() -> Iterator[Exporter]:
     sglang = {"benchmark": "bench", "variant": "sg"}
     Gauge("sglang:num_running_reqs", "running", names, registry=registry).labels(**sglang).set(7)
     Gauge("sglang:token_usage", "kv cache", names, registry=registry).labels(**sglang).set(0.25)
+    Gauge("sglang:cache_hit_rate", "prefix cache", names, registry=registry).labels(**sglang).set(0.6)
+    # vLLM's prefix cache: tokens looked up and found (their ratio over the window is the hit rate)
+    queries = Counter("vllm:prefix_cache_queries", "looked up", names, registry=registry)
+    hits = Counter("vllm:prefix_cache_hits", "found", names, registry=registry)
+    queries.labels(**LABELS).inc(0)
+    hits.labels(**LABELS).inc(0)
     e2e = Histogram("fmbench_request_e2e_seconds", "e2e", [*names, "stage"], buckets=(0.5, 1.0, 2.0, 5.0),
                     registry=registry)  # fmt: skip
     running.labels(**LABELS).set(3)
@@ -81,7 +89,7 @@ def exporter() -> Iterator[Exporter]:
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        yield Exporter(running, waiting, cache, e2e, port)
+        yield Exporter(running, waiting, cache, e2e, queries, hits, port)
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -127,6 +135,8 @@ def test_server_metrics_over_a_steady_window(prometheus: Prom, exporter: Exporte
     # at least one scrape inside the window with the first values, then change them
     poll("a scrape inside the window", lambda: (prometheus.value(f"timestamp({running})") or 0) > start)
     exporter.running.labels(**LABELS).set(5)
+    exporter.prefix_queries.labels(**LABELS).inc(1000)
+    exporter.prefix_hits.labels(**LABELS).inc(750)
     for _ in range(100):
         exporter.e2e.labels(**LABELS, stage="0").observe(0.7)
     poll("the new values to be scraped", lambda: prometheus.value(running) == 5.0
@@ -150,9 +160,13 @@ def test_server_metrics_over_a_steady_window(prometheus: Prom, exporter: Exporte
     assert m["kvCacheUsage"]["series"].endswith("gpu_cache_usage_perc")  # read under its older name
     # every observation is in the (0.5, 1.0] bucket: p95 interpolates to 0.5 + 0.95 × 0.5
     assert m["clientE2eP95"]["value"] == pytest.approx(0.975)
+    # both counters moved in the same scrape: the ratio of their increases is exact
+    assert m["prefixCacheHitRate"]["value"] == pytest.approx(0.75)
+    assert m["prefixCacheHitRate"]["series"] in HIT_RATE_SERIES
     assert g5["absent"] == ["gpuUtilization", "neuronCoreUtilization", *(i.key for i in INCREASES)]
     # the same quantities under SGLang's names land under the same keys, saying which series they are
     assert sg["metrics"]["running"]["max"] == 7.0 and sg["metrics"]["running"]["series"].endswith("num_running_reqs")
     assert sg["metrics"]["kvCacheUsage"]["max"] == 0.25 and "waiting" in sg["absent"]
+    assert sg["metrics"]["prefixCacheHitRate"]["avg"] == 0.6
     assert ghost["metrics"] == {}
     assert ghost["absent"] == [g.key for g in GAUGES] + [i.key for i in INCREASES] + [q.key for q in QUANTILES]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fmbench_k8s.analysis.prometheus import HIT_RATE_SERIES
 from fmbench_k8s.simulator.profiles import profile_for
 from tests.integration.localrun import benchmark, run_benchmark
 
@@ -36,7 +37,7 @@ def test_the_hit_rate_and_the_ttft_show_the_prefix_cache(tmp_path: Path) -> None
     # its 1,024-token prefix cached and not its question
     rate = served["cached"]["metrics"]["prefixCacheHitRate"]
     assert rate["value"] == pytest.approx(PREFIX / (PREFIX + QUESTION), abs=0.01)
-    assert rate["series"] == "vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total"
+    assert rate["series"] in HIT_RATE_SERIES
     assert served["uncached"]["metrics"].get("prefixCacheHitRate") is None
     # the profile's prefill per token, times the prefix: what the cache saves of each TTFT
     saved = PREFIX * profile_for("g6e.2xlarge").prefill_s_per_token
