@@ -75,7 +75,7 @@ GAUGES: Final = (
         ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"),
         total=False,
     ),
-    # SGLang's own hit rate; vLLM's is the ratio of two counters (PREFIX_CACHE below)
+    # SGLang's own hit rate; vLLM's is the ratio of two counters (RATIOS below)
     Gauge("prefixCacheHitRate", "server", ("sglang:cache_hit_rate",), total=False),
     Gauge("gpuUtilization", "dcgm", ("DCGM_FI_DEV_GPU_UTIL",), total=False),
     Gauge("neuronCoreUtilization", "neuron", ("neuroncore_utilization_ratio",), total=False),
@@ -126,12 +126,38 @@ INCREASES: Final = (
         mean=True,
     ),
 )
-# vLLM counts prompt tokens looked up in and found in its prefix cache; the window's hit rate is
-# the ratio of their increases.
-PREFIX_CACHE: Final = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
-# What the report names as its series: the counters as the scrape spelled them (see _spellings)
-HIT_RATE_SERIES: Final = (" / ".join(PREFIX_CACHE), " / ".join(n.replace(":", "_") for n in PREFIX_CACHE))
-SERVER_NAMES: Final = PREFIX_CACHE + tuple(
+
+
+def _spellings(names: Sequence[str]) -> list[str]:
+    """Each name, then its underscore-escaped form: prometheus_client >= 0.22 answers an
+    OpenMetrics scrape (what Prometheus 2.x asks for) with ``vllm_num_requests_running`` for
+    ``vllm:num_requests_running`` (``escaping=underscores``)."""
+    out = list(names)
+    out += [n.replace(":", "_") for n in names if ":" in n]
+    return out
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A quantity an engine exports as two counters: the increase of ``numerator`` over the window
+    divided by that of ``denominator``. Read when no gauge of the same key was found."""
+
+    key: str
+    numerator: str
+    denominator: str
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The names the report gives it: the counters as the scrape spelled them (_spellings)."""
+        return tuple(
+            f"{n} / {d}" for n, d in zip(_spellings([self.numerator]), _spellings([self.denominator]), strict=True)
+        )
+
+
+# vLLM counts prompt tokens looked up in and found in its prefix cache.
+RATIOS: Final = (Ratio("prefixCacheHitRate", "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),)
+HIT_RATE_SERIES: Final = RATIOS[0].series
+SERVER_NAMES: Final = tuple(n for r in RATIOS for n in (r.numerator, r.denominator)) + tuple(
     n for m in (*GAUGES, *INCREASES) for n in m.names if n.startswith(("vllm:", "sglang:", "tgi_"))
 )
 
@@ -187,15 +213,6 @@ def selector(family: Family, selectors: Mapping[Family, str], *, benchmark: str,
     return "{" + template.format(benchmark=_escape(benchmark), variant=_escape(info.variant), stage=info.stage) + "}"
 
 
-def _spellings(names: Sequence[str]) -> list[str]:
-    """Each name, then its underscore-escaped form: prometheus_client >= 0.22 answers an
-    OpenMetrics scrape (what Prometheus 2.x asks for) with ``vllm_num_requests_running`` for
-    ``vllm:num_requests_running`` (``escaping=underscores``)."""
-    out = list(names)
-    out += [n.replace(":", "_") for n in names if ":" in n]
-    return out
-
-
 def _numbers(series: Sequence[Mapping[str, Any]]) -> list[float]:
     out = []
     for s in series:
@@ -235,11 +252,11 @@ def _stage_metrics(
             absent.append(inc.key)
         else:
             metrics[inc.key] = {"value": found[0], "series": found[1]}
-    if "prefixCacheHitRate" in absent:
-        hit_rate = _hit_rate(client, sel, window, end)
-        if hit_rate is not None:
-            metrics["prefixCacheHitRate"] = {"value": hit_rate[0], "series": hit_rate[1]}
-            absent.remove("prefixCacheHitRate")
+    for ratio in RATIOS:
+        found = _ratio(client, ratio, sel, window, end) if ratio.key in absent else None
+        if found is not None:
+            metrics[ratio.key] = {"value": found[0], "series": found[1]}
+            absent.remove(ratio.key)
     for qt in QUANTILES:
         sel = selector("client", selectors, benchmark=benchmark, info=info)
         bucket = f"{qt.histogram}_bucket{sel}"
@@ -274,14 +291,14 @@ def _increase(client: PrometheusClient, inc: Increase, sel: str, window: int, at
     return None
 
 
-def _hit_rate(client: PrometheusClient, sel: str, window: int, at: float) -> tuple[float, str] | None:
-    """vLLM's prefix-cache hit rate over the window, tokens found / tokens looked up, and the
-    series it was read from."""
-    for hits, queries in zip(_spellings(PREFIX_CACHE[:1]), _spellings(PREFIX_CACHE[1:]), strict=True):
-        found = _numbers(client.query(f"sum(increase({hits}{sel}[{window}s]))", at))
-        asked = _numbers(client.query(f"sum(increase({queries}{sel}[{window}s]))", at))
-        if found and asked and asked[0] > 0:
-            return found[0] / asked[0], f"{hits} / {queries}"
+def _ratio(client: PrometheusClient, ratio: Ratio, sel: str, window: int, at: float) -> tuple[float, str] | None:
+    """The ratio of the two counters' increases over the window, and the series it was read from."""
+    pairs = zip(_spellings([ratio.numerator]), _spellings([ratio.denominator]), strict=True)
+    for (num, den), series in zip(pairs, ratio.series, strict=True):
+        top = _numbers(client.query(f"sum(increase({num}{sel}[{window}s]))", at))
+        bottom = _numbers(client.query(f"sum(increase({den}{sel}[{window}s]))", at))
+        if top and bottom and bottom[0] > 0:
+            return top[0] / bottom[0], series
     return None
 
 
