@@ -234,7 +234,8 @@ class _Columns:
     is_incomplete: BoolArray
     client_bound: BoolArray
     error: npt.NDArray[np.object_]
-    bucket: npt.NDArray[np.object_]  # None where the workload has no buckets (or the writer predates them)
+    # None when no record has a bucket (no workload.buckets, or a writer before them): no per-bucket work
+    bucket: npt.NDArray[np.object_] | None
     itl: _ItlSource
 
     @classmethod
@@ -282,7 +283,7 @@ class _Columns:
             is_incomplete=(outcome == OUTCOME_INCOMPLETE).to_numpy(),
             client_bound=_bools(frame, "client_bound"),
             error=error,
-            bucket=frame["bucket"].to_numpy(dtype=np.object_),
+            bucket=frame["bucket"].to_numpy(dtype=np.object_) if frame["bucket"].notna().any() else None,
             itl=_ItlSource(frame["itl_s"]),
         )
 
@@ -441,6 +442,8 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
 def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> tuple[BucketMetrics, ...]:
     """Each bucket's requests of the steady window, judged by the same SLO as the stage (its
     minimum sample scaled to the bucket's share of the window)."""
+    if cols.bucket is None:
+        return ()
     names = cols.bucket[win]
     present = sorted({str(n) for n in names if isinstance(n, str)})
     per_s = 1.0 / window_s if window_s > 0 else math.nan

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from fmbench_k8s.api.spec import Load
 from fmbench_k8s.loadgen.plan import planner_for
-from fmbench_k8s.simulator.params import SimParams
+from fmbench_k8s.simulator.params import SimParams, estimate
 from fmbench_k8s.simulator.profiles import PROFILES
 
 TOP = 256
@@ -37,8 +37,7 @@ BOUNDS_S = (2.0, 5.0, 12.0)
 def e2e_s(p: SimParams, concurrency: int, prompt: int, output: int) -> float:
     """The timing model's E2E in a closed loop of ``concurrency`` users: each slot serves one
     request after another; beyond max_num_seqs users queue for slots (docs/simulator.md)."""
-    running = min(concurrency, p.max_num_seqs)
-    service = p.prefill_s(prompt) + (output - 1) * p.itl_s(running)
+    service = estimate(p, prompt, output, running=min(concurrency, p.max_num_seqs)).e2e_s
     return service * max(1.0, concurrency / p.max_num_seqs)
 
 

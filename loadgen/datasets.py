@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,18 @@ def _tokenizer_json(uri: str, storage_endpoint: str | None) -> bytes:
                 f"workload.tokenizer {uri}: cannot download tokenizer.json ({type(exc).__name__}); without network "
                 "access, download it and name its path, s3:// copy or hf:///model/directory"
             ) from None
+    return read_path_or_s3(uri, storage_endpoint, "tokenizer", "hf://MODEL")
+
+
+def read_path_or_s3(uri: str, storage_endpoint: str | None, what: str, also: str = "") -> bytes:
+    """A local file or an S3 object (a tokenizer, a trace); ``also`` names other URIs the caller takes."""
     if uri.startswith("s3://"):
-        return read_s3(uri, storage_endpoint, "tokenizer")
+        return read_s3(uri, storage_endpoint, what)
     if "://" in uri:
-        raise DatasetError(f"unsupported tokenizer URI {uri!r}: use a path, s3://BUCKET/KEY or hf://MODEL")
-    return read_file(Path(uri), f"tokenizer {uri}")
+        raise DatasetError(
+            f"unsupported {what} URI {uri!r}: use a path, s3://BUCKET/KEY{' or ' + also if also else ''}"
+        )
+    return read_file(Path(uri), f"{what} {uri}")
 
 
 def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[tuple[str, int | None]] | None:
@@ -116,24 +123,10 @@ def _max_tokens(obj: dict[str, Any]) -> int | None:
 def _templated(data: bytes, uri: str, fmt: str, template: str) -> list[tuple[str, int | None]]:
     """Each row's prompt made from its fields by ``template`` (FMBench's prompt templates)."""
     if fmt == "parquet":
-        import io
-
-        import pyarrow.parquet as pq
-
-        try:
-            objs: list[tuple[int, Any]] = list(enumerate(pq.read_table(io.BytesIO(data)).to_pylist(), 1))
-        except Exception as exc:
-            raise DatasetError(f"dataset: not a Parquet file ({exc})") from None
+        objs: list[tuple[int, Any]] = list(enumerate(_parquet_table(data).to_pylist(), 1))
         where = "row"
     else:
-        objs = []
-        for n, line in enumerate(_text(data, uri).splitlines(), 1):
-            if line.strip():
-                try:
-                    objs.append((n, json.loads(line)))
-                except ValueError as exc:
-                    raise DatasetError(f"dataset line {n}: not JSON ({exc})") from None
-        where = "line"
+        objs, where = list(_jsonl_objects(_text(data, uri))), "line"
     names = template_fields(template)
     rows = []
     for n, obj in objs:
@@ -144,15 +137,30 @@ def _templated(data: bytes, uri: str, fmt: str, template: str) -> list[tuple[str
     return rows
 
 
+def _jsonl_objects(text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except ValueError as exc:
+                raise DatasetError(f"dataset line {n}: not JSON ({exc})") from None
+
+
+def _parquet_table(data: bytes) -> Any:
+    import io
+
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except Exception as exc:
+        raise DatasetError(f"dataset: not a Parquet file ({exc})") from None
+
+
 def parse_jsonl(text: str, field: str) -> list[tuple[str, int | None]]:
     rows: list[tuple[str, int | None]] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise DatasetError(f"dataset line {n}: not JSON ({exc})") from None
+    for n, obj in _jsonl_objects(text):
         if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
             raise DatasetError(f"dataset line {n}: expected an object with a string field {field!r}")
         rows.append((obj[field], _max_tokens(obj)))
@@ -160,14 +168,7 @@ def parse_jsonl(text: str, field: str) -> list[tuple[str, int | None]]:
 
 
 def parse_parquet(data: bytes, field: str) -> list[tuple[str, int | None]]:
-    import io
-
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except Exception as exc:
-        raise DatasetError(f"dataset: not a Parquet file ({exc})") from None
+    table = _parquet_table(data)
     if field not in table.column_names:
         raise DatasetError(f"dataset: no column {field!r} (columns: {', '.join(table.column_names)}); set promptField")
     prompts = table.column(field).to_pylist()

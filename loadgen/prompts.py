@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fmbench_k8s.api.spec import PromptBucket, TokenDistribution, Workload
-from fmbench_k8s.loadgen.datasets import DatasetError, load_texts, read_file, read_s3, token_counter
+from fmbench_k8s.loadgen.datasets import DatasetError, load_texts, read_path_or_s3, token_counter
 from fmbench_k8s.loadgen.traces import Replay, TraceError, parse_trace
 
 log = logging.getLogger(__name__)
@@ -304,9 +303,7 @@ def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corp
     no row falls in is an error; rows that fall in no bucket are left out (and counted in the log)."""
     if workload.trace is not None:
         uri = workload.trace.uri
-        data = (
-            read_s3(uri, storage_endpoint, "trace") if uri.startswith("s3://") else read_file(Path(uri), f"trace {uri}")
-        )
+        data = read_path_or_s3(uri, storage_endpoint, "trace")
         try:
             return Corpus([], replay=parse_trace(data, workload.trace))
         except TraceError as err:
