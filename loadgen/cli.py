@@ -20,6 +20,7 @@ import gevent
 
 from fmbench_k8s.api.benchmark import Benchmark, SpecError, load_benchmark
 from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract.verification import MasterOutcome, verification_spec
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import DEFAULT_TIMEOUT_S, make_client
 from fmbench_k8s.loadgen.datasets import DatasetError
@@ -49,6 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", help="model server base URL; required for engine variants "
                    "(OpenAI APIs include /v1); for sagemaker/bedrock an AWS endpoint override")  # fmt: skip
     p.add_argument("--api", choices=LOADGEN_APIS, help="wire API; default from the engine or the endpoint")
+    p.add_argument("--verify", type=int, metavar="N", help="run the spec's verification of N instances of --variant "
+                   "(docs/verify.md): its stages at R, as the variant <variant>-x<N>")  # fmt: skip
     p.add_argument("--request-timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
     p.add_argument("--log-level", default=os.environ.get("FMBENCH_LOG_LEVEL", "INFO"))
 
@@ -107,6 +110,11 @@ def _load(args: argparse.Namespace) -> tuple[Benchmark, Variant, Target]:
     if variant is None:
         names = ", ".join(v.name for v in bench.spec.variants)
         raise UsageError(f"--variant {args.variant!r} is not in {args.spec} (variants: {names})")
+    if args.verify is not None:
+        if bench.spec.verify is None or args.verify < 1:
+            raise UsageError(f"--verify: needs a spec with verify: and N >= 1 (got {args.verify} for {args.spec})")
+        bench = bench.model_copy(update={"spec": verification_spec(bench.spec, variant.name, args.verify)})
+        variant = bench.spec.variants[0]
     try:
         target = resolve_target(bench.spec, variant, args.endpoint_url, args.api)
     except TargetError as err:
@@ -158,7 +166,10 @@ def run_master(args: argparse.Namespace) -> int:
     gevent.signal_handler(signal.SIGINT, on_signal)
     gevent.signal_handler(signal.SIGTERM, on_signal)
     code = master.run()
-    outcome = "completed" if code == 0 else "interrupted" if code == EXIT_INTERRUPTED else None
+    # Completed: the stages' verdicts ride along (the operator's verify phase reads them).
+    outcome = (
+        MasterOutcome(levels=master.judged).line() if code == 0 else "interrupted" if code == EXIT_INTERRUPTED else None
+    )
     if outcome is None:
         outcome = master.notes[-1] if master.notes else f"failed (exit code {code})"
         print(f"loadgen master: {outcome}", file=sys.stderr, flush=True)

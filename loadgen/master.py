@@ -25,6 +25,7 @@ from fmbench_k8s.contract.layout import search_key
 from fmbench_k8s.contract.records import ClientHealth, StageInfo, stages_key
 from fmbench_k8s.contract.stats import percentile
 from fmbench_k8s.contract.verdict import SloRule, SloVerdict, StageCounts, judge
+from fmbench_k8s.contract.verification import LevelResult
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
@@ -102,6 +103,7 @@ class Master:
     latest: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     stages: list[StageInfo] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
+    judged: list[LevelResult] = field(default_factory=list)  # the stages the planner was told, in order
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
     lost: set[str] = field(default_factory=set)
@@ -218,6 +220,7 @@ class Master:
                     self._trace(stage, level, outcome)
                     break
                 planner.record(level, outcome.verdict.passed, outcome.verdict.reason)
+                self.judged.append(_level_result(level, outcome))
                 self._trace(stage, level, outcome)
                 self.write_files(planner)
                 self._emit_search(planner, level, outcome)
@@ -492,3 +495,11 @@ def client_health(results: list[m.StageResult]) -> ClientHealth:
         ),
         rss_mb=worst([float(r.selfcheck["rss_mb"]) for r in results if "rss_mb" in r.selfcheck]),
     )
+
+
+def _level_result(level: float, outcome: StageOutcome) -> LevelResult:
+    v = outcome.verdict
+    return LevelResult.of(
+        rate=level, outcome=v.outcome, kind=v.kind, value=v.value, ci_low=v.ci.low, ci_high=v.ci.high,
+        requests=int(outcome.summary["window_requests"]), error_rate=v.error_rate, reason=v.reason,
+    )  # fmt: skip

@@ -35,6 +35,7 @@ from fmbench_k8s.contract.layout import (
     loadgen_worker_args,
     run_path,
 )
+from fmbench_k8s.contract.verification import VERIFY_FOLDER, fleet_variant
 
 LABEL_BENCHMARK = "fmbench.io/benchmark"
 LABEL_VARIANT = "fmbench.io/variant"
@@ -407,12 +408,20 @@ def _loadgen_env(bench: Benchmark, variant: Variant, cfg: OperatorConfig) -> lis
     return env
 
 
-def _loadgen_target(bench: Benchmark, variant: Variant, run_id: str) -> LoadgenTarget:
-    url = endpoint_url(bench, variant)
+def _loadgen_target(bench: Benchmark, variant: Variant, run_id: str, verify: int | None) -> LoadgenTarget:
+    """The variant's load, or with ``verify`` the verification of that many instances of it: the
+    fleet's Service, and the run's verify/ folder."""
+    url = endpoint_url(bench, _named(variant, verify))
+    output = run_uri(bench, run_id) + (f"/{VERIFY_FOLDER}" if verify is not None else "")
     return LoadgenTarget(
-        spec=f"{SPEC_MOUNT}/spec.yaml", variant=variant.name, output=run_uri(bench, run_id), run_id=run_id,
-        endpoint_url=url, api=variant_api(variant) if url is not None else None,
+        spec=f"{SPEC_MOUNT}/spec.yaml", variant=variant.name, output=output, run_id=run_id,
+        endpoint_url=url, api=variant_api(variant) if url is not None else None, verify=verify,
     )  # fmt: skip
+
+
+def _named(variant: Variant, verify: int | None) -> Variant:
+    """What the children are named and labelled after: the variant, or its fleet of ``verify``."""
+    return variant if verify is None else fleet_variant(variant, verify)
 
 
 def _add_pull_secrets(pod: dict[str, Any], cfg: OperatorConfig) -> None:
@@ -446,7 +455,7 @@ def _job(
 
 
 def loadgen_master_job(
-    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig
+    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig, *, verify: int | None = None
 ) -> dict[str, Any]:
     # --outcome-file: the reason a run failed, as one line in the status (not the log's tail).
     # --ready-timeout: how long to wait for a model server that went away mid-run
@@ -455,7 +464,7 @@ def loadgen_master_job(
     args = [
         "loadgen",
         *loadgen_master_args(
-            _loadgen_target(bench, variant, run_id), bind_host="0.0.0.0", master_port=LOCUST_PORT,
+            _loadgen_target(bench, variant, run_id, verify), bind_host="0.0.0.0", master_port=LOCUST_PORT,
             expect_workers=bench.spec.load.workers, outcome_file=TERMINATION_LOG,
             ready_timeout=ENDPOINT_RECOVERY_S if variant.endpoint is None else None,
         ),
@@ -464,19 +473,20 @@ def loadgen_master_job(
     container["ports"] = [{"name": "locust", "containerPort": LOCUST_PORT}]
     container["resources"] = cfg.resources_of("loadgenMaster")
     # backoffLimit 0: a re-run master would start the stages over; fail and say so instead.
-    name = master_name(bench, variant)
+    named = _named(variant, verify)
     return _job(
         bench,
         uid,
-        name,
+        master_name(bench, named),
         "loadgen-master",
-        variant=variant.name,
+        variant=named.name,
         pod=_project_pod(cfg, [container], bench),
         backoffLimit=0,
     )
 
 
 def loadgen_master_service(bench: Benchmark, variant: Variant, uid: str) -> dict[str, Any]:
+    """The master's address for the workers (``variant``: as named, the fleet for a verification)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -493,15 +503,16 @@ def loadgen_master_service(bench: Benchmark, variant: Variant, uid: str) -> dict
 
 
 def loadgen_workers_job(
-    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig
+    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig, *, verify: int | None = None
 ) -> dict[str, Any]:
     workers = bench.spec.load.workers
     ns = bench.metadata.namespace or "default"
-    master = f"{master_name(bench, variant)}.{ns}.svc"
+    named = _named(variant, verify)
+    master = f"{master_name(bench, named)}.{ns}.svc"
     args = [
         "loadgen",
         *loadgen_worker_args(
-            _loadgen_target(bench, variant, run_id), master_host=master, master_port=LOCUST_PORT,
+            _loadgen_target(bench, variant, run_id, verify), master_host=master, master_port=LOCUST_PORT,
             metrics_port=METRICS_PORT, worker_id=None,
         ),
     ]  # fmt: skip
@@ -519,9 +530,8 @@ def loadgen_workers_job(
         name, key = configmap
         pod["volumes"].append({"name": "dataset", "configMap": {"name": name, "items": [{"key": key, "path": key}]}})
         container["volumeMounts"].append({"name": "dataset", "mountPath": f"{DATASETS_DIR}/{name}", "readOnly": True})
-    name = workers_name(bench, variant)
     return _job(
-        bench, uid, name, "loadgen-worker", variant=variant.name, pod=pod,
+        bench, uid, workers_name(bench, named), "loadgen-worker", variant=named.name, pod=pod,
         parallelism=workers, completions=workers, backoffLimit=0,
     )  # fmt: skip
 
@@ -557,6 +567,25 @@ def data_plane_children(bench: Benchmark, uid: str, run_id: str, cfg: OperatorCo
             loadgen_workers_job(bench, v, uid, run_id, cfg),
         ]
     return out
+
+
+def fleet_children(
+    bench: Benchmark, variant: Variant, uid: str, cfg: OperatorConfig, *, instances: int
+) -> list[dict[str, Any]]:
+    """The verify phase's fleet: ``instances`` replicas of the variant behind one Service."""
+    fleet = fleet_variant(variant, instances)
+    return [server_deployment(bench, fleet, uid, cfg), server_service(bench, fleet, uid)]
+
+
+def fleet_load_children(
+    bench: Benchmark, variant: Variant, uid: str, run_id: str, cfg: OperatorConfig, *, instances: int
+) -> list[dict[str, Any]]:
+    """The load generator of the verification of ``instances`` replicas of the variant."""
+    return [
+        loadgen_master_service(bench, fleet_variant(variant, instances), uid),
+        loadgen_master_job(bench, variant, uid, run_id, cfg, verify=instances),
+        loadgen_workers_job(bench, variant, uid, run_id, cfg, verify=instances),
+    ]
 
 
 def scrape_config_name(bench: Benchmark, variant: Variant) -> str:

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from fmbench_k8s.api.benchmark import Benchmark
+from fmbench_k8s.api.spec import Variant
+from fmbench_k8s.contract.verification import fleet_variant
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.reconcile import JobState, Observation, VariantObservation
 
@@ -166,27 +168,17 @@ def observe(
     name = bench.metadata.name
     status = dict(body.get("status") or {})
     phase = status.get("phase") or "Pending"
-    variants: dict[str, VariantObservation] = {}
-    for v in bench.spec.variants:
-        ready, problem = 0, None
-        types: tuple[str, ...] = ()
-        base = {builders.LABEL_BENCHMARK: name, builders.LABEL_VARIANT: v.name}
-        if v.engine is not None and phase in ("Deploying", "Running"):
-            dep = reader.deployment(ns, builders.server_name(bench, v))
-            ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
-            pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "server"})
-            problem = diagnose_pods(pods, now, unschedulable_grace_s) or diagnose_deployment(dep)
-            nodes = sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))})
-            types = tuple(sorted({t for n in nodes if (t := reader.node_instance_type(n))}))
-        master = workers = None
-        if phase == "Running":
-            master = reader.job_state(
-                ns, builders.master_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-master"}
-            )
-            workers = reader.job_state(
-                ns, builders.workers_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-worker"}
-            )
-        variants[v.name] = VariantObservation(ready, types, problem, master, workers)
+
+    def look(v: Variant, *, servers: bool, load: bool) -> VariantObservation:
+        return _variant(bench, v, reader, ns, now=now, grace_s=unschedulable_grace_s, servers=servers, load=load)
+
+    serving, running = phase in ("Deploying", "Running"), phase == "Running"
+    variants = {v.name: look(v, servers=v.engine is not None and serving, load=running) for v in bench.spec.variants}
+    fleet = None
+    ver = status.get("verification") or {}
+    if phase == "Verifying" and ver:
+        variant = next(v for v in bench.spec.variants if v.name == ver["variant"])
+        fleet = look(fleet_variant(variant, int(ver["instances"])), servers=True, load=True)
     analysis = None
     if phase == "Analyzing":
         selector = {builders.LABEL_BENCHMARK: name, builders.LABEL_COMPONENT: "analysis"}
@@ -199,4 +191,30 @@ def observe(
         status=status,
         variants=variants,
         analysis=analysis,
+        fleet=fleet,
     )
+
+
+def _variant(
+    bench: Benchmark, v: Variant, reader: Reader, ns: str, *, now: datetime, grace_s: float, servers: bool, load: bool
+) -> VariantObservation:
+    """A variant's (or the verify phase's fleet's) model servers and load generator, as asked."""
+    ready, problem = 0, None
+    types: tuple[str, ...] = ()
+    base = {builders.LABEL_BENCHMARK: bench.metadata.name, builders.LABEL_VARIANT: v.name}
+    if servers:
+        dep = reader.deployment(ns, builders.server_name(bench, v))
+        ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
+        pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "server"})
+        problem = diagnose_pods(pods, now, grace_s) or diagnose_deployment(dep)
+        nodes = sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))})
+        types = tuple(sorted({t for n in nodes if (t := reader.node_instance_type(n))}))
+    master = workers = None
+    if load:
+        master = reader.job_state(
+            ns, builders.master_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-master"}
+        )
+        workers = reader.job_state(
+            ns, builders.workers_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-worker"}
+        )
+    return VariantObservation(ready, types, problem, master, workers)

@@ -1,6 +1,6 @@
 """The Benchmark state machine, as a pure function of what the operator observed.
 
-Pending → Deploying → Running → Analyzing → Succeeded | Failed. Each call returns the objects to
+Pending → Deploying → Running → Analyzing → [Verifying →] Succeeded | Failed. Each call returns the objects to
 create (create-if-absent), the objects to delete, the status to write, the events to emit and when
 to look again. The kopf handlers only gather observations and carry out decisions, so every
 transition and failure path is unit-tested here without a cluster, and a restarted operator
@@ -14,10 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from fmbench_k8s.api.benchmark import Benchmark
+from fmbench_k8s.api.spec import Variant
 from fmbench_k8s.api.status import TERMINAL_PHASES
 from fmbench_k8s.contract.engines import cluster_problems
 from fmbench_k8s.contract.layout import run_id
 from fmbench_k8s.contract.summary import OperatorSummary
+from fmbench_k8s.contract.verification import MasterOutcome, attempt_verdict, describe, fleet_variant
 from fmbench_k8s.durations import parse_duration
 from fmbench_k8s.operator import builders
 from fmbench_k8s.operator.builders import OperatorConfig
@@ -50,6 +52,7 @@ class Observation:
     status: dict[str, Any]
     variants: dict[str, VariantObservation] = field(default_factory=dict)
     analysis: JobState | None = None
+    fleet: VariantObservation | None = None  # Verifying: the fleet under test and its load generator
 
 
 @dataclass
@@ -124,17 +127,37 @@ class _Machine:
         policy = self.bench.spec.cleanup
         if policy == "Never" or (policy == "OnSuccess" and phase != "Succeeded"):
             return []
-        out: list[tuple[str, str]] = []
-        for v in self.bench.spec.variants:
-            if v.engine is not None:
-                name = builders.server_name(self.bench, v)
-                out += [("Deployment", name), ("Service", name)]
+        out = self._servers()
+        fleet = self._fleet()
+        if fleet is not None:
+            out += self._fleet_servers(fleet)
         # Stop scraping the endpoints (a ScrapeConfig never made, as after a rejection, is absent).
         out += [
             ("ScrapeConfig", builders.scrape_config_name(self.bench, v))
             for v in builders.scraped_endpoints(self.bench, self.cfg)
         ]
         return out
+
+    def _servers(self) -> list[tuple[str, str]]:
+        """The model servers of the run (not of the verify phase)."""
+        out: list[tuple[str, str]] = []
+        for v in self.bench.spec.variants:
+            if v.engine is not None:
+                name = builders.server_name(self.bench, v)
+                out += [("Deployment", name), ("Service", name)]
+        return out
+
+    def _fleet(self) -> Variant | None:
+        """The verify phase's fleet under test now, if any."""
+        ver = self.status.get("verification")
+        if not ver:
+            return None
+        variant = next(v for v in self.bench.spec.variants if v.name == ver["variant"])
+        return fleet_variant(variant, int(ver["instances"]))
+
+    def _fleet_servers(self, fleet: Variant) -> list[tuple[str, str]]:
+        name = builders.server_name(self.bench, fleet)
+        return [("Deployment", name), ("Service", name), ("Service", builders.master_name(self.bench, fleet))]
 
     # -- phases ----------------------------------------------------------------------------------
     def step(self) -> Decision:
@@ -144,9 +167,9 @@ class _Machine:
         self.status["observedGeneration"] = self.obs.generation
         if self._run_deadline_passed():
             return self.finish()
-        {"Pending": self.pending, "Deploying": self.deploying, "Running": self.running, "Analyzing": self.analyzing}[
-            self.phase
-        ]()
+        phases = {"Pending": self.pending, "Deploying": self.deploying, "Running": self.running}
+        phases |= {"Analyzing": self.analyzing, "Verifying": self.verifying}
+        phases[self.phase]()
         return self.finish()
 
     def _run_deadline_passed(self) -> bool:
@@ -270,7 +293,108 @@ class _Machine:
         else:
             message = "no variant meets the SLO with a known price: there is no recommendation"
             self.condition("Recommended", False, "NoVariantMeetsSlo", message)
+        if self.bench.spec.verify is not None and self._start_verifying(summary):
+            return
         self.move("Succeeded", message, "Succeeded")
+
+    # -- the verify phase (docs/verify.md) -------------------------------------------------------
+    def _start_verifying(self, summary: OperatorSummary) -> bool:
+        """Verifying the recommendation, or the reason it cannot be (a Verified=False condition)."""
+        rec = summary.recommendation
+        if rec is None:
+            self.condition("Verified", False, "NoRecommendation", "there is no recommendation to verify")
+            return False
+        variant = next(v for v in self.bench.spec.variants if v.name == rec.variant)
+        if variant.engine is None:
+            message = f"{rec.variant} is an existing endpoint: the operator cannot deploy {rec.instances} of it"
+            self.condition("Verified", False, "NotDeployable", message)
+            return False
+        n = rec.instances
+        self.status["verification"] = {
+            "variant": variant.name, "instanceType": variant.instance_type, "computedInstances": n,
+            "instances": n, "verdict": "Running", "attemptStartTime": _iso(self.obs.now), "loadStarted": False,
+            "attempts": [],
+        }  # fmt: skip
+        # The run's model servers hold the accelerators the fleet needs, whatever spec.cleanup says.
+        self.decision.delete += self._servers()
+        self.condition("Verified", False, "Verifying", f"deploying {n} × {variant.instance_type}")
+        self.move("Verifying", f"verifying {rec.headline()}")
+        self.verifying()
+        return True
+
+    def verifying(self) -> None:
+        ver = self.status["verification"]
+        fleet = self._fleet()
+        assert fleet is not None and self.bench.spec.verify is not None
+        variant = next(v for v in self.bench.spec.variants if v.name == ver["variant"])
+        n, uid, seen = fleet.replicas, self.obs.uid, self.obs.fleet or VariantObservation()
+        if seen.problem is not None:
+            reason, message = seen.problem
+            return self._attempt_done("Failed", f"the fleet of {n}: {reason}: {message}")
+        self.decision.create += builders.fleet_children(self.bench, variant, uid, self.cfg, instances=n)
+        if not ver["loadStarted"]:
+            if seen.ready_replicas < n:
+                waited = (self.obs.now - _parse_iso(ver["attemptStartTime"])).total_seconds()
+                if waited > self.bench.spec.timeouts.model_ready_s:
+                    self._attempt_done(
+                        "Failed",
+                        f"the fleet of {n} was not Ready within spec.timeouts.modelReady "
+                        f"({self.bench.spec.timeouts.model_ready}): {seen.ready_replicas}/{n}",
+                    )
+                return
+            ver["loadStarted"] = True
+        run_id = str(self.status["runId"])
+        self.decision.create += builders.fleet_load_children(self.bench, variant, uid, run_id, self.cfg, instances=n)
+        for job, what in ((seen.workers, "workers"), (seen.master, "master")):
+            if job is not None and job.failed and (job.refused or what == "master"):
+                return self._attempt_done("Failed", f"load generator {what}: {job.message or 'failed'}")
+        if seen.master is None or not seen.master.succeeded:
+            return
+        try:
+            levels = MasterOutcome.parse(seen.master.message).levels
+        except ValueError as err:
+            return self._attempt_done("Failed", str(err))
+        verdict, at_r = attempt_verdict(self.bench.spec, levels)
+        numbers = describe(self.bench.spec, at_r) if at_r is not None else "no stage at R was judged"
+        above = [describe(self.bench.spec, lv) for lv in levels if at_r is not None and lv.rate > at_r.rate]
+        message = "; ".join(
+            [numbers, *(f"step above: {a}" for a in above), *([at_r.reason] if at_r and at_r.reason else [])]
+        )
+        attempt: dict[str, Any] = {"instances": n, "verdict": verdict, "message": message[:1000]}
+        if at_r is not None:
+            attempt |= {
+                "requestsPerMinute": at_r.rate * 60, "sloSeconds": at_r.value, "sloCiLow": at_r.ci_low,
+                "sloCiHigh": at_r.ci_high, "requests": at_r.requests,
+            }  # fmt: skip
+        self._attempt_done(verdict, message, attempt)
+
+    def _attempt_done(self, verdict: str, message: str, attempt: dict[str, Any] | None = None) -> None:
+        ver = self.status["verification"]
+        fleet = self._fleet()
+        assert fleet is not None and self.bench.spec.verify is not None
+        n = fleet.replicas
+        ver["attempts"] = [*ver["attempts"], attempt or {"instances": n, "verdict": verdict, "message": message[:1000]}]
+        self.decision.delete += self._fleet_servers(fleet)
+        computed = int(ver["computedInstances"])
+        if n == computed:
+            ver["verdict"] = verdict
+        if verdict == "Refuted" and n < computed + self.bench.spec.verify.max_extra_instances:
+            ver |= {"instances": n + 1, "attemptStartTime": _iso(self.obs.now), "loadStarted": False}
+            self.status["message"] = f"{n} × {fleet.instance_type} refuted ({message}); verifying {n + 1}"[:2000]
+            self.decision.events.append(("Normal", "Refuted", self.status["message"][:1000]))
+            return
+        if verdict == "Confirmed":
+            ver["verifiedInstances"] = n
+            reason = "Confirmed" if n == computed else "MoreInstancesNeeded"
+            text = f"{n} × {fleet.instance_type} holds R: {message}"
+            if n != computed:
+                text = f"the computed {computed} did not hold R; {text}"
+        else:
+            reason = "Refuted" if verdict == "Refuted" else verdict if verdict == "Inconclusive" else "VerifyFailed"
+            text = f"{n} × {fleet.instance_type}: {verdict.lower()}: {message}"
+        self.condition("Verified", verdict == "Confirmed", reason, text)
+        recommended = (self.conditions.get("Recommended") or {}).get("message", "")
+        self.move("Succeeded", f"{recommended}; verified: {text}", "Succeeded")
 
     def _apply_summary(self, summary: OperatorSummary) -> None:
         if summary.recommendation is not None:

@@ -1,7 +1,7 @@
 -- Argo CD health of an fmbench.io/v1alpha1 Benchmark (one benchmark run).
 --   Healthy      phase Succeeded (the message carries the recommendation)
 --   Degraded     phase Failed (the operator's message says why)
---   Progressing  anything else: not picked up yet, Pending, Deploying, Running, Analyzing
+--   Progressing  anything else: not picked up yet, Pending, Deploying, Running, Analyzing, Verifying
 -- Runs in Argo CD's Lua 5.1 sandbox (gopher-lua): `obj` is the live object.
 local hs = {}
 local status = obj.status

@@ -132,6 +132,7 @@ def build_crd() -> dict[str, Any]:
                             "type": "number",
                             "jsonPath": ".status.recommendation.costPer1kRequests",
                         },
+                        {"name": "Verified", "type": "string", "jsonPath": ".status.verification.verdict"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

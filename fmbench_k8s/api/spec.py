@@ -940,6 +940,31 @@ class Analysis(ApiModel):
     )
 
 
+class Verify(ApiModel):
+    """The verify phase (docs/verify.md): deploy the recommended N×T behind one Service and measure
+    whether it holds R under the SLO."""
+
+    window: StageDuration = Field(
+        default="2m", description="Steady window of the verification stage at R (warmup and drain as load's)."
+    )
+    step_above: float | None = Field(
+        default=None,
+        gt=1,
+        le=4,
+        description="Also run a stage at this multiple of R after the one at R: the fleet's margin (informational).",
+    )
+    max_extra_instances: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="When N is refuted, try N+1, N+2, ... up to N plus this many; 0: report the refutation only.",
+    )
+
+    @property
+    def window_s(self) -> float:
+        return parse_duration(self.window)
+
+
 # A prefix with a run's own folder names would put this run's files inside another run's records.
 _RUN_DIRS = "(^|/)(records|stages)(/|$)"
 _RUN_DIRS_MESSAGE = "must not contain a records/ or stages/ folder: those are a run's own"
@@ -1012,6 +1037,11 @@ class BenchmarkSpec(ApiModel):
         default="Always", description="Delete model servers after the run: Always, OnSuccess or Never."
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Phase deadlines.")
+    verify: Verify | None = Field(
+        default=None,
+        description="After the analysis, deploy the recommended N×T and check that it holds R under the SLO "
+        "(on a cluster; docs/verify.md).",
+    )
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:

@@ -9,11 +9,13 @@ from pydantic import Field
 
 from fmbench_k8s.api.base import MAX_LIST, ApiModel, Name, Text
 
-Phase = Literal["Pending", "Deploying", "Running", "Analyzing", "Succeeded", "Failed"]
+Phase = Literal["Pending", "Deploying", "Running", "Analyzing", "Verifying", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 TERMINAL_PHASES = ("Succeeded", "Failed")
 VariantPhase = Literal["Pending", "Deploying", "Ready", "Running", "Done", "Failed"]
-CONDITION_TYPES = ("Ready", "ModelServersReady", "LoadComplete", "Analyzed", "ReportPublished", "Recommended")
+CONDITION_TYPES = (
+    "Ready", "ModelServersReady", "LoadComplete", "Analyzed", "ReportPublished", "Recommended", "Verified",
+)  # fmt: skip
 
 
 class Condition(ApiModel):
@@ -21,7 +23,8 @@ class Condition(ApiModel):
 
     type: Name = Field(
         description="Ready, ModelServersReady, LoadComplete, Analyzed, ReportPublished or Recommended "
-        "(False: no variant met the SLO; reason LowerBound: the answer is a bound, not a measured capacity)."
+        "(False: no variant met the SLO; reason LowerBound: the answer is a bound, not a measured capacity) or "
+        "Verified (spec.verify: True when a fleet held R; reason MoreInstancesNeeded when that took more than N)."
     )
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: Name = Field(description="CamelCase reason.")
@@ -71,6 +74,43 @@ class Recommendation(ApiModel):
     instances_high: int | None = Field(default=None, ge=1, description="Most instances within X*'s 95% interval.")
 
 
+AttemptVerdict = Literal["Confirmed", "Refuted", "Inconclusive", "Failed"]
+
+
+class VerifyAttempt(ApiModel):
+    """One fleet the verify phase measured (docs/verify.md)."""
+
+    instances: int = Field(ge=1, description="Replicas behind the Service.")
+    verdict: AttemptVerdict = Field(
+        description="Confirmed: the SLO percentile at R is within the bound with 95% confidence; Refuted: above "
+        "it with 95% confidence; Inconclusive: neither; Failed: the fleet or its load did not run."
+    )
+    requests_per_minute: float | None = Field(default=None, ge=0, description="R, as offered.")
+    slo_seconds: float | None = Field(default=None, ge=0, description="The SLO percentile measured at R.")
+    slo_ci_low: float | None = Field(default=None, ge=0, description="Its 95% confidence interval, low end.")
+    slo_ci_high: float | None = Field(default=None, ge=0, description="Its 95% confidence interval, high end.")
+    requests: int | None = Field(default=None, ge=0, description="Requests in the steady window at R.")
+    message: Text | None = Field(default=None, description="The verdict's numbers, or why it failed.")
+
+
+class Verification(ApiModel):
+    """The verify phase: the recommended N×T deployed and measured at R (docs/verify.md)."""
+
+    variant: Name = Field(description="Variant verified.")
+    instance_type: Name | None = Field(default=None, description="T.")
+    computed_instances: int = Field(ge=1, description="N as the analysis computed it.")
+    instances: int = Field(ge=1, description="The fleet under test now, or the last one tested.")
+    verdict: Literal["Running", "Confirmed", "Refuted", "Inconclusive", "Failed"] = Field(
+        description="The verdict on the computed N (Running until measured)."
+    )
+    verified_instances: int | None = Field(
+        default=None, ge=1, description="The fewest instances confirmed to hold R (none: no fleet was confirmed)."
+    )
+    attempt_start_time: Name | None = Field(default=None, description="RFC 3339 time the current fleet was created.")
+    load_started: bool = Field(default=False, description="The current fleet was Ready and its load started.")
+    attempts: list[VerifyAttempt] = Field(default_factory=list, max_length=17, description="Fleets measured.")
+
+
 class ReportRef(ApiModel):
     """Where the report is."""
 
@@ -80,7 +120,9 @@ class ReportRef(ApiModel):
 class BenchmarkStatus(ApiModel):
     """Observed state of a Benchmark."""
 
-    phase: Phase = Field(default="Pending", description="Pending, Deploying, Running, Analyzing, Succeeded, Failed.")
+    phase: Phase = Field(
+        default="Pending", description="Pending, Deploying, Running, Analyzing, Verifying, Succeeded, Failed."
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="Generation last acted on.")
     run_id: Name | None = Field(default=None, description="Identifier of this run in storage.")
     start_time: Name | None = Field(default=None, description="RFC 3339 start time.")
@@ -101,3 +143,4 @@ class BenchmarkStatus(ApiModel):
     )
     recommendation: Recommendation | None = Field(default=None, description="Cheapest variant meeting the SLO.")
     report: ReportRef | None = Field(default=None, description="Report location.")
+    verification: Verification | None = Field(default=None, description="The verify phase (spec.verify).")

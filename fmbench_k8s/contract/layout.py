@@ -9,6 +9,7 @@ A run's folder::
         records/<variant>/<stage>-<worker>-<part>.parquet
         stages/<variant>.json                      StageInfo list (contract/records.py)
         stages/<variant>.search.json               the search's levels, verdicts and c*
+        verify/{records,stages}/<variant>-x<N>/…   the verify phase's runs (contract/verification.py)
         report.json, report.html, report.md, stages.csv, variants.csv, plots/*.png
 
 On a cluster ``<prefix>`` is ``s3://<bucket>/<report.s3.prefix>``; locally it is ``--output``
@@ -56,11 +57,14 @@ class LoadgenTarget:
     run_id: str
     endpoint_url: str | None = None  # None: the variant's own endpoint.url
     api: str | None = None
+    verify: int | None = None  # the verification of this many instances (contract/verification.py)
 
     def args(self) -> list[str]:
         out = ["--spec", self.spec, "--variant", self.variant, "--output", self.output, "--run-id", self.run_id]
         if self.endpoint_url is not None:
             out += ["--endpoint-url", self.endpoint_url, "--api", self.api or "openai-chat"]
+        if self.verify is not None:
+            out += ["--verify", str(self.verify)]
         return out
 
 

@@ -76,6 +76,12 @@ class RunContext:
         proc.wait_for_line(r"listening on (http://\S+)", READY_TIMEOUT_S)
 
 
+NOT_VERIFIED = (
+    "not verified: spec.verify runs on a cluster, where the operator deploys the recommended N replicas behind "
+    "one Service (docs/verify.md)"
+)
+
+
 def print_plan(console: Console, bench: Benchmark, plans: list[VariantPlan]) -> None:
     load = bench.spec.load
     workers = f"{load.workers} worker{'s' if load.workers != 1 else ''}"
@@ -236,6 +242,9 @@ def run_local(
         return exits.OK
 
     ctx, spec_path = _open_run(bench, root, console, price_table, engines)
+    if bench.spec.verify is not None:
+        ctx.notes.append(NOT_VERIFIED)
+        console.print(f"[yellow]note: {NOT_VERIFIED}[/]")
     prometheus_url: str | None = None
     try:
         with _sigint_sets(ctx.interrupted):

@@ -60,6 +60,10 @@ def _bench(status: dict[str, Any] | None = None) -> dict[str, Any]:
             {"status": "Progressing", "message": "Analyzing: analysis job running"},
         ),
         (
+            {"phase": "Verifying", "message": "verifying g6e on g6e.2xlarge × 3"},
+            {"status": "Progressing", "message": "Verifying: verifying g6e on g6e.2xlarge × 3"},
+        ),
+        (
             {"phase": "Failed", "message": "InsufficientAccelerators: 0/12 nodes: Insufficient nvidia.com/gpu"},
             {"status": "Degraded", "message": "InsufficientAccelerators: 0/12 nodes: Insufficient nvidia.com/gpu"},
         ),

@@ -339,7 +339,7 @@ def s3_json(stack: Stack, uri: str) -> JSON:
 # -- tests -------------------------------------------------------------------------------------------
 
 
-def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recommendation(
+def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recommendation_verified(
     cluster: TestCluster, run: Stack
 ) -> None:
     ns = run.namespace
@@ -353,9 +353,13 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
     # turns carry the history in the pods too
     body["spec"]["workload"]["conversation"] = {"turns": 3}
     body["spec"]["workload"]["sharedPrefix"] = {"prefixes": 2, "tokens": 64}
+    # The verify phase (docs/verify.md) deploys the recommended N behind one Service and offers R:
+    # a small headroom makes N several replicas.
+    body["spec"]["analysis"] = {"headroom": 0.2}
+    body["spec"]["verify"] = {"window": "6s", "stepAbove": 1.5}
     apply(cluster, ns, body)
     started = time.monotonic()
-    final = wait_phase(cluster, ns, name, {"Succeeded", "Failed"}, timeout=900)
+    final = wait_phase(cluster, ns, name, {"Succeeded", "Failed"}, timeout=1200)
     assert final["phase"] == "Succeeded", json.dumps(final, indent=1)
     conditions = {c["type"]: c["status"] for c in final["conditions"]}
     assert conditions["Ready"] == "True", final["conditions"]
@@ -385,6 +389,20 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
     # (the workers are gone: their series are stale now, the range still holds them)
     series = run.prometheus.query(f'max_over_time(fmbench_requests_total{{benchmark="{name}"}}[15m])')
     assert series, f"Prometheus has no client metrics of the run; its targets: {run.prometheus.targets()}"
+    # Verified: the fleet of N held R = 600 req/min, and every one of its N replicas served
+    n = recommended["instances"]
+    verification = final["verification"]
+    assert n >= 2 and conditions["Verified"] == "True", json.dumps(verification, indent=1)
+    assert (verification["verdict"], verification["verifiedInstances"]) == ("Confirmed", n)
+    (attempt,) = verification["attempts"]
+    assert attempt["instances"] == n and attempt["requestsPerMinute"] == 600 and attempt["requests"] >= 10
+    assert attempt["sloCiLow"] <= attempt["sloSeconds"] <= attempt["sloCiHigh"] <= 1.0, attempt
+    assert "step above: " in attempt["message"]
+    fleet = f"{recommended['variant']}-x{n}"
+    served = run.prometheus.query(f'max_over_time(vllm:request_success_total{{variant="{fleet}"}}[15m]) > 0')
+    assert len({s["metric"]["instance"] for s in served}) == n, served
+    stages: Any = s3_json(run, report_uri.rsplit("/", 1)[0] + f"/verify/stages/{fleet}.json")
+    assert [s["target_rate"] for s in stages] == [10.0, 15.0]
     print(f"two-variant search on the real node: {time.monotonic() - started:.0f}s")
 
 

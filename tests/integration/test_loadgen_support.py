@@ -72,7 +72,7 @@ def start_simulator(*args: str, cwd: Path | None = None) -> Sim:
 
 
 def write_spec(path: Path, *, variants: list[dict[str, Any]], load: dict[str, Any], slo: dict[str, Any] | None = None,
-               workload: dict[str, Any] | None = None, name: str = "lgtest") -> Path:  # fmt: skip
+               workload: dict[str, Any] | None = None, name: str = "lgtest", **spec: Any) -> Path:  # fmt: skip
     doc = {
         "apiVersion": "fmbench.io/v1alpha1",
         "kind": "Benchmark",
@@ -83,6 +83,7 @@ def write_spec(path: Path, *, variants: list[dict[str, Any]], load: dict[str, An
             or {"requestsPerMinute": 600, "promptTokens": {"mean": 100, "stddev": 10}, "outputTokens": {"mean": 16}},
             "slo": slo or {"latency": {"metric": "e2e", "percentile": 95, "maxSeconds": 10}, "maxErrorRate": 1.0},
             "load": {"workers": 2, "warmup": "300ms", "drain": "2s", "minRequestsPerStage": 1, **load},
+            **spec,
         },
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
