@@ -28,7 +28,7 @@ from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
 from fmbench_k8s.analysis.report import SCHEMA_VERSION, build_report, summary
 from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
-from fmbench_k8s.api.spec import BenchmarkSpec, Variant
+from fmbench_k8s.api.spec import BenchmarkSpec, Pricing, Variant
 from fmbench_k8s.contract.engines import engine_info
 from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
 from fmbench_k8s.contract.report import parse_report
@@ -133,11 +133,17 @@ def load_stages(run: Storage, variants: Sequence[str], notes: list[str]) -> list
 
 
 def _prices(
-    spec: BenchmarkSpec, notes: list[str], table: PriceTable | None, ran_on: Mapping[str, Sequence[str]]
+    spec: BenchmarkSpec,
+    notes: list[str],
+    table: PriceTable | None,
+    ran_on: Mapping[str, Sequence[str]],
+    bought: Mapping[str, Sequence[str]],
 ) -> list[VariantPrice]:
-    resolver = PriceResolver(spec.analysis.pricing, table or builtin_table())
     prices = []
     for v in spec.variants:
+        resolver = PriceResolver(
+            _as_bought(v, spec.analysis.pricing, bought.get(v.name, ()), notes), table or builtin_table()
+        )
         try:
             price = resolver.variant(v)
             price = _as_ran(v, price, resolver, ran_on.get(v.name, ()), notes)
@@ -149,6 +155,22 @@ def _prices(
             notes.extend(f"{v.name}: {n}" for n in price.instance.notes if "pricePerHour" not in n)
         prices.append(price)
     return prices
+
+
+def _as_bought(v: Variant, pricing: Pricing, observed: Sequence[str], notes: list[str]) -> Pricing:
+    """The pricing of the capacity type the variant's nodes were bought at (Karpenter's or EKS's
+    node label), when that is not analysis.pricing.capacityType: what ran is what would be bought.
+    Of several, on-demand (the dearest); reserved capacity is priced as on-demand."""
+    if v.engine is None or not engine_info(v.engine).needs_cluster or not observed:
+        return pricing
+    had = "on-demand" if set(observed) != {"spot"} else "spot"
+    wanted = "on-demand" if pricing.capacity_type == "savings-plan" else pricing.capacity_type
+    if had == wanted:
+        return pricing
+    ran = ", ".join(sorted(set(observed)))
+    notes.append(f"{v.name}: its nodes were {ran} capacity, not analysis.pricing.capacityType "
+                 f"{pricing.capacity_type}; priced as {had}, what ran")  # fmt: skip
+    return pricing.model_copy(update={"capacity_type": had, "discount": None if had == "spot" else pricing.discount})
 
 
 def _as_ran(
@@ -218,6 +240,7 @@ def analyze_run(
     notes: Sequence[str] = (),
     price_table: PriceTable | None = None,
     ran_on: Mapping[str, Sequence[str]] | None = None,
+    bought: Mapping[str, Sequence[str]] | None = None,
     served: Mapping[str, str] | None = None,
 ) -> Summary:
     """Read records/ and stages/ from ``run``, write report.json/.html/.md, stages.csv,
@@ -228,6 +251,8 @@ def analyze_run(
     ``price_table`` replaces the shipped one (``--price-table``).
     ``ran_on``: per variant, the instance types its model server pods ran on (the operator's
     ``status.variants[].nodeInstanceTypes``); a type other than spec.instanceType is what is priced.
+    ``bought``: per variant, the capacity types of those nodes (``nodeCapacityTypes``); one other
+    than analysis.pricing.capacityType is what is priced.
     ``served``: what answered a variant, where the caller knows better than the spec (a local
     engine).
     Raises AccountingError when the records do not add up.
@@ -237,7 +262,7 @@ def analyze_run(
     if partial:
         notes.append("the run did not finish: this report covers the stages that ran")
     names = [v.name for v in spec.variants]
-    prices = _prices(spec, notes, price_table, ran_on or {})
+    prices = _prices(spec, notes, price_table, ran_on or {}, bought or {})
     infos = load_stages(run, names, notes)
     metrics = measure_run(run, spec, infos, notes)
 

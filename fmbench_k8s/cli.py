@@ -180,9 +180,9 @@ def _price_table(path: Path | None) -> PriceTable | None:
         raise
 
 
-def _ran_on(given: list[str]) -> dict[str, list[str]]:
+def _ran_on(given: list[str], flag: str = "--ran-on") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for name, types in _pairs(given, "--ran-on"):
+    for name, types in _pairs(given, flag):
         out.setdefault(name, []).extend(t for t in types.split(",") if t)
     return out
 
@@ -224,6 +224,7 @@ def _analyze(args: argparse.Namespace) -> int:
             output=output,
             price_table=table,
             ran_on=_ran_on(args.ran_on),
+            bought=_ran_on(args.capacity_type, "--capacity-type"),
         )
     except SpecError as err:
         for problem in err.problems:
@@ -393,6 +394,8 @@ def _add_analyze(sub: Any) -> None:
     p.add_argument("--price-table", type=Path, help=PRICE_TABLE_HELP)
     ran_on = "instance types a variant's pods ran on (the operator passes them); what ran is priced"
     p.add_argument("--ran-on", action="append", default=[], metavar="VARIANT=TYPE[,TYPE]", help=ran_on)
+    bought = "capacity types (on-demand, spot, reserved) of the nodes a variant's pods ran on; what ran is priced"
+    p.add_argument("--capacity-type", action="append", default=[], metavar="VARIANT=TYPE[,TYPE]", help=bought)
     p.set_defaults(func=_analyze)
 
 

@@ -41,6 +41,8 @@ LABEL_BENCHMARK = "fmbench.io/benchmark"
 LABEL_VARIANT = "fmbench.io/variant"
 LABEL_COMPONENT = "fmbench.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "fmbench-k8s"}
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
+DO_NOT_DISRUPT = {"karpenter.sh/do-not-disrupt": "true"}
 LOCUST_PORT = 5557
 METRICS_PORT = 9646
 ENDPOINT_RECOVERY_S = 900
@@ -80,6 +82,8 @@ class OperatorConfig:
     scrape_endpoints: bool = False
     monitor_labels: tuple[tuple[str, str], ...] = ()
     scrape_interval: str = "15s"
+    # The chart's karpenter.enabled: model servers select the capacity type the run is priced at.
+    karpenter: bool = False
 
     def resources_of(self, component: str) -> Resources:
         return {kind: dict(values) for kind, values in self.resources[component].items()}
@@ -331,6 +335,8 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
     # A simulator only plays the instance type: it runs wherever the variant's own selector allows.
     simulated = variant.engine == "simulator"
     pinned = {} if simulated else {"node.kubernetes.io/instance-type": variant.instance_type.removeprefix("ml.")}
+    if cfg.karpenter and not simulated:
+        pinned[CAPACITY_TYPE_LABEL] = karpenter_capacity(bench.spec.analysis.pricing.capacity_type)
     node_selector = {**pinned, **variant.node_selector}
     pod_spec: dict[str, Any] = {
         "nodeSelector": node_selector,
@@ -368,9 +374,16 @@ def server_deployment(bench: Benchmark, variant: Variant, uid: str, cfg: Operato
                     LABEL_COMPONENT: "server",
                 }
             },
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            # Karpenter never moves a model server mid-run (drift, expiry, consolidation).
+            "template": {"metadata": {"labels": pod_labels, "annotations": DO_NOT_DISRUPT}, "spec": pod_spec},
         },
     }
+
+
+def karpenter_capacity(priced_as: str) -> str:
+    """The Karpenter capacity type whose price a run is sized at: spot, or on-demand (for on-demand
+    and savings-plan, which discounts on-demand capacity)."""
+    return "spot" if priced_as == "spot" else "on-demand"
 
 
 def server_service(bench: Benchmark, variant: Variant, uid: str) -> dict[str, Any]:
@@ -445,7 +458,7 @@ def _job(
     bench: Benchmark, uid: str, name: str, component: str, *, variant: str | None, pod: dict[str, Any], **spec: Any
 ) -> dict[str, Any]:
     """A Job owned by the Benchmark whose pods carry the same labels as the Job."""
-    template = {"metadata": {"labels": labels(bench, component, variant)}, "spec": pod}
+    template = {"metadata": {"labels": labels(bench, component, variant), "annotations": DO_NOT_DISRUPT}, "spec": pod}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -540,14 +553,21 @@ def loadgen_workers_job(
 
 
 def analysis_job(
-    bench: Benchmark, uid: str, run_id: str, cfg: OperatorConfig, ran_on: Mapping[str, Sequence[str]] | None = None
+    bench: Benchmark,
+    uid: str,
+    run_id: str,
+    cfg: OperatorConfig,
+    *,
+    ran_on: Mapping[str, Sequence[str]] | None = None,
+    bought: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Runs ``fmbench-k8s analyze``; its compact summary JSON is the container's termination message.
-    ``ran_on``: the instance types each variant's model server pods ran on, priced by the analysis."""
+    ``ran_on``, ``bought``: the instance types and capacity types of the nodes each variant's model
+    server pods ran on, priced by the analysis."""
     uri = run_uri(bench, run_id)
     args = analyze_args(
         spec=f"{SPEC_MOUNT}/spec.yaml", records=uri, run=run_id, output=uri, summary_file=TERMINATION_LOG,
-        prometheus_url=bench.spec.prometheus.url if bench.spec.prometheus else None, ran_on=ran_on,
+        prometheus_url=bench.spec.prometheus.url if bench.spec.prometheus else None, ran_on=ran_on, bought=bought,
     )  # fmt: skip
     container = _project_container(cfg, "analysis", args, _runner_env(bench, cfg))
     container["resources"] = cfg.resources_of("analysis")

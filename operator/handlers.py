@@ -43,6 +43,7 @@ def config_from_env(env: dict[str, str] | None = None) -> tuple[OperatorConfig, 
         scrape_endpoints=env.get("FMBENCH_SCRAPE_ENDPOINTS", "false").lower() == "true",
         monitor_labels=tuple(sorted(json.loads(env.get("FMBENCH_MONITOR_LABELS") or "{}").items())),
         scrape_interval=env.get("FMBENCH_SCRAPE_INTERVAL", OperatorConfig.scrape_interval),
+        karpenter=env.get("FMBENCH_KARPENTER", "false").lower() == "true",
     )
     return (
         cfg,

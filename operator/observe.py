@@ -27,6 +27,9 @@ FATAL_WAITING = (
     "CreateContainerError",
 )
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+# The capacity type a node was bought at: Karpenter's label, or an EKS managed node group's.
+EKS_CAPACITY_LABEL = "eks.amazonaws.com/capacityType"
+_EKS_CAPACITY = {"ON_DEMAND": "on-demand", "SPOT": "spot", "CAPACITY_BLOCK": "reserved"}
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -153,11 +156,16 @@ class Reader:
         pods = self.pods(ns, selector)
         return job_state(job, pods, self.refused(ns, job) if not pods else None)
 
-    def node_instance_type(self, name: str) -> str | None:
+    def node_labels(self, name: str) -> dict[str, str]:
         node = self._get(self.core.read_node, name)
-        labels = ((node or {}).get("metadata") or {}).get("labels") or {}
-        value = labels.get(INSTANCE_TYPE_LABEL)
-        return str(value) if value else None
+        return dict(((node or {}).get("metadata") or {}).get("labels") or {})
+
+
+def capacity_type(labels: dict[str, str]) -> str | None:
+    """on-demand, spot or reserved, from a node's labels; None when neither label says."""
+    if value := labels.get(builders.CAPACITY_TYPE_LABEL):
+        return value
+    return _EKS_CAPACITY.get(labels.get(EKS_CAPACITY_LABEL, ""))
 
 
 def observe(
@@ -201,14 +209,17 @@ def _variant(
     """A variant's (or the verify phase's fleet's) model servers and load generator, as asked."""
     ready, problem = 0, None
     types: tuple[str, ...] = ()
+    capacities: tuple[str, ...] = ()
     base = {builders.LABEL_BENCHMARK: bench.metadata.name, builders.LABEL_VARIANT: v.name}
     if servers:
         dep = reader.deployment(ns, builders.server_name(bench, v))
         ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
         pods = reader.pods(ns, {**base, builders.LABEL_COMPONENT: "server"})
         problem = diagnose_pods(pods, now, grace_s) or diagnose_deployment(dep)
-        nodes = sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))})
-        types = tuple(sorted({t for n in nodes if (t := reader.node_instance_type(n))}))
+        names = sorted({name for p in pods if (name := (p.get("spec") or {}).get("nodeName"))})
+        nodes = [reader.node_labels(name) for name in names]
+        types = tuple(sorted({t for labels in nodes if (t := labels.get(INSTANCE_TYPE_LABEL))}))
+        capacities = tuple(sorted({c for labels in nodes if (c := capacity_type(labels))}))
     master = workers = None
     if load:
         master = reader.job_state(
@@ -217,4 +228,4 @@ def _variant(
         workers = reader.job_state(
             ns, builders.workers_name(bench, v), {**base, builders.LABEL_COMPONENT: "loadgen-worker"}
         )
-    return VariantObservation(ready, types, problem, master, workers)
+    return VariantObservation(ready, types, problem, master, workers, capacities)

@@ -41,6 +41,7 @@ class VariantObservation:
     problem: tuple[str, str] | None = None  # (Reason, message) of a model server pod that cannot run
     master: JobState | None = None
     workers: JobState | None = None
+    node_capacity_types: tuple[str, ...] = ()  # on-demand, spot, reserved: what the nodes were bought at
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ class _Machine:
             seen = self.obs.variants.get(v.name, VariantObservation())
             vs["readyReplicas"] = seen.ready_replicas
             vs["nodeInstanceTypes"] = list(seen.node_instance_types)
+            if seen.node_capacity_types:
+                vs["nodeCapacityTypes"] = list(seen.node_capacity_types)
             if seen.problem is not None:
                 reason, message = seen.problem
                 vs["phase"], vs["message"] = "Failed", f"{reason}: {message}"
@@ -266,8 +269,11 @@ class _Machine:
 
     def analyzing(self) -> None:
         ran_on = {name: vs.get("nodeInstanceTypes") or [] for name, vs in self.variants.items()}
+        bought = {name: vs.get("nodeCapacityTypes") or [] for name, vs in self.variants.items()}
         run_id = str(self.status["runId"])
-        self.decision.create.append(builders.analysis_job(self.bench, self.obs.uid, run_id, self.cfg, ran_on))
+        self.decision.create.append(
+            builders.analysis_job(self.bench, self.obs.uid, run_id, self.cfg, ran_on=ran_on, bought=bought)
+        )
         job = self.obs.analysis
         if job is None or not (job.succeeded or job.failed):
             return

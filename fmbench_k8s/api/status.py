@@ -42,6 +42,12 @@ class VariantStatus(ApiModel):
     node_instance_types: list[Name] = Field(
         default_factory=list, max_length=MAX_LIST, description="Instance types the model server pods run on."
     )
+    node_capacity_types: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_LIST,
+        description="Capacity types of those nodes (karpenter.sh/capacity-type or eks.amazonaws.com/capacityType): "
+        "what the analysis prices.",
+    )
     stages_done: int = Field(default=0, ge=0, description="Load stages completed.")
     max_concurrency_meeting_slo: float | None = Field(
         default=None, description="c*: highest load level meeting the SLO."

@@ -109,8 +109,10 @@ def analyze_args(
     summary_file: str | None = None,
     prometheus_url: str | None = None,
     ran_on: Mapping[str, Sequence[str]] | None = None,
+    bought: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
-    """``analyze …``: records → report. ``ran_on``: the instance types each variant's pods ran on."""
+    """``analyze …``: records → report. ``ran_on``, ``bought``: the instance types and capacity
+    types of the nodes each variant's pods ran on."""
     args = ["analyze", "--spec", spec, "--records", records, "--run-id", run]
     if output is not None:
         args += ["--output-dir", output]
@@ -121,4 +123,7 @@ def analyze_args(
     for name, types in sorted((ran_on or {}).items()):
         if types:
             args += ["--ran-on", f"{name}={','.join(sorted(types))}"]
+    for name, capacities in sorted((bought or {}).items()):
+        if capacities:
+            args += ["--capacity-type", f"{name}={','.join(sorted(capacities))}"]
     return args

@@ -24,6 +24,7 @@ import pytest
 from fmbench_k8s.local.processes import free_port
 from tests.chart.chartkit import CHART, JSON
 from tests.cluster.clusterkit import ApiException, raw_request
+from tests.cluster.crd import install_karpenter_crds
 from tests.cluster.fixtures import TestCluster
 
 pytestmark = pytest.mark.cluster
@@ -297,3 +298,50 @@ def _served(cluster: TestCluster) -> bool:
     except ApiException:
         return False
     return {r["name"] for r in doc.get("resources", [])} >= set(_STAND_IN.values())
+
+
+def test_karpenter_node_pools_pass_karpenters_own_schema_and_go_with_the_release(
+    cluster: TestCluster, namespace: str
+) -> None:
+    """Capacity on demand (docs/install.md): the chart's NodePools, applied to an API server that
+    serves Karpenter's real v1 CRDs (their OpenAPI schema and CEL rules), and gone on uninstall."""
+    install_karpenter_crds(cluster)
+    custom = cluster.custom()
+
+    def pools() -> dict[str, JSON]:
+        items = custom.list_cluster_custom_object("karpenter.sh", "v1", "nodepools")["items"]
+        return {p["metadata"]["name"]: p for p in items}
+
+    values = {**VALUES, "karpenter": {"enabled": True, "consolidateAfter": "10m"}}
+    installing = _install(cluster, namespace, values, release="fmbk")
+    next(installing)
+    try:
+        got = pools()
+        assert sorted(got) == ["fmbench-gpu", "fmbench-neuron"]
+        gpu = got["fmbench-gpu"]["spec"]
+        requirements = {r["key"]: r["values"] for r in gpu["template"]["spec"]["requirements"]}
+        assert requirements["karpenter.sh/capacity-type"] == ["on-demand", "spot"]
+        assert "g6e.2xlarge" in requirements["node.kubernetes.io/instance-type"]
+        assert gpu["template"]["spec"]["taints"] == [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]
+        assert gpu["template"]["spec"]["nodeClassRef"] == {
+            "group": "karpenter.k8s.aws",
+            "kind": "EC2NodeClass",
+            "name": "default",
+        }
+        # (the budgets are Karpenter's schema default, filled in by the API server: its CRD is the real one)
+        assert gpu["disruption"] == {
+            "consolidationPolicy": "WhenEmpty",
+            "consolidateAfter": "10m",
+            "budgets": [{"nodes": "10%"}],
+        }
+        assert gpu["limits"] == {"nvidia.com/gpu": "16"}
+        env = (
+            cluster.apps()
+            .read_namespaced_deployment("fmbk-fmbench-k8s", namespace)
+            .spec.template.spec.containers[0]
+            .env
+        )
+        assert {e.name: e.value for e in env}["FMBENCH_KARPENTER"] == "true"
+    finally:
+        next(installing, None)
+    assert pools() == {}, "helm uninstall leaves no NodePool behind"

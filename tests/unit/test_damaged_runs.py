@@ -19,7 +19,7 @@ import pytest
 from fmbench_k8s.analysis.pricing import parse_price_table
 from fmbench_k8s.analysis.run import analyze_run, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
-from fmbench_k8s.api.spec import BenchmarkSpec
+from fmbench_k8s.api.spec import BenchmarkSpec, Pricing
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.storage import LocalStorage
 
@@ -201,3 +201,42 @@ def test_the_price_is_that_of_the_instance_type_the_pods_ran_on(tmp_path: Path) 
     assert per_instance["g6e.12xlarge"] > 3 * per_instance["g6e.2xlarge"]
     note = "good: its pods ran on g6e.12xlarge, not spec.instanceType g6e.2xlarge; priced as g6e.12xlarge, what ran"
     assert note in load_report(storage)["notes"]
+
+
+def test_the_price_is_that_of_the_capacity_type_the_nodes_were_bought_at(tmp_path: Path) -> None:
+    """Karpenter (or an EKS node group) may give spot capacity to a run priced on-demand, or the
+    reverse: the capacity type the nodes had is priced, with a note; a simulator's is ignored."""
+    storage = _run(tmp_path)
+    good = SPEC.variants[1].model_copy(update={"price_per_hour": None, "engine": "vllm"})
+    spec = SPEC.model_copy(update={"variants": [SPEC.variants[0], good]})
+    on_demand = analyze_run(spec, storage, benchmark="b", run_id="r", plots=False).recommendation
+    spot = analyze_run(spec, storage, benchmark="b", run_id="r", plots=False, bought={"good": ["spot"]})
+    assert on_demand is not None and spot.recommendation is not None
+    assert spot.recommendation.cost_per_hour == pytest.approx(on_demand.cost_per_hour * 0.4)  # the table's spot 0.6 off
+    note = "good: its nodes were spot capacity, not analysis.pricing.capacityType on-demand; priced as spot, what ran"
+    assert note in load_report(storage)["notes"]
+    # A run priced at spot whose nodes were partly on-demand is priced on-demand (the dearest)
+    as_spot = spec.model_copy(
+        update={"analysis": spec.analysis.model_copy(update={"pricing": Pricing(capacity_type="spot")})}
+    )
+    mixed = analyze_run(
+        as_spot, storage, benchmark="b", run_id="r", plots=False, bought={"good": ["on-demand", "spot"]}
+    )
+    assert mixed.recommendation is not None and mixed.recommendation.cost_per_hour == pytest.approx(
+        on_demand.cost_per_hour
+    )
+    # Savings plans discount on-demand capacity: on-demand nodes keep the plan's price
+    plan = spec.model_copy(
+        update={"analysis": spec.analysis.model_copy(update={"pricing": Pricing(capacity_type="savings-plan")})}
+    )
+    kept = analyze_run(plan, storage, benchmark="b", run_id="r", plots=False, bought={"good": ["on-demand"]})
+    assert kept.recommendation is not None and kept.recommendation.cost_per_hour == pytest.approx(
+        on_demand.cost_per_hour * 0.7
+    )
+    simulated = spec.model_copy(
+        update={"variants": [SPEC.variants[0], good.model_copy(update={"engine": "simulator"})]}
+    )
+    ignored = analyze_run(simulated, storage, benchmark="b", run_id="r", plots=False, bought={"good": ["spot"]})
+    assert ignored.recommendation is not None and ignored.recommendation.cost_per_hour == pytest.approx(
+        on_demand.cost_per_hour
+    )

@@ -50,9 +50,12 @@ def test_the_operators_command_lines_are_what_the_programs_accept() -> None:
     env = _container(builders.loadgen_workers_job(bench, variant, UID, "r1", CFG))["env"]
     assert {"name": "FMBENCH_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
 
-    analysis = _container(builders.analysis_job(bench, UID, "r1", CFG, {variant.name: ["g5.2xlarge"]}))["args"]
-    args = build_parser().parse_args(analysis)
+    job = builders.analysis_job(
+        bench, UID, "r1", CFG, ran_on={variant.name: ["g5.2xlarge"]}, bought={variant.name: ["spot"]}
+    )
+    args = build_parser().parse_args(_container(job)["args"])
     assert (args.records, args.output_dir, args.run_id, args.ran_on) == (run, run, "r1", [f"{variant.name}=g5.2xlarge"])
+    assert args.capacity_type == [f"{variant.name}=spot"]
 
 
 def test_the_local_runner_and_the_operator_tell_the_load_generator_the_same() -> None:

@@ -392,3 +392,48 @@ def test_model_server_pods_get_no_api_token_no_capabilities_and_no_service_links
         security = pod["containers"][0]["securityContext"]
         assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+@pytest.mark.parametrize(
+    ("priced_as", "selected"), [("on-demand", "on-demand"), ("spot", "spot"), ("savings-plan", "on-demand")]
+)
+def test_with_karpenter_model_servers_select_the_capacity_type_they_are_priced_at(
+    priced_as: str, selected: str
+) -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/vllm-gpu.yaml").read_text())
+    doc["spec"]["analysis"] = {"pricing": {"capacityType": priced_as}}
+    doc["spec"]["variants"].append({"name": "sim", "instanceType": "g5.2xlarge", "engine": "simulator"})
+    bench = parse_benchmark(doc)
+    with_karpenter = OperatorConfig(image="example.com/fmbench-k8s:test", karpenter=True)
+    gpu, sim = bench.spec.variants[0], bench.spec.variants[-1]
+    pod = builders.server_deployment(bench, gpu, UID, with_karpenter)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {
+        "node.kubernetes.io/instance-type": "g5.2xlarge",
+        "karpenter.sh/capacity-type": selected,
+    }
+    # a simulator runs anywhere; without the chart's karpenter.enabled nothing is selected
+    assert builders.server_deployment(bench, sim, UID, with_karpenter)["spec"]["template"]["spec"]["nodeSelector"] == {}
+    plain = builders.server_deployment(bench, gpu, UID, CFG)["spec"]["template"]["spec"]["nodeSelector"]
+    assert "karpenter.sh/capacity-type" not in plain
+
+
+def test_karpenter_never_moves_a_runs_pods() -> None:
+    bench = _bench()
+    v = bench.spec.variants[0]
+    pods = [
+        builders.server_deployment(bench, v, UID, CFG),
+        builders.loadgen_master_job(bench, v, UID, "r", CFG),
+        builders.loadgen_workers_job(bench, v, UID, "r", CFG),
+        builders.analysis_job(bench, UID, "r", CFG),
+    ]
+    for obj in pods:
+        assert obj["spec"]["template"]["metadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+
+
+def test_the_capacity_type_of_a_node_is_karpenters_or_its_node_groups() -> None:
+    from fmbench_k8s.operator.observe import capacity_type
+
+    assert capacity_type({"karpenter.sh/capacity-type": "spot"}) == "spot"
+    assert capacity_type({"eks.amazonaws.com/capacityType": "ON_DEMAND"}) == "on-demand"
+    assert capacity_type({"eks.amazonaws.com/capacityType": "SPOT"}) == "spot"
+    assert capacity_type({"node.kubernetes.io/instance-type": "g5.2xlarge"}) is None
