@@ -277,6 +277,30 @@ def _compare(args: argparse.Namespace) -> int:
     return exits.REGRESSION if result.regressions else exits.OK
 
 
+def _day_profile(args: argparse.Namespace) -> int:
+    """Prints the YAML to paste under spec.analysis (docs/cost-model.md, "A day of traffic")."""
+    from fmbench_k8s.api.spec import Trace
+    from fmbench_k8s.contract.traces import TraceError, hourly_profile, parse_trace
+    from fmbench_k8s.storage import open_storage
+
+    folder, _, key = args.trace.rpartition("/")
+    try:
+        data = open_storage(folder or ".").read_bytes(key)
+        replay = parse_trace(data, Trace(uri=args.trace, format=args.format))
+        rates = hourly_profile(replay)
+    except OSError as err:
+        print(f"day-profile: cannot read {args.trace}: {err}", file=sys.stderr)
+        return exits.INVALID
+    except TraceError as err:
+        print(f"day-profile: {args.trace}: {err}", file=sys.stderr)
+        return exits.INVALID
+    values = ", ".join(f"{r:.4g}" for r in rates)
+    print(f"# {args.trace}: {len(replay.offsets):,} requests; mean {sum(rates) / 24:.4g} req/min, "
+          f"peak {max(rates):.4g} at hour {rates.index(max(rates))} (UTC)")  # fmt: skip
+    print(f"day:\n  hourlyRequestsPerMinute: [{values}]")
+    return exits.OK
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from fmbench_k8s.simulator.cli import main as simulator_main
 
@@ -328,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run,
         _add_analyze,
         _add_compare,
+        _add_day_profile,
         _add_simulate,
         _add_loadgen,
         _add_operator,
@@ -411,6 +436,13 @@ def _add_compare(sub: Any) -> None:
     )
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write the verdicts as JUnit XML (for CI)")
     p.set_defaults(func=_compare)
+
+
+def _add_day_profile(sub: Any) -> None:
+    p = _command(sub, "day-profile", "turn a request trace into analysis.day's 24 hourly rates (to price a real day)")
+    p.add_argument("trace", metavar="TRACE", help="the trace: a path or s3://BUCKET/KEY")
+    p.add_argument("--format", choices=("azure", "mooncake"), required=True, help="the trace's format")
+    p.set_defaults(func=_day_profile)
 
 
 def _add_simulate(sub: Any) -> None:

@@ -7,7 +7,7 @@ buckets' ranges; every worker draws from its own stream seeded by ``workload.see
 so a run is reproducible. Each prompt starts at a random offset of a large word pool, so prompts
 differ from their first words on and a server's prefix cache cannot make them free, unless the
 workload asks for shared prefixes. A dataset's rows (loadgen/datasets.py) or a trace's lengths
-(loadgen/traces.py) take the synthetic lengths' place. docs/workloads.md has the shapes.
+(contract/traces.py) take the synthetic lengths' place. docs/workloads.md has the shapes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import random
 from dataclasses import dataclass, field
 
 from fmbench_k8s.api.spec import PromptBucket, TokenDistribution, Workload
+from fmbench_k8s.contract.traces import Replay, TraceError, parse_trace
 from fmbench_k8s.loadgen.datasets import DatasetError, load_texts, read_path_or_s3, token_counter
-from fmbench_k8s.loadgen.traces import Replay, TraceError, parse_trace
 
 log = logging.getLogger(__name__)
 

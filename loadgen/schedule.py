@@ -3,7 +3,7 @@
 The master sends one seed per stage; every worker generates the same global schedule from it and
 takes every n-th arrival (worker k of n takes arrivals k, k+n, k+2n, ...), so the union of what
 the workers send is exactly the offered process: a Poisson process of rate λ (exponential gaps)
-or a constant one (gaps 1/λ), or a trace's arrivals time-scaled to a mean rate λ (loadgen/traces.py).
+or a constant one (gaps 1/λ), or a trace's arrivals time-scaled to a mean rate λ (contract/traces.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Iterator
 
-from fmbench_k8s.loadgen.traces import Replay
+from fmbench_k8s.contract.traces import Replay
 
 
 def stage_seed(workload_seed: int, variant: str, stage: int) -> str:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from fmbench_k8s.api.spec import Trace
-from fmbench_k8s.loadgen.traces import parse_trace
+from fmbench_k8s.contract.traces import parse_trace
 from tests.corpus import REPO
 from tests.integration.localrun import run_benchmark
 

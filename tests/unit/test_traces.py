@@ -1,18 +1,21 @@
-"""Trace replay (loadgen/traces.py, load.arrival: trace): the two formats, the time scaling to a
+"""Trace replay (contract/traces.py, load.arrival: trace): the two formats, the time scaling to a
 stage's rate, the loop, each arrival's lengths, and the workers' split of the arrivals."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fmbench_k8s.api.spec import BenchmarkSpec, Trace
+from fmbench_k8s.contract.traces import TraceError, hourly_profile, parse_trace
 from fmbench_k8s.loadgen.datasets import DatasetError
 from fmbench_k8s.loadgen.prompts import PromptSource, load_corpus
 from fmbench_k8s.loadgen.schedule import worker_offsets
-from fmbench_k8s.loadgen.traces import TraceError, parse_trace
 from fmbench_k8s.simulator.tokenizer import count_tokens
 from tests.corpus import REPO
 
@@ -99,3 +102,53 @@ def test_bad_traces_and_specs_are_refused_with_the_line(tmp_path: Path) -> None:
     doc["load"]["arrival"] = "poisson"
     with pytest.raises(ValueError, match=r"load\.arrival: trace replays workload\.trace; give both, or neither"):
         BenchmarkSpec.model_validate(doc)
+
+
+def _hourly_mooncake(hours: int, per_min: Callable[[int], float]) -> bytes:
+    """A Mooncake trace whose hour h (from its time zero) has per_min(h % 24) evenly spaced requests/min."""
+    lines, t = [], 0.0
+    for h in range(hours):
+        gap = 60.0 / per_min(h % 24)
+        t = max(t, h * 3600.0)
+        while t < (h + 1) * 3600.0:
+            lines.append(f'{{"timestamp": {t * 1000:.0f}, "input_length": 10, "output_length": 5}}')
+            t += gap
+    return "\n".join(lines).encode()
+
+
+def test_a_trace_of_a_day_or_more_gives_each_hours_mean_rate() -> None:
+    two_days = parse_trace(_hourly_mooncake(48, lambda h: h + 1), Trace(uri="m.jsonl", format="mooncake"))
+    assert hourly_profile(two_days) == pytest.approx([h + 1 for h in range(24)], rel=0.01)
+    # Azure timestamps are placed in the UTC day: a day from 18:00 has hour 18 first
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    start = datetime(2024, 5, 10, 18, tzinfo=UTC)
+    for i in range(24 * 60):  # one request a minute, and a second one in hour 18
+        stamp = start + timedelta(minutes=i)
+        rows += [f"{stamp:%Y-%m-%d %H:%M:%S}.0000000,100,10"] * (2 if stamp.hour == 18 else 1)
+    profile = hourly_profile(parse_trace("\n".join(rows).encode(), Trace(uri="a.csv", format="azure")))
+    assert profile[18] == pytest.approx(2.0, rel=0.02) and profile[:18] == pytest.approx([1.0] * 18, rel=0.02)
+
+
+def test_a_trace_shorter_than_a_day_is_refused_naming_the_hours_it_lacks() -> None:
+    half = parse_trace(_hourly_mooncake(12, lambda h: 2), Trace(uri="m.jsonl", format="mooncake"))
+    with pytest.raises(TraceError, match=r"spans 12 h and leaves hour\(s\) 12, 13, .*, 23 of the day"):
+        hourly_profile(half)
+
+
+def test_day_profile_prints_the_spec_lines_that_price_that_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fmbench_k8s.api.spec import Day
+    from fmbench_k8s.cli import main
+
+    trace = tmp_path / "day.jsonl"
+    trace.write_bytes(_hourly_mooncake(24, lambda h: 10 if 9 <= h < 17 else 1))
+    assert main(["day-profile", str(trace), "--format", "mooncake"]) == 0
+    out = capsys.readouterr().out
+    day = Day.model_validate(yaml.safe_load(out)["day"])
+    # (the last hour's edge: its span ends one mean gap after its last request)
+    assert day.hourly_requests_per_minute == pytest.approx([10 if 9 <= h < 17 else 1 for h in range(24)], rel=0.02)
+    assert "peak 10 at hour 9" in out
+    (tmp_path / "short.jsonl").write_bytes(MOONCAKE)
+    assert main(["day-profile", str(tmp_path / "short.jsonl"), "--format", "mooncake"]) == 1
+    assert "a day's profile needs a trace of at least a day" in capsys.readouterr().err

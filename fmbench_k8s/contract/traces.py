@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ class Replay:
     offsets: tuple[float, ...]
     prompt_tokens: tuple[int, ...]
     output_tokens: tuple[int, ...]
+    start: float = 0.0  # the first arrival: Unix time (Azure), seconds from the trace's zero (Mooncake)
 
     @property
     def period_s(self) -> float:
@@ -73,7 +75,38 @@ def parse_trace(data: bytes, trace: Trace) -> Replay:
         offsets=tuple(t - start for t, _, _ in rows),
         prompt_tokens=tuple(p for _, p, _ in rows),
         output_tokens=tuple(o for _, _, o in rows),
+        start=start,
     )
+
+
+HOUR_S = 3600.0
+
+
+def hourly_profile(replay: Replay, min_cover_s: float = HOUR_S / 2) -> list[float]:
+    """The trace's mean requests/min in each hour of the day (analysis.day.hourlyRequestsPerMinute):
+    arrivals in hour k of any day, over the time the trace spans within hour k (to its last
+    arrival plus one mean gap, so an edge hour is not over-counted). Hour 0 is 00:00 UTC
+    for Azure's timestamps and the trace's time zero for Mooncake's offsets. Every hour must be
+    covered for at least ``min_cover_s``, or the day would be made up."""
+    times = [replay.start + t for t in replay.offsets]
+    first = times[0]
+    last = first + replay.period_s  # the span plus one mean gap, as a replay's loop
+    counts, cover = [0] * 24, [0.0] * 24
+    for t in times:
+        counts[int(t // HOUR_S) % 24] += 1
+    hour = math.floor(first / HOUR_S)
+    while hour * HOUR_S < last:
+        lo, hi = max(first, hour * HOUR_S), min(last, (hour + 1) * HOUR_S)
+        cover[hour % 24] += max(0.0, hi - lo)
+        hour += 1
+    missing = [k for k in range(24) if cover[k] < min_cover_s]
+    if missing:
+        span = (last - first) / HOUR_S
+        raise TraceError(
+            f"the trace spans {span:.3g} h and leaves hour(s) {', '.join(map(str, missing))} of the day (UTC) "
+            f"with less than {min_cover_s / 60:g} min of traffic; a day's profile needs a trace of at least a day"
+        )
+    return [counts[k] / (cover[k] / 60) for k in range(24)]
 
 
 def _tokens(value: object, where: str, field: str) -> int:
