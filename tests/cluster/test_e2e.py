@@ -389,7 +389,7 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
     # (the workers are gone: their series are stale now, the range still holds them)
     series = run.prometheus.query(f'max_over_time(fmbench_requests_total{{benchmark="{name}"}}[15m])')
     assert series, f"Prometheus has no client metrics of the run; its targets: {run.prometheus.targets()}"
-    # Verified: the fleet of N held R = 600 req/min, and every one of its N replicas served
+    # Verified: the fleet of N held R = 600 req/min
     n = recommended["instances"]
     verification = final["verification"]
     assert n >= 2 and conditions["Verified"] == "True", json.dumps(verification, indent=1)
@@ -398,9 +398,14 @@ def test_a_search_over_two_simulated_variants_ends_ready_with_the_reports_recomm
     assert attempt["instances"] == n and attempt["requestsPerMinute"] == 600 and attempt["requests"] >= 10
     assert attempt["sloCiLow"] <= attempt["sloSeconds"] <= attempt["sloCiHigh"] <= 1.0, attempt
     assert "step above: " in attempt["message"]
+    # The N replicas were up behind the Service and it spread the load over them. (A Service
+    # balances connections, not requests: one whose client kept its connections to the others may
+    # serve nothing, docs/verify.md.)
     fleet = f"{recommended['variant']}-x{n}"
+    up = run.prometheus.query(f'max_over_time(up{{variant="{fleet}", job=~".*model-servers.*"}}[15m]) == 1')
+    assert len({s["metric"]["instance"] for s in up}) == n, up
     served = run.prometheus.query(f'max_over_time(vllm:request_success_total{{variant="{fleet}"}}[15m]) > 0')
-    assert len({s["metric"]["instance"] for s in served}) == n, served
+    assert len({s["metric"]["instance"] for s in served}) >= 2, served
     stages: Any = s3_json(run, report_uri.rsplit("/", 1)[0] + f"/verify/stages/{fleet}.json")
     assert [s["target_rate"] for s in stages] == [10.0, 15.0]
     print(f"two-variant search on the real node: {time.monotonic() - started:.0f}s")
