@@ -216,6 +216,35 @@ def _day_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _accuracy_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
+    """Cost against accuracy (spec.evaluation): each variant's $/1k requests next to its scores."""
+    scored = [v for v in doc["variants"] if v.get("accuracy")]
+    metrics = [s["metric"] for s in scored[0]["accuracy"]["scores"]] if scored else []
+    head = ["variant", "$/1k req", *metrics, "answers", "floor"]
+    rows = []
+    for v in scored:
+        acc = v["accuracy"]
+        cells = [
+            "—" if s["mean"] is None else f"{s['mean']:.3f} [{s['ciLow']:.3f}, {s['ciHigh']:.3f}]"
+            for s in acc["scores"]
+        ]
+        floor = (
+            "—"
+            if acc["floorOutcome"] is None
+            else f"{acc['floorOutcome']} ({acc['floorMetric']} ≥ {acc['floorMin']:g})"
+        )
+        n = max((s["n"] for s in acc["scores"]), default=0)
+        bound = "≤" if v["capacityLowerBound"] and v["costPer1kRequests"] is not None else ""
+        rows.append([v["name"], bound + usd(v["costPer1kRequests"]), *cells, fmt(n), floor])
+    return head, rows
+
+
+ACCURACY_TEXT = (
+    "Means over the answers scored (ok requests with a reference), with 95% intervals; a variant is recommended "
+    "only if it meets the floor (docs/accuracy.md)."
+)
+
+
 def day_text(doc: Doc) -> str:
     day = doc["analysis"]["day"]
     return (
@@ -379,6 +408,12 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
                   f"<p class='muted'>{e(BUCKETS_TEXT)}</p>", _html_table(*_bucket_stage_rows(doc))]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
     parts += [img("cost_vs_throughput.png"), img("cost_vs_rate.png"), img("heatmap.png")]
+    if any(v.get("accuracy") for v in doc["variants"]):
+        parts += [
+            "<h2>Accuracy and cost</h2>",
+            _html_table(*_accuracy_rows(doc)),
+            f"<p class='muted'>{e(ACCURACY_TEXT)}</p>",
+        ]
     if doc["analysis"].get("day"):
         parts += ["<h2>A day of traffic</h2>", _html_table(*_day_rows(doc)), f"<p class='muted'>{e(day_text(doc))}</p>"]
     errors = _error_rows(doc)
@@ -437,6 +472,8 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
         out += [_md_table(*_bucket_stage_rows(doc)), ""]
     out += ["## Instances and cost vs request rate", "", _md_table(*_view_rows(doc)), ""]
     out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
+    if any(v.get("accuracy") for v in doc["variants"]):
+        out += ["", "## Accuracy and cost", "", _md_table(*_accuracy_rows(doc)), "", ACCURACY_TEXT]
     if doc["analysis"].get("day"):
         out += ["", "## A day of traffic", "", _md_table(*_day_rows(doc)), "", day_text(doc)]
     errors = _error_rows(doc)

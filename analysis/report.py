@@ -14,11 +14,12 @@ from typing import Any, Final
 import numpy as np
 
 from fmbench_k8s import __version__
+from fmbench_k8s.analysis.accuracy import Accuracy
 from fmbench_k8s.analysis.daycost import day_cost
 from fmbench_k8s.analysis.metrics import BUCKET_LATENCY, LATENCY_METRICS, BucketMetrics, StageMetrics
 from fmbench_k8s.analysis.pricing import InstancePrice, TokenPrice, VariantPrice
 from fmbench_k8s.analysis.sizing import FMBENCH_RATES, Cost, Sizer, Sizing
-from fmbench_k8s.api.spec import BenchmarkSpec, Day, Variant
+from fmbench_k8s.api.spec import AccuracyFloor, BenchmarkSpec, Day, Variant
 from fmbench_k8s.contract.engines import served_by
 from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
@@ -266,6 +267,7 @@ def variant_entry(
     model: str | None,
     served: str,
     day: Day | None = None,
+    floor: AccuracyFloor | None = None,
 ) -> dict[str, Any]:
     rpm = sizer.workload.requests_per_minute
     cost = sizing.cost
@@ -302,7 +304,27 @@ def variant_entry(
         "notes": [*sizing.notes, *_bucket_notes(buckets, sizing.slo_stage)],
         "buckets": buckets,
         "day": _day_entry(day, sizing, sizer),
+        "accuracy": _accuracy_entry(sizing.accuracy, floor),
         "servedBy": served,
+    }
+
+
+def _accuracy_entry(accuracy: Accuracy | None, floor: AccuracyFloor | None) -> dict[str, Any] | None:
+    if accuracy is None:
+        return None
+
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    scores = [
+        {"metric": s.metric, "mean": num(s.mean), "ciLow": num(s.ci_low), "ciHigh": num(s.ci_high), "n": s.n}
+        for s in accuracy.scores.values()
+    ]
+    return {
+        "scores": scores,
+        "floorMetric": floor.metric if floor else None,
+        "floorMin": floor.min if floor else None,
+        "floorOutcome": accuracy.floor_outcome,
     }
 
 
@@ -351,6 +373,7 @@ def build_report(
         variant_entry(
             v, s, [m for m in metrics if m.variant == v.name], sizer, model=served_model(spec, v),
             served=(served or {}).get(v.name) or served_by(v), day=spec.analysis.day,
+            floor=spec.evaluation.floor if spec.evaluation else None,
         )
         for v, s in zip(spec.variants, sizings, strict=True)
     ]  # fmt: skip

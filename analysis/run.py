@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from fmbench_k8s.analysis.accuracy import accuracy_of, score_records
 from fmbench_k8s.analysis.frames import empty_frame, read_shards, to_frame
 from fmbench_k8s.analysis.metrics import StageMetrics, stage_metrics
 from fmbench_k8s.analysis.plots import render_plots
@@ -27,7 +28,7 @@ from fmbench_k8s.analysis.pricing import (
 from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
 from fmbench_k8s.analysis.report import SCHEMA_VERSION, build_report, summary
-from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend
+from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend, with_accuracy
 from fmbench_k8s.api.spec import BenchmarkSpec, Pricing, Variant
 from fmbench_k8s.contract.engines import engine_info
 from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
@@ -57,7 +58,9 @@ def _measure_groups(
     infos: Sequence[StageInfo],
     rule: SloRule,
     notes: list[str],
+    scored: dict[str, list[float]] | None = None,
 ) -> list[StageMetrics]:
+    """Stage metrics of each group of shards and, into ``scored``, the answers' accuracy scores."""
     out: list[StageMetrics] = []
     for keys in groups:
         frame = to_frame(read_shards(run, keys))
@@ -67,6 +70,9 @@ def _measure_groups(
             frame = frame.loc[~stray].reset_index(drop=True)
         present = set(frame["stage"].unique().tolist())
         out.extend(stage_metrics(frame, [i for i in infos if i.stage in present], rule))
+        if scored:
+            for metric, values in score_records(frame, list(scored)).items():
+                scored[metric] += values
     return out
 
 
@@ -94,8 +100,16 @@ def record_keys(keys: Sequence[str], variants: Sequence[str], notes: list[str]) 
     return by_variant
 
 
-def measure_run(run: Storage, spec: BenchmarkSpec, infos: Sequence[StageInfo], notes: list[str]) -> list[StageMetrics]:
-    """Stage metrics of every variant in the spec, reading one stage's shards at a time."""
+def measure_run(
+    run: Storage,
+    spec: BenchmarkSpec,
+    infos: Sequence[StageInfo],
+    notes: list[str],
+    scored: dict[str, dict[str, list[float]]] | None = None,
+) -> list[StageMetrics]:
+    """Stage metrics of every variant in the spec, reading one stage's shards at a time; with
+    spec.evaluation, each variant's accuracy scores into ``scored``."""
+    metric_names = spec.evaluation.metrics if spec.evaluation is not None else []
     names = [v.name for v in spec.variants]
     rule = SloRule.of(spec)
     # one listing: on S3 it is paged, 1000 keys a request
@@ -104,9 +118,14 @@ def measure_run(run: Storage, spec: BenchmarkSpec, infos: Sequence[StageInfo], n
     for name in names:
         own = [i for i in infos if i.variant == name]
         groups = shard_groups(by_variant[name])
-        found = _measure_groups(run, groups, name, infos=own, rule=rule, notes=notes)
+        sink: dict[str, list[float]] = {m: [] for m in metric_names}
+        found = _measure_groups(run, groups, name, infos=own, rule=rule, notes=notes, scored=sink)
         if len({m.stage for m in found}) < len(found):  # a stage's rows were spread over other stages' shards
-            found = _measure_groups(run, [[k for g in groups for k in g]], name, infos=own, rule=rule, notes=notes)
+            sink = {m: [] for m in metric_names}
+            whole = [[k for g in groups for k in g]]
+            found = _measure_groups(run, whole, name, infos=own, rule=rule, notes=notes, scored=sink)
+        if scored is not None:
+            scored[name] = sink
         seen = {m.stage for m in found}
         found += stage_metrics(empty_frame(), [i for i in own if i.stage not in seen], rule)
         if not found:
@@ -264,11 +283,14 @@ def analyze_run(
     names = [v.name for v in spec.variants]
     prices = _prices(spec, notes, price_table, ran_on or {}, bought or {})
     infos = load_stages(run, names, notes)
-    metrics = measure_run(run, spec, infos, notes)
+    scored: dict[str, dict[str, list[float]]] = {}
+    metrics = measure_run(run, spec, infos, notes, scored)
+    ev = spec.evaluation
+    accuracy = {v: accuracy_of(v, s, ev.floor) for v, s in scored.items()} if ev is not None else {}
 
     sizer = Sizer(spec.workload, spec.analysis.headroom)
     sizings = [
-        sizer.size(v, [m for m in metrics if m.variant == v.name], p)
+        with_accuracy(sizer.size(v, [m for m in metrics if m.variant == v.name], p), accuracy.get(v.name))
         for v, p in zip(spec.variants, prices, strict=True)
     ]
     best = recommend(sizings)

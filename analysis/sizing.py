@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
+from fmbench_k8s.analysis.accuracy import Accuracy
 from fmbench_k8s.analysis.metrics import StageMetrics
 from fmbench_k8s.analysis.pricing import VariantPrice
 from fmbench_k8s.api.spec import Variant, Workload
@@ -86,10 +87,20 @@ class Sizing:
     meets_slo: bool
     reason: str | None
     notes: tuple[str, ...] = field(default=())
+    accuracy: Accuracy | None = None  # spec.evaluation's scores and floor verdict
 
     @property
     def recommendable(self) -> bool:
-        return self.meets_slo and self.cost is not None
+        return self.meets_slo and self.cost is not None and (self.accuracy is None or self.accuracy.meets_floor)
+
+
+def with_accuracy(sizing: Sizing, accuracy: Accuracy | None) -> Sizing:
+    """``sizing`` with its variant's accuracy; below an accuracy floor (or not shown above it) it
+    is not recommended, and its reason says why."""
+    if accuracy is None:
+        return sizing
+    reason = "; ".join(r for r in (sizing.reason, accuracy.reason) if r) or None
+    return replace(sizing, accuracy=accuracy, reason=reason)
 
 
 class Sizer:

@@ -223,6 +223,7 @@ def run_worker(args: argparse.Namespace) -> int:
         runner=runner, client=client, writer=RecordWriter(storage, variant.name, worker_id), exporter=exporter,
         monitor=monitor, workload=bench.spec.workload, corpus=corpus, variant=variant.name, worker_id=worker_id,
         max_inflight=args.max_inflight,
+        answer_chars=bench.spec.evaluation.max_answer_chars if bench.spec.evaluation is not None else None,
     )  # fmt: skip
     runner.register_message(m.STAGE, worker.on_stage)
     runner.register_message(m.EXTEND, worker.on_extend)

@@ -82,9 +82,17 @@ def read_path_or_s3(uri: str, storage_endpoint: str | None, what: str, also: str
 
 
 def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[tuple[str, int | None]] | None:
-    """The workload's dataset rows (prompt, max_tokens or None); None for synthetic prompts. With
-    ``dataset.sample``, that many rows drawn without replacement, the same for every worker and run
-    with the same ``workload.seed``."""
+    """The workload's dataset rows (prompt, max_tokens or None); None for synthetic prompts."""
+    loaded = load_rows(workload, storage_endpoint)
+    return loaded[0] if loaded is not None else None
+
+
+def load_rows(
+    workload: Workload, storage_endpoint: str | None = None
+) -> tuple[list[tuple[str, int | None]], list[tuple[str, ...]] | None] | None:
+    """The workload's dataset rows (prompt, max_tokens or None) and, with dataset.referenceField,
+    each row's reference answers; None for synthetic prompts. With ``dataset.sample``, that many
+    rows drawn without replacement, the same for every worker and run with the same ``workload.seed``."""
     ds = workload.dataset
     if ds is None:
         return None
@@ -100,10 +108,34 @@ def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[
         rows = parse_jsonl(_text(data, ds.uri), ds.prompt_field)
     if not rows:
         raise DatasetError(f"dataset {ds.uri} has no prompts")
+    refs = _references(data, ds.uri, ds.format, ds.reference_field) if ds.reference_field is not None else None
     if ds.sample is not None and ds.sample < len(rows):
         picked = sorted(random.Random(f"dataset:{workload.seed}").sample(range(len(rows)), ds.sample))
         rows = [rows[i] for i in picked]
-    return rows
+        refs = [refs[i] for i in picked] if refs is not None else None
+    return rows, refs
+
+
+def _references(data: bytes, uri: str, fmt: str, field: str) -> list[tuple[str, ...]]:
+    """Each row's reference answers (a string, or a list of strings), aligned with its prompts."""
+    if fmt == "parquet":
+        table = _parquet_table(data)
+        if field not in table.column_names:
+            raise DatasetError(
+                f"dataset: no column {field!r} for referenceField (columns: {', '.join(table.column_names)})"
+            )
+        values: list[tuple[int, Any]] = list(enumerate(table.column(field).to_pylist(), 1))
+        where = "row"
+    else:
+        values = [(n, obj.get(field) if isinstance(obj, dict) else None) for n, obj in _jsonl_objects(_text(data, uri))]
+        where = "line"
+    out = []
+    for n, value in values:
+        refs = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else ()
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise DatasetError(f"dataset {where} {n}: referenceField {field!r} is not a string or a list of strings")
+        out.append(refs)
+    return out
 
 
 def _text(data: bytes, uri: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from fmbench_k8s.api.spec import PromptBucket, TokenDistribution, Workload
 from fmbench_k8s.contract.traces import Replay, TraceError, parse_trace
-from fmbench_k8s.loadgen.datasets import DatasetError, load_texts, read_path_or_s3, token_counter
+from fmbench_k8s.loadgen.datasets import DatasetError, load_rows, read_path_or_s3, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class Prompt:
     # A conversation's earlier turns, oldest first: user, assistant, user, assistant, ...
     history: tuple[str, ...] = ()
     turn: int | None = None  # 1-based turn of a conversation (workload.conversation)
+    reference: tuple[str, ...] | None = None  # the dataset row's reference answers (dataset.referenceField)
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -198,6 +199,7 @@ class Corpus:
     rows: list[tuple[str, int | None]]
     by_bucket: dict[str, list[int]] = field(default_factory=dict)
     replay: Replay | None = None
+    references: list[tuple[str, ...]] | None = None  # per row (dataset.referenceField)
 
 
 def draw_tokens(dist: TokenDistribution, rng: random.Random) -> int:
@@ -258,9 +260,11 @@ class PromptSource:
             order = self._order[name or ""]
             i = self._next[name or ""]
             self._next[name or ""] = i + 1
-            text, max_tokens = self._corpus.rows[order[i % len(order)]]
+            row = order[i % len(order)]
+            text, max_tokens = self._corpus.rows[row]
             out = max_tokens if max_tokens is not None else draw_tokens(output, self.rng)
-            return Prompt(text, out, None, name)
+            refs = self._corpus.references
+            return Prompt(text, out, None, name, reference=refs[row] if refs is not None else None)
         n = self._length(bucket)
         text, out = self.synthetic_text(n), draw_tokens(output, self.rng)
         if self._prefixes:
@@ -308,11 +312,12 @@ def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corp
             return Corpus([], replay=parse_trace(data, workload.trace))
         except TraceError as err:
             raise DatasetError(str(err)) from None
-    rows = load_texts(workload, storage_endpoint)
-    if rows is None:
+    loaded = load_rows(workload, storage_endpoint)
+    if loaded is None:
         return None
+    rows, references = loaded
     if not workload.buckets:
-        return Corpus(rows)
+        return Corpus(rows, references=references)
     count, unit = token_counter(workload.tokenizer, storage_endpoint)
     lengths = count([text for text, _ in rows])
     by_bucket: dict[str, list[int]] = {b.name: [] for b in workload.buckets}
@@ -332,4 +337,4 @@ def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corp
     if placed < len(rows):
         log.info("%d of %d dataset prompts fall in no bucket (counted in %s) and are not sent", len(rows) - placed,
                  len(rows), unit)  # fmt: skip
-    return Corpus(rows, by_bucket)
+    return Corpus(rows, by_bucket, references=references)

@@ -36,7 +36,9 @@ class RequestState:
     client_bound: bool = False
     bucket: str | None = None  # workload.buckets' name
     arrival: int | None = None  # the stage's global arrival number (open loop); a trace row's index
-    answer: list[str] | None = None  # the answer's text, kept only for a conversation's next turn
+    # the answer's text, kept only for a conversation's next turn or for spec.evaluation
+    answer: list[str] | None = None
+    reference: tuple[str, ...] | None = None  # spec.evaluation: the dataset row's reference answers
     turn: int | None = None  # 1-based turn of its conversation (workload.conversation)
 
     def content(self, ts: float, answer: bool = True) -> None:
@@ -105,6 +107,7 @@ class StageContext:
     target_rate: float | None
     steady_start: float
     steady_end: float
+    answer_chars: int | None = None  # spec.evaluation's maxAnswerChars; None: no answer text in records
 
 
 def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
@@ -143,4 +146,6 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "http_status": st.http_status,
         "in_steady_window": ctx.steady_start <= st.t_scheduled < ctx.steady_end,
         "client_bound": st.client_bound,
+        "answer": "".join(st.answer)[: ctx.answer_chars] if ctx.answer_chars and st.answer is not None else None,
+        "reference": [r[: ctx.answer_chars] for r in st.reference] if ctx.answer_chars and st.reference else None,
     }

@@ -109,8 +109,10 @@ class Worker:
         variant: str,
         worker_id: str,
         max_inflight: int = 4096,
+        answer_chars: int | None = None,
     ) -> None:
         self.runner = runner
+        self.answer_chars = answer_chars  # spec.evaluation: keep this much of each answer, and its reference
         self.client = client
         self.writer = writer
         self.exporter = exporter
@@ -173,6 +175,7 @@ class Worker:
             target_rate=plan.target if plan.arrival != "closed" else None,
             steady_start=plan.steady_start,
             steady_end=plan.steady_end,
+            answer_chars=self.answer_chars,
         )
         prompts = PromptSource(self.workload, f"{index}:{plan.stage}", self.corpus)
         run = self.run = StageRun(plan, index, ctx, prompts)
@@ -261,6 +264,9 @@ class Worker:
         if self.sessions is not None:
             session, prompt = self.sessions.take(prompt)
             st.answer, st.turn = [], prompt.turn
+        if self.answer_chars is not None:
+            st.answer = [] if st.answer is None else st.answer
+            st.reference = prompt.reference
         st.prompt_tokens, st.bucket = prompt.prompt_tokens, prompt.bucket
         st.client_bound = self.monitor.bound_now
         gauge = self.exporter.inflight.labels(**self.exporter.labels)

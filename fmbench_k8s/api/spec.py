@@ -486,6 +486,12 @@ class Dataset(ApiModel):
     sample: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Use this many rows, drawn without replacement (workload.seed)."
     )
+    reference_field: Name | None = Field(
+        default=None,
+        description="Field (column) with each row's reference answer: a string, or a list of acceptable answers "
+        "(LongBench's answers). spec.evaluation scores the answers against it (docs/accuracy.md). jsonl, parquet "
+        "and longbench.",
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -965,6 +971,56 @@ class Verify(ApiModel):
         return parse_duration(self.window)
 
 
+ScoreName = Literal["exactMatch", "f1", "rougeL"]
+SCORES: tuple[ScoreName, ...] = ScoreName.__args__  # type: ignore[attr-defined]
+
+
+def _all_scores() -> list[ScoreName]:
+    return list(SCORES)
+
+
+class AccuracyFloor(ApiModel):
+    """The accuracy a recommended variant must have (docs/accuracy.md)."""
+
+    metric: ScoreName = Field(description="The score the floor is on.")
+    min: float = Field(
+        gt=0, le=1, description="A variant is recommended only if its score is at least this, with 95% confidence."
+    )
+
+
+class Evaluation(ApiModel):
+    """Accuracy next to cost: the answers scored against the dataset's references (docs/accuracy.md)."""
+
+    metrics: list[ScoreName] = Field(
+        default_factory=_all_scores,
+        min_length=1,
+        max_length=len(SCORES),
+        description="exactMatch and f1 (SQuAD's, on normalized words), rougeL (longest common subsequence F1).",
+    )
+    max_answer_chars: int = Field(
+        default=4000, ge=100, le=100_000, description="Answer text kept per request (records' answer column)."
+    )
+    floor: AccuracyFloor | None = Field(
+        default=None, description="Variants below it (or not shown to be above it) are not recommended."
+    )
+
+    @model_validator(mode="after")
+    def _floor_is_scored(self) -> Evaluation:
+        if self.floor is not None and self.floor.metric not in self.metrics:
+            raise ValueError(f"floor.metric: {self.floor.metric} is not among metrics ({', '.join(self.metrics)})")
+        return self
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "!has(self.floor) || !has(self.metrics) || self.floor.metric in self.metrics",
+                "floor.metric: must be among metrics",
+                ".floor.metric",
+            )
+        ]
+
+
 # A prefix with a run's own folder names would put this run's files inside another run's records.
 _RUN_DIRS = "(^|/)(records|stages)(/|$)"
 _RUN_DIRS_MESSAGE = "must not contain a records/ or stages/ folder: those are a run's own"
@@ -1015,6 +1071,10 @@ class Timeouts(ApiModel):
 
 
 _TRACE_ARRIVAL = "load.arrival: trace replays workload.trace; give both, or neither"
+_EVALUATION = (
+    "evaluation: scores answers against references: set workload.dataset.referenceField (a jsonl, parquet or "
+    "longbench dataset)"
+)
 
 
 class BenchmarkSpec(ApiModel):
@@ -1037,6 +1097,11 @@ class BenchmarkSpec(ApiModel):
         default="Always", description="Delete model servers after the run: Always, OnSuccess or Never."
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Phase deadlines.")
+    evaluation: Evaluation | None = Field(
+        default=None,
+        description="Score every variant's answers against the dataset's references, and set an accuracy floor "
+        "(docs/accuracy.md).",
+    )
     verify: Verify | None = Field(
         default=None,
         description="After the analysis, deploy the recommended N×T and check that it holds R under the SLO "
@@ -1057,7 +1122,20 @@ class BenchmarkSpec(ApiModel):
                 _TRACE_ARRIVAL,
                 ".load.arrival",
             ),
+            cel(
+                "!has(self.evaluation) || (has(self.workload.dataset) && has(self.workload.dataset.referenceField) && "
+                "(!has(self.workload.dataset.format) || self.workload.dataset.format != 'sharegpt'))",
+                _EVALUATION,
+                ".evaluation",
+            ),
         ]
+
+    @model_validator(mode="after")
+    def _references_to_score(self) -> BenchmarkSpec:
+        ds = self.workload.dataset
+        if self.evaluation is not None and (ds is None or ds.reference_field is None or ds.format == "sharegpt"):
+            raise ValueError(_EVALUATION)
+        return self
 
     @model_validator(mode="after")
     def _trace_arrival(self) -> BenchmarkSpec:

@@ -157,6 +157,27 @@ class DayCost(_Part):
     upper_bound: bool = Field(description="c* is a lower bound: instances and costs are upper bounds")
 
 
+class Score(_Part):
+    """One accuracy score of a variant's answers (docs/accuracy.md)."""
+
+    metric: Literal["exactMatch", "f1", "rougeL"]
+    mean: float | None = Field(ge=0, le=1, description="null: no answer was scored")
+    ci_low: float | None = Field(ge=0, le=1, description="95% interval, low end")
+    ci_high: float | None = Field(ge=0, le=1, description="95% interval, high end")
+    n: Count = Field(description="answers scored: ok requests with a reference")
+
+
+class Accuracy(_Part):
+    """spec.evaluation's scores of a variant and, with a floor, its verdict."""
+
+    scores: list[Score]
+    floor_metric: Literal["exactMatch", "f1", "rougeL"] | None = Field(description="evaluation.floor; null without")
+    floor_min: float | None = Field(gt=0, le=1)
+    floor_outcome: Literal["meets", "fails", "inconclusive"] | None = Field(
+        description="meets: the interval's low end is at or above the floor; fails: its high end is below"
+    )
+
+
 class Stage(_Part):
     stage: Count
     target: NonNegative | None
@@ -240,6 +261,7 @@ class Variant(_Part):
     notes: list[str]
     buckets: list[BucketAnswer] | None = Field(default=None, description="per workload bucket; absent without buckets")
     day: DayCost | None = Field(default=None, description="analysis.day's cost; absent without it or an answer")
+    accuracy: Accuracy | None = Field(default=None, description="spec.evaluation's scores; absent without it")
     served_by: str | None = Field(
         default=None, description="what answered: the engine and its image, the simulator's profile, or the endpoint"
     )

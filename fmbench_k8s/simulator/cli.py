@@ -32,6 +32,7 @@ _OVERRIDES: tuple[tuple[str, str, type], ...] = (
     ("--error-status", "error_status", int),
     ("--reasoning-tokens", "reasoning_tokens", int),
     ("--prefix-cache-blocks", "prefix_cache_blocks", int),
+    ("--answer", "answer", str),
 )
 
 

@@ -9,8 +9,9 @@ a stream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS
@@ -172,6 +173,7 @@ def parse_completion(body: dict[str, object]) -> GenRequest:
         stream=_opt_bool(body, "stream", False),
         include_usage=_include_usage(body),
         model=_opt_model(body),
+        text=body["prompt"] if isinstance(body["prompt"], str) else "",
     )
 
 
@@ -237,11 +239,21 @@ def _positional(first: bytes, middle: bytes, last: bytes, only: bytes, n: int) -
     return at
 
 
+def echoed(req: GenRequest) -> tuple[GenRequest, list[str]]:
+    """The answer of simulator answer mode echo: the prompt's last line, word by word (at most
+    max_tokens words, each a token), and the request shortened to them: the answer stops there."""
+    lines = req.text.strip().splitlines()
+    words = [f" {w}" for w in (lines[-1].split() if lines else [])][: req.max_tokens] or [" ."]
+    return dataclasses.replace(req, max_tokens=len(words)), words
+
+
 def openai_stream(
-    req: GenRequest, chat: bool, req_id: str, created: int, model: str, *, reasoning: int = 0
-) -> tuple[EventAt, bytes]:
+    req: GenRequest, chat: bool, req_id: str, created: int, model: str, *, reasoning: int = 0,
+    words: list[str] | None = None,
+) -> tuple[EventAt, bytes]:  # fmt: skip
     """Token events and the tail (optional usage chunk, then [DONE]); a chat stream's first
-    ``reasoning`` tokens are reasoning, not answer."""
+    ``reasoning`` tokens are reasoning, not answer. ``words``: the answer's tokens (echo), which
+    end with finish_reason stop; else filler tokens up to max_tokens."""
     head = {
         "id": req_id,
         "object": "chat.completion.chunk" if chat else "text_completion",
@@ -267,6 +279,9 @@ def openai_stream(
         only=chunk(chat, "length"),
         n=req.max_tokens,
     )
+    if words is not None:
+        said = [_said(head, chat, i == 0, w, "stop" if i == len(words) - 1 else None) for i, w in enumerate(words)]
+        at = said.__getitem__
     reasoning = min(reasoning, req.max_tokens) if chat else 0
     if reasoning:  # the first tokens think; the answer's events keep their places (and the finish)
         think = _positional(
@@ -287,15 +302,26 @@ def openai_stream(
     return at, tail
 
 
-def openai_response(req: GenRequest, chat: bool, req_id: str, created: int, model: str) -> bytes:
-    text = generated_text(req.max_tokens)
+def _said(head: Mapping[str, object], chat: bool, role: bool, text: str, finish: str | None) -> bytes:
+    choice: dict[str, object] = {"index": 0}
+    if chat:
+        choice["delta"] = {"role": "assistant", "content": text} if role else {"content": text}
+    else:
+        choice["text"] = text
+    return sse({**head, "choices": [{**choice, "logprobs": None, "finish_reason": finish}]})
+
+
+def openai_response(
+    req: GenRequest, chat: bool, req_id: str, created: int, model: str, *, words: list[str] | None = None
+) -> bytes:
+    text = "".join(words) if words is not None else generated_text(req.max_tokens)
     choice: dict[str, object] = {"index": 0}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text
     choice["logprobs"] = None
-    choice["finish_reason"] = "length"
+    choice["finish_reason"] = "stop" if words is not None else "length"
     body = {
         "id": req_id,
         "object": "chat.completion" if chat else "text_completion",

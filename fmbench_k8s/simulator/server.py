@@ -124,13 +124,16 @@ async def _openai(request: web.Request, chat: bool) -> web.StreamResponse:
         return failed
     req_id = f"{'chatcmpl' if chat else 'cmpl'}-sim-{next(state.ids)}"
     created = int(time.time())
+    words = None
+    if state.params.answer == "echo":
+        req, words = protocol.echoed(req)
     if req.stream:
         at, tail = protocol.openai_stream(
-            req, chat, req_id, created, state.model, reasoning=state.params.reasoning_tokens
+            req, chat, req_id, created, state.model, reasoning=state.params.reasoning_tokens, words=words
         )
         return await _stream(request, state, req, at, tail)
     await state.run(req)
-    return _json(protocol.openai_response(req, chat, req_id, created, state.model))
+    return _json(protocol.openai_response(req, chat, req_id, created, state.model, words=words))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
