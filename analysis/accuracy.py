@@ -21,13 +21,14 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
 
-from fmbench_k8s.api.spec import AccuracyFloor
+from fmbench_k8s.analysis.judges import Item, keep_drawn
+from fmbench_k8s.api.spec import AccuracyFloor, Evaluation
 
 Z95: Final = 1.959963984540054
 MIN_SCORED: Final = 30  # fewer answers cannot support a verdict on a floor
@@ -95,18 +96,54 @@ SCORERS: Final[Mapping[str, Callable[[str, Sequence[str]], float]]] = {
 
 
 def score_records(frame: pd.DataFrame, metrics: Sequence[str]) -> dict[str, list[float]]:
-    """Per metric, the scores of the ok requests of ``frame`` that have an answer and a reference."""
+    """Per metric (of SCORERS), the scores of the ok requests of ``frame`` that have an answer and a
+    reference."""
     out: dict[str, list[float]] = {m: [] for m in metrics}
-    if frame.empty:
-        return out
-    ok = frame["ok"].fillna(False).astype(bool) & frame["answer"].notna() & frame["reference"].notna()
-    for answer, refs in zip(frame.loc[ok, "answer"], frame.loc[ok, "reference"], strict=True):
-        references = [r for r in refs if isinstance(r, str)]
-        if not references:
-            continue
+    for _, answer, references in _scorable(frame):
         for m in metrics:
             out[m].append(SCORERS[m](answer, references))
     return out
+
+
+def _scorable(frame: pd.DataFrame) -> list[tuple[int, str, list[str]]]:
+    """(row position, answer, references) of the ok requests with an answer and a reference."""
+    if frame.empty:
+        return []
+    ok = frame["ok"].fillna(False).astype(bool) & frame["answer"].notna() & frame["reference"].notna()
+    rows = []
+    for i, answer, refs in zip(ok[ok].index, frame.loc[ok, "answer"], frame.loc[ok, "reference"], strict=True):
+        references = [r for r in refs if isinstance(r, str)]
+        if references:
+            rows.append((int(i), str(answer), references))
+    return rows
+
+
+@dataclass
+class Scoring:
+    """A variant's answers as its stages are read: the text scores, and those drawn for the judges."""
+
+    metrics: Sequence[str]  # of SCORERS
+    judge_limit: int | None  # judging.maxAnswers; None: no judges
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    drawn: list[Item] = field(default_factory=list)
+
+    def add(self, frame: pd.DataFrame) -> None:
+        for metric, values in score_records(frame, self.metrics).items():
+            self.scores.setdefault(metric, []).extend(values)
+        if self.judge_limit is not None:
+            more = [
+                Item(str(frame.at[i, "request_id"]), str(frame.at[i, "prompt"] or ""), answer, tuple(refs))
+                for i, answer, refs in _scorable(frame)
+            ]
+            self.drawn = keep_drawn(self.drawn, more, self.judge_limit)
+
+
+def scoring_for(evaluation: Evaluation | None) -> Scoring | None:
+    if evaluation is None:
+        return None
+    judging = evaluation.judging
+    text = [m for m in evaluation.metrics if m in SCORERS]
+    return Scoring(text, judging.max_answers if judging is not None else None, {m: [] for m in text})
 
 
 @dataclass(frozen=True)

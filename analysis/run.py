@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from fmbench_k8s.analysis.accuracy import accuracy_of, score_records
+from fmbench_k8s.analysis.accuracy import Scoring, accuracy_of, scoring_for
 from fmbench_k8s.analysis.frames import empty_frame, read_shards, to_frame
+from fmbench_k8s.analysis.judges import judge_answers
 from fmbench_k8s.analysis.metrics import StageMetrics, stage_metrics
 from fmbench_k8s.analysis.plots import render_plots
 from fmbench_k8s.analysis.pricing import (
@@ -29,14 +30,14 @@ from fmbench_k8s.analysis.prometheus import collect_server_metrics
 from fmbench_k8s.analysis.render import RENDERERS, render_html, render_markdown
 from fmbench_k8s.analysis.report import SCHEMA_VERSION, build_report, summary
 from fmbench_k8s.analysis.sizing import Sizer, Sizing, recommend, with_accuracy
-from fmbench_k8s.api.spec import BenchmarkSpec, Pricing, Variant
+from fmbench_k8s.api.spec import BenchmarkSpec, Judging, Pricing, Variant
 from fmbench_k8s.contract.engines import engine_info
 from fmbench_k8s.contract.records import StageInfo, parse_records_key, stages_key
 from fmbench_k8s.contract.report import parse_report
 from fmbench_k8s.contract.stats import FloatArray
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.contract.verdict import SloRule
-from fmbench_k8s.storage import Storage
+from fmbench_k8s.storage import Storage, open_storage
 
 
 def shard_groups(keys: Sequence[str]) -> list[list[str]]:
@@ -58,9 +59,9 @@ def _measure_groups(
     infos: Sequence[StageInfo],
     rule: SloRule,
     notes: list[str],
-    scored: dict[str, list[float]] | None = None,
+    scoring: Scoring | None = None,
 ) -> list[StageMetrics]:
-    """Stage metrics of each group of shards and, into ``scored``, the answers' accuracy scores."""
+    """Stage metrics of each group of shards and, into ``scoring``, the answers' accuracy scores."""
     out: list[StageMetrics] = []
     for keys in groups:
         frame = to_frame(read_shards(run, keys))
@@ -70,9 +71,8 @@ def _measure_groups(
             frame = frame.loc[~stray].reset_index(drop=True)
         present = set(frame["stage"].unique().tolist())
         out.extend(stage_metrics(frame, [i for i in infos if i.stage in present], rule))
-        if scored:
-            for metric, values in score_records(frame, list(scored)).items():
-                scored[metric] += values
+        if scoring is not None:
+            scoring.add(frame)
     return out
 
 
@@ -105,11 +105,10 @@ def measure_run(
     spec: BenchmarkSpec,
     infos: Sequence[StageInfo],
     notes: list[str],
-    scored: dict[str, dict[str, list[float]]] | None = None,
+    scored: dict[str, Scoring] | None = None,
 ) -> list[StageMetrics]:
     """Stage metrics of every variant in the spec, reading one stage's shards at a time; with
-    spec.evaluation, each variant's accuracy scores into ``scored``."""
-    metric_names = spec.evaluation.metrics if spec.evaluation is not None else []
+    spec.evaluation, each variant's answers scored into ``scored``."""
     names = [v.name for v in spec.variants]
     rule = SloRule.of(spec)
     # one listing: on S3 it is paged, 1000 keys a request
@@ -118,14 +117,14 @@ def measure_run(
     for name in names:
         own = [i for i in infos if i.variant == name]
         groups = shard_groups(by_variant[name])
-        sink: dict[str, list[float]] = {m: [] for m in metric_names}
-        found = _measure_groups(run, groups, name, infos=own, rule=rule, notes=notes, scored=sink)
+        scoring = scoring_for(spec.evaluation)
+        found = _measure_groups(run, groups, name, infos=own, rule=rule, notes=notes, scoring=scoring)
         if len({m.stage for m in found}) < len(found):  # a stage's rows were spread over other stages' shards
-            sink = {m: [] for m in metric_names}
+            scoring = scoring_for(spec.evaluation)
             whole = [[k for g in groups for k in g]]
-            found = _measure_groups(run, whole, name, infos=own, rule=rule, notes=notes, scored=sink)
-        if scored is not None:
-            scored[name] = sink
+            found = _measure_groups(run, whole, name, infos=own, rule=rule, notes=notes, scoring=scoring)
+        if scored is not None and scoring is not None:
+            scored[name] = scoring
         seen = {m.stage for m in found}
         found += stage_metrics(empty_frame(), [i for i in own if i.stage not in seen], rule)
         if not found:
@@ -219,6 +218,21 @@ def _as_ran(
     return VariantPrice("instance", instance=dearest)
 
 
+def _judge(judging: Judging, scored: Mapping[str, Scoring], out: Storage, notes: list[str]) -> None:
+    """The panel's verdicts on each variant's drawn answers, as its judge score (docs/accuracy.md)."""
+    prompt = None
+    if judging.prompt is not None:
+        folder, _, name = judging.prompt.rpartition("/")
+        try:
+            prompt = open_storage(folder or ".").read_bytes(name).decode()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"evaluation.judging.prompt {judging.prompt}: cannot read it ({err})") from None
+    panel = judge_answers(judging, {v: s.drawn for v, s in scored.items()}, out, prompt=prompt)
+    for variant, s in scored.items():
+        s.scores["judge"] = panel.votes.get(variant, [])
+    notes += [*panel.notes, panel.note(judging)]
+
+
 def _window(m: StageMetrics) -> StageInfo:
     """The steady window of a measured stage, as the StageInfo that queries take."""
     return StageInfo(
@@ -283,10 +297,12 @@ def analyze_run(
     names = [v.name for v in spec.variants]
     prices = _prices(spec, notes, price_table, ran_on or {}, bought or {})
     infos = load_stages(run, names, notes)
-    scored: dict[str, dict[str, list[float]]] = {}
+    scored: dict[str, Scoring] = {}
     metrics = measure_run(run, spec, infos, notes, scored)
     ev = spec.evaluation
-    accuracy = {v: accuracy_of(v, s, ev.floor) for v, s in scored.items()} if ev is not None else {}
+    if ev is not None and ev.judging is not None:
+        _judge(ev.judging, scored, out, notes)
+    accuracy = {v: accuracy_of(v, s.scores, ev.floor) for v, s in scored.items()} if ev is not None else {}
 
     sizer = Sizer(spec.workload, spec.analysis.headroom)
     sizings = [

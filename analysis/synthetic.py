@@ -135,6 +135,7 @@ def _stage_table(
         "http_status": pa.array(np.where(is_ok, 200, np.where(is_error, 429, 0)).astype(np.int32), mask=is_incomplete),
         "in_steady_window": pa.array((sched >= info.steady_start) & (sched < info.steady_end)),
         "client_bound": pa.array(np.zeros(n, dtype=bool)),
+        "prompt": pa.nulls(n, pa.string()),
         "answer": pa.nulls(n, pa.string()),
         "reference": pa.nulls(n, pa.list_(pa.string())),
     }

@@ -39,6 +39,7 @@ class RequestState:
     # the answer's text, kept only for a conversation's next turn or for spec.evaluation
     answer: list[str] | None = None
     reference: tuple[str, ...] | None = None  # spec.evaluation: the dataset row's reference answers
+    question: str | None = None  # spec.evaluation: the prompt's text
     turn: int | None = None  # 1-based turn of its conversation (workload.conversation)
 
     def content(self, ts: float, answer: bool = True) -> None:
@@ -146,6 +147,7 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "http_status": st.http_status,
         "in_steady_window": ctx.steady_start <= st.t_scheduled < ctx.steady_end,
         "client_bound": st.client_bound,
+        "prompt": st.question[: ctx.answer_chars] if ctx.answer_chars and st.question is not None else None,
         "answer": "".join(st.answer)[: ctx.answer_chars] if ctx.answer_chars and st.answer is not None else None,
         "reference": [r[: ctx.answer_chars] for r in st.reference] if ctx.answer_chars and st.reference else None,
     }

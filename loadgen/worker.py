@@ -266,7 +266,7 @@ class Worker:
             st.answer, st.turn = [], prompt.turn
         if self.answer_chars is not None:
             st.answer = [] if st.answer is None else st.answer
-            st.reference = prompt.reference
+            st.reference, st.question = prompt.reference, prompt.text
         st.prompt_tokens, st.bucket = prompt.prompt_tokens, prompt.bucket
         st.client_bound = self.monitor.bound_now
         gauge = self.exporter.inflight.labels(**self.exporter.labels)

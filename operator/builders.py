@@ -31,6 +31,7 @@ from fmbench_k8s.contract.layout import (
     DATASETS_DIR,
     LoadgenTarget,
     analyze_args,
+    judge_key_env,
     loadgen_master_args,
     loadgen_worker_args,
     run_path,
@@ -569,7 +570,13 @@ def analysis_job(
         spec=f"{SPEC_MOUNT}/spec.yaml", records=uri, run=run_id, output=uri, summary_file=TERMINATION_LOG,
         prometheus_url=bench.spec.prometheus.url if bench.spec.prometheus else None, ran_on=ran_on, bought=bought,
     )  # fmt: skip
-    container = _project_container(cfg, "analysis", args, _runner_env(bench, cfg))
+    env = _runner_env(bench, cfg)
+    judging = bench.spec.evaluation.judging if bench.spec.evaluation is not None else None
+    for judge in judging.judges if judging is not None else []:
+        if (ref := judge.api_key_secret_ref) is not None:  # the reference only: the key never passes through us
+            secret = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
+            env.append({"name": judge_key_env(judge.name), "valueFrom": secret})
+    container = _project_container(cfg, "analysis", args, env)
     container["resources"] = cfg.resources_of("analysis")
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache
     pod = _project_pod(cfg, [container], bench)

@@ -971,12 +971,60 @@ class Verify(ApiModel):
         return parse_duration(self.window)
 
 
-ScoreName = Literal["exactMatch", "f1", "rougeL"]
+ScoreName = Literal["exactMatch", "f1", "rougeL", "judge"]
 SCORES: tuple[ScoreName, ...] = ScoreName.__args__  # type: ignore[attr-defined]
 
 
-def _all_scores() -> list[ScoreName]:
-    return list(SCORES)
+def _text_scores() -> list[ScoreName]:
+    return ["exactMatch", "f1", "rougeL"]
+
+
+class Judge(ApiModel):
+    """An LLM judging answers correct or incorrect, on an OpenAI-compatible chat API."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)] = Field(description="Unique name.")
+    url: Url = Field(description="Base URL of the API, e.g. http://judge.models:8000/v1.")
+    model: Name = Field(description="Model name sent in each request.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Bearer token, from a Secret of the Benchmark's namespace (the analysis Job's env)."
+    )
+    price_per_1m_input_tokens: float | None = Field(
+        default=None, ge=0, alias="pricePer1mInputTokens", description="USD, for the judging's cost."
+    )
+    price_per_1m_output_tokens: float | None = Field(
+        default=None, ge=0, alias="pricePer1mOutputTokens", description="USD, for the judging's cost."
+    )
+
+
+class Judging(ApiModel):
+    """A panel of LLM judges (FMBench's PoLL): each answer's score is the panel's majority verdict."""
+
+    judges: list[Judge] = Field(
+        min_length=1,
+        max_length=9,
+        description="The panel; an odd number avoids split verdicts.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    prompt: Text | None = Field(
+        default=None,
+        description="The judge prompt: a file (path or s3://) with {question}, {reference} and {answer}; default: "
+        "the shipped analysis/data/judge_prompt.txt. The judge answers CORRECT or INCORRECT.",
+    )
+    max_answers: int = Field(
+        default=200, ge=1, le=100_000, description="Answers per variant sent to the panel, drawn by request id."
+    )
+    max_calls: int = Field(default=5000, ge=1, le=1_000_000, description="Judge calls in all, cached ones not counted.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Judge calls in flight.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Judging:
+        names = [j.name for j in self.judges]
+        if len(set(names)) < len(names):
+            raise ValueError("judges: names must be unique")
+        return self
+
+
+_JUDGING = "judging: metric judge needs a judging panel, and a panel needs judge among metrics"
 
 
 class AccuracyFloor(ApiModel):
@@ -992,10 +1040,11 @@ class Evaluation(ApiModel):
     """Accuracy next to cost: the answers scored against the dataset's references (docs/accuracy.md)."""
 
     metrics: list[ScoreName] = Field(
-        default_factory=_all_scores,
+        default_factory=_text_scores,
         min_length=1,
         max_length=len(SCORES),
-        description="exactMatch and f1 (SQuAD's, on normalized words), rougeL (longest common subsequence F1).",
+        description="exactMatch and f1 (SQuAD's, on normalized words), rougeL (longest common subsequence F1), "
+        "judge (the judging panel's majority verdict; needs judging).",
     )
     max_answer_chars: int = Field(
         default=4000, ge=100, le=100_000, description="Answer text kept per request (records' answer column)."
@@ -1003,11 +1052,14 @@ class Evaluation(ApiModel):
     floor: AccuracyFloor | None = Field(
         default=None, description="Variants below it (or not shown to be above it) are not recommended."
     )
+    judging: Judging | None = Field(default=None, description="The LLM judges of metric judge.")
 
     @model_validator(mode="after")
     def _floor_is_scored(self) -> Evaluation:
         if self.floor is not None and self.floor.metric not in self.metrics:
             raise ValueError(f"floor.metric: {self.floor.metric} is not among metrics ({', '.join(self.metrics)})")
+        if ("judge" in self.metrics) != (self.judging is not None):
+            raise ValueError(_JUDGING)
         return self
 
     @classmethod
@@ -1017,7 +1069,8 @@ class Evaluation(ApiModel):
                 "!has(self.floor) || !has(self.metrics) || self.floor.metric in self.metrics",
                 "floor.metric: must be among metrics",
                 ".floor.metric",
-            )
+            ),
+            cel("(has(self.metrics) && 'judge' in self.metrics) == has(self.judging)", _JUDGING, ".judging"),
         ]
 
 

@@ -100,6 +100,12 @@ def loadgen_worker_args(
     return args + (["--worker-id", worker_id] if worker_id is not None else [])
 
 
+def judge_key_env(judge: str) -> str:
+    """The environment variable the analysis reads judge ``judge``'s bearer token from (the
+    operator sets it in the analysis Job from evaluation.judging.judges[].apiKeySecretRef)."""
+    return "FMBENCH_JUDGE_KEY_" + judge.upper().replace("-", "_")
+
+
 def analyze_args(
     *,
     spec: str,

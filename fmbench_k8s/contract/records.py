@@ -52,6 +52,7 @@ SCHEMA: Final = pa.schema(
         ("http_status", pa.int32()),
         ("in_steady_window", pa.bool_()),  # t_scheduled inside the stage's steady window
         ("client_bound", pa.bool_()),  # the worker was the bottleneck when this request was sent
+        ("prompt", pa.string()),  # spec.evaluation: the prompt's text (capped at maxAnswerChars), for judges
         ("answer", pa.string()),  # spec.evaluation: the answer's text (capped at maxAnswerChars); else null
         ("reference", pa.list_(pa.string())),  # spec.evaluation: the dataset row's reference answer(s)
     ]

@@ -53,12 +53,13 @@ class SimParams:
     # Blocks of 16 words the prefix cache holds (simulator/prefix_cache.py); 0: no prefix cache.
     prefix_cache_blocks: int = 0
     # What an answer says (docs/accuracy.md): "filler", max_tokens filler tokens; "echo", the
-    # prompt's last line, word by word, then stop: a model whose accuracy a test knows.
+    # prompt's last line, word by word, then stop: a model whose accuracy a test knows; "judge",
+    # CORRECT or INCORRECT by comparing the judge prompt's answer with its references.
     answer: str = "filler"
 
     def __post_init__(self) -> None:
-        if self.answer not in ("filler", "echo"):
-            raise ValueError(f"SimParams.answer must be filler or echo, got {self.answer!r}")
+        if self.answer not in ("filler", "echo", "judge"):
+            raise ValueError(f"SimParams.answer must be filler, echo or judge, got {self.answer!r}")
         _check_int("max_num_seqs", self.max_num_seqs, 1)
         _check_float("prefill_base_s", self.prefill_base_s, 0.0)
         _check_float("prefill_s_per_token", self.prefill_s_per_token, 0.0)

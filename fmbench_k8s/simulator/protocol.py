@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -239,12 +240,28 @@ def _positional(first: bytes, middle: bytes, last: bytes, only: bytes, n: int) -
     return at
 
 
-def echoed(req: GenRequest) -> tuple[GenRequest, list[str]]:
-    """The answer of simulator answer mode echo: the prompt's last line, word by word (at most
-    max_tokens words, each a token), and the request shortened to them: the answer stops there."""
+def echoed(req: GenRequest, mode: str = "echo") -> tuple[GenRequest, list[str]]:
+    """The answer of simulator answer mode echo or judge (docs/accuracy.md), word by word (at most
+    max_tokens words, each a token), and the request shortened to them: the answer stops there.
+    echo: the prompt's last line. judge: CORRECT when the prompt's "Answer:" line says what one of
+    its "Reference:" line's answers (separated by " | ") says, in lower-case words without
+    punctuation; else INCORRECT."""
     lines = req.text.strip().splitlines()
-    words = [f" {w}" for w in (lines[-1].split() if lines else [])][: req.max_tokens] or [" ."]
+    if mode == "judge":
+        said = {k: v for k, _, v in (ln.partition(":") for ln in lines) if k in ("Answer", "Reference")}
+        refs = [_plain(r) for r in said.get("Reference", "").split(" | ")]
+        text = "CORRECT" if _plain(said.get("Answer", "")) in refs else "INCORRECT"
+    else:
+        text = lines[-1] if lines else ""
+    words = [f" {w}" for w in text.split()][: req.max_tokens] or [" ."]
     return dataclasses.replace(req, max_tokens=len(words)), words
+
+
+def _plain(text: str) -> list[str]:
+    return text.lower().translate(_NO_PUNCTUATION).split()
+
+
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def openai_stream(

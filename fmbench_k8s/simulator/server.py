@@ -125,8 +125,8 @@ async def _openai(request: web.Request, chat: bool) -> web.StreamResponse:
     req_id = f"{'chatcmpl' if chat else 'cmpl'}-sim-{next(state.ids)}"
     created = int(time.time())
     words = None
-    if state.params.answer == "echo":
-        req, words = protocol.echoed(req)
+    if state.params.answer != "filler":
+        req, words = protocol.echoed(req, state.params.answer)
     if req.stream:
         at, tail = protocol.openai_stream(
             req, chat, req_id, created, state.model, reasoning=state.params.reasoning_tokens, words=words

@@ -125,6 +125,13 @@ def test_a_benchmark_names_only_secrets_its_author_may_read(cluster: TestCluster
     ]  # fmt: skip
     assert f"{OTHER} may not get every Secret it names (x, hf-token)" in _refusal(cluster, OTHER, namespace, body)
     _refusal(cluster, READER, namespace, body)  # the reader may get hf-token, not x
+    # and an LLM judge's API key (the analysis sends it to the judge's URL)
+    judged = _benchmark("judged", {"name": "org/model"})
+    judged["spec"]["workload"]["dataset"] = {"uri": "s3://b/qa.jsonl", "referenceField": "answer"}
+    judge = {"name": "j", "url": "https://judge.example.com/v1", "model": "m", "apiKeySecretRef": {"name": "hf-token"}}
+    judged["spec"]["evaluation"] = {"metrics": ["judge"], "judging": {"judges": [judge]}}
+    assert f"{OTHER} may not get every Secret it names (hf-token)" in _refusal(cluster, OTHER, namespace, judged)
+    _create(cluster, READER, namespace, judged)
 
 
 def test_a_benchmark_mounts_only_volume_claims_its_author_may_read(cluster: TestCluster, policy: str) -> None:

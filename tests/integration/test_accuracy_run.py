@@ -5,6 +5,7 @@ variant whose answers are wrong is not recommended."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from tests.corpus import REPO
-from tests.integration.localrun import run_benchmark
+from tests.integration.localrun import CLI, run_benchmark
+from tests.integration.test_loadgen_support import start_simulator
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +48,46 @@ def test_the_cheaper_variant_below_the_accuracy_floor_is_not_the_answer(tmp_path
 def _contexts() -> list[str]:
     lines = (REPO / "examples" / "datasets" / "capitals-qa.jsonl").read_text().splitlines()
     return [json.loads(line)["question"] for line in lines]
+
+
+def test_a_panel_of_llm_judges_scores_the_answers_and_its_verdicts_are_cached(tmp_path: Path) -> None:
+    """evaluation.judging (docs/accuracy.md, "Judges"): two simulators in judge mode and one that
+    answers filler (no verdict: no vote) judge each variant's drawn answers; a second analysis of
+    the run sends no call, every verdict comes from the run's cache."""
+    judging = ("--answer", "judge", "--model", "judge")
+    judges = [start_simulator(*judging), start_simulator(*judging), start_simulator("--model", "judge")]
+    try:
+        doc = yaml.safe_load((REPO / "examples" / "accuracy.yaml").read_text())
+        doc["spec"]["workload"]["dataset"]["uri"] = str(REPO / "examples" / "datasets" / "capitals-qa.jsonl")
+        panel = [
+            {"name": name, "url": sim.url + "/v1", "model": "judge", "pricePer1mInputTokens": 0.5,
+             "pricePer1mOutputTokens": 1.5}
+            for name, sim in zip(("judge-a", "judge-b", "babbler"), judges, strict=True)
+        ]  # fmt: skip
+        doc["spec"]["evaluation"] = {
+            "metrics": ["exactMatch", "judge"],
+            "floor": {"metric": "judge", "min": 0.6},
+            "judging": {"judges": panel, "maxAnswers": 60, "concurrency": 4},
+        }
+        _, run = run_benchmark(doc, tmp_path)
+        report = json.loads((run / "report.json").read_text())
+        by_name = {v["name"]: {s["metric"]: s for s in v["accuracy"]["scores"]} for v in report["variants"]}
+        # the panel agrees with exact match on these answers: the echo is right in 3 of 4 rows
+        assert by_name["g5-filler"]["judge"]["mean"] == 0 and by_name["g5-filler"]["judge"]["n"] == 60
+        echo = by_name["g6e-echo"]["judge"]
+        assert echo["n"] == 60 and echo["ciLow"] <= 0.75 <= echo["ciHigh"], echo
+        assert report["recommendation"]["variant"] == "g6e-echo"
+        note = next(n for n in report["notes"] if n.startswith("judges: 3"))
+        # identical prompts are judged once: the dataset's 40 rows give at most 40 distinct per variant
+        calls = int(note.split("; ")[1].split()[0])
+        assert 0 < calls <= 3 * 80 and ", 0 verdicts from the cache" in note and "$0.0" in note, note
+        assert "failed" not in note, note
+        assert (run / "evaluation" / "judges.json").is_file()
+        again = subprocess.run([CLI, "analyze", str(run), "--no-plots"], capture_output=True, text=True, check=False)
+        assert again.returncode == 0, again.stderr
+        notes = json.loads((run / "report.json").read_text())["notes"]
+        # every drawn answer's verdicts (2 variants x 60 answers x 3 judges) come from the cache
+        assert any(n.startswith("judges: 3") and "; 0 calls, 360 verdicts from the cache" in n for n in notes), notes
+    finally:
+        for sim in judges:
+            sim.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -19,8 +21,10 @@ from fmbench_k8s.analysis.accuracy import (
     score_records,
     words,
 )
-from fmbench_k8s.api.spec import AccuracyFloor
+from fmbench_k8s.analysis.judges import Item, judge_answers, keep_drawn, parse_verdict
+from fmbench_k8s.api.spec import AccuracyFloor, Judging
 from fmbench_k8s.simulator import protocol
+from fmbench_k8s.storage import LocalStorage
 
 
 def test_answers_are_compared_as_squad_normalizes_them() -> None:
@@ -87,3 +91,51 @@ def test_the_simulators_echo_answers_with_the_prompts_last_line() -> None:
         protocol.parse_chat({"messages": [{"role": "user", "content": "a b c d"}], "max_tokens": 2})
     )
     assert capped.max_tokens == 2
+
+
+def _panel(*names: str, prices: dict[str, float] | None = None, **judging: Any) -> Judging:
+    judges = [{"name": n, "url": "http://j:8000/v1", "model": n, **(prices or {})} for n in names]
+    return Judging.model_validate({"judges": judges, **judging})
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(f"r{i}", f"q{i}", f"a{i}", (f"a{i}",)) for i in range(n)]
+
+
+def test_the_panels_majority_is_the_score_and_a_split_panel_scores_half(tmp_path: Path) -> None:
+    replies = {"yes": "CORRECT.", "no": "Incorrect", "mixed": "correct"}
+
+    def call(judge: Any, prompt: str) -> tuple[str, int, int]:
+        i = int(prompt.rsplit("Answer: a", 1)[1])
+        say = replies["yes"] if judge.name == "a" or i % 2 == 0 else replies["no"]
+        return (say if judge.name != "c" else "maybe"), 100, 1  # c never gives a verdict
+
+    two = judge_answers(_panel("a", "b", "c"), {"v": _items(4)}, LocalStorage(tmp_path), call=call)
+    # a says correct, b correct on even answers, c no vote: 1, 0.5, 1, 0.5
+    assert two.votes == {"v": [1.0, 0.5, 1.0, 0.5]} and two.calls == 12 and two.unjudged == 0
+    assert two.cost_usd is None  # no judge has a price
+    assert parse_verdict(" **Correct** ") == "correct" and parse_verdict("INCORRECT: no") == "incorrect"
+    assert parse_verdict("") == parse_verdict("I think so") == "invalid"
+
+
+def test_max_calls_caps_what_is_sent_and_what_failed_is_said(tmp_path: Path) -> None:
+    def call(judge: Any, prompt: str) -> tuple[str, int, int]:
+        if "a3" in prompt:
+            raise OSError("connection refused")
+        return "CORRECT", 10, 1
+
+    judging = _panel("a", prices={"pricePer1mInputTokens": 1.0, "pricePer1mOutputTokens": 2.0}, maxCalls=4)
+    got = judge_answers(judging, {"v": _items(6)}, LocalStorage(tmp_path), call=call)
+    assert got.calls == 4 and got.errors == 1 and got.votes["v"] == [1.0, 1.0, 1.0] and got.unjudged == 3
+    assert got.cost_usd == pytest.approx(3 * (10 * 1.0 + 1 * 2.0) / 1e6)
+    assert got.notes == ["judging.maxCalls (4) reached: 2 calls not sent"]
+    assert "1 calls failed (first: a: OSError: connection refused)" in got.note(judging)
+    # the next analysis sends only what is not cached: the failed call and the two never sent
+    again = judge_answers(judging, {"v": _items(6)}, LocalStorage(tmp_path), call=lambda j, p: ("CORRECT", 1, 1))
+    assert (again.calls, again.cached, again.votes["v"]) == (3, 3, [1.0] * 6)
+
+
+def test_the_answers_judged_are_drawn_by_request_id_whatever_the_order() -> None:
+    items = _items(50)
+    drawn = keep_drawn(keep_drawn([], items[:25], 10), items[25:], 10)
+    assert drawn == keep_drawn([], list(reversed(items)), 10) and len(drawn) == 10

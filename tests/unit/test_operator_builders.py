@@ -437,3 +437,15 @@ def test_the_capacity_type_of_a_node_is_karpenters_or_its_node_groups() -> None:
     assert capacity_type({"eks.amazonaws.com/capacityType": "ON_DEMAND"}) == "on-demand"
     assert capacity_type({"eks.amazonaws.com/capacityType": "SPOT"}) == "spot"
     assert capacity_type({"node.kubernetes.io/instance-type": "g5.2xlarge"}) is None
+
+
+def test_an_llm_judges_key_reaches_the_analysis_as_a_secret_reference_only() -> None:
+    doc = yaml.safe_load((REPO / "crds/samples/accuracy-floor.yaml").read_text())
+    judge = {"name": "judge-1", "url": "https://judge.example.com/v1", "model": "m",
+             "apiKeySecretRef": {"name": "judge-key", "key": "token"}}  # fmt: skip
+    doc["spec"]["evaluation"] = {"metrics": ["f1", "judge"], "judging": {"judges": [judge]}}
+    env = _container(builders.analysis_job(parse_benchmark(doc), UID, "r", CFG))["env"]
+    assert {
+        "name": "FMBENCH_JUDGE_KEY_JUDGE_1",
+        "valueFrom": {"secretKeyRef": {"name": "judge-key", "key": "token"}},
+    } in env
