@@ -123,27 +123,27 @@ class Scoring:
     """A variant's answers as its stages are read: the text scores, and those drawn for the judges."""
 
     metrics: Sequence[str]  # of SCORERS
-    judge_limit: int | None  # judging.maxAnswers; None: no judges
+    draw_limit: int | None  # the most answers judges or the embedding take; None: neither
     scores: dict[str, list[float]] = field(default_factory=dict)
-    drawn: list[Item] = field(default_factory=list)
+    drawn: list[Item] = field(default_factory=list)  # ordered by rank: a prefix is a smaller draw
 
     def add(self, frame: pd.DataFrame) -> None:
         for metric, values in score_records(frame, self.metrics).items():
             self.scores.setdefault(metric, []).extend(values)
-        if self.judge_limit is not None:
+        if self.draw_limit is not None:
             more = [
                 Item(str(frame.at[i, "request_id"]), str(frame.at[i, "prompt"] or ""), answer, tuple(refs))
                 for i, answer, refs in _scorable(frame)
             ]
-            self.drawn = keep_drawn(self.drawn, more, self.judge_limit)
+            self.drawn = keep_drawn(self.drawn, more, self.draw_limit)
 
 
 def scoring_for(evaluation: Evaluation | None) -> Scoring | None:
     if evaluation is None:
         return None
-    judging = evaluation.judging
+    limits = [x.max_answers for x in (evaluation.judging, evaluation.embedding) if x is not None]
     text = [m for m in evaluation.metrics if m in SCORERS]
-    return Scoring(text, judging.max_answers if judging is not None else None, {m: [] for m in text})
+    return Scoring(text, max(limits) if limits else None, {m: [] for m in text})
 
 
 @dataclass(frozen=True)

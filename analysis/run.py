@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from fmbench_k8s.analysis.accuracy import Scoring, accuracy_of, scoring_for
+from fmbench_k8s.analysis.embeddings import similarity_scores
 from fmbench_k8s.analysis.frames import empty_frame, read_shards, to_frame
 from fmbench_k8s.analysis.judges import judge_answers
 from fmbench_k8s.analysis.metrics import StageMetrics, stage_metrics
@@ -227,7 +228,7 @@ def _judge(judging: Judging, scored: Mapping[str, Scoring], out: Storage, notes:
             prompt = open_storage(folder or ".").read_bytes(name).decode()
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"evaluation.judging.prompt {judging.prompt}: cannot read it ({err})") from None
-    panel = judge_answers(judging, {v: s.drawn for v, s in scored.items()}, out, prompt=prompt)
+    panel = judge_answers(judging, {v: s.drawn[: judging.max_answers] for v, s in scored.items()}, out, prompt=prompt)
     for variant, s in scored.items():
         s.scores["judge"] = panel.votes.get(variant, [])
     notes += [*panel.notes, panel.note(judging)]
@@ -302,6 +303,11 @@ def analyze_run(
     ev = spec.evaluation
     if ev is not None and ev.judging is not None:
         _judge(ev.judging, scored, out, notes)
+    if ev is not None and ev.embedding is not None:
+        similar = similarity_scores(ev.embedding, {v: s.drawn[: ev.embedding.max_answers] for v, s in scored.items()})
+        for variant, s in scored.items():
+            s.scores["cosine"] = similar.scores.get(variant, [])
+        notes += similar.notes
     accuracy = {v: accuracy_of(v, s.scores, ev.floor) for v, s in scored.items()} if ev is not None else {}
 
     sizer = Sizer(spec.workload, spec.analysis.headroom)

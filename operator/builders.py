@@ -29,6 +29,7 @@ from fmbench_k8s.contract.engines import (
 from fmbench_k8s.contract.instances import GPU, NEURON, shape_of
 from fmbench_k8s.contract.layout import (
     DATASETS_DIR,
+    EMBEDDING_KEY_ENV,
     LoadgenTarget,
     analyze_args,
     judge_key_env,
@@ -572,10 +573,12 @@ def analysis_job(
     )  # fmt: skip
     env = _runner_env(bench, cfg)
     judging = bench.spec.evaluation.judging if bench.spec.evaluation is not None else None
-    for judge in judging.judges if judging is not None else []:
-        if (ref := judge.api_key_secret_ref) is not None:  # the reference only: the key never passes through us
-            secret = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
-            env.append({"name": judge_key_env(judge.name), "valueFrom": secret})
+    keys = [(judge_key_env(j.name), j.api_key_secret_ref) for j in (judging.judges if judging is not None else [])]
+    embedding = bench.spec.evaluation.embedding if bench.spec.evaluation is not None else None
+    keys += [(EMBEDDING_KEY_ENV, embedding.api_key_secret_ref)] if embedding is not None else []
+    for name, ref in keys:
+        if ref is not None:  # the reference only: the key never passes through the operator
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     container = _project_container(cfg, "analysis", args, env)
     container["resources"] = cfg.resources_of("analysis")
     container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})  # matplotlib's cache

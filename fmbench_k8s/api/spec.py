@@ -971,7 +971,7 @@ class Verify(ApiModel):
         return parse_duration(self.window)
 
 
-ScoreName = Literal["exactMatch", "f1", "rougeL", "judge"]
+ScoreName = Literal["exactMatch", "f1", "rougeL", "cosine", "judge"]
 SCORES: tuple[ScoreName, ...] = ScoreName.__args__  # type: ignore[attr-defined]
 
 
@@ -1025,6 +1025,20 @@ class Judging(ApiModel):
 
 
 _JUDGING = "judging: metric judge needs a judging panel, and a panel needs judge among metrics"
+_EMBEDDING = "embedding: metric cosine needs an embedding endpoint, and an endpoint needs cosine among metrics"
+
+
+class EmbeddingEndpoint(ApiModel):
+    """The embedding model of metric cosine, on an OpenAI-compatible embeddings API."""
+
+    url: Url = Field(description="Base URL of the API, e.g. http://embed.models:8000/v1.")
+    model: Name = Field(description="Model name sent in each request.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Bearer token, from a Secret of the Benchmark's namespace (the analysis Job's env)."
+    )
+    max_answers: int = Field(
+        default=500, ge=1, le=100_000, description="Answers per variant embedded, drawn by request id."
+    )
 
 
 class AccuracyFloor(ApiModel):
@@ -1044,7 +1058,8 @@ class Evaluation(ApiModel):
         min_length=1,
         max_length=len(SCORES),
         description="exactMatch and f1 (SQuAD's, on normalized words), rougeL (longest common subsequence F1), "
-        "judge (the judging panel's majority verdict; needs judging).",
+        "cosine (embedding similarity to the reference; needs embedding), judge (the judging panel's majority "
+        "verdict; needs judging).",
     )
     max_answer_chars: int = Field(
         default=4000, ge=100, le=100_000, description="Answer text kept per request (records' answer column)."
@@ -1053,6 +1068,7 @@ class Evaluation(ApiModel):
         default=None, description="Variants below it (or not shown to be above it) are not recommended."
     )
     judging: Judging | None = Field(default=None, description="The LLM judges of metric judge.")
+    embedding: EmbeddingEndpoint | None = Field(default=None, description="The embedding model of metric cosine.")
 
     @model_validator(mode="after")
     def _floor_is_scored(self) -> Evaluation:
@@ -1060,6 +1076,8 @@ class Evaluation(ApiModel):
             raise ValueError(f"floor.metric: {self.floor.metric} is not among metrics ({', '.join(self.metrics)})")
         if ("judge" in self.metrics) != (self.judging is not None):
             raise ValueError(_JUDGING)
+        if ("cosine" in self.metrics) != (self.embedding is not None):
+            raise ValueError(_EMBEDDING)
         return self
 
     @classmethod
@@ -1071,6 +1089,7 @@ class Evaluation(ApiModel):
                 ".floor.metric",
             ),
             cel("(has(self.metrics) && 'judge' in self.metrics) == has(self.judging)", _JUDGING, ".judging"),
+            cel("(has(self.metrics) && 'cosine' in self.metrics) == has(self.embedding)", _EMBEDDING, ".embedding"),
         ]
 
 

@@ -106,6 +106,10 @@ def judge_key_env(judge: str) -> str:
     return "FMBENCH_JUDGE_KEY_" + judge.upper().replace("-", "_")
 
 
+# The embedding endpoint's bearer token (evaluation.embedding.apiKeySecretRef), likewise.
+EMBEDDING_KEY_ENV: Final = "FMBENCH_EMBEDDING_KEY"
+
+
 def analyze_args(
     *,
     spec: str,

@@ -160,7 +160,7 @@ class DayCost(_Part):
 class Score(_Part):
     """One accuracy score of a variant's answers (docs/accuracy.md)."""
 
-    metric: Literal["exactMatch", "f1", "rougeL", "judge"]
+    metric: Literal["exactMatch", "f1", "rougeL", "cosine", "judge"]
     mean: float | None = Field(ge=0, le=1, description="null: no answer was scored")
     ci_low: float | None = Field(ge=0, le=1, description="95% interval, low end")
     ci_high: float | None = Field(ge=0, le=1, description="95% interval, high end")
@@ -171,7 +171,7 @@ class Accuracy(_Part):
     """spec.evaluation's scores of a variant and, with a floor, its verdict."""
 
     scores: list[Score]
-    floor_metric: Literal["exactMatch", "f1", "rougeL", "judge"] | None = Field(
+    floor_metric: Literal["exactMatch", "f1", "rougeL", "cosine", "judge"] | None = Field(
         description="evaluation.floor; null without"
     )
     floor_min: float | None = Field(gt=0, le=1)

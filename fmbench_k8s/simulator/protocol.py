@@ -10,10 +10,13 @@ a stream.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS
 from fmbench_k8s.simulator.tokenizer import TOKEN_ID, TOKEN_TEXT, count_tokens, generated_text
@@ -43,6 +46,10 @@ class GenRequest:
     include_usage: bool
     model: str | None
     text: str = ""  # the prompt's text, for the prefix cache (chat: the messages' text joined)
+
+
+def json_bytes(obj: object) -> bytes:
+    return _dumps(obj).encode()
 
 
 def _dumps(obj: object) -> str:
@@ -255,6 +262,26 @@ def echoed(req: GenRequest, mode: str = "echo") -> tuple[GenRequest, list[str]]:
         text = lines[-1] if lines else ""
     words = [f" {w}" for w in text.split()][: req.max_tokens] or [" ."]
     return dataclasses.replace(req, max_tokens=len(words)), words
+
+
+EMBEDDING_DIM: Final = 64
+
+
+def parse_embeddings(body: dict[str, object]) -> list[str]:
+    given = body.get("input")
+    texts = [given] if isinstance(given, str) else given
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise BadRequestError("'input' must be a string or a non-empty list of strings", "input")
+    return [str(t) for t in texts]
+
+
+def embed(text: str) -> list[float]:
+    """A bag-of-words vector: each plain word adds 1 at its hash's place; unit length."""
+    vector = [0.0] * EMBEDDING_DIM
+    for word in _plain(text):
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % EMBEDDING_DIM] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm else vector
 
 
 def _plain(text: str) -> list[str]:

@@ -192,6 +192,26 @@ async def triton_generate(request: web.Request) -> web.StreamResponse:
     return await _triton(request, stream=False)
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    """OpenAI's embeddings API: each input text as a bag of words hashed into a vector
+    (protocol.embed), so the cosine of two texts grows with the words they share."""
+    state = request.app[STATE]
+    try:
+        body = await _read(request)
+        texts = protocol.parse_embeddings(body)
+    except BadRequestError as exc:
+        return _error(400, exc.message, exc.param)
+    data = [{"object": "embedding", "index": i, "embedding": protocol.embed(t)} for i, t in enumerate(texts)]
+    tokens = sum(len(t.split()) for t in texts)
+    doc = {
+        "object": "list",
+        "data": data,
+        "model": state.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return _json(protocol.json_bytes(doc))
+
+
 async def models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     card = {
@@ -224,6 +244,7 @@ def create_app(params: SimParams, model: str, limits: Limits | None = None) -> w
     app[LIMITS] = limits or Limits()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/generate_stream", tgi_generate_stream)
     app.router.add_post("/generate", tgi_generate)
     app.router.add_post("/v2/models/{model}/generate_stream", triton_generate_stream)

@@ -53,7 +53,8 @@ def _contexts() -> list[str]:
 def test_a_panel_of_llm_judges_scores_the_answers_and_its_verdicts_are_cached(tmp_path: Path) -> None:
     """evaluation.judging (docs/accuracy.md, "Judges"): two simulators in judge mode and one that
     answers filler (no verdict: no vote) judge each variant's drawn answers; a second analysis of
-    the run sends no call, every verdict comes from the run's cache."""
+    the run sends no call, every verdict comes from the run's cache. The third simulator also
+    embeds answers and references for metric cosine."""
     judging = ("--answer", "judge", "--model", "judge")
     judges = [start_simulator(*judging), start_simulator(*judging), start_simulator("--model", "judge")]
     try:
@@ -65,9 +66,11 @@ def test_a_panel_of_llm_judges_scores_the_answers_and_its_verdicts_are_cached(tm
             for name, sim in zip(("judge-a", "judge-b", "babbler"), judges, strict=True)
         ]  # fmt: skip
         doc["spec"]["evaluation"] = {
-            "metrics": ["exactMatch", "judge"],
+            "metrics": ["exactMatch", "cosine", "judge"],
             "floor": {"metric": "judge", "min": 0.6},
             "judging": {"judges": panel, "maxAnswers": 60, "concurrency": 4},
+            # the simulator's /v1/embeddings: hashed bags of words
+            "embedding": {"url": judges[2].url + "/v1", "model": "judge", "maxAnswers": 100},
         }
         _, run = run_benchmark(doc, tmp_path)
         report = json.loads((run / "report.json").read_text())
@@ -77,6 +80,11 @@ def test_a_panel_of_llm_judges_scores_the_answers_and_its_verdicts_are_cached(tm
         echo = by_name["g6e-echo"]["judge"]
         assert echo["n"] == 60 and echo["ciLow"] <= 0.75 <= echo["ciHigh"], echo
         assert report["recommendation"]["variant"] == "g6e-echo"
+        # cosine: 1 for a right capital, near 0 for a wrong one (a hash collision may add a little)
+        cos = {name: scores["cosine"] for name, scores in by_name.items()}
+        assert cos["g6e-echo"]["n"] == cos["g5-filler"]["n"] == 100
+        assert 0.7 <= cos["g6e-echo"]["mean"] <= 0.85 and cos["g5-filler"]["mean"] <= 0.1, cos
+        assert any(n.startswith("embedding: judge, ") and "200 answers scored" in n for n in report["notes"])
         note = next(n for n in report["notes"] if n.startswith("judges: 3"))
         # identical prompts are judged once: the dataset's 40 rows give at most 40 distinct per variant
         calls = int(note.split("; ")[1].split()[0])

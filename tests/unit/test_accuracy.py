@@ -21,8 +21,9 @@ from fmbench_k8s.analysis.accuracy import (
     score_records,
     words,
 )
+from fmbench_k8s.analysis.embeddings import cosine, similarity_scores
 from fmbench_k8s.analysis.judges import Item, judge_answers, keep_drawn, parse_verdict
-from fmbench_k8s.api.spec import AccuracyFloor, Judging
+from fmbench_k8s.api.spec import AccuracyFloor, EmbeddingEndpoint, Judging
 from fmbench_k8s.simulator import protocol
 from fmbench_k8s.storage import LocalStorage
 
@@ -139,3 +140,26 @@ def test_the_answers_judged_are_drawn_by_request_id_whatever_the_order() -> None
     items = _items(50)
     drawn = keep_drawn(keep_drawn([], items[:25], 10), items[25:], 10)
     assert drawn == keep_drawn([], list(reversed(items)), 10) and len(drawn) == 10
+
+
+def test_cosine_is_the_best_similarity_to_a_reference_and_a_failure_is_said() -> None:
+    endpoint = EmbeddingEndpoint(url="http://e:8000/v1", model="e")
+    # the simulator's bag-of-words embedding: the same words point the same way
+    assert cosine(protocol.embed("Paris city"), protocol.embed("city, PARIS")) == pytest.approx(1.0)
+    assert cosine(protocol.embed("Paris"), protocol.embed("Paris city")) == pytest.approx(1 / math.sqrt(2))
+    items = [Item("r1", "q", "Paris", ("Lyon", "Paris city")), Item("r2", "q", "Lyon", ("Paris",))]
+
+    def embed(_: Any, texts: list[str]) -> list[list[float]]:
+        return [protocol.embed(t) for t in texts]
+
+    got = similarity_scores(endpoint, {"v": items}, embed)
+    assert got.scores["v"][0] == pytest.approx(1 / math.sqrt(2)) and got.failed is None and got.requests == 1
+    assert got.notes == ["embedding: e, 1 requests, 2 answers scored"]
+
+    def down(_: Any, texts: list[str]) -> list[list[float]]:
+        raise OSError("connection refused")
+
+    failed = similarity_scores(endpoint, {"v": items}, down)
+    assert failed.scores == {"v": []} and failed.notes == [
+        "embedding: e, 1 requests, 0 answers scored; failed: OSError: connection refused"
+    ]
