@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -21,6 +22,7 @@ from fmbench_k8s.analysis.prometheus import HIT_RATE_SERIES
 from fmbench_k8s.contract.engines import server_args
 from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
 from tests.chart.test_dashboards_data import _local_queries, _query
+from tests.corpus import REPO
 from tests.engines.conftest import MAX_NUM_SEQS, SERVED_NAME, Vllm
 from tests.integration.test_loadgen_support import assert_accounting, loadgen, write_spec
 
@@ -233,3 +235,43 @@ def test_the_generated_vllm_arguments_are_what_vllm_accepts(vllm: Vllm) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     parsed = json.loads(done.stdout.strip().splitlines()[-1])
     assert parsed == [["org/model", 8000, 1, None], ["org/model", 8000, 4, "abc123"], ["org/model", 8000, 24, None]]
+
+
+def test_a_real_engines_answers_are_kept_scored_and_judged(vllm: Vllm, tmp_path: Path) -> None:
+    """spec.evaluation against vLLM (docs/accuracy.md): the records keep the text vLLM streamed,
+    the same a plain request gets, every ok answer is scored, and vLLM itself, as the judge,
+    gets the filled judge prompt. The tiny random model says neither CORRECT nor INCORRECT, so
+    its replies are no votes, and the report says so."""
+    doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=1, seconds=4).read_text())
+    doc["spec"]["workload"]["dataset"] = {
+        "uri": str(REPO / "examples" / "datasets" / "capitals-qa.jsonl"), "promptField": "question",
+        "referenceField": "answer",
+    }  # fmt: skip
+    judge = {"name": "vllm", "url": f"{vllm.url}/v1", "model": SERVED_NAME}
+    doc["spec"]["evaluation"] = {"metrics": ["exactMatch", "f1", "rougeL", "judge"],
+                                 "judging": {"judges": [judge], "maxAnswers": 5}}  # fmt: skip
+    spec = tmp_path / "eval.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    done = subprocess.run([CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots"],
+                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
+    columns = ["ok", "prompt", "answer", "reference"]
+    shards = sorted((run / "records" / "real").glob("*.parquet"))
+    rows = [r for p in shards for r in pq.read_table(p, columns=columns).to_pylist() if r["ok"]]
+    assert rows and all(r["answer"] and r["reference"] for r in rows)
+    # one request alone (concurrency 1, temperature 0): the kept answer is what vLLM says to a plain request
+    first = rows[0]
+    body = {"model": SERVED_NAME, "messages": [{"role": "user", "content": first["prompt"]}],
+            "max_tokens": OUTPUT_TOKENS, "temperature": 0.0, "ignore_eos": True}  # fmt: skip
+    url = urllib.parse.urlsplit(vllm.url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    direct = json.loads(conn.getresponse().read())["choices"][0]["message"]["content"]
+    assert first["answer"] == direct
+    report = json.loads((run / "report.json").read_text())
+    scores = {s["metric"]: s for s in report["variants"][0]["accuracy"]["scores"]}
+    assert scores["f1"]["n"] == scores["exactMatch"]["n"] == len(rows) >= 10
+    assert scores["judge"]["n"] == 0  # random words are no verdict
+    note = next(n for n in report["notes"] if n.startswith("judges: 1 (vllm)"))
+    assert "; 5 answers got no verdict" in note and "failed" not in note, note
