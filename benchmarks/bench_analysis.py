@@ -69,7 +69,8 @@ def analyze(root: Path, plots: bool) -> None:
     summary = analyze_run(spec, LocalStorage(root), benchmark="bench", run_id="r", plots=plots)  # type: ignore[arg-type]
     elapsed = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "peak_rss_mb": rss_mb, "recommendation": summary["recommendation"]}))
+    rec = summary.recommendation.doc() if summary.recommendation is not None else None
+    print(json.dumps({"seconds": elapsed, "peak_rss_mb": rss_mb, "recommendation": rec}))
 
 
 def main() -> int:

@@ -396,7 +396,7 @@ class _Machine:
             if n != computed:
                 text = f"the computed {computed} did not hold R; {text}"
         else:
-            reason = "Refuted" if verdict == "Refuted" else verdict if verdict == "Inconclusive" else "VerifyFailed"
+            reason = verdict if verdict in ("Refuted", "Inconclusive") else "VerifyFailed"
             text = f"{n} × {fleet.instance_type}: {verdict.lower()}: {message}"
         self.condition("Verified", verdict == "Confirmed", reason, text)
         recommended = (self.conditions.get("Recommended") or {}).get("message", "")
