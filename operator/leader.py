@@ -182,14 +182,27 @@ class Elector:
         """Give the Lease up (on a clean stop) so that a standby need not wait for it to expire."""
         if not self.leading:
             return
+        from kubernetes.client.exceptions import ApiException
+
         self.leading = False
         cfg = self.config
-        lease = self._api.read_namespaced_lease(cfg.name, cfg.namespace)
-        record = _record(lease)
-        if record.holder != self.identity:
+        # A renewal still in flight when the run loop was cancelled may write the Lease between
+        # our read and our write (409): read it again and release what is still ours.
+        for _ in range(5):
+            lease = self._api.read_namespaced_lease(cfg.name, cfg.namespace)
+            record = _record(lease)
+            if record.holder != self.identity:
+                return
+            now = _micro_time(datetime.now(UTC))
+            released = replace(record, holder="", duration_s=1, renew_time=now)
+            body = self._body(released, lease.metadata.resource_version)
+            try:
+                self._api.replace_namespaced_lease(cfg.name, cfg.namespace, body)
+            except ApiException as err:
+                if err.status == 409:
+                    continue
+                raise
+            log.info("%s released Lease %s/%s", self.identity, cfg.namespace, cfg.name)
             return
-        now = _micro_time(datetime.now(UTC))
-        released = replace(record, holder="", duration_s=1, renew_time=now)
-        body = self._body(released, lease.metadata.resource_version)
-        self._api.replace_namespaced_lease(cfg.name, cfg.namespace, body)
-        log.info("%s released Lease %s/%s", self.identity, cfg.namespace, cfg.name)
+        log.warning("%s could not release Lease %s/%s: it kept changing; it expires instead", self.identity,
+                    cfg.namespace, cfg.name)  # fmt: skip
