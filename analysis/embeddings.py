@@ -8,33 +8,23 @@ cosine is an unrelated answer, as 0 is).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
-from fmbench_k8s.analysis.judges import Item
+from fmbench_k8s.analysis.judges import Item, post_json
 from fmbench_k8s.api.spec import EmbeddingEndpoint
 from fmbench_k8s.contract.layout import EMBEDDING_KEY_ENV
 
 BATCH: Final = 32
-TIMEOUT_S: Final = 60.0
 Embed = Callable[[EmbeddingEndpoint, list[str]], list[list[float]]]
 
 
 def embeddings_call(endpoint: EmbeddingEndpoint, texts: list[str]) -> list[list[float]]:
     """One request to ``{url}/embeddings``: a vector per text, in order."""
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(EMBEDDING_KEY_ENV)
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    body = json.dumps({"model": endpoint.model, "input": texts}).encode()
-    request = urllib.request.Request(endpoint.url.rstrip("/") + "/embeddings", body, headers, method="POST")
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-        doc: dict[str, Any] = json.load(resp)
+    body = {"model": endpoint.model, "input": texts}
+    doc = post_json(endpoint.url.rstrip("/") + "/embeddings", body, EMBEDDING_KEY_ENV)
     data = sorted(doc["data"], key=lambda d: int(d.get("index", 0)))
     if len(data) != len(texts):
         raise ValueError(f"{len(texts)} texts sent, {len(data)} embeddings received")

@@ -71,19 +71,23 @@ def parse_verdict(text: str) -> Verdict:
 Call = Callable[[Judge, str], tuple[str, int, int]]
 
 
+def post_json(url: str, body: Mapping[str, Any], key_env: str) -> dict[str, Any]:
+    """POST ``body`` to an OpenAI-compatible ``url``, with the bearer token in $``key_env`` if set."""
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(key_env)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+        doc: dict[str, Any] = json.load(resp)
+    return doc
+
+
 def chat_call(judge: Judge, prompt: str) -> tuple[str, int, int]:
     """(reply, input tokens, output tokens) of one OpenAI chat completion."""
     body = {"model": judge.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8,
             "temperature": 0}  # fmt: skip
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(judge_key_env(judge.name))
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(
-        judge.url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-        doc: dict[str, Any] = json.load(resp)
+    doc = post_json(judge.url.rstrip("/") + "/chat/completions", body, judge_key_env(judge.name))
     usage = doc.get("usage") or {}
     reply = str(doc["choices"][0]["message"].get("content") or "")
     return reply, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

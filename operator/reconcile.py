@@ -151,10 +151,11 @@ class _Machine:
     def _fleet(self) -> Variant | None:
         """The verify phase's fleet under test now, if any."""
         ver = self.status.get("verification")
-        if not ver:
-            return None
-        variant = next(v for v in self.bench.spec.variants if v.name == ver["variant"])
-        return fleet_variant(variant, int(ver["instances"]))
+        return fleet_variant(self._verified(), int(ver["instances"])) if ver else None
+
+    def _verified(self) -> Variant:
+        """The variant the verify phase deploys (status.verification.variant)."""
+        return next(v for v in self.bench.spec.variants if v.name == self.status["verification"]["variant"])
 
     def _fleet_servers(self, fleet: Variant) -> list[tuple[str, str]]:
         name = builders.server_name(self.bench, fleet)
@@ -332,7 +333,7 @@ class _Machine:
         ver = self.status["verification"]
         fleet = self._fleet()
         assert fleet is not None and self.bench.spec.verify is not None
-        variant = next(v for v in self.bench.spec.variants if v.name == ver["variant"])
+        variant = self._verified()
         n, uid, seen = fleet.replicas, self.obs.uid, self.obs.fleet or VariantObservation()
         if seen.problem is not None:
             reason, message = seen.problem
