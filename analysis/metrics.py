@@ -58,6 +58,7 @@ class BucketMetrics:
     slo_ci: QuantileCi
     outcome: Outcome
     failures: tuple[str, ...]
+    mean_image_bytes: float = math.nan  # images' encoded bytes per ok request; NaN without images
 
 
 BUCKET_LATENCY: Final = ("ttft", "tpot", "e2e")
@@ -102,6 +103,8 @@ class StageMetrics:
     notes: tuple[str, ...] = field(default=())
     client: ClientHealth | None = None
     buckets: tuple[BucketMetrics, ...] = ()  # by name; empty without workload.buckets
+    image_sizes: tuple[BucketMetrics, ...] = ()  # by workload.images.sizes' name; empty without them
+    mean_image_bytes: float = math.nan  # images' encoded bytes per ok request; NaN without images
     bounds: tuple[Bound, ...] = ()  # each latency bound's test, slo.latency first
     # per-request TTFT and TPOT of the window's ok requests, for histograms; not part of the report
     samples: Mapping[str, FloatArray] = field(default_factory=dict, repr=False, compare=False)
@@ -236,6 +239,8 @@ class _Columns:
     error: npt.NDArray[np.object_]
     # None when no record has a bucket (no workload.buckets, or a writer before them): no per-bucket work
     bucket: npt.NDArray[np.object_] | None
+    image_size: npt.NDArray[np.object_] | None  # likewise, workload.images.sizes' names
+    image_bytes: FloatArray | None  # None when no request carried images
     itl: _ItlSource
 
     @classmethod
@@ -283,7 +288,9 @@ class _Columns:
             is_incomplete=(outcome == OUTCOME_INCOMPLETE).to_numpy(),
             client_bound=_bools(frame, "client_bound"),
             error=error,
-            bucket=frame["bucket"].to_numpy(dtype=np.object_) if frame["bucket"].notna().any() else None,
+            bucket=_labels(frame, "bucket"),
+            image_size=_labels(frame, "image_size"),
+            image_bytes=_floats(frame, "image_bytes") if frame["image_bytes"].notna().any() else None,
             itl=_ItlSource(frame["itl_s"]),
         )
 
@@ -424,7 +431,9 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
         client_bound=info.client_bound or client_share > 0,
         client_bound_share=client_share,
         client=info.client,
-        buckets=_buckets(win, cols, rule, window_s),
+        buckets=_groups(win, cols.bucket, cols, rule, window_s),
+        image_sizes=_groups(win, cols.image_size, cols, rule, window_s),
+        mean_image_bytes=_mean_image_bytes(win_ok, cols),
         bounds=verdict.bounds,
         notes=tuple(notes),
         # one per ok request of the window (ITL, one per token, would not scale); "at": seconds into
@@ -439,12 +448,25 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
     )
 
 
-def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> tuple[BucketMetrics, ...]:
-    """Each bucket's requests of the steady window, judged by the same SLO as the stage (its
-    minimum sample scaled to the bucket's share of the window)."""
-    if cols.bucket is None:
+def _labels(frame: pd.DataFrame, column: str) -> npt.NDArray[np.object_] | None:
+    """A label column (bucket, image size) as objects; None when no record has one: no per-group work."""
+    return frame[column].to_numpy(dtype=np.object_) if frame[column].notna().any() else None
+
+
+def _mean_image_bytes(rows: IntArray, cols: _Columns) -> float:
+    if cols.image_bytes is None or rows.size == 0:
+        return math.nan
+    return float(np.nanmean(cols.image_bytes[rows]))
+
+
+def _groups(
+    win: IntArray, labels: npt.NDArray[np.object_] | None, cols: _Columns, rule: SloRule, window_s: float
+) -> tuple[BucketMetrics, ...]:
+    """Each group's requests of the steady window (a prompt-length bucket, an image size), judged
+    by the same SLO as the stage (its minimum sample scaled to the group's share of the window)."""
+    if labels is None:
         return ()
-    names = cols.bucket[win]
+    names = labels[win]
     present = sorted({str(n) for n in names if isinstance(n, str)})
     per_s = 1.0 / window_s if window_s > 0 else math.nan
     metrics = {b.metric for b in rule.slo.bounds}
@@ -481,6 +503,7 @@ def _buckets(win: IntArray, cols: _Columns, rule: SloRule, window_s: float) -> t
                 slo_ci=verdict.ci,
                 outcome=verdict.outcome,
                 failures=verdict.reasons,
+                mean_image_bytes=_mean_image_bytes(ok, cols),
             )
         )
     return tuple(out)

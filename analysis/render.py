@@ -158,25 +158,38 @@ def _bucket_answer_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _bucket_stage_rows(doc: Doc) -> tuple[list[str], list[list[str]]]:
-    """Every stage's steady window, split by prompt-length bucket."""
+def _group_stage_rows(doc: Doc, key: str = "buckets") -> tuple[list[str], list[list[str]]]:
+    """Every stage's steady window, split by prompt-length bucket (``buckets``) or image size
+    (``imageSizes``, with the images' bytes)."""
     q = f"p{doc['slo']['percentile']:g} {doc['slo']['metric']}"
-    head = ["variant", "stage", "target", "bucket", "requests", "error rate", "req/min", "mean prompt tok",
-            "TTFT p50/p95 (s)", "E2E p50/p95 (s)", f"{q} (s) [95% CI]", "verdict"]  # fmt: skip
+    images = key == "imageSizes"
+    head = ["variant", "stage", "target", "image size" if images else "bucket", "requests", "error rate", "req/min",
+            *(["image KB/request"] if images else []), "mean prompt tok", "TTFT p50/p95 (s)", "E2E p50/p95 (s)",
+            f"{q} (s) [95% CI]", "verdict"]  # fmt: skip
     rows = []
     for v in doc["variants"]:
         for s in v["stages"]:
-            for b in s.get("buckets") or []:
+            for b in s.get(key) or []:
                 ci = b["sloPercentileCi"]
                 ci_text = f"[{fmt(ci['low'])}, {fmt(ci['high'])}]" if ci["low"] is not None else f"(n={ci['n']})"
+                kb = b.get("meanImageBytes")
                 rows.append([
                     v["name"], fmt(s["stage"]), fmt(s["target"]), b["name"], fmt(b["requests"]), pct(b["errorRate"]),
-                    fmt(b["throughputRpm"]), fmt(b["meanPromptTokens"]),
-                    f"{fmt(b['ttft']['p50'])} / {fmt(b['ttft']['p95'])}",
+                    fmt(b["throughputRpm"]), *([fmt(kb / 1000 if kb is not None else None)] if images else []),
+                    fmt(b["meanPromptTokens"]), f"{fmt(b['ttft']['p50'])} / {fmt(b['ttft']['p95'])}",
                     f"{fmt(b['e2e']['p50'])} / {fmt(b['e2e']['p95'])}", f"{fmt(b['sloPercentile'])} {ci_text}",
                     b["sloOutcome"],
                 ])  # fmt: skip
     return head, rows
+
+
+def _images_text(w: Doc) -> str:
+    """What the prompts carried, in the report's words."""
+    images = w["images"]
+    if images["sizes"]:
+        sizes = ", ".join(f"{s['name']} {s['width']}×{s['height']} ({pct(s['share'])})" for s in images["sizes"])
+        return f"Each prompt carried {images['perPrompt']} synthetic PNG image(s) of one size: {sizes}. " + IMAGES_TEXT
+    return f"Each prompt carried its dataset row's images (field {images['datasetField']}). " + IMAGES_TEXT
 
 
 def _in_buckets(w: Doc) -> str:
@@ -184,6 +197,10 @@ def _in_buckets(w: Doc) -> str:
     return f" in {len(buckets)} buckets ({', '.join(b['name'] for b in buckets)})" if buckets else ""
 
 
+IMAGES_TEXT = (
+    "The server's prompt tokens include the images' tokens, so the mean prompt tokens per size show what an image "
+    "costs; each size's rows are its requests within the whole mix, judged by the same SLO."
+)
 BUCKETS_TEXT = (
     "Each stage's load is the whole mix; a bucket's rows are its requests within it, judged by the same SLO. The "
     "recommendation sizes the whole traffic; a bucket that misses the SLO at the sizing level is named in the notes."
@@ -405,7 +422,10 @@ def render_html(doc: Doc, plots: Mapping[str, bytes]) -> str:
                                "tpot_distribution.png")]  # fmt: skip
     if w.get("buckets"):
         parts += ["<h2>By prompt-length bucket</h2>", _html_table(*_bucket_answer_rows(doc)),
-                  f"<p class='muted'>{e(BUCKETS_TEXT)}</p>", _html_table(*_bucket_stage_rows(doc))]  # fmt: skip
+                  f"<p class='muted'>{e(BUCKETS_TEXT)}</p>", _html_table(*_group_stage_rows(doc))]  # fmt: skip
+    if w.get("images"):
+        parts += ["<h2>By image size</h2>", f"<p class='muted'>{e(_images_text(w))}</p>",
+                  _html_table(*_group_stage_rows(doc, "imageSizes"))]  # fmt: skip
     parts += ["<h2>Instances and cost vs request rate</h2>", _html_table(*_view_rows(doc))]
     parts += [img("cost_vs_throughput.png"), img("cost_vs_rate.png"), img("heatmap.png")]
     if any(v.get("accuracy") for v in doc["variants"]):
@@ -469,7 +489,9 @@ def render_markdown(doc: Doc, plot_names: Sequence[str]) -> str:
         out += [f"- {n}" for n in v["notes"]]
     if w.get("buckets"):
         out += ["## By prompt-length bucket", "", _md_table(*_bucket_answer_rows(doc)), "", BUCKETS_TEXT, ""]
-        out += [_md_table(*_bucket_stage_rows(doc)), ""]
+        out += [_md_table(*_group_stage_rows(doc)), ""]
+    if w.get("images"):
+        out += ["## By image size", "", _images_text(w), "", _md_table(*_group_stage_rows(doc, "imageSizes")), ""]
     out += ["## Instances and cost vs request rate", "", _md_table(*_view_rows(doc)), ""]
     out += [f"![{PLOTS.get(n, n)}](plots/{n})" for n in plot_names if n != "business_summary.png"]
     if any(v.get("accuracy") for v in doc["variants"]):

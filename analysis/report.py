@@ -19,7 +19,7 @@ from fmbench_k8s.analysis.daycost import day_cost
 from fmbench_k8s.analysis.metrics import BUCKET_LATENCY, LATENCY_METRICS, BucketMetrics, StageMetrics
 from fmbench_k8s.analysis.pricing import InstancePrice, TokenPrice, VariantPrice
 from fmbench_k8s.analysis.sizing import FMBENCH_RATES, Cost, Sizer, Sizing
-from fmbench_k8s.api.spec import AccuracyFloor, BenchmarkSpec, Day, Variant
+from fmbench_k8s.api.spec import AccuracyFloor, BenchmarkSpec, Day, Variant, Workload
 from fmbench_k8s.contract.engines import served_by
 from fmbench_k8s.contract.stats import CONFIDENCE, QuantileCi
 from fmbench_k8s.contract.summary import InstancesInterval, Recommendation, Summary, VariantSummary, cap_notes, cap_text
@@ -101,8 +101,11 @@ def _interval(interval: tuple[int | None, int | None] | None) -> InstancesInterv
     return None if interval is None else InstancesInterval(low=interval[0], high=interval[1], confidence=CONFIDENCE)
 
 
-def stage_entry(m: StageMetrics, at_level: Cost | None, order: Sequence[str] = ()) -> dict[str, Any]:
-    """A stage as report.json has it; its buckets in ``order`` (the spec's), others after by name."""
+def stage_entry(
+    m: StageMetrics, at_level: Cost | None, order: Sequence[str] = (), image_order: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A stage as report.json has it; its buckets and image sizes in ``order`` and ``image_order``
+    (the spec's), others after by name."""
     return {
         "stage": m.stage,
         "target": m.target,
@@ -148,8 +151,24 @@ def stage_entry(m: StageMetrics, at_level: Cost | None, order: Sequence[str] = (
             "rssMb": m.client.rss_mb,
         },
         "buckets": [_bucket_stage(b) for b in sorted(m.buckets, key=lambda b: _rank(b.name, order))] or None,
+        "meanImageBytes": m.mean_image_bytes,
+        "imageSizes": [_bucket_stage(b) for b in sorted(m.image_sizes, key=lambda b: _rank(b.name, image_order))]
+        or None,
         "atThisLevel": _cost(at_level),
         "notes": list(m.notes),
+    }
+
+
+def _images_entry(w: Workload) -> dict[str, Any] | None:
+    if not w.has_images:
+        return None
+    sizes = w.images.sizes if w.images is not None else None
+    return {
+        "perPrompt": w.images.per_prompt if w.images is not None else None,
+        "sizes": [{"name": s.name, "width": s.width, "height": s.height, "share": s.share} for s in sizes]
+        if sizes
+        else None,
+        "datasetField": w.dataset.image_field if w.dataset is not None else None,
     }
 
 
@@ -200,6 +219,7 @@ def _bucket_stage(b: BucketMetrics) -> dict[str, Any]:
         "sloPercentileCi": _ci(b.slo_ci),
         "sloOutcome": b.outcome,
         "sloFailures": list(b.failures),
+        "meanImageBytes": b.mean_image_bytes,
     }
 
 
@@ -272,6 +292,7 @@ def variant_entry(
     rpm = sizer.workload.requests_per_minute
     cost = sizing.cost
     order = [b.name for b in sizer.workload.buckets]
+    image_order = [s.name for s in sizer.workload.images.sizes] if sizer.workload.images is not None else []
     buckets = bucket_answers(stages, sizing.slo_stage, order)
     return {
         "name": v.name,
@@ -284,7 +305,7 @@ def variant_entry(
         "price": price_entry(sizing.price),
         "pricePerHour": sizing.price.instance.usd_per_hour if sizing.price.instance else None,
         "priceSource": _price_source(sizing.price),
-        "stages": [stage_entry(s, sizer.cost_at(rpm, v, sizing.price, s), order) for s in stages],
+        "stages": [stage_entry(s, sizer.cost_at(rpm, v, sizing.price, s), order, image_order) for s in stages],
         "meetsSlo": sizing.meets_slo,
         "maxConcurrencyMeetingSlo": sizing.max_level_meeting_slo,
         "capacityLowerBound": sizing.lower_bound,
@@ -403,6 +424,7 @@ def build_report(
                 for b in w.buckets
             ]
             or None,
+            "images": _images_entry(w),
         },
         "slo": {
             "metric": slo.latency.metric,

@@ -207,6 +207,15 @@ class SageMakerClient(Client):
             st.fail(reason, time.time())
 
 
+def converse_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """The prompt as Bedrock converse messages: its history's turns, then the user's, whose
+    images go before its text as image blocks (boto3 sends their bytes base64-encoded)."""
+    roles = ("user", "assistant")
+    turns = [{"role": roles[i % 2], "content": [{"text": t}]} for i, t in enumerate(prompt.history)]
+    images = [{"image": {"format": i.format, "source": {"bytes": i.data}}} for i in prompt.images]
+    return [*turns, {"role": "user", "content": [*images, {"text": prompt.text}]}]
+
+
 class BedrockClient(Client):
     """``converse_stream``: text from contentBlockDelta events, token counts from the final
     ``metadata`` event's usage (its absence means the stream was cut)."""
@@ -222,7 +231,7 @@ class BedrockClient(Client):
         try:
             resp = self.client.converse_stream(
                 modelId=self.target.model_id,
-                messages=[{"role": m["role"], "content": [{"text": m["content"]}]} for m in prompt.messages],
+                messages=converse_messages(prompt),
                 inferenceConfig={"maxTokens": prompt.max_tokens},
             )
             st.t_first_byte = time.time()

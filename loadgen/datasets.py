@@ -15,9 +15,10 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from fmbench_k8s.api.spec import CONFIGMAP_URI, LONGBENCH_TEMPLATE, Workload, template_fields
+from fmbench_k8s.api.spec import CONFIGMAP_URI, LONGBENCH_TEMPLATE, Dataset, Workload, template_fields
+from fmbench_k8s.contract.images import Image, ImageError, decode_data_url, image_facts
 from fmbench_k8s.contract.layout import DATASETS_DIR
 
 HF_OFFLINE_MESSAGE = (
@@ -84,14 +85,20 @@ def read_path_or_s3(uri: str, storage_endpoint: str | None, what: str, also: str
 def load_texts(workload: Workload, storage_endpoint: str | None = None) -> list[tuple[str, int | None]] | None:
     """The workload's dataset rows (prompt, max_tokens or None); None for synthetic prompts."""
     loaded = load_rows(workload, storage_endpoint)
-    return loaded[0] if loaded is not None else None
+    return loaded.prompts if loaded is not None else None
 
 
-def load_rows(
-    workload: Workload, storage_endpoint: str | None = None
-) -> tuple[list[tuple[str, int | None]], list[tuple[str, ...]] | None] | None:
-    """The workload's dataset rows (prompt, max_tokens or None) and, with dataset.referenceField,
-    each row's reference answers; None for synthetic prompts. With ``dataset.sample``, that many
+class Rows(NamedTuple):
+    """A dataset's rows: (prompt, max_tokens or None), and per row its reference answers
+    (dataset.referenceField) and its images (dataset.imageField)."""
+
+    prompts: list[tuple[str, int | None]]
+    references: list[tuple[str, ...]] | None = None
+    images: list[tuple[Image, ...]] | None = None
+
+
+def load_rows(workload: Workload, storage_endpoint: str | None = None) -> Rows | None:
+    """The workload's dataset rows; None for synthetic prompts. With ``dataset.sample``, that many
     rows drawn without replacement, the same for every worker and run with the same ``workload.seed``."""
     ds = workload.dataset
     if ds is None:
@@ -108,34 +115,99 @@ def load_rows(
         rows = parse_jsonl(_text(data, ds.uri), ds.prompt_field)
     if not rows:
         raise DatasetError(f"dataset {ds.uri} has no prompts")
-    refs = _references(data, ds.uri, ds.format, ds.reference_field) if ds.reference_field is not None else None
+    refs = _references(data, ds) if ds.reference_field is not None else None
+    images = _images(data, ds, storage_endpoint) if ds.image_field is not None else None
     if ds.sample is not None and ds.sample < len(rows):
         picked = sorted(random.Random(f"dataset:{workload.seed}").sample(range(len(rows)), ds.sample))
         rows = [rows[i] for i in picked]
         refs = [refs[i] for i in picked] if refs is not None else None
-    return rows, refs
+        images = [images[i] for i in picked] if images is not None else None
+    return Rows(rows, refs, images)
 
 
-def _references(data: bytes, uri: str, fmt: str, field: str) -> list[tuple[str, ...]]:
-    """Each row's reference answers (a string, or a list of strings), aligned with its prompts."""
-    if fmt == "parquet":
+def _field_values(data: bytes, ds: Dataset, field: str, what: str) -> tuple[list[tuple[int, Any]], str]:
+    """Each row's value of ``field`` (None where a JSONL object lacks it), with its row or line
+    number, and which of the two it is."""
+    if ds.format == "parquet":
         table = _parquet_table(data)
         if field not in table.column_names:
-            raise DatasetError(
-                f"dataset: no column {field!r} for referenceField (columns: {', '.join(table.column_names)})"
-            )
-        values: list[tuple[int, Any]] = list(enumerate(table.column(field).to_pylist(), 1))
-        where = "row"
-    else:
-        values = [(n, obj.get(field) if isinstance(obj, dict) else None) for n, obj in _jsonl_objects(_text(data, uri))]
-        where = "line"
+            raise DatasetError(f"dataset: no column {field!r} for {what} (columns: {', '.join(table.column_names)})")
+        return list(enumerate(table.column(field).to_pylist(), 1)), "row"
+    objs = _jsonl_objects(_text(data, ds.uri))
+    return [(n, obj.get(field) if isinstance(obj, dict) else None) for n, obj in objs], "line"
+
+
+def _references(data: bytes, ds: Dataset) -> list[tuple[str, ...]]:
+    """Each row's reference answers (a string, or a list of strings), aligned with its prompts."""
+    assert ds.reference_field is not None
+    values, where = _field_values(data, ds, ds.reference_field, "referenceField")
     out = []
     for n, value in values:
         refs = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else ()
         if not refs or not all(isinstance(r, str) for r in refs):
-            raise DatasetError(f"dataset {where} {n}: referenceField {field!r} is not a string or a list of strings")
+            raise DatasetError(
+                f"dataset {where} {n}: referenceField {ds.reference_field!r} is not a string or a list of strings"
+            )
         out.append(refs)
     return out
+
+
+def _images(data: bytes, ds: Dataset, storage_endpoint: str | None) -> list[tuple[Image, ...]]:
+    """Each row's images (dataset.imageField), read once per distinct reference."""
+    assert ds.image_field is not None
+    values, where = _field_values(data, ds, ds.image_field, "imageField")
+    read: dict[str, Image] = {}
+    out = []
+    for n, value in values:
+        shown = f"dataset {where} {n}: imageField {ds.image_field!r}"
+        items = value if isinstance(value, list) else [value]
+        if not items or value is None:
+            raise DatasetError(f"{shown} is empty; give each row an image (a path, s3:// or data: URL)")
+        row = []
+        for item in items:
+            key = item if isinstance(item, str) else None
+            if key is not None and key in read:
+                row.append(read[key])
+                continue
+            try:
+                image = image_facts(_image_bytes(item, ds.uri, storage_endpoint, shown), shown)
+            except ImageError as err:
+                raise DatasetError(str(err)) from None
+            if key is not None:
+                read[key] = image
+            row.append(image)
+        out.append(tuple(row))
+    return out
+
+
+def _image_bytes(item: Any, dataset_uri: str, storage_endpoint: str | None, shown: str) -> bytes:
+    """An image's bytes: raw, Hugging Face's {bytes, path} struct, a data: URL, s3:// or a path
+    (relative ones to the dataset's folder, local or S3)."""
+    if isinstance(item, bytes):
+        return item
+    raw = item.get("bytes") if isinstance(item, dict) else None
+    if isinstance(raw, bytes):
+        return raw
+    if not isinstance(item, str):
+        raise DatasetError(f"{shown}: expected a path, s3:// or data: URL, or {{bytes}}; got {type(item).__name__}")
+    if item.startswith("data:"):
+        try:
+            return decode_data_url(item, shown)
+        except ImageError as err:
+            raise DatasetError(str(err)) from None
+    if item.startswith("s3://"):
+        return read_s3(item, storage_endpoint, "image")
+    if "://" in item:
+        raise DatasetError(f"{shown}: {item!r}: the load generator sends image bytes; use a path, s3:// or data: URL")
+    if Path(item).is_absolute():
+        return read_file(Path(item), f"image {item}")
+    folder = dataset_uri.rpartition("/")[0] if "/" in dataset_uri else "."
+    if folder.startswith("s3://"):
+        return read_s3(f"{folder}/{item}", storage_endpoint, "image")
+    if "://" in folder:
+        raise DatasetError(f"{shown}: {item!r} is relative, but a {folder.split(':')[0]}:// dataset has no folder; "
+                           "use an absolute path, s3:// or data: URL")  # fmt: skip
+    return read_file(Path(folder) / item, f"image {item}")
 
 
 def _text(data: bytes, uri: str) -> str:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fmbench_k8s.api.spec import PromptBucket, TokenDistribution, Workload
+from fmbench_k8s.contract.images import Image
 from fmbench_k8s.contract.traces import Replay, TraceError, parse_trace
 from fmbench_k8s.loadgen.datasets import DatasetError, load_rows, read_path_or_s3, token_counter
+from fmbench_k8s.loadgen.images import synthetic_png
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +180,20 @@ class Prompt:
     history: tuple[str, ...] = ()
     turn: int | None = None  # 1-based turn of a conversation (workload.conversation)
     reference: tuple[str, ...] | None = None  # the dataset row's reference answers (dataset.referenceField)
+    images: tuple[Image, ...] = ()  # sent before the text (workload.images, dataset.imageField)
+    image_size: str | None = None  # workload.images.sizes' name of its synthetic images
 
     @property
-    def messages(self) -> list[dict[str, str]]:
-        """The chat messages: the history's turns, then this prompt as the user's."""
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages: the history's turns, then this prompt as the user's; with images, its
+        content is OpenAI's parts: the images (data URLs), then the text."""
         roles = ("user", "assistant")
+        content: Any = self.text
+        if self.images:
+            content = [*({"type": "image_url", "image_url": {"url": i.data_url()}} for i in self.images),
+                       {"type": "text", "text": self.text}]  # fmt: skip
         return [*({"role": roles[i % 2], "content": c} for i, c in enumerate(self.history)),
-                {"role": "user", "content": self.text}]  # fmt: skip
+                {"role": "user", "content": content}]  # fmt: skip
 
     @property
     def full_text(self) -> str:
@@ -200,6 +210,7 @@ class Corpus:
     by_bucket: dict[str, list[int]] = field(default_factory=dict)
     replay: Replay | None = None
     references: list[tuple[str, ...]] | None = None  # per row (dataset.referenceField)
+    images: list[tuple[Image, ...]] | None = None  # per row (dataset.imageField)
 
 
 def draw_tokens(dist: TokenDistribution, rng: random.Random) -> int:
@@ -235,6 +246,7 @@ class PromptSource:
         self._prefixes = shared_prefixes(workload)
         self._buckets = workload.buckets
         self._weights = [b.share for b in self._buckets]
+        self._image_weights = [s.share for s in workload.images.sizes] if workload.images is not None else []
         # Each bucket (or the whole dataset, as ""): its rows in a shuffled order, and the next one.
         self._order: dict[str, list[int]] = {}
         self._next: dict[str, int] = {}
@@ -249,6 +261,15 @@ class PromptSource:
 
     def next(self, arrival: int | None = None) -> Prompt:
         """The next prompt; in a trace replay, the one of the stage's arrival number ``arrival``."""
+        prompt = self._text_prompt(arrival)
+        images = self.workload.images
+        if images is None:
+            return prompt
+        size = self.rng.choices(images.sizes, self._image_weights)[0] if len(images.sizes) > 1 else images.sizes[0]
+        made = tuple(synthetic_png(size.width, size.height, self.rng) for _ in range(images.per_prompt))
+        return replace(prompt, images=made, image_size=size.name)
+
+    def _text_prompt(self, arrival: int | None) -> Prompt:
         replay = self._corpus.replay if self._corpus is not None else None
         if replay is not None and arrival is not None:
             n, out = replay.lengths(arrival)
@@ -263,8 +284,9 @@ class PromptSource:
             row = order[i % len(order)]
             text, max_tokens = self._corpus.rows[row]
             out = max_tokens if max_tokens is not None else draw_tokens(output, self.rng)
-            refs = self._corpus.references
-            return Prompt(text, out, None, name, reference=refs[row] if refs is not None else None)
+            refs, images = self._corpus.references, self._corpus.images
+            return Prompt(text, out, None, name, reference=refs[row] if refs is not None else None,
+                          images=images[row] if images is not None else ())  # fmt: skip
         n = self._length(bucket)
         text, out = self.synthetic_text(n), draw_tokens(output, self.rng)
         if self._prefixes:
@@ -315,9 +337,9 @@ def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corp
     loaded = load_rows(workload, storage_endpoint)
     if loaded is None:
         return None
-    rows, references = loaded
+    rows, references, images = loaded
     if not workload.buckets:
-        return Corpus(rows, references=references)
+        return Corpus(rows, references=references, images=images)
     count, unit = token_counter(workload.tokenizer, storage_endpoint)
     lengths = count([text for text, _ in rows])
     by_bucket: dict[str, list[int]] = {b.name: [] for b in workload.buckets}
@@ -337,4 +359,4 @@ def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corp
     if placed < len(rows):
         log.info("%d of %d dataset prompts fall in no bucket (counted in %s) and are not sent", len(rows) - placed,
                  len(rows), unit)  # fmt: skip
-    return Corpus(rows, by_bucket, references=references)
+    return Corpus(rows, by_bucket, references=references, images=images)

@@ -41,6 +41,10 @@ class RequestState:
     reference: tuple[str, ...] | None = None  # spec.evaluation: the dataset row's reference answers
     question: str | None = None  # spec.evaluation: the prompt's text
     turn: int | None = None  # 1-based turn of its conversation (workload.conversation)
+    images: int | None = None  # images sent with the prompt; None without images
+    image_bytes: int | None = None  # their encoded size, bytes
+    image_pixels: int | None = None  # their width × height, summed
+    image_size: str | None = None  # workload.images.sizes' name
 
     def content(self, ts: float, answer: bool = True) -> None:
         """A non-empty content event received at ``ts``; ``answer`` False: reasoning."""
@@ -137,6 +141,10 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "itl_s": itl.tolist(),
         "prompt_tokens": st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens,
         "bucket": st.bucket,
+        "images": st.images,
+        "image_bytes": st.image_bytes,
+        "image_pixels": st.image_pixels,
+        "image_size": st.image_size,
         "turn": st.turn,
         "output_tokens": st.output_tokens,
         "reasoning_tokens": st.server_reasoning_tokens,

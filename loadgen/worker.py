@@ -26,6 +26,7 @@ import numpy as np
 from gevent.pool import Pool
 
 from fmbench_k8s.api.spec import Workload
+from fmbench_k8s.contract.images import pixel_class
 from fmbench_k8s.contract.records import OUTCOME_ERROR, OUTCOME_OK
 from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
@@ -268,6 +269,11 @@ class Worker:
             st.answer = [] if st.answer is None else st.answer
             st.reference, st.question = prompt.reference, prompt.text
         st.prompt_tokens, st.bucket = prompt.prompt_tokens, prompt.bucket
+        if prompt.images:
+            st.images = len(prompt.images)
+            st.image_bytes = sum(len(i.data) for i in prompt.images)
+            st.image_pixels = sum(i.width * i.height for i in prompt.images)
+            st.image_size = prompt.image_size or pixel_class(st.image_pixels // st.images)
         st.client_bound = self.monitor.bound_now
         gauge = self.exporter.inflight.labels(**self.exporter.labels)
         gauge.inc()

@@ -6,7 +6,7 @@ import itertools
 import json
 import re
 import string
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -462,6 +462,9 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+_IMAGE_FIELD_FORMAT = "imageField: only jsonl and parquet rows name their images; set format: jsonl or parquet"
+
+
 class Dataset(ApiModel):
     """Prompts from a JSONL file (local path, s3://, configmap://NAME/KEY or hf://DATASET)."""
 
@@ -492,6 +495,12 @@ class Dataset(ApiModel):
         "(LongBench's answers). spec.evaluation scores the answers against it (docs/accuracy.md). jsonl, parquet "
         "and longbench.",
     )
+    image_field: Name | None = Field(
+        default=None,
+        description="Field (column) with each row's image(s), sent with its prompt: a path (relative to the "
+        "dataset's folder), s3://BUCKET/KEY, a data: URL, or Hugging Face's image struct {bytes}; or a list of them. "
+        "PNG or JPEG. jsonl and parquet.",
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -520,8 +529,19 @@ class Dataset(ApiModel):
                 "!self.uri.startsWith('configmap://') || self.uri.matches(r'" + CONFIGMAP_URI.pattern + "')",
                 "uri: use configmap://NAME/KEY: a ConfigMap name (DNS subdomain) and one of its keys",
                 ".uri",
-            )
+            ),
+            cel(
+                "!has(self.imageField) || !has(self.format) || self.format in ['jsonl', 'parquet']",
+                _IMAGE_FIELD_FORMAT,
+                ".imageField",
+            ),
         ]
+
+    @model_validator(mode="after")
+    def _images_in_rows(self) -> Dataset:
+        if self.image_field is not None and self.format not in ("jsonl", "parquet"):
+            raise ValueError(_IMAGE_FIELD_FORMAT)
+        return self
 
 
 MAX_BUCKETS = 16
@@ -580,6 +600,66 @@ class Conversation(ApiModel):
     turns: int = Field(ge=2, le=100, description="User turns per conversation; then a new one starts.")
 
 
+class ImageSize(ApiModel):
+    """One size of synthetic image (workload.images), drawn by share."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)] = Field(
+        description="Size name (lowercase letters, digits, '-'), shown in the report."
+    )
+    width: int = Field(ge=16, le=8192, description="Width, pixels.")
+    height: int = Field(ge=16, le=8192, description="Height, pixels.")
+    share: float = Field(gt=0, le=1, description="Share of the requests whose images have this size; they add up to 1.")
+
+
+MAX_IMAGE_SIZES = 16
+_IMAGE_SHARES = "images.sizes: the shares add up to {total:g}; make them add up to 1"
+# The engines whose API carries no images (contract/engines.py: their api is not openai-chat;
+# tests/unit/test_images.py holds the two lists together).
+TEXT_ONLY_ENGINES: Final = ("tgi", "triton-trtllm")
+IMAGE_APIS: Final = ("openai-chat", "bedrock")
+
+
+class Images(ApiModel):
+    """Synthetic images sent with every prompt, to vision chat APIs (openai-chat content parts,
+    Bedrock converse image blocks): PNGs of the given sizes, unique per request (docs/workloads.md)."""
+
+    per_prompt: int = Field(default=1, ge=1, le=8, description="Images per prompt, all of the size drawn for it.")
+    sizes: list[ImageSize] = Field(
+        min_length=1,
+        max_length=MAX_IMAGE_SIZES,
+        description="Image sizes, each prompt's drawn by share; the report splits each stage by size.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel(
+                "self.sizes.map(s, s.share).sum() > 0.999 && self.sizes.map(s, s.share).sum() < 1.001",
+                "images.sizes: the shares must add up to 1",
+                ".sizes",
+            )
+        ]
+
+    @model_validator(mode="after")
+    def _shares(self) -> Images:
+        names = [s.name for s in self.sizes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"images.sizes: names must be unique; repeated: {', '.join(repeated)}")
+        total = sum(s.share for s in self.sizes)
+        if not 0.999 < total < 1.001:
+            raise ValueError(_IMAGE_SHARES.format(total=total))
+        return self
+
+
+_IMAGES_OR_FIELD = "images: the dataset's rows bring their own images (dataset.imageField); remove one of the two"
+_IMAGES_IN_CONVERSATION = (
+    "conversation: earlier turns would be sent without their images; remove conversation, or images and "
+    "dataset.imageField"
+)
+
+
 class Workload(ApiModel):
     """W = {R, P, G}: the traffic to size for."""
 
@@ -622,11 +702,32 @@ class Workload(ApiModel):
         description="Multi-turn conversations: a request is a conversation's next user turn (from promptTokens, "
         "buckets or the dataset) sent with every earlier turn and answer. Not with a trace.",
     )
+    images: Images | None = Field(
+        default=None,
+        description="Synthetic images sent with every prompt (vision models; api openai-chat or bedrock). For a "
+        "dataset's own images use dataset.imageField.",
+    )
     seed: int = Field(default=0, ge=0, description="Seed of synthetic prompts and arrival schedules.")
+
+    @property
+    def has_images(self) -> bool:
+        """Prompts carry images: synthetic ones, or the dataset's."""
+        return self.images is not None or (self.dataset is not None and self.dataset.image_field is not None)
 
     @classmethod
     def cel_rules(cls) -> list[dict[str, str]]:
         return [
+            cel(
+                "!has(self.images) || !has(self.dataset) || !has(self.dataset.imageField)",
+                _IMAGES_OR_FIELD,
+                ".images",
+            ),
+            cel(
+                "!has(self.conversation) || (!has(self.images) && (!has(self.dataset) || "
+                "!has(self.dataset.imageField)))",
+                _IMAGES_IN_CONVERSATION,
+                ".conversation",
+            ),
             cel(
                 "!has(self.conversation) || !has(self.trace)",
                 "conversation: a trace gives every request's length; remove conversation or trace",
@@ -695,6 +796,14 @@ class Workload(ApiModel):
             raise ValueError(
                 "tokenizer: a tokenizer.json is usually larger than a ConfigMap holds (1 MiB); use s3:// or hf://"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _images(self) -> Workload:
+        if self.images is not None and self.dataset is not None and self.dataset.image_field is not None:
+            raise ValueError(_IMAGES_OR_FIELD)
+        if self.conversation is not None and self.has_images:
+            raise ValueError(_IMAGES_IN_CONVERSATION)
         return self
 
     def prompt_mix(self) -> tuple[float, float]:
@@ -1142,6 +1251,16 @@ class Timeouts(ApiModel):
         return parse_duration(self.model_ready)
 
 
+_IMAGES_API = (
+    "variants: prompts with images go to api openai-chat or bedrock (engines vllm, sglang, neuronx-vllm, djl-lmi, "
+    "simulator); remove the other variants, or the images"
+)
+
+
+def _cel_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+
+
 _TRACE_ARRIVAL = "load.arrival: trace replays workload.trace; give both, or neither"
 _EVALUATION = (
     "evaluation: scores answers against references: set workload.dataset.referenceField (a jsonl, parquet or "
@@ -1195,6 +1314,16 @@ class BenchmarkSpec(ApiModel):
                 ".load.arrival",
             ),
             cel(
+                "!(has(self.workload.images) || (has(self.workload.dataset) && has(self.workload.dataset.imageField)))"
+                " || self.variants.all(v, has(v.endpoint) ? v.endpoint.api in "
+                + _cel_list(IMAGE_APIS)
+                + " : !(v.engine in "
+                + _cel_list(TEXT_ONLY_ENGINES)
+                + "))",
+                _IMAGES_API,
+                ".variants",
+            ),
+            cel(
                 "!has(self.evaluation) || (has(self.workload.dataset) && has(self.workload.dataset.referenceField) && "
                 "(!has(self.workload.dataset.format) || self.workload.dataset.format != 'sharegpt'))",
                 _EVALUATION,
@@ -1207,6 +1336,15 @@ class BenchmarkSpec(ApiModel):
         ds = self.workload.dataset
         if self.evaluation is not None and (ds is None or ds.reference_field is None or ds.format == "sharegpt"):
             raise ValueError(_EVALUATION)
+        return self
+
+    @model_validator(mode="after")
+    def _images_api(self) -> BenchmarkSpec:
+        if self.workload.has_images:
+            for v in self.variants:
+                api = v.endpoint.api if v.endpoint is not None else None
+                if (api is not None and api not in IMAGE_APIS) or v.engine in TEXT_ONLY_ENGINES:
+                    raise ValueError(_IMAGES_API)
         return self
 
     @model_validator(mode="after")

@@ -42,6 +42,10 @@ SCHEMA: Final = pa.schema(
         ("itl_s", pa.list_(pa.float32())),  # every gap between consecutive content events
         ("prompt_tokens", pa.int64()),
         ("bucket", pa.string()),  # the workload's prompt-length bucket; null without buckets
+        ("images", pa.int32()),  # images sent with the prompt; null without images
+        ("image_bytes", pa.int64()),  # their encoded size, bytes
+        ("image_pixels", pa.int64()),  # their width × height, summed
+        ("image_size", pa.string()),  # workload.images.sizes' name; a dataset's: megapixels per image
         ("turn", pa.int32()),  # 1-based turn of its conversation; null without workload.conversation
         ("output_tokens", pa.int64()),
         ("reasoning_tokens", pa.int64()),  # of output_tokens, those the server says were reasoning (usage)

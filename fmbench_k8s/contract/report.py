@@ -110,7 +110,8 @@ class BoundResult(_Part):
 
 
 class BucketStage(_Part):
-    """A prompt-length bucket's requests of the stage's steady window, judged by the same SLO."""
+    """A group of the stage's steady window (a prompt-length bucket, an image size): its requests, judged by
+    the same SLO."""
 
     name: str
     requests: Count
@@ -127,6 +128,7 @@ class BucketStage(_Part):
     slo_percentile_ci: PercentileCi
     slo_outcome: Literal["meets", "fails", "inconclusive"]
     slo_failures: list[str]
+    mean_image_bytes: NonNegative | None = Field(default=None, description="images' bytes per ok request")
 
 
 class BucketAnswer(_Part):
@@ -228,6 +230,12 @@ class Stage(_Part):
     client_bound_share: Share
     client: Client | None = Field(default=None, description="absent for runs written before it was recorded")
     buckets: list[BucketStage] | None = Field(default=None, description="per workload bucket; absent without buckets")
+    mean_image_bytes: NonNegative | None = Field(
+        default=None, description="images' encoded bytes per ok request of the steady window; absent without images"
+    )
+    image_sizes: list[BucketStage] | None = Field(
+        default=None, description="per workload.images size, its requests of the steady window; absent without them"
+    )
     at_this_level: Cost | None
     notes: list[str]
 
@@ -282,11 +290,25 @@ class Bucket(_Part):
     output_tokens: Tokens
 
 
+class ImageSize(_Part):
+    name: str
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    share: Share
+
+
+class Images(_Part):
+    per_prompt: int | None = Field(ge=1, description="workload.images.perPrompt; absent for a dataset's images")
+    sizes: list[ImageSize] | None = Field(description="workload.images.sizes; absent for a dataset's images")
+    dataset_field: str | None = Field(description="dataset.imageField, when the dataset's rows bring the images")
+
+
 class Workload(_Part):
     requests_per_minute: float = Field(gt=0)
-    prompt_tokens: Tokens = Field(description="the whole traffic's; with buckets, their mix")
+    prompt_tokens: Tokens = Field(description="the whole traffic's text; with buckets, their mix (images apart)")
     output_tokens: Tokens = Field(description="the whole traffic's; with buckets, their mix")
     buckets: list[Bucket] | None = Field(default=None, description="workload.buckets; absent without them")
+    images: Images | None = Field(default=None, description="the images sent with the prompts; absent without them")
 
 
 class LatencyBound(_Part):

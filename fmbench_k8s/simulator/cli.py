@@ -33,6 +33,7 @@ _OVERRIDES: tuple[tuple[str, str, type], ...] = (
     ("--reasoning-tokens", "reasoning_tokens", int),
     ("--prefix-cache-blocks", "prefix_cache_blocks", int),
     ("--answer", "answer", str),
+    ("--image-patch-px", "image_patch_px", int),
 )
 
 

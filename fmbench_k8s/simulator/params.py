@@ -56,6 +56,9 @@ class SimParams:
     # prompt's last line, word by word, then stop: a model whose accuracy a test knows; "judge",
     # CORRECT or INCORRECT by comparing the judge prompt's answer with its references.
     answer: str = "filler"
+    # An image's tokens: one per image_patch_px × image_patch_px square, rounded up each way (Qwen2-VL
+    # merges 14-pixel patches 2×2: 28 px); they join the prompt's tokens and its prefill.
+    image_patch_px: int = 28
 
     def __post_init__(self) -> None:
         if self.answer not in ("filler", "echo", "judge"):
@@ -70,6 +73,7 @@ class SimParams:
         _check_float("error_rate", self.error_rate, 0.0, 1.0)
         _check_int("reasoning_tokens", self.reasoning_tokens, 0)
         _check_int("prefix_cache_blocks", self.prefix_cache_blocks, 0)
+        _check_int("image_patch_px", self.image_patch_px, 1)
         _check_int("error_status", self.error_status, 400)
         if self.error_status > 599:
             raise ValueError(f"SimParams.error_status must be an HTTP error status 400-599, got {self.error_status}")
@@ -79,6 +83,10 @@ class SimParams:
         if prompt_tokens < 0:
             raise ValueError(f"prompt_tokens must be >= 0, got {prompt_tokens}")
         return self.prefill_base_s + prompt_tokens * self.prefill_s_per_token
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """The tokens of a width × height image (see image_patch_px)."""
+        return -(-width // self.image_patch_px) * -(-height // self.image_patch_px)
 
     def itl_s(self, running: int) -> float:
         """Inter-token latency when ``running`` requests hold a slot, before jitter."""

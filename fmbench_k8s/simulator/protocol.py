@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS
+from fmbench_k8s.contract.images import ImageError, decode_data_url, image_facts
+from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS, SimParams
 from fmbench_k8s.simulator.tokenizer import TOKEN_ID, TOKEN_TEXT, count_tokens, generated_text
 
 # Generous sanity cap: a typo like 1e9 would otherwise hold a slot for days.
@@ -120,36 +121,59 @@ def _include_usage(body: dict[str, object]) -> bool:
     return _opt_bool(opts, "include_usage", False)
 
 
-def _content_text(content: object, index: int) -> str:
+ImageTokens = Callable[[int, int], int]
+_DEFAULT_IMAGE_TOKENS: Final = SimParams().image_tokens
+
+
+def _content_text(content: object, index: int, image_tokens: ImageTokens) -> tuple[str, int]:
+    """A message's text, and its images' tokens."""
     if content is None:  # e.g. an assistant message that only made tool calls
-        return ""
+        return "", 0
     if isinstance(content, str):
-        return content
+        return content, 0
     if isinstance(content, list):
-        texts = []
+        texts, images = [], 0
         for part in content:
-            # Non-text parts (images, audio) carry no words for this tokenizer.
-            if isinstance(part, dict) and part.get("type") == "text":
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text":
                 text = part.get("text")
                 if not isinstance(text, str):
                     raise BadRequestError(f"messages[{index}] text part needs a string 'text'", "messages")
                 texts.append(text)
-        return " ".join(texts)
+            elif part.get("type") == "image_url":
+                images += _image_tokens(part.get("image_url"), index, image_tokens)
+        return " ".join(texts), images
     raise BadRequestError(f"messages[{index}].content must be a string or a list of parts", "messages")
 
 
-def parse_chat(body: dict[str, object]) -> GenRequest:
+def _image_tokens(image_url: object, index: int, image_tokens: ImageTokens) -> int:
+    """An image part's tokens, from the size in its data URL's PNG or JPEG header."""
+    url = image_url.get("url") if isinstance(image_url, dict) else None
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise BadRequestError(f"messages[{index}] image_url needs a data: URL (the simulator fetches nothing)",
+                              "messages")  # fmt: skip
+    try:
+        image = image_facts(decode_data_url(url, f"messages[{index}] image_url"), f"messages[{index}] image_url")
+    except ImageError as err:
+        raise BadRequestError(str(err), "messages") from None
+    return image_tokens(image.width, image.height)
+
+
+def parse_chat(body: dict[str, object], image_tokens: ImageTokens = _DEFAULT_IMAGE_TOKENS) -> GenRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequestError("'messages' must be a non-empty list", "messages")
-    texts = []
+    texts, images = [], 0
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise BadRequestError(f"messages[{i}] must be an object", "messages")
-        texts.append(_content_text(msg.get("content"), i))
+        text, tokens = _content_text(msg.get("content"), i, image_tokens)
+        texts.append(text)
+        images += tokens
     text = " ".join(texts)
     return GenRequest(
-        prompt_tokens=count_tokens(text),
+        prompt_tokens=count_tokens(text) + images,
         max_tokens=_max_tokens(body, "max_completion_tokens", "max_tokens"),
         stream=_opt_bool(body, "stream", False),
         include_usage=_include_usage(body),

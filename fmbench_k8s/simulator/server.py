@@ -20,6 +20,9 @@ from fmbench_k8s.simulator.params import SimParams
 from fmbench_k8s.simulator.prefix_cache import PrefixCache
 from fmbench_k8s.simulator.protocol import BadRequestError, EventAt, GenRequest
 
+# Requests with images are large (a 2048×1536 photo is ~1.5 MB as a data URL); aiohttp's 1 MiB
+# default would answer them 413.
+MAX_BODY_BYTES = 64 << 20
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -112,7 +115,7 @@ async def _openai(request: web.Request, chat: bool) -> web.StreamResponse:
     state = request.app[STATE]
     try:
         body = await _read(request)
-        req = protocol.parse_chat(body) if chat else protocol.parse_completion(body)
+        req = protocol.parse_chat(body, state.params.image_tokens) if chat else protocol.parse_completion(body)
     except BadRequestError as exc:
         return _error(400, exc.message, exc.param)
     if req.model is not None and req.model != state.model:
@@ -238,7 +241,7 @@ def create_app(params: SimParams, model: str, limits: Limits | None = None) -> w
     """Build the simulator app; one engine and metrics registry per app."""
     engine = Engine(params)
     sim_metrics = SimMetrics(model, params.max_num_seqs, running=lambda: engine.running, waiting=lambda: engine.waiting)
-    app = web.Application(middlewares=[track_requests])
+    app = web.Application(middlewares=[track_requests], client_max_size=MAX_BODY_BYTES)
     cache = PrefixCache(params.prefix_cache_blocks) if params.prefix_cache_blocks else None
     app[STATE] = SimState(params=params, model=model, engine=engine, metrics=sim_metrics, prefix_cache=cache)
     app[LIMITS] = limits or Limits()

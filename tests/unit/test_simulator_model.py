@@ -7,10 +7,12 @@ import dataclasses
 import itertools
 import math
 import time
+from random import Random
 
 import pytest
 
 from fmbench_k8s.api.spec import SIMULATED_INSTANCE_TYPES
+from fmbench_k8s.loadgen.images import synthetic_png
 from fmbench_k8s.simulator import cli, protocol
 from fmbench_k8s.simulator.engine import Engine, FaultInjector, RequestTiming
 from fmbench_k8s.simulator.params import DEFAULT_MAX_TOKENS, SimParams, estimate
@@ -134,14 +136,20 @@ def test_chat_prompt_tokens_sum_all_message_contents() -> None:
     body: dict[str, object] = {
         "messages": [
             {"role": "system", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "one two three"}, {"type": "image_url"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "one two three"},
+                    {"type": "image_url", "image_url": {"url": synthetic_png(60, 30, Random(0)).data_url()}},
+                ],
+            },
             {"role": "assistant", "content": None},
         ],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     req = protocol.parse_chat(body)
-    assert req.prompt_tokens == 5
+    assert req.prompt_tokens == 5 + 3 * 2  # a 60×30 image: 3×2 squares of 28 px
     assert req.max_tokens == DEFAULT_MAX_TOKENS
     assert req.stream and req.include_usage
 
