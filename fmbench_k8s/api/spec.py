@@ -612,7 +612,7 @@ class ImageSize(ApiModel):
 
 
 MAX_IMAGE_SIZES = 16
-_IMAGE_SHARES = "images.sizes: the shares add up to {total:g}; make them add up to 1"
+_IMAGE_SHARES = "sizes: the shares add up to {total:g}; make them add up to 1"
 # The engines whose API carries no images (contract/engines.py: their api is not openai-chat;
 # tests/unit/test_images.py holds the two lists together).
 TEXT_ONLY_ENGINES: Final = ("tgi", "triton-trtllm")
@@ -636,7 +636,7 @@ class Images(ApiModel):
         return [
             cel(
                 "self.sizes.map(s, s.share).sum() > 0.999 && self.sizes.map(s, s.share).sum() < 1.001",
-                "images.sizes: the shares must add up to 1",
+                "sizes: the shares must add up to 1",
                 ".sizes",
             )
         ]
@@ -646,7 +646,7 @@ class Images(ApiModel):
         names = [s.name for s in self.sizes]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"images.sizes: names must be unique; repeated: {', '.join(repeated)}")
+            raise ValueError(f"sizes: names must be unique; repeated: {', '.join(repeated)}")
         total = sum(s.share for s in self.sizes)
         if not 0.999 < total < 1.001:
             raise ValueError(_IMAGE_SHARES.format(total=total))
