@@ -8,7 +8,8 @@ panel's majority: 1, 0, or 0.5 for a split panel; a reply that is neither word i
 Verdicts are cached in the run's ``evaluation/judges.json`` by judge, model and filled prompt, so
 a second analysis (a re-run, a resumed Job) sends nothing already judged. ``maxCalls`` caps the
 calls sent (cached verdicts are free); answers left unjudged when it runs out are noted, and the
-score covers the answers judged. Calls use the OpenAI chat API with temperature 0.
+score covers the answers judged. Calls use the OpenAI chat API or Bedrock Converse, with
+temperature 0.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Final
 
@@ -29,6 +31,7 @@ from fmbench_k8s.storage import Storage
 
 CACHE_KEY: Final = "evaluation/judges.json"
 TIMEOUT_S: Final = 60.0
+MAX_CONCURRENCY: Final = 64  # evaluation.judging.concurrency's bound (api/spec.py)
 Verdict = str  # "correct" | "incorrect" | "invalid" | "error"
 
 
@@ -83,10 +86,41 @@ def post_json(url: str, body: Mapping[str, Any], key_env: str) -> dict[str, Any]
     return doc
 
 
+def judge_call(judge: Judge, prompt: str) -> tuple[str, int, int]:
+    """(reply, input tokens, output tokens) of one judge's call, on its API."""
+    return bedrock_call(judge, prompt) if judge.api == "bedrock" else chat_call(judge, prompt)
+
+
+def bedrock_call(judge: Judge, prompt: str) -> tuple[str, int, int]:
+    """One Bedrock Converse call (not streamed), signed with the process's AWS identity."""
+    resp = _bedrock(judge.region, judge.url).converse(
+        modelId=judge.model,
+        messages=[{"role": "user", "content": [{"text": prompt}]}],
+        inferenceConfig={"maxTokens": 8, "temperature": 0},
+    )
+    blocks = ((resp.get("output") or {}).get("message") or {}).get("content") or []
+    usage = resp.get("usage") or {}
+    reply = "".join(str(b.get("text") or "") for b in blocks if isinstance(b, dict))
+    return reply, int(usage.get("inputTokens") or 0), int(usage.get("outputTokens") or 0)
+
+
+@lru_cache(maxsize=8)
+def _bedrock(region: str | None, endpoint_url: str | None) -> Any:
+    """One bedrock-runtime client per (region, endpoint), shared by the calling threads (boto3
+    clients are thread-safe); the pool is as wide as judging.concurrency allows."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=MAX_CONCURRENCY,
+                    read_timeout=TIMEOUT_S)  # fmt: skip
+    return boto3.client("bedrock-runtime", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
 def chat_call(judge: Judge, prompt: str) -> tuple[str, int, int]:
     """(reply, input tokens, output tokens) of one OpenAI chat completion."""
     body = {"model": judge.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8,
             "temperature": 0}  # fmt: skip
+    assert judge.url is not None  # the spec requires it for api openai-chat
     doc = post_json(judge.url.rstrip("/") + "/chat/completions", body, judge_key_env(judge.name))
     usage = doc.get("usage") or {}
     reply = str(doc["choices"][0]["message"].get("content") or "")
@@ -141,7 +175,7 @@ def judge_answers(
     cache_store: Storage,
     *,
     prompt: str | None = None,
-    call: Call = chat_call,
+    call: Call = judge_call,
 ) -> PanelResult:
     """Every drawn answer through the panel, cached verdicts first, within maxCalls."""
     cache: dict[str, dict[str, Any]] = _read_cache(cache_store)

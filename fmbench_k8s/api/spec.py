@@ -1088,14 +1088,33 @@ def _text_scores() -> list[ScoreName]:
     return ["exactMatch", "f1", "rougeL"]
 
 
+_JUDGE_URL = "url: required for api openai-chat (the judge's base URL, e.g. http://judge.models:8000/v1)"
+_BEDROCK_JUDGE_KEY = (
+    "apiKeySecretRef: a Bedrock judge signs with the analysis Job's AWS identity (IRSA); remove apiKeySecretRef"
+)
+
+
 class Judge(ApiModel):
-    """An LLM judging answers correct or incorrect, on an OpenAI-compatible chat API."""
+    """An LLM judging answers correct or incorrect: an OpenAI-compatible chat API, or Bedrock's
+    Converse API."""
 
     name: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)] = Field(description="Unique name.")
-    url: Url = Field(description="Base URL of the API, e.g. http://judge.models:8000/v1.")
-    model: Name = Field(description="Model name sent in each request.")
+    api: Literal["openai-chat", "bedrock"] = Field(
+        default="openai-chat",
+        description="openai-chat: POST {url}/chat/completions; bedrock: Bedrock Converse with the analysis's AWS "
+        "identity.",
+    )
+    url: Url | None = Field(
+        default=None,
+        description="Base URL of the API, e.g. http://judge.models:8000/v1. Required for api openai-chat; for api "
+        "bedrock, a Bedrock runtime endpoint to use instead of the region's (e.g. a VPC endpoint).",
+    )
+    model: Name = Field(description="Model name sent in each request; for api bedrock, the model or profile id.")
+    region: Name | None = Field(default=None, description="AWS region of a Bedrock judge (default: the analysis's).")
     api_key_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Bearer token, from a Secret of the Benchmark's namespace (the analysis Job's env)."
+        default=None,
+        description="Bearer token of an openai-chat judge, from a Secret of the Benchmark's namespace (the analysis "
+        "Job's env).",
     )
     price_per_1m_input_tokens: float | None = Field(
         default=None, ge=0, alias="pricePer1mInputTokens", description="USD, for the judging's cost."
@@ -1103,6 +1122,25 @@ class Judge(ApiModel):
     price_per_1m_output_tokens: float | None = Field(
         default=None, ge=0, alias="pricePer1mOutputTokens", description="USD, for the judging's cost."
     )
+
+    @classmethod
+    def cel_rules(cls) -> list[dict[str, str]]:
+        return [
+            cel("!(!has(self.api) || self.api == 'openai-chat') || has(self.url)", _JUDGE_URL, ".url"),
+            cel(
+                "!has(self.api) || self.api != 'bedrock' || !has(self.apiKeySecretRef)",
+                _BEDROCK_JUDGE_KEY,
+                ".apiKeySecretRef",
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _per_api(self) -> Judge:
+        if self.api == "openai-chat" and self.url is None:
+            raise ValueError(_JUDGE_URL)
+        if self.api == "bedrock" and self.api_key_secret_ref is not None:
+            raise ValueError(_BEDROCK_JUDGE_KEY)
+        return self
 
 
 class Judging(ApiModel):

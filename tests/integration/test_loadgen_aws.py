@@ -9,6 +9,7 @@ split SSE lines at arbitrary places, as the real service may; the client must re
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 import struct
@@ -23,10 +24,14 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
+from fmbench_k8s.analysis.judges import Item, judge_answers
+from fmbench_k8s.api.spec import Judging
+from fmbench_k8s.contract.images import image_facts
 from fmbench_k8s.loadgen.clients import make_client
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
 from fmbench_k8s.loadgen.target import Target
+from fmbench_k8s.storage import LocalStorage
 from tests.integration.test_loadgen_support import assert_accounting, loadgen, write_spec
 
 pytestmark = pytest.mark.integration
@@ -93,6 +98,8 @@ class FakeAws(BaseHTTPRequestHandler):
         path = unquote(self.path)
         if path.startswith("/endpoints/"):
             self._sagemaker(path.split("/")[2], body)
+        elif path.startswith("/model/") and path.endswith("/converse"):
+            self._converse(body)
         elif path.startswith("/model/"):
             self._bedrock(path.split("/")[2], body)
         else:
@@ -121,9 +128,32 @@ class FakeAws(BaseHTTPRequestHandler):
                 _sleep_until(t0 + PREFILL_S + (i + 1) * ITL_S)
         self._chunk(b"")
 
+    def _converse(self, body: dict[str, Any]) -> None:
+        """A judge on Converse (not streamed): CORRECT when the prompt's Answer line is one of its
+        Reference line's answers, INCORRECT otherwise, and no verdict for the answer "pass"."""
+        (text,) = [b["text"] for b in body["messages"][-1]["content"]]
+        lines = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+        answer, refs = lines["Answer"].strip().lower(), [r.strip().lower() for r in lines["Reference"].split(" | ")]
+        reply = "I cannot tell" if answer == "pass" else "CORRECT" if answer in refs else "INCORRECT"
+        doc = {"output": {"message": {"role": "assistant", "content": [{"text": reply}]}}, "stopReason": "end_turn",
+               "usage": {"inputTokens": len(text.split()), "outputTokens": 1, "totalTokens": len(text.split()) + 1},
+               "metrics": {"latencyMs": 1}}  # fmt: skip
+        data = json.dumps(doc).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _bedrock(self, model_id: str, body: dict[str, Any]) -> None:
         n = int(body["inferenceConfig"]["maxTokens"])
-        words = len(body["messages"][0]["content"][0]["text"].split())
+        content = body["messages"][-1]["content"]
+        words = sum(len(b["text"].split()) for b in content if "text" in b)
+        for b in content:  # an image is width × height / 750 tokens (Anthropic's rule on Bedrock)
+            if "image" in b:
+                image = image_facts(base64.b64decode(b["image"]["source"]["bytes"]), "image block")
+                assert b["image"]["format"] == image.format
+                words += image.width * image.height // 750
         self._start_stream({})
         self._chunk(event("messageStart", b'{"role":"assistant"}'))
         t0 = time.perf_counter()
@@ -217,3 +247,49 @@ def test_aws_failures_have_reasons(aws: str, aws_env: dict[str, str]) -> None:
     st = RequestState("r3", time.time(), 3)
     gone.generate(Prompt("a", 2, 1), st)
     assert (st.outcome, st.error) == ("error", "connection_refused")
+
+
+def test_bedrock_carries_each_prompts_images_as_image_blocks(aws: str, aws_env: dict[str, str], tmp_path: Path) -> None:
+    """workload.images on Bedrock converse: each image goes as a PNG block before the text, and the
+    records hold its bytes, pixels and size, and the server's token count with the image's."""
+    variant = VARIANTS["bedrock"]
+    sizes = [{"name": "small", "width": 300, "height": 250, "share": 0.5},
+             {"name": "large", "width": 1000, "height": 750, "share": 0.5}]  # fmt: skip
+    spec = write_spec(
+        tmp_path / "spec.yaml", variants=[variant],
+        workload={"requestsPerMinute": 600, "promptTokens": {"mean": 30}, "outputTokens": {"mean": 4},
+                  "images": {"sizes": sizes}},
+        load={"mode": "fixed", "concurrency": {"levels": [2]}, "stageDuration": "2s"},
+    )  # fmt: skip
+    with loadgen(tmp_path, spec, str(variant["name"]), endpoint_url=aws, env=aws_env) as run:
+        run.start()
+        assert run.wait() == 0, run.master.stderr if run.master else ""
+        df = assert_accounting(run)
+    ok = df[df["outcome"] == "ok"]
+    assert len(ok) > 20 and set(ok["image_size"]) == {"small", "large"} and (ok["images"] == 1).all()
+    for name, (w, h) in {"small": (300, 250), "large": (1000, 750)}.items():
+        rows = ok[ok["image_size"] == name]
+        assert (rows["image_pixels"] == w * h).all()
+        assert (rows["prompt_tokens"] == 30 + w * h // 750).all()  # the server's count: text and image
+        assert rows["image_bytes"].between(w * h * 2.5 / 8, w * h * 3.5 / 8).all()  # ~3 bits a pixel
+
+
+def test_a_bedrock_judge_answers_on_converse_and_its_tokens_are_priced(aws: str, aws_env: dict[str, str],
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    """evaluation.judging with api bedrock (docs/accuracy.md): boto3's Converse, signed with the
+    process's AWS identity, against a server shaped like Bedrock's."""
+    judging = Judging.model_validate({"judges": [{
+        "name": "haiku", "api": "bedrock", "model": "anthropic.claude-3-haiku-20240307-v1:0", "url": aws,
+        "region": "us-east-1", "pricePer1mInputTokens": 0.25, "pricePer1mOutputTokens": 1.25,
+    }]})  # fmt: skip
+    answers = ["Lima", "Quito", "pass", "lima", "Bogota"]
+    items = [Item(f"r{i}", "Capital of Peru?", a, ("Lima", "Lima, Peru")) for i, a in enumerate(answers)]
+    got = judge_answers(judging, {"v": items}, LocalStorage(tmp_path))
+    assert got.errors == 0 and got.calls == 5
+    assert sorted(got.votes["v"]) == [0.0, 0.0, 1.0, 1.0] and got.unjudged == 1  # "pass" got no verdict
+    assert got.output_tokens == 5 and got.input_tokens > 5 * 40
+    assert got.cost_usd == pytest.approx((got.input_tokens * 0.25 + 5 * 1.25) / 1e6)
+    sent = [b for b in FakeAws.bodies if "inferenceConfig" in b and b["inferenceConfig"].get("temperature") == 0]
+    assert len(sent) == 5 and all(b["inferenceConfig"]["maxTokens"] == 8 for b in sent)
+    again = judge_answers(judging, {"v": items}, LocalStorage(tmp_path))  # from the run's cache: nothing sent
+    assert (again.calls, again.cached, again.votes) == (0, 5, got.votes)
