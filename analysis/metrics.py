@@ -144,10 +144,7 @@ def check_accounting(frame: pd.DataFrame) -> None:
             f"{int(contradict.sum())} record(s) have ok={flag_ok[contradict][0]} but outcome "
             f"{outcome.to_numpy()[contradict][0]!r}; the load generator wrote inconsistent rows"
         )
-    # Arrow's hash aggregation is ~10x faster than pandas' duplicated(); pandas finds the example.
-    keys = pa.table({c: pa.array(frame[c]) for c in ("variant", "stage", "request_id")})
-    distinct = keys.group_by(["variant", "stage"]).aggregate([("request_id", "count_distinct", pc.CountOptions("all"))])
-    if sum(distinct.column("request_id_count_distinct").to_pylist()) < len(frame):
+    if _distinct_requests(frame) < len(frame):
         dup = frame.duplicated(["variant", "stage", "request_id"])
         first = frame.loc[dup].iloc[0]
         raise AccountingError(
@@ -155,6 +152,20 @@ def check_accounting(frame: pd.DataFrame) -> None:
             f"{first['variant']} stage {first['stage']} request {first['request_id']}: a shard was "
             "probably written twice; scheduled would not equal ok + error + incomplete"
         )
+
+
+def _distinct_requests(frame: pd.DataFrame) -> int:
+    """Distinct (variant, stage, request_id) keys. Arrow's hashing is ~10x faster than pandas'
+    duplicated() (which then finds the example), and a frame of one stage, as the analysis reads
+    them, needs no grouping: count_distinct alone is ~5x faster than Arrow's group-by."""
+    if frame.empty:
+        return 0
+    stage, variant = frame["stage"].to_numpy(), frame["variant"]
+    if stage.min() == stage.max() and bool((variant == variant.iat[0]).all()):
+        return int(pc.count_distinct(pa.array(frame["request_id"]), mode="all").as_py())
+    keys = pa.table({c: pa.array(frame[c]) for c in ("variant", "stage", "request_id")})
+    distinct = keys.group_by(["variant", "stage"]).aggregate([("request_id", "count_distinct", pc.CountOptions("all"))])
+    return sum(distinct.column("request_id_count_distinct").to_pylist())
 
 
 # Above this many runs of consecutive rows, one vectorised index beats a Python loop over slices.

@@ -15,6 +15,7 @@ for that percentile and the SLO verdict is "insufficient samples".
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Final
 
@@ -67,16 +68,66 @@ def finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     return x if ok.all() else x[ok]
 
 
+# From this many float32 samples on (a stage's ITL gaps), percentiles select by radix: faster
+# than numpy's partition, and the same numbers (tests/unit/test_stats_percentiles.py).
+RADIX_FROM: Final = 1 << 20
+_RADIX_CHUNK: Final = 1 << 22
+
+
 def summarize(values: npt.NDArray[np.floating]) -> Summary:
     """Exact percentiles, mean and std of the finite values."""
     x = finite(values)
     n = int(x.size)
     if n == 0:
         return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
-    p50, p90, p95, p99 = (float(v) for v in np.percentile(x, PERCENTILES))
+    quantiles = radix_percentiles(x, PERCENTILES) if n >= RADIX_FROM and x.dtype == np.float32 else None
+    if quantiles is None:
+        quantiles = np.percentile(x, PERCENTILES)
+    p50, p90, p95, p99 = (float(v) for v in quantiles)
     mean = float(np.mean(x, dtype=np.float64))
     std = float(np.std(x, ddof=1, dtype=np.float64)) if n > 1 else math.nan
     return Summary(n, p50, p90, p95, p99, mean, std)
+
+
+def radix_percentiles(x: npt.NDArray[np.float32], percentiles: tuple[float, ...]) -> FloatArray | None:
+    """``np.percentile(x, percentiles)`` of finite float32 ``x``, bit for bit, by selecting the
+    order statistics it interpolates between with a radix count instead of a partition; None when
+    ``x`` has negative values (their bit patterns do not sort as they do).
+
+    A non-negative float32's bits, read as an unsigned integer, sort as the float does, so a count
+    of the top 16 bits (the high half, read in place) places every wanted rank in one bucket; only
+    those buckets' values are gathered and sorted. The interpolation is numpy's "linear" method as
+    numpy 2 computes it: virtual index (n − 1)·q, then ``a + (b − a)·γ``, or ``b − (b − a)·(1 − γ)``
+    from γ = 0.5 on."""
+    n = int(x.size)
+    top = np.ascontiguousarray(x).view(np.uint16)[1 if sys.byteorder == "little" else 0 :: 2]
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    for at in range(0, n, _RADIX_CHUNK):  # bincount copies its input to intp: a chunk at a time
+        counts += np.bincount(top[at : at + _RADIX_CHUNK], minlength=1 << 16)
+    if counts[0x8000:].any():  # a sign bit: a negative value, or -0.0
+        return None
+    ends = np.cumsum(counts)
+    virtual = (n - 1) * np.true_divide(np.asarray(percentiles), 100)
+    below = np.floor(virtual)
+    lower = below.astype(np.intp)
+    upper = np.minimum(lower + 1, n - 1)
+    last = virtual >= n - 1
+    lower[last] = upper[last] = n - 1
+    ranks = np.concatenate([lower, upper])
+    buckets = np.searchsorted(ends, ranks, side="right")
+    wanted = np.zeros(1 << 16, dtype=np.bool_)
+    wanted[buckets] = True
+    chosen = np.sort(x[wanted[top]])  # ascending buckets hold ascending values
+    # a rank's place in ``chosen``: its place in its bucket, after the chosen buckets below it
+    kept_below = np.cumsum(np.where(wanted, counts, 0)) - counts
+    starts = ends - counts
+    values = chosen[ranks - starts[buckets] + kept_below[buckets]]
+    a, b = values[: len(lower)], values[len(lower) :]
+    gamma = virtual - below
+    diff = b - a
+    out: FloatArray = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out
 
 
 def percentile(values: npt.NDArray[np.floating], q: float) -> float:
