@@ -177,58 +177,80 @@ class _ListChunk:
     offsets: npt.NDArray[np.int64]  # len + 1, into values
     values: npt.NDArray[np.floating]
     valid: BoolArray
+    filled: BoolArray  # the row's offsets span at least one value
+    filled_before: npt.NDArray[np.int64]  # len + 1: rows with values before each row
 
+    @classmethod
+    def of(cls, arr: pa.ListArray) -> _ListChunk:
+        offsets = arr.offsets.to_numpy().astype(np.int64)
+        filled = offsets[1:] > offsets[:-1]
+        return cls(
+            offsets=offsets,
+            values=arr.values.to_numpy(zero_copy_only=False),
+            valid=arr.is_valid().to_numpy(zero_copy_only=False),
+            filled=filled,
+            filled_before=np.concatenate(([0], np.cumsum(filled))),
+        )
 
-def _gather(chunk: _ListChunk, rows: IntArray) -> npt.NDArray[np.floating]:
-    """The list elements of ``rows`` (sorted, chunk-local), concatenated, without Python per row."""
-    rows = rows[chunk.valid[rows]]
-    if rows.size == 0:
-        return np.empty(0, dtype=chunk.values.dtype)
-    # Requests of one stage sit mostly in long runs of consecutive rows: copy whole runs.
-    breaks = np.nonzero(np.diff(rows) != 1)[0]
-    if breaks.size < _MAX_RUNS:
+    def runs(self, rows: IntArray) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+        """(starts, ends) in ``values`` of the lists of ``rows`` (sorted, chunk-local), as few
+        slices as possible: two rows are in one slice when no row between them holds values
+        (errors and cut-off requests in between hold none, so a stage's answers in one shard
+        are one slice or a few). None when they would be more than _MAX_RUNS slices."""
+        rows = rows[self.valid[rows] & self.filled[rows]]
+        if rows.size == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        between = self.filled_before[rows[1:]] - self.filled_before[rows[:-1] + 1]
+        breaks = np.nonzero(between > 0)[0]
+        if breaks.size >= _MAX_RUNS:
+            return None
         firsts = np.concatenate(([rows[0]], rows[breaks + 1]))
         lasts = np.concatenate((rows[breaks], [rows[-1]]))
-        starts, ends = chunk.offsets[firsts], chunk.offsets[lasts + 1]
-        return np.concatenate([chunk.values[s:e] for s, e in zip(starts, ends, strict=True)])
-    starts, lengths = chunk.offsets[rows], chunk.offsets[rows + 1] - chunk.offsets[rows]
-    first_out = np.cumsum(lengths) - lengths
-    index = np.repeat(starts - first_out, lengths) + np.arange(int(lengths.sum()))
-    return chunk.values[index]
+        return self.offsets[firsts], self.offsets[lasts + 1]
+
+    def take(self, rows: IntArray) -> npt.NDArray[np.floating]:
+        """The list elements of ``rows`` (sorted, chunk-local), concatenated, for selections of
+        many small pieces (runs() is None): one vectorised index, no Python per row."""
+        rows = rows[self.valid[rows]]
+        starts, lengths = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]
+        first_out = np.cumsum(lengths) - lengths
+        index = np.repeat(starts - first_out, lengths) + np.arange(int(lengths.sum()))
+        return self.values[index]
 
 
 class _ItlSource:
-    """Flattens the per-request ``itl_s`` lists of chosen rows into one per-chunk array.
+    """Flattens the per-request ``itl_s`` lists of chosen rows into one array.
 
     Works on the Arrow buffers (offsets + float32 values) directly: no per-request Python objects,
-    no copy of the lists that are not selected.
+    no copy of the lists that are not selected, and none at all when the chosen lists are one
+    slice of the values (one shard's answers): a stage's tens of millions of gaps are copied once
+    at most.
     """
 
     def __init__(self, column: pd.Series) -> None:
-        self._chunks: list[_ListChunk] = []
         if isinstance(column.dtype, pd.ArrowDtype):
             arrays = column.array.__arrow_array__().chunks  # the backing ChunkedArray, no copy
         else:  # lists or arrays as Python objects (hand-made frames in tests)
             arrays = [pa.array(column.to_numpy(dtype=np.object_), type=pa.list_(pa.float64()), from_pandas=True)]
-        for arr in arrays:
-            self._chunks.append(
-                _ListChunk(
-                    offsets=arr.offsets.to_numpy().astype(np.int64),
-                    values=arr.values.to_numpy(zero_copy_only=False),
-                    valid=arr.is_valid().to_numpy(zero_copy_only=False),
-                )
-            )
+        self._chunks = [_ListChunk.of(arr) for arr in arrays]
         self._bounds = np.cumsum([0] + [len(c.valid) for c in self._chunks])
 
     def values(self, rows: IntArray) -> npt.NDArray[np.floating]:
         rows = np.sort(rows)
         chunk_of = np.searchsorted(self._bounds, rows, side="right") - 1
-        parts = [
-            _gather(chunk, rows[chunk_of == i] - self._bounds[i])
-            for i, chunk in enumerate(self._chunks)
-            if (chunk_of == i).any()
-        ]
-        return np.concatenate(parts) if parts else np.empty(0)
+        pieces: list[npt.NDArray[np.floating]] = []
+        for i, chunk in enumerate(self._chunks):
+            mine = rows[chunk_of == i] - self._bounds[i]
+            if mine.size == 0:
+                continue
+            runs = chunk.runs(mine)
+            if runs is None:
+                pieces.append(chunk.take(mine))
+            else:
+                pieces += [chunk.values[s:e] for s, e in zip(*runs, strict=True) if e > s]
+        if len(pieces) == 1:
+            return pieces[0]  # a view: nothing copied
+        return np.concatenate(pieces) if pieces else np.empty(0)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmbench_k8s.analysis.frames import to_frame
-from fmbench_k8s.contract.records import SCHEMA, StageInfo, records_key, stages_key
+from fmbench_k8s.contract.records import PARQUET_WRITE, SCHEMA, StageInfo, records_key, stages_key
 from fmbench_k8s.storage import Storage
 
 _ERROR_REASONS = ("http_429", "timeout", "http_500")
@@ -191,7 +191,7 @@ def write_run(storage: Storage, table: pa.Table, stages: Sequence[StageInfo]) ->
     for (variant, stage, worker), rows in frame.groupby(["variant", "stage", "worker"], sort=True).indices.items():
         key = records_key(str(variant), int(stage), str(worker), 0)
         sink = pa.BufferOutputStream()
-        pq.write_table(table.take(pa.array(rows)), sink)
+        pq.write_table(table.take(pa.array(rows)), sink, **PARQUET_WRITE)
         storage.write_bytes(key, sink.getvalue().to_pybytes())
         keys.append(key)
     for variant in sorted({s.variant for s in stages}):

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fmbench_k8s.contract.records import SCHEMA, records_key
+from fmbench_k8s.contract.records import PARQUET_WRITE, SCHEMA, records_key
 from fmbench_k8s.loadgen.httpclient import gevent_patched
 from fmbench_k8s.storage import Storage, patient
 
@@ -35,7 +35,7 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, **PARQUET_WRITE)
     data: bytes = sink.getvalue().to_pybytes()
     return data
 

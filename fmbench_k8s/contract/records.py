@@ -62,6 +62,14 @@ SCHEMA: Final = pa.schema(
     ]
 )
 COLUMNS: Final = tuple(SCHEMA.names)
+# How a shard is written (loadgen/writer.py; analysis/synthetic.py for tests and benchmarks):
+# LZ4, which the analysis decodes about twice as fast as zstd, and dictionaries for the strings
+# only. The float gaps that make most of a shard barely compress (zstd saves ~18 % of LZ4's size)
+# and rarely repeat: their dictionary pages only slowed the reading (docs/performance.md).
+PARQUET_WRITE: Final = {
+    "compression": "lz4",
+    "use_dictionary": [f.name for f in SCHEMA if pa.types.is_string(f.type)],
+}
 # Without these a record cannot be counted or placed in a stage: a shard lacking one is refused.
 REQUIRED_COLUMNS: Final = ("variant", "stage", "request_id", "t_scheduled", "outcome")
 

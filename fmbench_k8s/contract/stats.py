@@ -72,6 +72,7 @@ def finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
 # than numpy's partition, and the same numbers (tests/unit/test_stats_percentiles.py).
 RADIX_FROM: Final = 1 << 20
 _RADIX_CHUNK: Final = 1 << 22
+_STD_LEAF: Final = 1 << 16
 
 
 def summarize(values: npt.NDArray[np.floating]) -> Summary:
@@ -85,7 +86,7 @@ def summarize(values: npt.NDArray[np.floating]) -> Summary:
         quantiles = np.percentile(x, PERCENTILES)
     p50, p90, p95, p99 = (float(v) for v in quantiles)
     mean = float(np.mean(x, dtype=np.float64))
-    std = float(np.std(x, ddof=1, dtype=np.float64)) if n > 1 else math.nan
+    std = sample_std(x) if n > 1 else math.nan
     return Summary(n, p50, p90, p95, p99, mean, std)
 
 
@@ -128,6 +129,32 @@ def radix_percentiles(x: npt.NDArray[np.float32], percentiles: tuple[float, ...]
     out: FloatArray = np.add(a, diff * gamma)
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
     return out
+
+
+def sample_std(x: npt.NDArray[np.floating]) -> float:
+    """``np.std(x, ddof=1, dtype=np.float64)``, bit for bit, without its float64 copy of ``x``
+    (twice the bytes of a stage's float32 ITL gaps, and fresh memory at each stage): numpy sums the
+    squared deviations by pairwise summation, so the same tree is walked here, numpy summing each
+    leaf of at most _STD_LEAF values in a small buffer."""
+    n = int(x.size)
+    mean = np.true_divide(np.add.reduce(x, dtype=np.float64, keepdims=True), n)
+    buffer = np.empty(min(n, _STD_LEAF), dtype=np.float64)  # one, reused: no allocation per leaf
+    return float(np.sqrt(_squares(x, mean, buffer, 0, n) / (n - 1)))
+
+
+def _squares(x: npt.NDArray[np.floating], mean: FloatArray, buffer: FloatArray, lo: int, hi: int) -> np.float64:
+    """Σ (x[lo:hi] − mean)² as numpy's pairwise summation adds it up. A function of the module, not
+    a closure: a recursive closure is a reference cycle, which would hold ``x`` until the next
+    garbage collection."""
+    if hi - lo <= _STD_LEAF:
+        d = buffer[: hi - lo]
+        np.subtract(x[lo:hi], mean, out=d)
+        np.square(d, out=d)
+        total: np.float64 = np.add.reduce(d)
+        return total
+    half = (hi - lo) // 2
+    half -= half % 8  # where numpy's pairwise summation splits a block
+    return _squares(x, mean, buffer, lo, lo + half) + _squares(x, mean, buffer, lo + half, hi)
 
 
 def percentile(values: npt.NDArray[np.floating], q: float) -> float:

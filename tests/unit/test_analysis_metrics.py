@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import fmbench_k8s.analysis.metrics as metrics_module
 from fmbench_k8s.analysis.frames import to_frame
-from fmbench_k8s.analysis.metrics import AccountingError, StageMetrics, _gather, _ItlSource, _ListChunk, stage_metrics
+from fmbench_k8s.analysis.metrics import AccountingError, StageMetrics, _ItlSource, stage_metrics
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize
 from fmbench_k8s.api.spec import Slo
 from fmbench_k8s.contract.records import SCHEMA, StageInfo
@@ -207,21 +207,28 @@ def test_itl_from_python_lists_matches_arrow_lists() -> None:
     assert a == b
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 5), min_size=1, max_size=60),
     picks=st.lists(st.booleans(), min_size=60, max_size=60),
+    nulls=st.lists(st.booleans(), min_size=60, max_size=60),
     runs_path=st.booleans(),
 )
-def test_gather_equals_naive_concatenation(lengths: list[int], picks: list[bool], runs_path: bool) -> None:
-    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+def test_itl_values_equal_naive_concatenation(
+    lengths: list[int], picks: list[bool], nulls: list[bool], runs_path: bool
+) -> None:
+    """Null lists give nothing even when their offsets span values (Arrow leaves those undefined),
+    and a row between two picked ones keeps them apart only if it holds values."""
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
     values = np.arange(offsets[-1], dtype=np.float32)
-    chunk = _ListChunk(offsets, values, np.ones(len(lengths), dtype=bool))
+    mask = np.array(nulls[: len(lengths)])
+    arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=pa.array(mask))
     rows = np.array([i for i in range(len(lengths)) if picks[i]], dtype=np.intp)
-    expected = [v for r in rows for v in values[offsets[r] : offsets[r + 1]].tolist()]
+    expected = [v for r in rows if not mask[r] for v in values[offsets[r] : offsets[r + 1]].tolist()]
+    source = _ItlSource(pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([arr]))))
     # runs_path False forces the vectorised index path (taken when there are very many runs)
     with patch.object(metrics_module, "_MAX_RUNS", 1 << 30 if runs_path else 0):
-        assert _gather(chunk, rows).tolist() == expected
+        assert source.values(rows).tolist() == expected
 
 
 def test_itl_source_spans_chunks() -> None:

@@ -1,11 +1,12 @@
-"""The radix selection of percentiles (contract/stats.py) gives numpy's percentiles bit for bit."""
+"""The radix selection of percentiles and the buffered standard deviation (contract/stats.py)
+give numpy's numbers bit for bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fmbench_k8s.contract.stats import PERCENTILES, radix_percentiles, summarize
+from fmbench_k8s.contract.stats import PERCENTILES, radix_percentiles, sample_std, summarize
 
 CASES = [
     ("gamma gaps", lambda rng, n: 0.01 + rng.gamma(4, 0.003, n)),
@@ -36,3 +37,11 @@ def test_negative_values_go_to_numpy_and_summaries_agree() -> None:
     x = (0.01 + rng.gamma(4, 0.003, 1_100_000)).astype(np.float32)
     s = summarize(x)  # takes the radix path (float32, ≥ 2^20 samples)
     assert (s.p50, s.p90, s.p95, s.p99) == tuple(float(v) for v in np.percentile(x, PERCENTILES))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 3, 9, 127, 129, 1000, 65_536, 65_537, 131_079, 1_048_583, 3_000_017])
+def test_sample_std_is_numpys_bit_for_bit(dtype: type, n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = (0.01 + rng.gamma(4, 0.003, n) * rng.choice([1.0, 100.0], n)).astype(dtype)
+    assert sample_std(x) == float(np.std(x, ddof=1, dtype=np.float64))
