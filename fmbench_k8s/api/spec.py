@@ -6,7 +6,7 @@ import itertools
 import json
 import re
 import string
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -1290,8 +1290,9 @@ class Timeouts(ApiModel):
 
 
 _IMAGES_API = (
-    "variants: prompts with images go to api openai-chat or bedrock (engines vllm, sglang, neuronx-vllm, djl-lmi, "
-    "simulator); remove the other variants, or the images"
+    "variants: prompts with images go to api openai-chat or bedrock (engines "
+    + ", ".join(e for e in get_args(Engine) if e not in TEXT_ONLY_ENGINES)
+    + "); remove the other variants, or the images"
 )
 
 
