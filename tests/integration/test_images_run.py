@@ -6,7 +6,6 @@ a dataset's own images are read beside it from S3."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -59,26 +58,12 @@ def test_the_large_images_decide_and_the_report_shows_it_by_size(tmp_path: Path)
     assert "## By image size" in (run / "report.md").read_text() and "g6e-vlm" in done.stdout
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto S3 server; the run reaches it through AWS_ENDPOINT_URL_S3."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    yield env["AWS_ENDPOINT_URL_S3"]
-    server.stop()
-
-
-def test_a_datasets_images_are_read_beside_it_from_s3_and_grouped_by_megapixels(tmp_path: Path, s3: str) -> None:
+def test_a_datasets_images_are_read_beside_it_from_s3_and_grouped_by_megapixels(
+    tmp_path: Path, s3: dict[str, str]
+) -> None:
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3)
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL_S3"])
     client.create_bucket(Bucket="vqa")
     folder = REPO / "examples" / "datasets"
     rows = [json.loads(line) for line in (folder / "colors-vqa.jsonl").read_text().splitlines()]
