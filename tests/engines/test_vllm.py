@@ -48,6 +48,28 @@ def _spec(tmp: Path, vllm: Vllm, *, concurrency: int, seconds: int) -> Path:
     )  # fmt: skip
 
 
+def _started(name: str) -> dict[str, Any]:
+    """A variant whose vLLM `fmbench-k8s run --engine-python` starts, with what a CPU needs."""
+    cpu = ["--dtype", "float32", "--enforce-eager", "--distributed-executor-backend", "uni", "--max-model-len", "2048",
+           "--max-num-seqs", str(MAX_NUM_SEQS)]  # fmt: skip
+    env = [{"name": "VLLM_TARGET_DEVICE", "value": "cpu"}, {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"},
+           {"name": "VLLM_ENABLE_V1_MULTIPROCESSING", "value": "0"}]  # fmt: skip
+    return {"name": name, "engine": "vllm", "instanceType": "m5.xlarge", "args": cpu, "env": env}
+
+
+def _run_starting_vllm(doc: dict[str, Any], vllm: Vllm, tmp_path: Path) -> Path:
+    """`fmbench-k8s run` of ``doc``, starting its engine variants with the reference engine's
+    Python; the run's folder."""
+    spec = tmp_path / "run.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    argv = [CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots", "--engine-python",
+            f"vllm={vllm.python}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
+    return run
+
+
 def _histogram_mean(before: dict[Any, float], after: dict[Any, float], name: str) -> float:
     """The mean of a server histogram's observations between two scrapes."""
 
@@ -159,25 +181,15 @@ def test_a_local_run_starts_the_engine_and_reports_its_metrics_per_stage(vllm: V
     started one's and the endpoint's (derived from its URL) - so the report has each engine's
     queue, KV cache and timers for each stage, and exact output lengths where the spec asked."""
     doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=8, seconds=6).read_text())
-    cpu = ["--dtype", "float32", "--enforce-eager", "--distributed-executor-backend", "uni", "--max-model-len", "2048",
-           "--max-num-seqs", str(MAX_NUM_SEQS)]  # fmt: skip
-    env = [{"name": "VLLM_TARGET_DEVICE", "value": "cpu"}, {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"},
-           {"name": "VLLM_ENABLE_V1_MULTIPROCESSING", "value": "0"}]  # fmt: skip
     doc["spec"]["model"] = {"name": vllm.model}
     doc["spec"]["variants"] = [
-        {"name": "started", "engine": "vllm", "instanceType": "m5.xlarge", "args": cpu, "env": env},
+        _started("started"),
         *doc["spec"]["variants"],
     ]
     doc["spec"]["load"].update({"mode": "sweep", "concurrency": {"levels": [2, 8]}})
     # prompts opening with one of two shared prefixes: vLLM's prefix cache serves them
     doc["spec"]["workload"]["sharedPrefix"] = {"prefixes": 2, "tokens": 96}
-    spec = tmp_path / "run.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    argv = [CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots", "--engine-python",
-            f"vllm={vllm.python}"]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
+    run = _run_starting_vllm(doc, vllm, tmp_path)
     report = json.loads((run / "report.json").read_text())
     stages = report["serverMetrics"]["stages"]
     assert report["serverMetrics"]["collected"] and len(stages) == 4, report["serverMetrics"]
@@ -286,25 +298,15 @@ def test_a_vision_model_on_vllm_gets_each_prompts_images_and_the_report_splits_t
     square, plus two), the report splits each stage by image size, and no image is served from
     vLLM's multimodal cache: each request's image is its own."""
     doc = yaml.safe_load(_spec(tmp_path, vllm, concurrency=2, seconds=8).read_text())
-    cpu = ["--dtype", "float32", "--enforce-eager", "--distributed-executor-backend", "uni", "--max-model-len", "2048",
-           "--max-num-seqs", str(MAX_NUM_SEQS)]  # fmt: skip
-    env = [{"name": "VLLM_TARGET_DEVICE", "value": "cpu"}, {"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"},
-           {"name": "VLLM_ENABLE_V1_MULTIPROCESSING", "value": "0"}]  # fmt: skip
     doc["spec"]["model"] = {"name": vllm.vlm}
-    doc["spec"]["variants"] = [{"name": "vlm", "engine": "vllm", "instanceType": "m5.xlarge", "args": cpu, "env": env}]
+    doc["spec"]["variants"] = [_started("vlm")]
     sizes = {"small": (224, 224), "large": (448, 336)}  # 8·8 and 16·12 squares of 28 px
     doc["spec"]["workload"]["promptTokens"] = {"mean": 20}
     doc["spec"]["workload"]["images"] = {
         "sizes": [{"name": n, "width": w, "height": h, "share": 0.5} for n, (w, h) in sizes.items()]
     }
     doc["spec"]["slo"] = {"latency": {"metric": "ttft", "percentile": 90, "maxSeconds": 5}}
-    spec = tmp_path / "vlm.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    argv = [CLI, "run", str(spec), "--output", str(tmp_path / "out"), "--no-plots", "--engine-python",
-            f"vllm={vllm.python}"]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    (run,) = (tmp_path / "out" / "local" / "lgtest").iterdir()
+    run = _run_starting_vllm(doc, vllm, tmp_path)
     columns = ["ok", "error", "prompt_tokens", "images", "image_size", "image_pixels", "output_tokens"]
     shards = sorted((run / "records" / "vlm").glob("*.parquet"))
     rows = [r for p in shards for r in pq.read_table(p, columns=columns).to_pylist()]
