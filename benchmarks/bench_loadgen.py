@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -143,6 +144,30 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
 
 
+def sample_cpu(pid: int, until: subprocess.Popen[bytes], timeout: float) -> list[tuple[float, float]]:
+    """(time, CPU seconds) of process ``pid`` every 50 ms until ``until`` exits: the CPU of the
+    steady window alone, without the worker's start (imports) and its records' last flush."""
+    samples: list[tuple[float, float]] = []
+    proc, deadline = psutil.Process(pid), time.monotonic() + timeout
+    while until.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            samples.append((time.time(), float(t.user + t.system)))
+        time.sleep(0.05)
+    if until.poll() is None:
+        until.kill()
+        raise RuntimeError("loadgen master did not finish in time")
+    return samples
+
+
+def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float:
+    """CPU seconds spent between ``t0`` and ``t1``, interpolated between the samples."""
+    ts, cpu = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
+    if len(ts) < 2 or t0 < ts[0] or t1 > ts[-1]:
+        return math.nan
+    return float(np.interp(t1, ts, cpu) - np.interp(t0, ts, cpu))
+
+
 # -- metrics shared by every client -----------------------------------------------------------
 
 
@@ -168,6 +193,7 @@ def summarize(reqs: list[dict[str, Any]], window: tuple[float, float], prefill_s
         "ttft_err_max_ms": round(float(np.nanmax(err)) * 1000, 2),
         "send_lag_p99_ms": round(float(np.nanpercentile(lag, 99)) * 1000, 2),
         "client_cpu_percent": round(cpu_s / span * 100, 1) if not math.isnan(cpu_s) else None,
+        "cpu_us_per_event": round(cpu_s / events * 1e6, 1) if events and not math.isnan(cpu_s) else None,
         "passes": bool(len(ok) == len(in_win) and float(np.nanpercentile(err, 99)) <= ERROR_BUDGET_S),
     }
 
@@ -200,8 +226,8 @@ def run_loadgen(url: str, rate: float, args: argparse.Namespace, workdir: Path) 
                                "--master-port", str(port), "--worker-id", "w0", "--max-inflight", "100000"],
                               stdout=logs[1], stderr=subprocess.STDOUT, cwd=workdir,
                               env={**os.environ, **args.worker_env})  # fmt: skip
-    code = master.wait(timeout=args.warmup_s + args.stage_s + 180)
-    cpu = cpu_seconds(worker.pid)  # still alive for a moment after the master quit
+    samples = sample_cpu(worker.pid, master, args.warmup_s + args.stage_s + 180)
+    code = master.wait()
     worker.wait(timeout=60)
     for f in logs:
         f.close()
@@ -221,10 +247,8 @@ def run_loadgen(url: str, rate: float, args: argparse.Namespace, workdir: Path) 
         ttft = r.ttft_s if r.ttft_s == r.ttft_s else None
         reqs.append({"t_scheduled": r.t_scheduled, "t_sent": r.t_sent, "t_end": t_end, "ttft": ttft, "events": events,
                      "ok": r.ok})  # fmt: skip
-    # CPU over the whole worker life; scale to the window by the share of requests sent in it.
-    total = (df["t_end"].max() - df["t_sent"].min()) or 1.0
-    cpu_window = cpu * min(1.0, args.stage_s / total) if not math.isnan(cpu) else math.nan
-    res = summarize(reqs, (stage["steady_start"], stage["steady_end"]), args.prefill_s, rate, cpu_window)
+    window = (stage["steady_start"], stage["steady_end"])
+    res = summarize(reqs, window, args.prefill_s, rate, cpu_between(samples, *window))
     res["client_bound_flag"] = stage["client_bound"]
     return res
 
@@ -401,7 +425,8 @@ def main() -> int:
         sim.terminate()
         sim.wait()
     cols = ["client", "server", "target_streams", "streams", "events_per_s", "ttft_err_p50_ms", "ttft_err_p99_ms",
-            "send_lag_p99_ms", "client_cpu_percent", "sim_cpu_percent", "failed", "passes"]  # fmt: skip
+            "send_lag_p99_ms", "client_cpu_percent", "cpu_us_per_event", "sim_cpu_percent", "failed",
+            "passes"]  # fmt: skip
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c)) for c in cols) + " |")

@@ -23,7 +23,7 @@ from fmbench_k8s.loadgen.httpclient import (
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.protocols import Protocol, protocol_for
 from fmbench_k8s.loadgen.request import RequestState
-from fmbench_k8s.loadgen.sse import LineSplitter, SseParser, StreamProtocolError
+from fmbench_k8s.loadgen.sse import LineSplitter, SseDecoder, SseParser, StreamProtocolError
 from fmbench_k8s.loadgen.target import Target
 
 log = logging.getLogger("fmbench.loadgen")
@@ -97,16 +97,18 @@ class HttpStreamClient(Client):
                 log.debug("request %s: HTTP %s %s", st.request_id, resp.status, detail[:200])
                 st.fail(f"http_{resp.status}", time.time())
                 return
-            parser = SseParser()
-            event = self.protocol.event
-            ts = st.t_first_byte or st.t_sent
-            for ts, line in resp.iter_lines():
-                data = parser.line(line)
-                if data is not None:
+            decoder, event = SseDecoder(), self.protocol.event
+            last = st.t_first_byte or st.t_sent
+
+            def sink(ts: float, piece: bytes) -> None:  # runs in gevent's hub: see Response.read_body
+                nonlocal last
+                last = ts
+                for data in decoder.feed(piece):
                     event(data, ts, st)
-            data = parser.finish()
-            if data is not None:
-                event(data, ts, st)
+
+            resp.read_body(sink)
+            for data in decoder.finish():
+                event(data, last, st)
             resp.release()
             _finish_stream(st, self.protocol.requires_end_marker)
         except (TransportError, StreamProtocolError, OSError) as exc:

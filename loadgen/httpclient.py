@@ -11,6 +11,7 @@ time the load generator runs, so one greenlet per request is cheap.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import select
@@ -18,11 +19,11 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from fmbench_k8s.loadgen.sse import ChunkedDecoder, LineSplitter, StreamProtocolError
+from fmbench_k8s.loadgen.sse import ChunkedDecoder, StreamProtocolError
 
 AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr) from getaddrinfo
 RECV_SIZE = 65536
@@ -223,6 +224,89 @@ class Connection:
         return bool(readable)
 
 
+class BodyFraming:
+    """Where a response body ends (chunked, Content-Length, or the connection's close), fed what
+    each ``recv`` returned: ``feed`` gives the body bytes in it, ``done`` says the end was seen."""
+
+    __slots__ = ("_chunks", "_left", "done")
+
+    def __init__(self, chunked: bool, length: int | None) -> None:
+        self._chunks = ChunkedDecoder() if chunked else None
+        self._left = length  # Content-Length still to come; None: chunked, or until the close
+        self.done = length == 0
+
+    def feed(self, data: bytes) -> bytes:
+        if self._chunks is not None:
+            piece = self._chunks.feed(data)
+            self.done = self._chunks.done
+            return piece
+        if self._left is None:
+            return data
+        piece = data[: self._left]
+        self._left -= len(piece)
+        self.done = self._left == 0
+        return piece
+
+    def eof(self) -> None:
+        """The server closed the connection: the body's end, or a truncated body."""
+        if self._chunks is not None:
+            raise TransportError("truncated_stream", "connection closed before the last chunk")
+        if self._left is not None:
+            raise TransportError("truncated_stream", f"connection closed {self._left} bytes before the end")
+        self.done = True
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(raw)
+            return float(sec + nsec * 1e-9)
+    return time.time()  # EOF, or data the kernel did not stamp
+
+
+def _read_in_hub(raw: _socket.socket, framing: BodyFraming, sink: Callable[[float, bytes], None]) -> None:
+    """Read ``raw`` (non-blocking, stamped) in a gevent io watcher's callback until ``framing`` is done."""
+    from gevent import get_hub
+    from gevent.hub import Waiter
+
+    hub = get_hub()
+    waiter: Any = Waiter(hub)
+    watcher = hub.loop.io(raw.fileno(), 1)  # 1: readable
+
+    def readable() -> None:
+        try:
+            data, ancillary, _, _ = raw.recvmsg(RECV_SIZE, _STAMP_SPACE)
+        except BlockingIOError:
+            return
+        except Exception as exc:
+            watcher.stop()
+            waiter.switch(exc)
+            return
+        try:
+            if data:
+                piece = framing.feed(data)
+                if piece:
+                    sink(_stamp(ancillary), piece)
+            else:
+                framing.eof()
+        except Exception as exc:
+            watcher.stop()
+            waiter.switch(exc)
+            return
+        if framing.done:
+            watcher.stop()
+            waiter.switch(None)
+
+    watcher.start(readable)
+    try:
+        failure = waiter.get()
+    finally:  # also when the request's deadline or the stage's end interrupts the wait
+        watcher.stop()
+        watcher.close()
+    if failure is not None:
+        raise failure
+
+
 class Response:
     """Status and headers, then the body as timestamped lines (or all at once)."""
 
@@ -250,11 +334,7 @@ class Response:
             data = sock.recv(RECV_SIZE)
             return time.time(), data
         data, ancillary, _, _ = sock.recvmsg(RECV_SIZE, _STAMP_SPACE)
-        for level, kind, raw in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(raw)
-                return sec + nsec * 1e-9, data
-        return time.time(), data  # EOF, or data the kernel did not stamp
+        return _stamp(ancillary), data
 
     def read_head(self) -> None:
         buf = b""
@@ -284,65 +364,57 @@ class Response:
         if self.status in (100, 101):
             raise TransportError("malformed_http", f"unexpected status {self.status}")
 
-    def _pieces(self) -> Iterator[tuple[float, bytes]]:  # noqa: C901, PLR0912 - one loop per framing, kept inline: hot path
-        """Body bytes as they arrive (de-chunked), each with its recv time."""
-        ts = self.t_first_byte or time.time()
+    def _framing(self) -> BodyFraming:
         if self.method == "HEAD" or self.status in (204, 304):
-            self._complete = True
-            return
+            return BodyFraming(chunked=False, length=0)
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            dec = ChunkedDecoder()
-            data = self._rest
-            while True:
-                if data:
-                    piece = dec.feed(data)
-                    if piece:
-                        yield ts, piece
-                    if dec.done:
-                        self._complete = True
-                        return
-                ts, data = self._recv()
-                if not data:
-                    raise TransportError("truncated_stream", "connection closed before the last chunk")
+            return BodyFraming(chunked=True, length=None)
         length_header = self.headers.get("content-length")
-        if length_header is not None:
-            try:
-                left = int(length_header)
-            except ValueError:
-                raise TransportError("malformed_http", f"Content-Length {length_header!r}") from None
-            data = self._rest
-            while True:
-                if data:
-                    piece = data[:left]
-                    left -= len(piece)
-                    yield ts, piece
-                if left <= 0:
-                    self._complete = True
-                    return
-                ts, data = self._recv()
-                if not data:
-                    raise TransportError("truncated_stream", f"connection closed {left} bytes before the end")
-        # Neither: the body runs until the server closes the connection.
-        self._keep_alive = False
-        data = self._rest
-        while True:
+        if length_header is None:  # the body runs until the server closes the connection
+            self._keep_alive = False
+            return BodyFraming(chunked=False, length=None)
+        try:
+            return BodyFraming(chunked=False, length=int(length_header))
+        except ValueError:
+            raise TransportError("malformed_http", f"Content-Length {length_header!r}") from None
+
+    def _pieces(self) -> Iterator[tuple[float, bytes]]:
+        """Body bytes as they arrive (de-chunked), each with its recv time."""
+        framing = self._framing()
+        ts, data = self.t_first_byte or time.time(), self._rest
+        while not framing.done:
             if data:
-                yield ts, data
+                piece = framing.feed(data)
+                if piece:
+                    yield ts, piece
+                if framing.done:
+                    break
             ts, data = self._recv()
             if not data:
-                self._complete = True
-                return
+                framing.eof()
+        self._complete = True
 
-    def iter_lines(self) -> Iterator[tuple[float, bytes]]:
-        """Body lines with the time their last byte arrived."""
-        splitter = LineSplitter()
-        ts = 0.0
-        for ts, piece in self._pieces():
-            for line in splitter.feed(piece):
-                yield ts, line
-        rest = splitter.finish()
-        if rest is not None:
-            yield ts, rest
+    def read_body(self, sink: Callable[[float, bytes], None]) -> None:
+        """Hand every body piece (de-chunked) and its receive time to ``sink``, to the body's end.
+
+        Under gevent on plain TCP the socket is read in the hub's own callback for it: one
+        ``recvmsg`` per arrival and no greenlet switch, where a greenlet blocked in ``recv`` costs
+        two switches and a second ``recvmsg`` (the one that finds nothing) per event. ``sink``
+        then runs in the hub: it must not block. An exception it raises ends the read and is
+        raised here."""
+        raw = getattr(self.conn.sock, "_sock", None)  # the OS socket under gevent's wrapper
+        if not (self.conn.external_deadline and self.conn.kernel_stamps and isinstance(raw, _socket.socket)):
+            for ts, piece in self._pieces():
+                sink(ts, piece)
+            return
+        framing = self._framing()
+        if self._rest and not framing.done:
+            piece = framing.feed(self._rest)
+            if piece:
+                sink(self.t_first_byte or time.time(), piece)
+        if not framing.done:
+            _read_in_hub(raw, framing, sink)
+        self._complete = True
 
     def read(self, limit: int = 1 << 20) -> bytes:
         out = b""

@@ -37,8 +37,17 @@ class ChunkedDecoder:
     def done(self) -> bool:
         return self._state == _DONE
 
-    def feed(self, data: bytes) -> bytes:  # noqa: C901, PLR0912 - a state machine run per chunk: kept inline (hot path)
+    def feed(self, data: bytes) -> bytes:  # noqa: C901, PLR0912, PLR0915 - a state machine run per chunk: kept inline (hot path)
         """The body bytes completed by ``data`` (possibly empty)."""
+        if self._state == _SIZE and not self._buf:  # the usual recv: one whole chunk, nothing else
+            nl = data.find(b"\r\n", 0, 18)
+            if 0 < nl < 17 and data.endswith(b"\r\n"):
+                try:
+                    size = int(data[:nl], 16)
+                except ValueError:
+                    size = -1  # a chunk extension, or garbage: the state machine below says which
+                if size > 0 and nl + size + 4 == len(data):
+                    return data[nl + 2 : -2]
         buf = self._buf + data if self._buf else data
         pos, end, out = 0, len(buf), []
         state, left = self._state, self._left
@@ -103,6 +112,10 @@ class LineSplitter:
             raise StreamProtocolError("malformed_sse", f"line longer than {MAX_LINE} bytes")
         return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
     def finish(self) -> bytes | None:
         """The unterminated last line, if any."""
         rest, self._pending = self._pending, b""
@@ -139,6 +152,42 @@ class SseParser:
             return line
         raise StreamProtocolError("malformed_sse", f"not an SSE line: {line[:60]!r}")
 
+    @property
+    def pending(self) -> bool:
+        return bool(self._data)
+
     def finish(self) -> bytes | None:
         """An event the stream ended without a blank line after."""
         return self.line(b"")
+
+
+class SseDecoder:
+    """Body bytes in, event data out: ``LineSplitter`` and ``SseParser`` in one, with a shortcut
+    for the usual piece, one whole event (``data: X`` and a blank line, LF or CRLF), that gives
+    ``X`` without splitting lines. The load generator calls ``feed`` once per received piece."""
+
+    __slots__ = ("_lines", "_parser")
+
+    def __init__(self, jsonlines: bool = False) -> None:
+        self._lines = LineSplitter()
+        self._parser = SseParser(jsonlines)
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        if piece.startswith(b"data: ") and not self._lines.pending and not self._parser.pending:
+            nl = piece.find(b"\n", 6)
+            end = len(piece)
+            if nl == end - 2 or (nl == end - 3 and piece[-2] == 13):  # b"\r"
+                return [piece[6 : nl - 1] if piece[nl - 1] == 13 else piece[6:nl]]
+        events = []
+        for line in self._lines.feed(piece):
+            data = self._parser.line(line)
+            if data is not None:
+                events.append(data)
+        return events
+
+    def finish(self) -> list[bytes]:
+        """What the body's end completes: an unterminated last line, an event without its blank line."""
+        rest = self._lines.finish()
+        events = [self._parser.line(rest)] if rest is not None else []
+        events.append(self._parser.finish())
+        return [e for e in events if e is not None]

@@ -40,12 +40,16 @@ def test_events_are_stamped_on_arrival_even_when_the_reader_is_late() -> None:
     conn = Connection(BaseUrl(f"http://127.0.0.1:{listener.getsockname()[1]}"), connect_timeout=5)
     _, resp = conn.request("POST", "/v1/chat/completions", b"{}", {}, timeout=10)
     assert conn.kernel_stamps, "plain TCP on Linux delivers SO_TIMESTAMPNS"
-    stamps, read_at = [], []
-    for ts, line in resp.iter_lines():
-        if line.startswith(b"data:"):
+    stamps: list[float] = []
+    read_at: list[float] = []
+
+    def sink(ts: float, piece: bytes) -> None:
+        if piece.startswith(b"data:"):
             stamps.append(ts)
             read_at.append(time.time())
             time.sleep(0.3)  # busy elsewhere while the next event arrives
+
+    resp.read_body(sink)
     server.join(5)
     conn.close()
     listener.close()

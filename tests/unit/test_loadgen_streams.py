@@ -11,11 +11,18 @@ from hypothesis import strategies as st
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.protocols import OpenAIChat, OpenAICompletions, Tgi, Triton, protocol_for
 from fmbench_k8s.loadgen.request import RequestState
-from fmbench_k8s.loadgen.sse import ChunkedDecoder, LineSplitter, SseParser, StreamProtocolError
+from fmbench_k8s.loadgen.sse import ChunkedDecoder, LineSplitter, SseDecoder, SseParser, StreamProtocolError
 
 
-def _chunked(pieces: list[bytes]) -> bytes:
-    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\nX-Trailer: y\r\n\r\n"
+def _chunks(pieces: list[bytes], ext: bool = True) -> list[bytes]:
+    """Each piece as one chunk (with an extension, which the decoder ignores), then the last chunk."""
+    return [b"%x%s\r\n%s\r\n" % (len(p), b";ext=1" if ext else b"", p) for p in pieces if p] + [
+        b"0\r\nX-Trailer: y\r\n\r\n"
+    ]
+
+
+def _chunked(pieces: list[bytes], ext: bool = True) -> bytes:
+    return b"".join(_chunks(pieces, ext))
 
 
 def _splits(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -33,6 +40,15 @@ def test_chunked_decoder_handles_any_split(pieces: list[bytes], cuts: list[int])
     dec = ChunkedDecoder()
     out = b"".join(dec.feed(part) for part in _splits(_chunked(pieces), cuts))
     assert out == b"".join(pieces)
+    assert dec.done
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.binary(min_size=0, max_size=40), max_size=12), ext=st.booleans())
+def test_chunked_decoder_takes_one_whole_chunk_per_feed(pieces: list[bytes], ext: bool) -> None:
+    """What a server writing one event per chunk delivers, one chunk per recv (the shortcut)."""
+    dec = ChunkedDecoder()
+    assert [dec.feed(chunk) for chunk in _chunks(pieces, ext)] == [p for p in pieces if p] + [b""]
     assert dec.done
 
 
@@ -70,6 +86,32 @@ def test_sse_parser_joins_multiline_data_and_ignores_comments_and_fields() -> No
     unterminated = SseParser()
     assert unterminated.line(b"data: last") is None
     assert unterminated.finish() == b"last"
+
+
+_SSE_DATA = st.binary(max_size=30).filter(lambda b: b"\n" not in b and b"\r" not in b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.lists(_SSE_DATA, min_size=1, max_size=3), max_size=8), crlf=st.booleans(),
+       whole=st.booleans(), cuts=st.lists(st.integers(0, 1000)))  # fmt: skip
+def test_sse_decoder_gives_what_lines_and_parser_give(
+    events: list[list[bytes]], crlf: bool, whole: bool, cuts: list[int]
+) -> None:
+    """Whole events one per piece (the shortcut) or cut anywhere: the same events as LineSplitter
+    and SseParser, data lines joined by newlines."""
+    end = b"\r\n" if crlf else b"\n"
+    encoded = [b"".join(b"data: " + line + end for line in lines) + end for lines in events]
+    pieces = encoded if whole else _splits(b"".join(encoded), cuts)
+    dec = SseDecoder()
+    got = [e for piece in pieces for e in dec.feed(piece)] + dec.finish()
+    assert got == [b"\n".join(lines) for lines in events]
+
+
+def test_sse_decoder_finishes_an_event_without_its_blank_line() -> None:
+    dec = SseDecoder()
+    assert dec.feed(b"data: a\n\ndata: b") == [b"a"]
+    assert dec.finish() == [b"b"]
+    assert dec.feed(b"data: c\r") == [] and dec.finish() == [b"c"]
 
 
 def _feed(proto: object, events: list[object], start: float = 100.0, gap: float = 0.01) -> RequestState:
