@@ -20,7 +20,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from fmbench_k8s.loadgen.sse import ChunkedDecoder, StreamProtocolError
@@ -32,6 +32,8 @@ MAX_HEADER = 65536
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _STAMP_SPACE = socket.CMSG_SPACE(16)
 _TIMESPEC = struct.Struct("@qq")
+_unpack_timespec = _TIMESPEC.unpack_from
+_SOL_SOCKET = socket.SOL_SOCKET
 
 
 def _original_select() -> Any:
@@ -224,22 +226,27 @@ class Connection:
         return bool(readable)
 
 
-class BodyFraming:
-    """Where a response body ends (chunked, Content-Length, or the connection's close), fed what
-    each ``recv`` returned: ``feed`` gives the body bytes in it, ``done`` says the end was seen."""
+class Framing(Protocol):
+    """Where a response body ends, fed what each ``recv`` returned: ``feed`` gives the body bytes
+    in it, ``done`` says the end was seen, ``eof`` is told the server closed the connection."""
 
-    __slots__ = ("_chunks", "_left", "done")
+    done: bool
 
-    def __init__(self, chunked: bool, length: int | None) -> None:
-        self._chunks = ChunkedDecoder() if chunked else None
-        self._left = length  # Content-Length still to come; None: chunked, or until the close
+    def feed(self, data: bytes) -> bytes: ...
+
+    def eof(self) -> None: ...
+
+
+class LengthFraming:
+    """A body of ``length`` bytes (Content-Length), or, with None, one that ends at the close."""
+
+    __slots__ = ("_left", "done")
+
+    def __init__(self, length: int | None) -> None:
+        self._left = length
         self.done = length == 0
 
     def feed(self, data: bytes) -> bytes:
-        if self._chunks is not None:
-            piece = self._chunks.feed(data)
-            self.done = self._chunks.done
-            return piece
         if self._left is None:
             return data
         piece = data[: self._left]
@@ -248,23 +255,21 @@ class BodyFraming:
         return piece
 
     def eof(self) -> None:
-        """The server closed the connection: the body's end, or a truncated body."""
-        if self._chunks is not None:
-            raise TransportError("truncated_stream", "connection closed before the last chunk")
         if self._left is not None:
             raise TransportError("truncated_stream", f"connection closed {self._left} bytes before the end")
         self.done = True
 
 
 def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
-    for level, kind, raw in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(raw)
+    if ancillary:  # one message at most: SO_TIMESTAMPNS is the only option asked for
+        level, kind, raw = ancillary[0]
+        if level == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+            sec, nsec = _unpack_timespec(raw)
             return float(sec + nsec * 1e-9)
     return time.time()  # EOF, or data the kernel did not stamp
 
 
-def _read_in_hub(raw: _socket.socket, framing: BodyFraming, sink: Callable[[float, bytes], None]) -> None:
+def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, bytes], None]) -> None:
     """Read ``raw`` (non-blocking, stamped) in a gevent io watcher's callback until ``framing`` is done."""
     from gevent import get_hub
     from gevent.hub import Waiter
@@ -364,17 +369,17 @@ class Response:
         if self.status in (100, 101):
             raise TransportError("malformed_http", f"unexpected status {self.status}")
 
-    def _framing(self) -> BodyFraming:
+    def _framing(self) -> Framing:
         if self.method == "HEAD" or self.status in (204, 304):
-            return BodyFraming(chunked=False, length=0)
+            return LengthFraming(0)
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            return BodyFraming(chunked=True, length=None)
+            return ChunkedDecoder()
         length_header = self.headers.get("content-length")
         if length_header is None:  # the body runs until the server closes the connection
             self._keep_alive = False
-            return BodyFraming(chunked=False, length=None)
+            return LengthFraming(None)
         try:
-            return BodyFraming(chunked=False, length=int(length_header))
+            return LengthFraming(int(length_header))
         except ValueError:
             raise TransportError("malformed_http", f"Content-Length {length_header!r}") from None
 

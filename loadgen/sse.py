@@ -24,18 +24,20 @@ _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
 
 class ChunkedDecoder:
-    """Transfer-Encoding: chunked, fed incrementally."""
+    """Transfer-Encoding: chunked, fed incrementally; ``done`` once the last chunk is read."""
 
-    __slots__ = ("_buf", "_left", "_state")
+    __slots__ = ("_buf", "_left", "_state", "done")
 
     def __init__(self) -> None:
         self._buf = b""
         self._left = 0
         self._state = _SIZE
+        self.done = False
 
-    @property
-    def done(self) -> bool:
-        return self._state == _DONE
+    def eof(self) -> None:
+        """The connection closed: before the last chunk, the body is truncated."""
+        if not self.done:
+            raise StreamProtocolError("truncated_stream", "connection closed before the last chunk")
 
     def feed(self, data: bytes) -> bytes:  # noqa: C901, PLR0912, PLR0915 - a state machine run per chunk: kept inline (hot path)
         """The body bytes completed by ``data`` (possibly empty)."""
@@ -92,6 +94,7 @@ class ChunkedDecoder:
                 pos = end
         self._buf = buf[pos:] if pos < end else b""
         self._state, self._left = state, left
+        self.done = state == _DONE
         return out[0] if len(out) == 1 else b"".join(out)
 
 
@@ -176,7 +179,7 @@ class SseDecoder:
         if piece.startswith(b"data: ") and not self._lines.pending and not self._parser.pending:
             nl = piece.find(b"\n", 6)
             end = len(piece)
-            if nl == end - 2 or (nl == end - 3 and piece[-2] == 13):  # b"\r"
+            if piece[-1] == 10 and (nl == end - 2 or (nl == end - 3 and piece[-2] == 13)):  # b"\n", b"\r"
                 return [piece[6 : nl - 1] if piece[nl - 1] == 13 else piece[6:nl]]
         events = []
         for line in self._lines.feed(piece):

@@ -19,7 +19,7 @@ CHILD = r"""
 from gevent import monkey
 monkey.patch_all()
 import json, sys, time
-from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection, TransportError
+from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection, transport_reason
 blocking_sleep = monkey.get_original("time", "sleep")
 conn = Connection(BaseUrl(sys.argv[1]), connect_timeout=5, external_deadline=True)
 _, resp = conn.request("POST", "/v1/chat/completions", b"{}", {}, timeout=10)
@@ -31,8 +31,8 @@ def sink(ts, piece):
 try:
     resp.read_body(sink)
     error = None
-except TransportError as exc:
-    error = exc.reason
+except Exception as exc:
+    error = transport_reason(exc)
 print(json.dumps({"stamps": stamps, "read_at": read_at, "error": error, "kernel": conn.kernel_stamps}))
 """
 
