@@ -3,6 +3,7 @@ dashboards and the analysis query them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -27,6 +28,18 @@ def _ladder(lo_exp: int, hi: float) -> tuple[float, ...]:
 LATENCY_BUCKETS = _ladder(-3, 60.0)[3:]  # 5 ms .. 60 s
 TPOT_BUCKETS = _ladder(-4, 5.0)  # 0.1 ms .. 5 s: per-token times are small
 LAG_BUCKETS = _ladder(-4, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _StageSeries:
+    """One stage's labelled children of the request metrics."""
+
+    requests: dict[str, Any]  # by outcome
+    ttft: Any
+    e2e: Any
+    tpot: Any
+    output_tokens: Any
+    prompt_tokens: Any
 
 
 class Exporter:
@@ -68,7 +81,7 @@ class Exporter:
             metric.labels(**self.labels)
         self.port: int | None = None
         self._server: Any = None
-        self._stages_seen: set[str] = set()
+        self._stages: dict[int, _StageSeries] = {}
 
     def start(self, port: int, host: str = "0.0.0.0") -> int:
         """Serve /metrics; ``port`` 0 picks a free one. Returns the bound port."""
@@ -82,26 +95,34 @@ class Exporter:
             self._server.server_close()
             self._server = None
 
-    def observe(self, stage: int, st: RequestState, open_loop: bool) -> None:
-        labels = {**self.labels, "stage": str(stage)}
-        if labels["stage"] not in self._stages_seen:
+    def _stage(self, stage: int) -> _StageSeries:
+        """The stage's labelled series, made once: ``labels()`` per request was most of ``observe``."""
+        series = self._stages.get(stage)
+        if series is None:
+            labels = {**self.labels, "stage": str(stage)}
             # Every outcome exists from a stage's first request on, at 0 until it happens, so
             # error panels and alerts read 0 for a clean run instead of "no data".
-            self._stages_seen.add(labels["stage"])
-            for outcome in OUTCOMES:
-                self.requests.labels(**labels, outcome=outcome)
-        self.requests.labels(**labels, outcome=st.outcome or "incomplete").inc()
+            series = self._stages[stage] = _StageSeries(
+                requests={o: self.requests.labels(**labels, outcome=o) for o in OUTCOMES},
+                ttft=self.ttft.labels(**labels), e2e=self.e2e.labels(**labels), tpot=self.tpot.labels(**labels),
+                output_tokens=self.output_tokens.labels(**labels), prompt_tokens=self.prompt_tokens.labels(**labels),
+            )  # fmt: skip
+        return series
+
+    def observe(self, stage: int, st: RequestState, open_loop: bool) -> None:
+        series = self._stage(stage)
+        series.requests[st.outcome or "incomplete"].inc()
         if st.outcome == "ok":
             if st.ttft is not None:
-                self.ttft.labels(**labels).observe(st.ttft)
+                series.ttft.observe(st.ttft)
             if st.e2e is not None:
-                self.e2e.labels(**labels).observe(st.e2e)
+                series.e2e.observe(st.e2e)
             if st.tpot is not None:
-                self.tpot.labels(**labels).observe(st.tpot)
+                series.tpot.observe(st.tpot)
         if st.output_tokens:
-            self.output_tokens.labels(**labels).inc(st.output_tokens)
+            series.output_tokens.inc(st.output_tokens)
         prompt = st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens
         if prompt:
-            self.prompt_tokens.labels(**labels).inc(prompt)
+            series.prompt_tokens.inc(prompt)
         if open_loop and st.t_sent is not None:
             self.schedule_lag.labels(**self.labels).observe(max(0.0, st.t_sent - st.t_scheduled))

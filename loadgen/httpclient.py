@@ -269,6 +269,13 @@ def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
     return time.time()  # EOF, or data the kernel did not stamp
 
 
+# One receive buffer for every stream read in the hub: its callbacks run one at a time, and each
+# copies out what it received before returning (no 64 KiB allocation per event, as recvmsg makes).
+_HUB_BUFFER = bytearray(RECV_SIZE)
+_HUB_BUFFERS = [_HUB_BUFFER]
+_HUB_VIEW = memoryview(_HUB_BUFFER)
+
+
 def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, bytes], None]) -> None:
     """Read ``raw`` (non-blocking, stamped) in a gevent io watcher's callback until ``framing`` is done."""
     from gevent import get_hub
@@ -280,7 +287,7 @@ def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, b
 
     def readable() -> None:
         try:
-            data, ancillary, _, _ = raw.recvmsg(RECV_SIZE, _STAMP_SPACE)
+            size, ancillary, _, _ = raw.recvmsg_into(_HUB_BUFFERS, _STAMP_SPACE)
         except BlockingIOError:
             return
         except Exception as exc:
@@ -288,8 +295,8 @@ def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, b
             waiter.switch(exc)
             return
         try:
-            if data:
-                piece = framing.feed(data)
+            if size:
+                piece = framing.feed(_HUB_VIEW[:size].tobytes())
                 if piece:
                     sink(_stamp(ancillary), piece)
             else:

@@ -91,14 +91,42 @@ class OpenAIChat(Protocol):
         delta = choice.get("delta") or {}
         return delta.get("reasoning_content") or delta.get("reasoning")
 
+    # A token's event as vLLM, SGLang and OpenAI write it: ``"delta":{"content":"`` then text.
+    _token: bytes | None = b'"delta":{"content":"'
+
+    def _just_a_token(self, data: bytes) -> bool:
+        """True for an event whose JSON would say only "one answer token": an object, its brackets
+        balanced, whose delta opens with non-empty content and that has no usage, error or
+        reasoning. Checked on the bytes (a key's quotes can only appear unescaped outside
+        strings), without decoding: decoding was the largest cost of an event. Any other event is
+        decoded. (An event cut short that is still balanced, only possible with brackets in its
+        text, would count as a token where decoding calls it malformed.)"""
+        token = self._token
+        if token is None or data[:1] != b"{" or data[-1:] != b"}":
+            return False
+        if data.count(b"{") != data.count(b"}") or data.count(b"[") != data.count(b"]"):
+            return False  # cut short (or brackets in its text): decoding says which
+        at = data.find(token)
+        return (
+            at > 0
+            and data[at + len(token)] != 34  # b'"': empty content
+            and b'"usage":{' not in data
+            and b'"error"' not in data
+            and b'"reasoning' not in data
+        )
+
     def event(self, data: bytes, ts: float, st: RequestState) -> None:
         if data == b"[DONE]":
             st.finished = True
             return
+        if st.answer is None and self._just_a_token(data):
+            st.content(ts)
+            return
         obj = _json(data)
         if not isinstance(obj, dict):
             raise StreamProtocolError("malformed_sse", f"event is not a JSON object: {data[:80]!r}")
-        _stream_error(obj)
+        if "error" in obj:
+            _stream_error(obj)
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -113,16 +141,20 @@ class OpenAIChat(Protocol):
                 break
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            out = _int(usage.get("completion_tokens"))
-            if out is not None:
-                st.server_output_tokens = out
-            prompt = _int(usage.get("prompt_tokens"))
-            if prompt is not None:
-                st.server_prompt_tokens = prompt
-            details = usage.get("completion_tokens_details")
-            reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
-            if reasoning is not None:
-                st.server_reasoning_tokens = reasoning
+            _openai_usage(usage, st)
+
+
+def _openai_usage(usage: dict[str, Any], st: RequestState) -> None:
+    out = _int(usage.get("completion_tokens"))
+    if out is not None:
+        st.server_output_tokens = out
+    prompt = _int(usage.get("prompt_tokens"))
+    if prompt is not None:
+        st.server_prompt_tokens = prompt
+    details = usage.get("completion_tokens_details")
+    reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    if reasoning is not None:
+        st.server_reasoning_tokens = reasoning
 
 
 class OpenAICompletions(OpenAIChat):
@@ -133,6 +165,8 @@ class OpenAICompletions(OpenAIChat):
 
     def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
         return {"prompt": prompt.full_text}
+
+    _token = None  # completions' events are always decoded
 
     def _text(self, choice: dict[str, Any]) -> Any:
         return choice.get("text")

@@ -123,6 +123,46 @@ def _feed(proto: object, events: list[object], start: float = 100.0, gap: float 
     return st_
 
 
+class _AlwaysDecoded(OpenAIChat):
+    _token = None
+
+
+_TEXT = st.sampled_from(["", "tok", '"content":"', '\\"', '"error"', "reasoning", '"usage":{', "}", "[{"])
+_DELTA = st.fixed_dictionaries(
+    {}, optional={"role": st.just("assistant"), "content": _TEXT, "reasoning_content": _TEXT, "reasoning": _TEXT}
+)
+_CHOICE = st.fixed_dictionaries({"index": st.just(0), "delta": _DELTA}, optional={"finish_reason": st.none()})
+_EVENT = st.fixed_dictionaries(
+    {"id": _TEXT, "choices": st.lists(_CHOICE, max_size=2)},
+    optional={
+        "usage": st.none()
+        | st.fixed_dictionaries({"prompt_tokens": st.integers(0, 9), "completion_tokens": st.integers(0, 9)}),
+        "error": st.none() | st.just({"message": "overloaded"}),
+    },
+)
+
+
+def _state(proto: OpenAIChat, data: bytes) -> tuple[object, ...]:
+    st_ = RequestState("r", 0.0)
+    try:
+        proto.event(data, 1.0, st_)
+        failure = None
+    except StreamProtocolError as exc:
+        failure = exc.reason
+    return (failure, st_.t_first_token, st_.t_first_answer, st_.content_events, st_.server_output_tokens,
+            st_.server_prompt_tokens)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(event=_EVENT, compact=st.booleans(), cut=st.integers(0, 3))
+def test_openai_token_shortcut_means_what_decoding_means(event: dict[str, object], compact: bool, cut: int) -> None:
+    """The bytes-only shortcut for an answer token gives the state decoding the event gives, for
+    any mix of content, reasoning, usage and errors, and for an event cut short."""
+    data = json.dumps(event, separators=(",", ":") if compact else None).encode()
+    data = data[: len(data) - cut]
+    assert _state(OpenAIChat("m"), data) == _state(_AlwaysDecoded("m"), data)
+
+
 def test_openai_chat_events_content_usage_and_done() -> None:
     chunk = {"choices": [{"index": 0, "delta": {"content": " tok"}}]}
     events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}, chunk, chunk, chunk,
