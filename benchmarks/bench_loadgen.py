@@ -353,6 +353,32 @@ def run_guidellm(url: str, rate: float, args: argparse.Namespace, workdir: Path)
 # -- main ---------------------------------------------------------------------------------------
 
 
+def headline(rows: list[dict[str, Any]]) -> None:
+    """CPU per event of loadgen over aiohttp's at each level both ran (#21's target: ≤ 0.6)."""
+    by = {(r["client"], r["target_streams"]): r for r in rows}
+    ratios = []
+    for (client, streams), r in sorted(by.items()):
+        other = by.get(("aiohttp", streams))
+        if client == "loadgen" and other and r["cpu_us_per_event"] and other["cpu_us_per_event"]:
+            ratios.append((streams, r["cpu_us_per_event"] / other["cpu_us_per_event"], r, other))
+    if not ratios:
+        return
+    sys.path.insert(0, str(Path(__file__).parent))
+    from headline import record
+
+    parts = [f"{ratio:.2f} at {streams} streams ({r['cpu_us_per_event']:g} vs {o['cpu_us_per_event']:g} µs; "
+             f"p99 error {r['ttft_err_p99_ms']:g} vs {o['ttft_err_p99_ms']:g} ms)"
+             for streams, ratio, r, o in ratios]  # fmt: skip
+    passing = {c: max((r["events_per_s"] for r in rows if r["client"] == c and r["passes"]), default=0)
+               for c in ("loadgen", "aiohttp")}  # fmt: skip
+    if passing["aiohttp"]:
+        per_core = f"events/s at p99 ≤ 2 ms: {passing['loadgen'] / passing['aiohttp']:.2f}× aiohttp's"
+    else:
+        per_core = f"events/s at p99 ≤ 2 ms: loadgen {passing['loadgen']:,}, aiohttp at no level"
+    text = "CPU per event, loadgen / aiohttp: " + "; ".join(parts) + f" (target ≤ 0.6). {per_core}"
+    record("loadgen", text, all(ratio <= 0.6 for _, ratio, _, _ in ratios))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", default="250,500,1000,1500,2000", help="target concurrent streams per level")
@@ -435,6 +461,7 @@ def main() -> int:
         best = max(ok, key=lambda r: r["events_per_s"]) if ok else None
         shown = f"{best['events_per_s']} events/s, {best['streams']} streams" if best else "none"
         print(f"{client}: highest passing level: {shown}")
+    headline(rows)
     args.json.write_text(
         json.dumps(
             {
