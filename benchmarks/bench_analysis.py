@@ -75,8 +75,7 @@ def analyze(root: Path, plots: bool) -> None:
 
 
 def _headline(requests: int, result: dict[str, Any], target_s: float) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from headline import record
+    from headline import record  # benchmarks/ is the script's own folder, first on sys.path
 
     time_ratio, rss_ratio = result["seconds"] / target_s, result["peak_rss_mb"] / 2048
     record(f"analysis-{requests // 1_000_000}M", f"{requests:,} records → report.json, one core: "

@@ -363,8 +363,7 @@ def headline(rows: list[dict[str, Any]]) -> None:
             ratios.append((streams, r["cpu_us_per_event"] / other["cpu_us_per_event"], r, other))
     if not ratios:
         return
-    sys.path.insert(0, str(Path(__file__).parent))
-    from headline import record
+    from headline import record  # benchmarks/ is the script's own folder, first on sys.path
 
     parts = [f"{ratio:.2f} at {streams} streams ({r['cpu_us_per_event']:g} vs {o['cpu_us_per_event']:g} µs; "
              f"p99 error {r['ttft_err_p99_ms']:g} vs {o['ttft_err_p99_ms']:g} ms)"

@@ -21,9 +21,7 @@ the truth (the search's tolerance) and never above it.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from fmbench_k8s.api.spec import Load
 from fmbench_k8s.loadgen.plan import planner_for
@@ -109,8 +107,7 @@ def main() -> None:
             print(f"  {key:<9} {stages:>5} stages ({stages / n:.1f} per case), c* within one step in {right}/{n}")
         print(f"  search / grid stage-minutes: {table['search'][0] / table['grid'][0]:.0%} (target ≤ 30%); "
               f"search / explorer: {table['search'][0] / table['explorer'][0]:.0%}")  # fmt: skip
-    sys.path.insert(0, str(Path(__file__).parent))
-    from headline import record
+    from headline import record  # benchmarks/ is the script's own folder, first on sys.path
 
     ratio = totals["search"][0] / totals["grid"][0]
     inner_ratio = inner["search"][0] / inner["grid"][0]

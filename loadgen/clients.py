@@ -23,7 +23,7 @@ from fmbench_k8s.loadgen.httpclient import (
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.protocols import Protocol, protocol_for
 from fmbench_k8s.loadgen.request import RequestState
-from fmbench_k8s.loadgen.sse import LineSplitter, SseDecoder, SseParser, StreamProtocolError
+from fmbench_k8s.loadgen.sse import SseDecoder, StreamProtocolError
 from fmbench_k8s.loadgen.target import Target
 
 log = logging.getLogger("fmbench.loadgen")
@@ -186,21 +186,17 @@ class SageMakerClient(Client):
             )  # fmt: skip
             st.t_first_byte = time.time()
             st.http_status = resp["ResponseMetadata"]["HTTPStatusCode"]
-            splitter, parser, event = LineSplitter(), SseParser(jsonlines=True), self.protocol.event
+            decoder, event = SseDecoder(jsonlines=True), self.protocol.event
             ts = st.t_first_byte
             for item in resp["Body"]:
                 ts = time.time()
                 part = item.get("PayloadPart")
                 if part is None:
                     continue
-                for line in splitter.feed(part.get("Bytes", b"")):
-                    data = parser.line(line)
-                    if data is not None:
-                        event(data, ts, st)
-            rest = splitter.finish()
-            for data in (parser.line(rest) if rest is not None else None, parser.finish()):
-                if data is not None:
+                for data in decoder.feed(part.get("Bytes", b"")):
                     event(data, ts, st)
+            for data in decoder.finish():
+                event(data, ts, st)
             _finish_stream(st, self.protocol.requires_end_marker)
         except Exception as exc:
             reason, status = _aws_failure(exc)

@@ -288,20 +288,15 @@ def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, b
     def readable() -> None:
         try:
             size, ancillary, _, _ = raw.recvmsg_into(_HUB_BUFFERS, _STAMP_SPACE)
-        except BlockingIOError:
-            return
-        except Exception as exc:
-            watcher.stop()
-            waiter.switch(exc)
-            return
-        try:
             if size:
                 piece = framing.feed(_HUB_VIEW[:size].tobytes())
                 if piece:
                     sink(_stamp(ancillary), piece)
             else:
                 framing.eof()
-        except Exception as exc:
+        except BlockingIOError:  # woken with nothing to read
+            return
+        except Exception as exc:  # the read, the framing or the sink failed: the caller raises it
             watcher.stop()
             waiter.switch(exc)
             return
@@ -320,7 +315,7 @@ def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, b
 
 
 class Response:
-    """Status and headers, then the body as timestamped lines (or all at once)."""
+    """Status and headers, then the body as timestamped pieces (or all at once)."""
 
     def __init__(self, conn: Connection, method: str, deadline: float) -> None:
         self.conn = conn

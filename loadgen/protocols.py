@@ -144,13 +144,17 @@ class OpenAIChat(Protocol):
             _openai_usage(usage, st)
 
 
-def _openai_usage(usage: dict[str, Any], st: RequestState) -> None:
-    out = _int(usage.get("completion_tokens"))
+def _server_counts(st: RequestState, output: object, prompt: object) -> None:
+    """The server's token counts, where it gave integers."""
+    out, given = _int(output), _int(prompt)
     if out is not None:
         st.server_output_tokens = out
-    prompt = _int(usage.get("prompt_tokens"))
-    if prompt is not None:
-        st.server_prompt_tokens = prompt
+    if given is not None:
+        st.server_prompt_tokens = given
+
+
+def _openai_usage(usage: dict[str, Any], st: RequestState) -> None:
+    _server_counts(st, usage.get("completion_tokens"), usage.get("prompt_tokens"))
     details = usage.get("completion_tokens_details")
     reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
     if reasoning is not None:
@@ -199,12 +203,7 @@ class Tgi(Protocol):
                 st.answer.append(token["text"])
         details = obj.get("details")
         if isinstance(details, dict):
-            out = _int(details.get("generated_tokens"))
-            if out is not None:
-                st.server_output_tokens = out
-            prompt = _int(details.get("input_length"))
-            if prompt is not None:
-                st.server_prompt_tokens = prompt
+            _server_counts(st, details.get("generated_tokens"), details.get("input_length"))
         if obj.get("generated_text") is not None:
             st.finished = True
 
