@@ -18,7 +18,7 @@ run: setup
 ## Every test tier (unit, integration, cluster with its real node) plus lint; builds the cluster's
 ## binaries and images once (cached outside the checkout).
 test: setup node-deps cluster-build engines lint
-	$(BIN)/pytest -q -n 2 --dist loadgroup --junitxml=.pytest-results.xml
+	$(BIN)/pytest -q -n 2 --junitxml=.pytest-results.xml
 
 ## Unit tests only (no processes, no cluster).
 test-fast: setup

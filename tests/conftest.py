@@ -11,22 +11,23 @@ from tests.s3 import CREDENTIALS, UNSET, MotoS3, moto_s3
 
 __all__ = ["cluster", "namespace", "real_node", "s3_endpoint", "s3_server"]
 
-# `make test` runs two pytest-xdist workers (--dist loadgroup). A session fixture is made once per
-# worker, so the tests that share one, the control plane with its real node or the reference
-# engine, go to one worker as a group; the other tests spread over both workers as they free up.
-_GROUPS = {"cluster": ("cluster", "real_node", "namespace"), "engine": ("vllm",)}
-_GROUP_DIRS = {"cluster": "cluster", "chart": "cluster", "engines": "engine"}
+# `make test` runs two pytest-xdist workers. A session fixture is made once per worker, so the
+# tiers that share one (the control plane with its real node: tests/cluster and tests/chart; the
+# reference engine: tests/engines) each run on one worker, and the other tests' modules spread
+# over both as the workers free up. (pytest 9.2 keeps xdist's own xdist_group from working: it
+# renames the node id attribute that the group suffix is written to.)
+_SHARED = {"tests/cluster/": "cluster", "tests/chart/": "cluster", "tests/engines/": "engine"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        tier = item.path.parent.name
-        group = _GROUP_DIRS.get(tier)
-        if group is None:
-            fixtures = set(getattr(item, "fixturenames", ()))
-            group = next((g for g, names in _GROUPS.items() if fixtures & set(names)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BySharedFixture(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            shared = next((g for prefix, g in _SHARED.items() if nodeid.startswith(prefix)), None)
+            return shared or nodeid.split("::", 1)[0]
+
+    return BySharedFixture(config, log)
 
 
 @pytest.fixture
