@@ -28,7 +28,7 @@ from fmbench_k8s.contract.records import (
     StageInfo,
     invalid_values,
 )
-from fmbench_k8s.contract.stats import FloatArray, QuantileCi, Summary, summarize
+from fmbench_k8s.contract.stats import Concatenation, FloatArray, QuantileCi, Summary, summarize
 from fmbench_k8s.contract.verdict import Bound, Kind, Outcome, SloRule, StageCounts, judge
 
 BoolArray = npt.NDArray[np.bool_]
@@ -219,12 +219,12 @@ class _ListChunk:
 
 
 class _ItlSource:
-    """Flattens the per-request ``itl_s`` lists of chosen rows into one array.
+    """The per-request ``itl_s`` lists of chosen rows, end to end.
 
     Works on the Arrow buffers (offsets + float32 values) directly: no per-request Python objects,
-    no copy of the lists that are not selected, and none at all when the chosen lists are one
-    slice of the values (one shard's answers): a stage's tens of millions of gaps are copied once
-    at most.
+    no copy of the lists that are not selected, and none of those that are when they are a few
+    slices of the values (each shard's answers): a stage's tens of millions of gaps stay where
+    Arrow read them.
     """
 
     def __init__(self, column: pd.Series) -> None:
@@ -235,7 +235,7 @@ class _ItlSource:
         self._chunks = [_ListChunk.of(arr) for arr in arrays]
         self._bounds = np.cumsum([0] + [len(c.valid) for c in self._chunks])
 
-    def values(self, rows: IntArray) -> npt.NDArray[np.floating]:
+    def values(self, rows: IntArray) -> Concatenation:
         rows = np.sort(rows)
         chunk_of = np.searchsorted(self._bounds, rows, side="right") - 1
         pieces: list[npt.NDArray[np.floating]] = []
@@ -248,9 +248,7 @@ class _ItlSource:
                 pieces.append(chunk.take(mine))
             else:
                 pieces += [chunk.values[s:e] for s, e in zip(*runs, strict=True) if e > s]
-        if len(pieces) == 1:
-            return pieces[0]  # a view: nothing copied
-        return np.concatenate(pieces) if pieces else np.empty(0)
+        return Concatenation(pieces)  # views: nothing copied
 
 
 @dataclass(frozen=True)
@@ -420,7 +418,9 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
 
     per_request = _per_request_slo_value(rule.slo.latency.metric, win_ok, cols)
     counts = StageCounts(scheduled=steady_n, ok=steady_ok, errors=steady_err, incomplete=steady_inc)
-    by_metric = {"ttft": ttft, "tpot": tpots, "e2e": e2e, "itl": itl}
+    by_metric = {"ttft": ttft, "tpot": tpots, "e2e": e2e}
+    if any(b.metric == "itl" for b in rule.slo.bounds):  # every gap in one array only for a bound on them
+        by_metric["itl"] = itl.array()
     verdict = judge(by_metric, counts, rule, interrupted=info.interrupted)
     meeting = _meeting_every_bound(win_ok, cols, rule)
 
@@ -518,7 +518,7 @@ def _groups(
         tpots = tpot(e2e, ttft, out_tokens)
         by_metric = {"ttft": ttft, "tpot": tpots, "e2e": e2e}
         if "itl" in metrics:  # every gap of every request: gathered only when a bound needs them
-            by_metric["itl"] = cols.itl.values(ok)
+            by_metric["itl"] = cols.itl.values(ok).array()
         verdict = judge(by_metric, counts, share_rule)
         latency = {"ttft": summarize(ttft), "tpot": summarize(tpots), "e2e": summarize(e2e)}
         out.append(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -73,10 +74,51 @@ def finite(values: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
 RADIX_FROM: Final = 1 << 20
 _RADIX_CHUNK: Final = 1 << 22
 _STD_LEAF: Final = 1 << 16
+# numpy sums a float32 array into float64 a buffer of this many values at a time (NPY_BUFSIZE):
+# each buffer pairwise, the buffers' sums one after the other.
+_CAST_BLOCK: Final = 8192
 
 
-def summarize(values: npt.NDArray[np.floating]) -> Summary:
+class Concatenation:
+    """Arrays end to end, not copied into one: a stage's ITL gaps are slices of its shards' buffers
+    (hundreds of megabytes), and summarize() needs them in order only for the mean and the std,
+    which it sums block by block as numpy would over the copy."""
+
+    def __init__(self, pieces: Sequence[npt.NDArray[np.floating]]) -> None:
+        self.pieces = [p for p in pieces if p.size]
+        self.size = sum(int(p.size) for p in self.pieces)
+        self._starts = np.cumsum([0] + [p.size for p in self.pieces])
+        self.dtype = np.result_type(*self.pieces) if self.pieces else np.dtype(np.float64)
+
+    def array(self) -> npt.NDArray[np.floating]:
+        """The one array (the piece itself when there is one)."""
+        if len(self.pieces) == 1:
+            return self.pieces[0]
+        return np.concatenate(self.pieces) if self.pieces else np.empty(0)
+
+    def slice(self, lo: int, hi: int) -> npt.NDArray[np.floating]:
+        first = int(np.searchsorted(self._starts, lo, side="right")) - 1
+        start = int(self._starts[first])
+        if hi <= self._starts[first + 1]:
+            return self.pieces[first][lo - start : hi - start]
+        parts, at = [], first
+        while lo < hi:
+            start = int(self._starts[at])
+            part = self.pieces[at][lo - start : hi - start]
+            parts.append(part)
+            lo += part.size
+            at += 1
+        return np.concatenate(parts)
+
+
+def summarize(values: npt.NDArray[np.floating] | Concatenation) -> Summary:
     """Exact percentiles, mean and std of the finite values."""
+    if isinstance(values, Concatenation):
+        if values.size >= RADIX_FROM and values.dtype == np.float32:
+            whole = _summarize_float32(values)
+            if whole is not None:
+                return whole
+        values = values.array()
     x = finite(values)
     n = int(x.size)
     if n == 0:
@@ -90,22 +132,62 @@ def summarize(values: npt.NDArray[np.floating]) -> Summary:
     return Summary(n, p50, p90, p95, p99, mean, std)
 
 
-def radix_percentiles(x: npt.NDArray[np.float32], percentiles: tuple[float, ...]) -> FloatArray | None:
-    """``np.percentile(x, percentiles)`` of finite float32 ``x``, bit for bit, by selecting the
-    order statistics it interpolates between with a radix count instead of a partition; None when
-    ``x`` has negative values (their bit patterns do not sort as they do).
+def _summarize_float32(x: Concatenation) -> Summary | None:
+    """summarize(x.array()), bit for bit, with no copy of the values and no pass to find non-finite
+    ones (the radix count sees them); None when a value is negative or not finite."""
+    quantiles = radix_percentiles(x.pieces, PERCENTILES)
+    if quantiles is None:
+        return None
+    p50, p90, p95, p99 = (float(v) for v in quantiles)
+    total = cast_sum(x.pieces)
+    return Summary(x.size, p50, p90, p95, p99, float(total / x.size), sample_std(x, total))
+
+
+def cast_sum(pieces: Sequence[npt.NDArray[np.float32]]) -> np.float64:
+    """``np.add.reduce(np.concatenate(pieces), dtype=np.float64)`` bit for bit: the concatenation's
+    _CAST_BLOCK-value blocks each summed pairwise (a block across two pieces copied, ≤ 32 kB),
+    the blocks' sums added in order."""
+    sums: list[FloatArray] = []
+    head = np.empty(0, dtype=np.float32)  # the start of a block that continues in the next piece
+    for piece in pieces:
+        rest = piece
+        if head.size:
+            take = min(rest.size, _CAST_BLOCK - head.size)
+            head, rest = np.concatenate((head, rest[:take])), rest[take:]
+            if head.size < _CAST_BLOCK:
+                continue
+            sums.append(np.add.reduce(head, dtype=np.float64, keepdims=True))
+        whole = rest.size - rest.size % _CAST_BLOCK
+        if whole:
+            sums.append(np.add.reduce(rest[:whole].reshape(-1, _CAST_BLOCK), axis=1, dtype=np.float64))
+        head = rest[whole:]
+    if head.size:
+        sums.append(np.add.reduce(head, dtype=np.float64, keepdims=True))
+    total: np.float64 = np.cumsum(np.concatenate(sums))[-1] if sums else np.float64(0)
+    return total
+
+
+def radix_percentiles(
+    x: npt.NDArray[np.float32] | Sequence[npt.NDArray[np.float32]], percentiles: tuple[float, ...]
+) -> FloatArray | None:
+    """``np.percentile(x, percentiles)`` of float32 ``x`` (or of the concatenation of the arrays
+    ``x``), bit for bit, by selecting the order statistics it interpolates between with a radix
+    count instead of a partition; None when a value is negative or not finite (their bit patterns
+    do not sort as they do).
 
     A non-negative float32's bits, read as an unsigned integer, sort as the float does, so a count
     of the top 16 bits (the high half, read in place) places every wanted rank in one bucket; only
     those buckets' values are gathered and sorted. The interpolation is numpy's "linear" method as
     numpy 2 computes it: virtual index (n − 1)·q, then ``a + (b − a)·γ``, or ``b − (b − a)·(1 − γ)``
     from γ = 0.5 on."""
-    n = int(x.size)
-    top = np.ascontiguousarray(x).view(np.uint16)[1 if sys.byteorder == "little" else 0 :: 2]
+    pieces = [x] if isinstance(x, np.ndarray) else list(x)
+    tops = [np.ascontiguousarray(p).view(np.uint16)[1 if sys.byteorder == "little" else 0 :: 2] for p in pieces]
+    n = sum(int(p.size) for p in pieces)
     counts = np.zeros(1 << 16, dtype=np.int64)
-    for at in range(0, n, _RADIX_CHUNK):  # bincount copies its input to intp: a chunk at a time
-        counts += np.bincount(top[at : at + _RADIX_CHUNK], minlength=1 << 16)
-    if counts[0x8000:].any():  # a sign bit: a negative value, or -0.0
+    for top in tops:
+        for at in range(0, top.size, _RADIX_CHUNK):  # bincount copies its input to intp: a chunk at a time
+            counts += np.bincount(top[at : at + _RADIX_CHUNK], minlength=1 << 16)
+    if n == 0 or counts[_FLOAT32_INF_TOP:].any():  # +inf, NaN, or a sign bit (a negative value, -0.0)
         return None
     ends = np.cumsum(counts)
     virtual = (n - 1) * np.true_divide(np.asarray(percentiles), 100)
@@ -118,7 +200,7 @@ def radix_percentiles(x: npt.NDArray[np.float32], percentiles: tuple[float, ...]
     buckets = np.searchsorted(ends, ranks, side="right")
     wanted = np.zeros(1 << 16, dtype=np.bool_)
     wanted[buckets] = True
-    chosen = np.sort(x[wanted[top]])  # ascending buckets hold ascending values
+    chosen = np.sort(np.concatenate([p[wanted[top]] for p, top in zip(pieces, tops, strict=True)]))
     # a rank's place in ``chosen``: its place in its bucket, after the chosen buckets below it
     kept_below = np.cumsum(np.where(wanted, counts, 0)) - counts
     starts = ends - counts
@@ -131,24 +213,33 @@ def radix_percentiles(x: npt.NDArray[np.float32], percentiles: tuple[float, ...]
     return out
 
 
-def sample_std(x: npt.NDArray[np.floating]) -> float:
+_FLOAT32_INF_TOP: Final = 0x7F80  # the top 16 bits of +inf; above: NaN, then negative values
+
+
+def sample_std(x: npt.NDArray[np.floating] | Concatenation, total: np.float64 | None = None) -> float:
     """``np.std(x, ddof=1, dtype=np.float64)``, bit for bit, without its float64 copy of ``x``
     (twice the bytes of a stage's float32 ITL gaps, and fresh memory at each stage): numpy sums the
     squared deviations by pairwise summation, so the same tree is walked here, numpy summing each
-    leaf of at most _STD_LEAF values in a small buffer."""
+    leaf of at most _STD_LEAF values in a small buffer. ``total``: Σx as numpy sums it, when known
+    (it is needed for a Concatenation, whose pieces are float32)."""
     n = int(x.size)
-    mean = np.true_divide(np.add.reduce(x, dtype=np.float64, keepdims=True), n)
+    if total is None:
+        assert isinstance(x, np.ndarray), "a Concatenation's sum comes from cast_sum"
+        total = np.add.reduce(x, dtype=np.float64)
+    mean = np.true_divide(np.asarray([total], dtype=np.float64), n)
     buffer = np.empty(min(n, _STD_LEAF), dtype=np.float64)  # one, reused: no allocation per leaf
     return float(np.sqrt(_squares(x, mean, buffer, 0, n) / (n - 1)))
 
 
-def _squares(x: npt.NDArray[np.floating], mean: FloatArray, buffer: FloatArray, lo: int, hi: int) -> np.float64:
+def _squares(
+    x: npt.NDArray[np.floating] | Concatenation, mean: FloatArray, buffer: FloatArray, lo: int, hi: int
+) -> np.float64:
     """Σ (x[lo:hi] − mean)² as numpy's pairwise summation adds it up. A function of the module, not
     a closure: a recursive closure is a reference cycle, which would hold ``x`` until the next
     garbage collection."""
     if hi - lo <= _STD_LEAF:
         d = buffer[: hi - lo]
-        np.subtract(x[lo:hi], mean, out=d)
+        np.subtract(x.slice(lo, hi) if isinstance(x, Concatenation) else x[lo:hi], mean, out=d)
         np.square(d, out=d)
         total: np.float64 = np.add.reduce(d)
         return total

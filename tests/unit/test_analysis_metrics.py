@@ -228,7 +228,7 @@ def test_itl_values_equal_naive_concatenation(
     source = _ItlSource(pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([arr]))))
     # runs_path False forces the vectorised index path (taken when there are very many runs)
     with patch.object(metrics_module, "_MAX_RUNS", 1 << 30 if runs_path else 0):
-        assert source.values(rows).tolist() == expected
+        assert source.values(rows).array().tolist() == expected
 
 
 def test_itl_source_spans_chunks() -> None:
@@ -238,9 +238,9 @@ def test_itl_source_spans_chunks() -> None:
     ])  # fmt: skip
     col = pd.Series(pd.arrays.ArrowExtensionArray(arr))
     src = _ItlSource(col)
-    assert src.values(np.array([0, 2, 3, 4])).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    assert src.values(np.array([1])).tolist() == []
-    assert src.values(np.array([], dtype=np.intp)).tolist() == []
+    assert src.values(np.array([0, 2, 3, 4])).array().tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert src.values(np.array([1])).array().tolist() == []
+    assert src.values(np.array([], dtype=np.intp)).array().tolist() == []
 
 
 def test_goodput_counts_the_requests_within_every_bound() -> None:

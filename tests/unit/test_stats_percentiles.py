@@ -1,12 +1,20 @@
-"""The radix selection of percentiles and the buffered standard deviation (contract/stats.py)
-give numpy's numbers bit for bit."""
+"""The radix selection of percentiles, the buffered standard deviation and the summary of arrays
+end to end (contract/stats.py) give numpy's numbers bit for bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fmbench_k8s.contract.stats import PERCENTILES, radix_percentiles, sample_std, summarize
+from fmbench_k8s.contract.stats import (
+    PERCENTILES,
+    RADIX_FROM,
+    Concatenation,
+    cast_sum,
+    radix_percentiles,
+    sample_std,
+    summarize,
+)
 
 CASES = [
     ("gamma gaps", lambda rng, n: 0.01 + rng.gamma(4, 0.003, n)),
@@ -45,3 +53,45 @@ def test_sample_std_is_numpys_bit_for_bit(dtype: type, n: int) -> None:
     rng = np.random.default_rng(n)
     x = (0.01 + rng.gamma(4, 0.003, n) * rng.choice([1.0, 100.0], n)).astype(dtype)
     assert sample_std(x) == float(np.std(x, ddof=1, dtype=np.float64))
+
+
+def _split(rng: np.random.Generator, x: np.ndarray, pieces: int) -> list[np.ndarray]:
+    """``x`` cut at random places, with some tiny and some empty pieces (a shard with one answer,
+    or none, in the window) and one cut on a block boundary."""
+    cuts = np.sort(np.concatenate([rng.integers(0, x.size, pieces), [8192, 8193, 8194, 3 * 8192]]))
+    return [x[a:b] for a, b in zip([0, *cuts], [*cuts, x.size], strict=True)]
+
+
+@pytest.mark.parametrize("n", [1, 5, 8191, 8192, 8193, 100_003, 1_000_037])
+@pytest.mark.parametrize("pieces", [1, 3, 40])
+def test_cast_sum_and_std_of_pieces_are_numpys_over_the_copy(n: int, pieces: int) -> None:
+    rng = np.random.default_rng(n + pieces)
+    x = (0.01 + rng.gamma(4, 0.003, n) * rng.choice([1.0, 1000.0], n)).astype(np.float32)
+    split = [p for p in _split(rng, x, pieces) if p.size or rng.random() < 0.5]
+    joined = Concatenation(split)
+    assert joined.size == n and joined.array().tobytes() == x.tobytes()
+    assert cast_sum(split) == np.add.reduce(x, dtype=np.float64)
+    if n > 1:
+        assert sample_std(joined, cast_sum(split)) == float(np.std(x, ddof=1, dtype=np.float64))
+
+
+@pytest.mark.parametrize(("name", "make"), CASES, ids=[c[0] for c in CASES])
+def test_summary_of_pieces_is_the_summary_of_their_copy(name: str, make: object) -> None:
+    """Above RADIX_FROM float32 pieces take the no-copy path; the numbers are those of one array."""
+    rng = np.random.default_rng(len(name))
+    x = np.asarray(make(rng, RADIX_FROM + 12_345), dtype=np.float32)  # type: ignore[operator]
+    split = _split(rng, x, 7)
+    assert summarize(Concatenation(split)) == summarize(x)
+    assert radix_percentiles(split, PERCENTILES).tobytes() == np.percentile(x, PERCENTILES).tobytes()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("odd", [np.inf, np.nan, -0.5])
+def test_pieces_with_a_non_finite_or_negative_value_are_summarized_as_one_array(odd: float) -> None:
+    rng = np.random.default_rng(3)
+    x = (0.01 + rng.gamma(4, 0.003, RADIX_FROM + 5)).astype(np.float32)
+    x[777_777] = odd
+    split = _split(rng, x, 5)
+    assert radix_percentiles(split, PERCENTILES) is None
+    summary = summarize(Concatenation(split))
+    assert summary == summarize(x)
+    assert summary.n == RADIX_FROM + 5 - (not np.isfinite(odd))  # a summary is of the finite values
