@@ -1,7 +1,7 @@
 """Record shards (Parquet) → one pandas DataFrame with the columns of ``records.SCHEMA``.
 
-The ``itl_s`` list column stays Arrow-backed (``pd.ArrowDtype``): a million requests carry
-hundreds of millions of inter-token gaps, and turning each list into a Python object would cost
+The ``itl_s`` column (gaps as float32 bytes) stays Arrow-backed (``pd.ArrowDtype``): a million requests carry
+hundreds of millions of inter-token gaps, and turning each value into a Python object would cost
 more memory and time than the whole rest of the analysis.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fmbench_k8s.contract.records import REQUIRED_COLUMNS, SCHEMA
+from fmbench_k8s.contract.records import ITL_DTYPE, REQUIRED_COLUMNS, SCHEMA, binary_offsets, itl_column
 from fmbench_k8s.storage import LocalStorage, Storage
 
 
@@ -29,15 +30,32 @@ def conform(table: pa.Table, source: str = "a record shard") -> pa.Table:
         raise ValueError(f"{source}: column(s) {', '.join(missing)} missing; records without them cannot be counted")
     columns = []
     for field in SCHEMA:
-        if field.name in table.column_names:
+        if field.name == "itl_s" and field.name in table.column_names:
+            columns.append(_gaps(table.column(field.name), source))
+        elif field.name in table.column_names:
             columns.append(table.column(field.name).cast(field.type))
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
+def _gaps(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
+    try:
+        gaps = itl_column(column)
+    except (ValueError, pa.ArrowException) as err:
+        raise ValueError(f"{source}: {err}") from None
+    for chunk in gaps.chunks:
+        lengths = np.diff(binary_offsets(chunk))
+        if (lengths % ITL_DTYPE.itemsize).any():
+            raise ValueError(
+                f"{source}: an itl_s value of {int(lengths[lengths % ITL_DTYPE.itemsize != 0][0])} bytes is not "
+                "float32 gaps (4 bytes each); the shard is damaged or not written by the load generator"
+            )
+    return gaps
+
+
 def _types(arrow_type: pa.DataType) -> Any:
-    if pa.types.is_list(arrow_type):
+    if pa.types.is_list(arrow_type) or pa.types.is_binary(arrow_type):
         return pd.ArrowDtype(arrow_type)
     if pa.types.is_boolean(arrow_type):
         return pd.BooleanDtype()  # nullable: a missing flag is not False

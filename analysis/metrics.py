@@ -20,12 +20,14 @@ import pyarrow.compute as pc
 
 from fmbench_k8s.contract.records import (
     INVALID_RECORD,
+    ITL_DTYPE,
     OUTCOME_ERROR,
     OUTCOME_INCOMPLETE,
     OUTCOME_OK,
     OUTCOMES,
     ClientHealth,
     StageInfo,
+    binary_offsets,
     invalid_values,
 )
 from fmbench_k8s.contract.stats import Concatenation, FloatArray, QuantileCi, Summary, summarize
@@ -181,12 +183,19 @@ class _ListChunk:
     filled_before: npt.NDArray[np.int64]  # len + 1: rows with values before each row
 
     @classmethod
-    def of(cls, arr: pa.ListArray) -> _ListChunk:
-        offsets = arr.offsets.to_numpy().astype(np.int64)
+    def of(cls, arr: pa.Array) -> _ListChunk:
+        """Of an ``itl_s`` chunk: float32 bytes (records.SCHEMA), or lists of floats (hand-made frames)."""
+        if pa.types.is_binary(arr.type):
+            offsets = binary_offsets(arr) // ITL_DTYPE.itemsize
+            data = arr.buffers()[2]
+            values = np.frombuffer(data, dtype=ITL_DTYPE) if data is not None else np.empty(0, dtype=ITL_DTYPE)
+        else:
+            offsets = arr.offsets.to_numpy().astype(np.int64)
+            values = arr.values.to_numpy(zero_copy_only=False)
         filled = offsets[1:] > offsets[:-1]
         return cls(
             offsets=offsets,
-            values=arr.values.to_numpy(zero_copy_only=False),
+            values=values,
             valid=arr.is_valid().to_numpy(zero_copy_only=False),
             filled=filled,
             filled_before=np.concatenate(([0], np.cumsum(filled))),
@@ -418,7 +427,7 @@ def _stage(info: StageInfo, rows: IntArray, cols: _Columns, rule: SloRule) -> St
 
     per_request = _per_request_slo_value(rule.slo.latency.metric, win_ok, cols)
     counts = StageCounts(scheduled=steady_n, ok=steady_ok, errors=steady_err, incomplete=steady_inc)
-    by_metric = {"ttft": ttft, "tpot": tpots, "e2e": e2e}
+    by_metric: dict[str, npt.NDArray[np.floating]] = {"ttft": ttft, "tpot": tpots, "e2e": e2e}
     if any(b.metric == "itl" for b in rule.slo.bounds):  # every gap in one array only for a bound on them
         by_metric["itl"] = itl.array()
     verdict = judge(by_metric, counts, rule, interrupted=info.interrupted)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmbench_k8s.analysis.frames import to_frame
-from fmbench_k8s.contract.records import PARQUET_WRITE, SCHEMA, StageInfo, records_key, stages_key
+from fmbench_k8s.contract.records import PARQUET_WRITE, SCHEMA, StageInfo, itl_column, records_key, stages_key
 from fmbench_k8s.storage import Storage
 
 _ERROR_REASONS = ("http_429", "timeout", "http_500")
@@ -92,14 +92,15 @@ def _stage_table(
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(out > 1, decode / np.maximum(gaps_per, 1), np.nan)
     if itl_lists:
-        itl = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(per_gap), mask=pa.array(~is_ok))
+        lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(per_gap), mask=pa.array(~is_ok))
+        itl = itl_column(lists)
         # reduceat over the non-empty lists only: each then ends where the next non-empty one starts
         has_gaps = gaps_per > 0
         itl_max = np.full(n, np.nan)
         if per_gap.size:
             itl_max[has_gaps] = np.maximum.reduceat(per_gap, offsets[:-1][has_gaps])
     else:
-        itl = pa.nulls(n, pa.list_(pa.float32()))
+        itl = pa.nulls(n, pa.binary())
         itl_max = np.full(n, np.nan)
     ids = pa.array([f"{v.name}-{stage}-{i}" for i in range(n)])
     worker_names = np.array([f"w{w}" for w in range(workers)])[np.arange(n) % workers]

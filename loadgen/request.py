@@ -6,7 +6,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmbench_k8s.contract.records import OUTCOME_ERROR, OUTCOME_INCOMPLETE, OUTCOME_OK
+from fmbench_k8s.contract.records import OUTCOME_ERROR, OUTCOME_INCOMPLETE, OUTCOME_OK, itl_bytes
 
 
 @dataclass(slots=True)
@@ -138,7 +138,7 @@ def to_row(st: RequestState, ctx: StageContext) -> dict[str, Any]:
         "tpot_s": st.tpot,
         "itl_mean_s": sum(itl) / len(itl) if itl else None,
         "itl_max_s": max(itl) if itl else None,
-        "itl_s": itl.tolist(),
+        "itl_s": itl_bytes(itl),
         "prompt_tokens": st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens,
         "bucket": st.bucket,
         "images": st.images,

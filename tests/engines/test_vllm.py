@@ -20,6 +20,7 @@ import yaml
 
 from fmbench_k8s.analysis.prometheus import HIT_RATE_SERIES
 from fmbench_k8s.contract.engines import server_args
+from fmbench_k8s.contract.records import itl_gaps
 from fmbench_k8s.local.prometheus import find_prometheus, start_prometheus
 from tests.chart.test_dashboards_data import _local_queries, _query
 from tests.corpus import REPO
@@ -169,7 +170,7 @@ def test_tokens_come_from_usage_when_chunks_carry_several_or_none(vllm: Vllm, tm
         assert run.wait(timeout=300) == 0
         df = run.records()
     ok = df[df["outcome"] == "ok"]
-    gaps = ok["itl_s"].map(len)  # one gap between consecutive non-empty content events
+    gaps = ok["itl_s"].map(lambda b: itl_gaps(b).size)  # one gap between consecutive non-empty content events
     assert (ok["output_tokens"] == OUTPUT_TOKENS).all()
     assert (gaps < OUTPUT_TOKENS - 1).any(), "every token arrived in its own chunk: nothing was packed or empty"
 

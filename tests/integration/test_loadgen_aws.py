@@ -27,6 +27,7 @@ import pytest
 from fmbench_k8s.analysis.judges import Item, judge_answers
 from fmbench_k8s.api.spec import Judging
 from fmbench_k8s.contract.images import image_facts
+from fmbench_k8s.contract.records import itl_gaps
 from fmbench_k8s.loadgen.clients import make_client
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
@@ -219,7 +220,7 @@ def test_aws_streams_through_master_and_workers(aws: str, aws_env: dict[str, str
     # the prefill; before it, boto3 builds and signs the request (a few ms, part of TTFT).
     assert abs(float((win["t_first_token"] - win["t_first_byte"]).median()) - PREFILL_S) < 0.002
     assert PREFILL_S < float(win["ttft_s"].median()) < PREFILL_S + 0.015
-    gaps = np.concatenate(list(win["itl_s"].to_numpy()))
+    gaps = np.concatenate([itl_gaps(b) for b in win["itl_s"]])
     assert len(gaps) == len(win) * 11
     assert abs(float(np.median(gaps)) - ITL_S) < 0.0015
     if api == "sagemaker":

@@ -18,7 +18,7 @@ from fmbench_k8s.analysis.frames import to_frame
 from fmbench_k8s.analysis.metrics import AccountingError, StageMetrics, _ItlSource, stage_metrics
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize
 from fmbench_k8s.api.spec import Slo
-from fmbench_k8s.contract.records import SCHEMA, StageInfo
+from fmbench_k8s.contract.records import SCHEMA, StageInfo, itl_bytes, itl_gaps
 from fmbench_k8s.contract.verdict import SloRule
 
 WINDOW = StageInfo(variant="v", stage=0, target_concurrency=4, start=90, steady_start=100, steady_end=110, end=120,
@@ -40,7 +40,7 @@ def req(i: int, sched: float, outcome: str = "ok", *, ttft: float = 0.1, e2e: fl
     if outcome == "ok":
         row.update({
             "t_first_token": sched + 0.1 + ttft, "t_last_token": sched + 0.1 + e2e, "t_end": sched + 0.1 + e2e,
-            "ttft_s": ttft, "e2e_s": e2e, "output_tokens": out, "itl_s": itl or [],
+            "ttft_s": ttft, "e2e_s": e2e, "output_tokens": out, "itl_s": itl_bytes(itl or []),
             "itl_max_s": max(itl) if itl else None,
         })  # fmt: skip
     return row
@@ -197,10 +197,12 @@ def test_accounting_invariant_violations_raise(change: dict[str, Any], message: 
         stage_metrics(frame(rows), [WINDOW], slo())
 
 
-def test_itl_from_python_lists_matches_arrow_lists() -> None:
+def test_itl_from_python_lists_matches_the_recorded_bytes() -> None:
     df = frame(fixture_rows())
     plain = df.copy()
-    plain["itl_s"] = pd.Series([None if v is pd.NA else list(v) for v in df["itl_s"].tolist()], dtype=object)
+    plain["itl_s"] = pd.Series(
+        [None if v is pd.NA else itl_gaps(v).tolist() for v in df["itl_s"].tolist()], dtype=object
+    )
     assert plain["itl_s"].dtype == object
     a = only(stage_metrics(df, [WINDOW], slo())).latency["itl"]
     b = only(stage_metrics(plain, [WINDOW], slo())).latency["itl"]

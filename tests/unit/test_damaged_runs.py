@@ -20,6 +20,7 @@ from fmbench_k8s.analysis.pricing import parse_price_table
 from fmbench_k8s.analysis.run import analyze_run, load_report
 from fmbench_k8s.analysis.synthetic import SyntheticVariant, synthesize_table, write_run
 from fmbench_k8s.api.spec import BenchmarkSpec, Pricing
+from fmbench_k8s.contract.records import itl_gaps
 from fmbench_k8s.contract.summary import Summary
 from fmbench_k8s.storage import LocalStorage
 
@@ -146,6 +147,35 @@ def test_a_shard_without_a_required_column_is_refused(tmp_path: Path) -> None:
     first = _shards(tmp_path, "cheap")[0]
     pq.write_table(pq.read_table(first).drop_columns(["t_scheduled"]), first)
     with pytest.raises(ValueError, match=rf"{first.name}: column\(s\) t_scheduled missing"):
+        _analyze(storage)
+
+
+@pytest.mark.parametrize("values", [pa.float32(), pa.float64()])
+def test_shards_with_itl_as_lists_give_the_same_report(
+    tmp_path: Path, baseline: dict[str, Any], values: pa.DataType
+) -> None:
+    """Shards written before itl_s became float32 bytes hold list<float32> (or, by hand, doubles):
+    they are read as the bytes would be, to the same numbers."""
+    storage = _run(tmp_path)
+
+    def as_lists(table: pa.Table) -> pa.Table:
+        lists = [None if b is None else itl_gaps(b).tolist() for b in table["itl_s"].to_pylist()]
+        return table.set_column(table.schema.get_field_index("itl_s"), "itl_s", pa.array(lists, pa.list_(values)))
+
+    for variant in ("cheap", "good"):
+        _edit(tmp_path, variant, as_lists)
+    assert pq.read_schema(_shards(tmp_path, "good")[0]).field("itl_s").type == pa.list_(values)
+    _, doc = _analyze(storage)
+    assert [v["stages"] for v in doc["variants"]] == [v["stages"] for v in baseline["variants"]]
+
+
+def test_a_shard_whose_gaps_are_not_float32_is_refused(tmp_path: Path) -> None:
+    storage = _run(tmp_path)
+    first = _shards(tmp_path, "good")[0]
+    table = pq.read_table(first)
+    cut = [None if b is None else b[:-1] or None for b in table["itl_s"].to_pylist()]
+    pq.write_table(table.set_column(table.schema.get_field_index("itl_s"), "itl_s", pa.array(cut, pa.binary())), first)
+    with pytest.raises(ValueError, match=rf"{first.name}: an itl_s value of \d+ bytes is not float32 gaps"):
         _analyze(storage)
 
 
