@@ -55,7 +55,7 @@ def _gaps(column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
 
 
 def _types(arrow_type: pa.DataType) -> Any:
-    if pa.types.is_list(arrow_type) or pa.types.is_binary(arrow_type):
+    if pa.types.is_list(arrow_type) or pa.types.is_large_binary(arrow_type):
         return pd.ArrowDtype(arrow_type)
     if pa.types.is_boolean(arrow_type):
         return pd.BooleanDtype()  # nullable: a missing flag is not False
@@ -63,8 +63,14 @@ def _types(arrow_type: pa.DataType) -> Any:
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
-    """The analysis DataFrame of a conformed table (numeric columns as numpy, nulls as NaN)."""
-    frame: pd.DataFrame = conform(table).to_pandas(types_mapper=_types)
+    """The analysis DataFrame of a conformed table (numeric columns as numpy, nulls as NaN).
+
+    ``request_id`` stays Arrow-backed too: only the duplicate check reads all of them, and it
+    hashes Arrow's buffers; half a million Python strings a stage would cost more than the check."""
+    conformed = conform(table)
+    frame: pd.DataFrame = conformed.drop_columns(["request_id"]).to_pandas(types_mapper=_types)
+    ids = pd.arrays.ArrowExtensionArray(conformed.column("request_id"))
+    frame.insert(conformed.column_names.index("request_id"), "request_id", pd.Series(ids, index=frame.index))
     return frame
 
 

@@ -185,7 +185,7 @@ class _ListChunk:
     @classmethod
     def of(cls, arr: pa.Array) -> _ListChunk:
         """Of an ``itl_s`` chunk: float32 bytes (records.SCHEMA), or lists of floats (hand-made frames)."""
-        if pa.types.is_binary(arr.type):
+        if pa.types.is_large_binary(arr.type) or pa.types.is_binary(arr.type):
             offsets = binary_offsets(arr) // ITL_DTYPE.itemsize
             data = arr.buffers()[2]
             values = np.frombuffer(data, dtype=ITL_DTYPE) if data is not None else np.empty(0, dtype=ITL_DTYPE)

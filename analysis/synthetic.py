@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmbench_k8s.analysis.frames import to_frame
-from fmbench_k8s.contract.records import PARQUET_WRITE, SCHEMA, StageInfo, itl_column, records_key, stages_key
+from fmbench_k8s.contract.records import ITL_TYPE, PARQUET_WRITE, SCHEMA, StageInfo, itl_column, records_key, stages_key
 from fmbench_k8s.storage import Storage
 
 _ERROR_REASONS = ("http_429", "timeout", "http_500")
@@ -100,7 +100,7 @@ def _stage_table(
         if per_gap.size:
             itl_max[has_gaps] = np.maximum.reduceat(per_gap, offsets[:-1][has_gaps])
     else:
-        itl = pa.nulls(n, pa.binary())
+        itl = pa.nulls(n, ITL_TYPE)
         itl_max = np.full(n, np.nan)
     ids = pa.array([f"{v.name}-{stage}-{i}" for i in range(n)])
     worker_names = np.array([f"w{w}" for w in range(workers)])[np.arange(n) % workers]

@@ -42,7 +42,7 @@ SCHEMA: Final = pa.schema(
         # every gap between consecutive content events, as float32 little-endian bytes end to end
         # (itl_gaps() reads one): Arrow reads a binary column ~4x faster than list<float32>,
         # whose levels it decodes per gap, and the gaps are most of a stage's bytes
-        ("itl_s", pa.binary()),
+        ("itl_s", pa.large_binary()),
         ("prompt_tokens", pa.int64()),
         ("bucket", pa.string()),  # the workload's prompt-length bucket; null without buckets
         ("images", pa.int32()),  # images sent with the prompt; null without images
@@ -74,6 +74,7 @@ PARQUET_WRITE: Final = {
     "use_dictionary": [f.name for f in SCHEMA if pa.types.is_string(f.type)],
 }
 ITL_DTYPE: Final = np.dtype("<f4")
+ITL_TYPE: Final = pa.large_binary()
 
 
 def itl_gaps(value: bytes | None) -> npt.NDArray[np.float32]:
@@ -87,37 +88,33 @@ def itl_bytes(gaps: npt.ArrayLike) -> bytes:
 
 
 def binary_offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
-    """The len + 1 offsets of a binary array into its data buffer (pyarrow has no .offsets for it)."""
+    """The len + 1 offsets of a (large) binary array into its data buffer (pyarrow has no
+    ``.offsets`` for one)."""
     buffer = arr.buffers()[1]
     if buffer is None:
         return np.zeros(len(arr) + 1, dtype=np.int64)
-    return np.frombuffer(buffer, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
+    width = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    return np.frombuffer(buffer, dtype=width)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
 
 
 def itl_column(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """An ``itl_s`` column as SCHEMA has it: binary as is; lists of floats (shards written before
-    2026-12-03, hand-made tables) as their values' float32 bytes, nothing copied but a cast."""
+    """An ``itl_s`` column as SCHEMA has it (large_binary: a stage's gaps may pass 2 GiB, the
+    reach of binary's 32-bit offsets). Binary is cast; lists of floats (shards written before
+    2026-12-03, hand-made tables) become their values' float32 bytes, nothing copied but a cast."""
     if isinstance(column, pa.ChunkedArray):
-        return pa.chunked_array([itl_column(c) for c in column.chunks], pa.binary())
-    if pa.types.is_binary(column.type):
-        return column
+        return pa.chunked_array([itl_column(c) for c in column.chunks], ITL_TYPE)
     if pa.types.is_null(column.type):
-        return pa.nulls(len(column), pa.binary())
+        return pa.nulls(len(column), ITL_TYPE)
     if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
-        return column.cast(pa.binary())  # what cannot be cast fails here, as any column would
+        return column.cast(ITL_TYPE)  # what cannot be cast fails here, as any column would
     start, end = column.offsets[0].as_py(), column.offsets[-1].as_py()
     values = column.values.slice(start, end - start).cast(pa.float32())
     if values.null_count:
         raise ValueError("itl_s has a null gap inside a list; a gap is always a number")
     data = np.ascontiguousarray(values.to_numpy(zero_copy_only=False), dtype=ITL_DTYPE)
-    offsets = (column.offsets.to_numpy() - start).astype(np.int64) * ITL_DTYPE.itemsize
-    if offsets[-1] > np.iinfo(np.int32).max:
-        raise ValueError("itl_s: over 2 GiB of gaps in one chunk; write smaller shards")
-    return pa.Array.from_buffers(
-        pa.binary(),
-        len(column),
-        [column.is_valid().buffers()[1], pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)],
-    )
+    offsets = (column.offsets.to_numpy().astype(np.int64) - start) * ITL_DTYPE.itemsize
+    validity = column.is_valid().buffers()[1] if column.null_count else None
+    return pa.Array.from_buffers(ITL_TYPE, len(column), [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 # Without these a record cannot be counted or placed in a stage: a shard lacking one is refused.
