@@ -8,7 +8,7 @@ more memory and time than the whole rest of the analysis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -74,24 +74,39 @@ def to_frame(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def read_parquet_shards(blobs: Iterable[tuple[str, bytes]]) -> pa.Table:
-    """Concatenate (name, Parquet bytes) shards into one conformed table (empty if there are none)."""
-    tables = [conform(pq.read_table(pa.py_buffer(blob)), name) for name, blob in blobs]
+# Columns no metric reads (docs/metrics.md): left undecoded in the shards, null in the frame.
+UNREAD: Final = frozenset({
+    "t_first_byte", "tpot_s", "itl_mean_s", "images", "image_pixels", "turn", "reasoning_tokens",
+    "token_source", "http_status",
+})  # fmt: skip
+# The texts, read only to score accuracy (spec.evaluation).
+TEXTS: Final = frozenset({"prompt", "answer", "reference"})
+
+
+def _read(source: Any, name: str, skip: frozenset[str]) -> pa.Table:
+    shard = pq.ParquetFile(source)
+    return conform(shard.read(columns=[c for c in shard.schema_arrow.names if c not in skip]), name)
+
+
+def read_parquet_shards(blobs: Iterable[tuple[str, bytes]], skip: frozenset[str] = frozenset()) -> pa.Table:
+    """Concatenate (name, Parquet bytes) shards into one conformed table (empty if there are none);
+    the columns in ``skip`` are not read (null)."""
+    tables = [_read(pa.py_buffer(blob), name, skip) for name, blob in blobs]
     if not tables:
         return SCHEMA.empty_table()
     return pa.concat_tables(tables)
 
 
-def read_shards(storage: Storage, keys: Sequence[str]) -> pa.Table:
+def read_shards(storage: Storage, keys: Sequence[str], skip: frozenset[str] = frozenset()) -> pa.Table:
     """Like read_parquet_shards, from ``keys`` of ``storage``.
 
     Local files are read by Arrow directly: going through Python bytes would touch every byte
     twice more, and fresh memory (page faults) is what dominates reading on a small machine.
     """
     if isinstance(storage, LocalStorage):
-        tables = [conform(pq.read_table(storage.root / key), storage.uri(key)) for key in keys]
+        tables = [_read(storage.root / key, storage.uri(key), skip) for key in keys]
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    return read_parquet_shards((storage.uri(key), storage.read_bytes(key)) for key in keys)
+    return read_parquet_shards(((storage.uri(key), storage.read_bytes(key)) for key in keys), skip)
 
 
 def empty_frame() -> pd.DataFrame:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from fmbench_k8s.analysis.accuracy import Scoring, accuracy_of, scoring_for
 from fmbench_k8s.analysis.embeddings import similarity_scores
-from fmbench_k8s.analysis.frames import empty_frame, read_shards, to_frame
+from fmbench_k8s.analysis.frames import TEXTS, UNREAD, empty_frame, read_shards, to_frame
 from fmbench_k8s.analysis.judges import judge_answers
 from fmbench_k8s.analysis.metrics import StageMetrics, stage_metrics
 from fmbench_k8s.analysis.plots import render_plots
@@ -64,8 +64,9 @@ def _measure_groups(
 ) -> list[StageMetrics]:
     """Stage metrics of each group of shards and, into ``scoring``, the answers' accuracy scores."""
     out: list[StageMetrics] = []
+    skip = UNREAD if scoring is not None else UNREAD | TEXTS
     for keys in groups:
-        frame = to_frame(read_shards(run, keys))
+        frame = to_frame(read_shards(run, keys, skip))
         stray = frame["variant"] != variant
         if stray.any():
             notes.append(f"{int(stray.sum())} record(s) under records/{variant}/ name another variant; ignored")
