@@ -236,13 +236,15 @@ def run_loadgen(url: str, rate: float, args: argparse.Namespace, workdir: Path) 
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from fmbench_k8s.contract.records import itl_gaps
+
     df = pd.concat([pq.read_table(p).to_pandas() for p in sorted((out / "records" / "sim").glob("*.parquet"))])
     stage = json.loads((out / "stages" / "sim.json").read_text())[0]
     reqs = []
     for r in df.itertuples():
         events = []
         if r.t_first_token == r.t_first_token:  # not NaN
-            events = list(r.t_first_token + np.concatenate(([0.0], np.cumsum(np.asarray(r.itl_s, dtype=float)))))
+            events = list(r.t_first_token + np.concatenate(([0.0], np.cumsum(itl_gaps(r.itl_s).astype(float)))))
         t_end = r.t_end if r.t_end == r.t_end else r.t_sent
         ttft = r.ttft_s if r.ttft_s == r.ttft_s else None
         reqs.append({"t_scheduled": r.t_scheduled, "t_sent": r.t_sent, "t_end": t_end, "ttft": ttft, "events": events,

@@ -19,6 +19,11 @@ OUTCOME_ERROR: Final = "error"
 OUTCOME_INCOMPLETE: Final = "incomplete"  # still in flight when its stage's drain period ended
 OUTCOMES: Final = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_INCOMPLETE)
 
+# A record's gaps: float32 little-endian, end to end, in a large_binary value (its 64-bit offsets
+# reach past the 2 GiB of gaps a big stage can hold in one chunk).
+ITL_DTYPE: Final = np.dtype("<f4")
+ITL_TYPE: Final = pa.large_binary()
+
 SCHEMA: Final = pa.schema(
     [
         ("variant", pa.string()),
@@ -42,7 +47,7 @@ SCHEMA: Final = pa.schema(
         # every gap between consecutive content events, as float32 little-endian bytes end to end
         # (itl_gaps() reads one): Arrow reads a binary column ~4x faster than list<float32>,
         # whose levels it decodes per gap, and the gaps are most of a stage's bytes
-        ("itl_s", pa.large_binary()),
+        ("itl_s", ITL_TYPE),
         ("prompt_tokens", pa.int64()),
         ("bucket", pa.string()),  # the workload's prompt-length bucket; null without buckets
         ("images", pa.int32()),  # images sent with the prompt; null without images
@@ -73,8 +78,6 @@ PARQUET_WRITE: Final = {
     "compression": "lz4",
     "use_dictionary": [f.name for f in SCHEMA if pa.types.is_string(f.type)],
 }
-ITL_DTYPE: Final = np.dtype("<f4")
-ITL_TYPE: Final = pa.large_binary()
 
 
 def itl_gaps(value: bytes | None) -> npt.NDArray[np.float32]:
