@@ -18,7 +18,8 @@ run: setup
 ## Every test tier (unit, integration, cluster with its real node) plus lint; builds the cluster's
 ## binaries and images once (cached outside the checkout).
 test: setup node-deps cluster-build engines lint
-	$(BIN)/pytest -q -n 2 --junitxml=.pytest-results.xml
+	$(BIN)/pytest -q -n 2 -m "not alone" --junitxml=.pytest-results.xml
+	$(BIN)/pytest -q -m alone --junitxml=.pytest-alone.xml
 
 ## Unit tests only (no processes, no cluster).
 test-fast: setup
@@ -83,4 +84,4 @@ bench: setup cluster-build
 	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/headline.py
 
 clean:
-	rm -rf $(OUTPUT) dist .pytest-results.xml .mypy_cache .ruff_cache
+	rm -rf $(OUTPUT) dist .pytest-results.xml .pytest-alone.xml .mypy_cache .ruff_cache

@@ -84,8 +84,12 @@ TEXTS: Final = frozenset({"prompt", "answer", "reference"})
 
 
 def _read(source: Any, name: str, skip: frozenset[str]) -> pa.Table:
-    shard = pq.ParquetFile(source)
-    return conform(shard.read(columns=[c for c in shard.schema_arrow.names if c not in skip]), name)
+    try:
+        shard = pq.ParquetFile(source)
+        table = shard.read(columns=[c for c in shard.schema_arrow.names if c not in skip])
+    except (pa.ArrowException, OSError) as err:  # a damaged shard: say which
+        raise ValueError(f"{name}: {err}") from None
+    return conform(table, name)
 
 
 def read_parquet_shards(blobs: Iterable[tuple[str, bytes]], skip: frozenset[str] = frozenset()) -> pa.Table:

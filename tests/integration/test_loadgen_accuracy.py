@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from fmbench_k8s.contract.records import itl_gaps
 from tests.integration.test_loadgen_support import Sim, assert_accounting, loadgen, start_simulator, write_spec
 
-pytestmark = pytest.mark.integration
+# Milliseconds are measured here: `make test` runs this module by itself, after the parallel tiers.
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 PREFILL_BASE, PER_TOKEN, DECODE = 0.015, 0.0001, 0.004
 OUTPUT_TOKENS = 16
