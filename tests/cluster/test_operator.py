@@ -181,7 +181,8 @@ def test_gpu_neuron_and_endpoint_variants_run_to_succeeded(
     assert pod_spec.node_selector == {"node.kubernetes.io/instance-type": "g6e.2xlarge"}
     assert dep.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert dep.metadata.owner_references[0].kind == "Benchmark"
-    neuron = apps.read_namespaced_deployment(f"{name}-inf2-server", ns)
+    # the operator makes the variants' servers one after the other: wait for this one too
+    neuron = cluster.wait_for(lambda: _read_or_none(lambda: apps.read_namespaced_deployment(f"{name}-inf2-server", ns)))
     assert neuron.spec.template.spec.containers[0].resources.limits["aws.amazon.com/neuron"] == "1"
 
     running = cluster.wait_for(lambda: _phase(cluster, ns, name, "Running"), timeout=120)
