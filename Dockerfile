@@ -10,9 +10,12 @@
 #   docker buildx imagetools inspect python:3.11.13-slim-bookworm   # -> sha256:...
 #   ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# The builder compiles the load generator's C stream reader (loadgen/_streams.c): the full image of
+# the same Python has gcc; the wheel it builds runs on the slim one.
+ARG BUILDER_IMAGE=python:3.11.13-bookworm
 
 # ---------------------------------------------------------------- builder: the wheel
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${BUILDER_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src

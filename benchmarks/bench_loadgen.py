@@ -429,8 +429,10 @@ def main() -> int:
     sim, url = start(args.prefill_s, args.decode_s)
     rows = []
     try:
-        for client in clients:
-            for streams in [int(s) for s in args.streams.split(",")]:
+        # level by level, the clients back to back: the machine's drift between two runs of a
+        # level is then seconds, not minutes (the CPU ratio is read per level)
+        for streams in [int(s) for s in args.streams.split(",")]:
+            for client in clients:
                 rate = streams / request_s
                 sim_cpu0, t0 = cpu_seconds(sim.pid), time.time()
                 with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as tmp:

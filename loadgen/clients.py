@@ -97,18 +97,10 @@ class HttpStreamClient(Client):
                 log.debug("request %s: HTTP %s %s", st.request_id, resp.status, detail[:200])
                 st.fail(f"http_{resp.status}", time.time())
                 return
-            decoder, event = SseDecoder(), self.protocol.event
-            last = st.t_first_byte or st.t_sent
-
-            def sink(ts: float, piece: bytes) -> None:  # runs in gevent's hub: see Response.read_body
-                nonlocal last
-                last = ts
-                for data in decoder.feed(piece):
-                    event(data, ts, st)
-
-            resp.read_body(sink)
-            for data in decoder.finish():
-                event(data, last, st)
+            event = self.protocol.event
+            # a kept answer (conversations, evaluation) needs every event decoded
+            token = self.protocol.token_marker if st.answer is None else None
+            resp.read_sse(lambda data, ts: event(data, ts, st), token=token, on_token=st.content)
             resp.release()
             _finish_stream(st, self.protocol.requires_end_marker)
         except (TransportError, StreamProtocolError, OSError) as exc:

@@ -6,7 +6,8 @@ stamp. On plain TCP the stamp is the kernel's (SO_TIMESTAMPNS: when the data rea
 on the same wall clock as ``time.time()``), so a worker busy with other streams when an event
 arrives does not move the event's time; under TLS, or where the kernel gives none, it is the
 moment ``recv`` returns. Uses the ``socket`` and ``ssl`` modules, which gevent has patched by the
-time the load generator runs, so one greenlet per request is cheap.
+time the load generator runs, so one greenlet per request is cheap; under gevent an SSE body is
+read by the C reactor of ``loadgen/_streams.c`` (``Response.read_sse``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from fmbench_k8s.loadgen.sse import ChunkedDecoder, StreamProtocolError
+from fmbench_k8s.loadgen._streams import Reactor, Stream
+from fmbench_k8s.loadgen.sse import ChunkedDecoder, SseDecoder, StreamProtocolError
 
 AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr) from getaddrinfo
 RECV_SIZE = 65536
@@ -269,49 +271,52 @@ def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
     return time.time()  # EOF, or data the kernel did not stamp
 
 
-# One receive buffer for every stream read in the hub: its callbacks run one at a time, and each
-# copies out what it received before returning (no 64 KiB allocation per event, as recvmsg makes).
-_HUB_BUFFER = bytearray(RECV_SIZE)
-_HUB_BUFFERS = [_HUB_BUFFER]
-_HUB_VIEW = memoryview(_HUB_BUFFER)
+class _HubStreams:
+    """The response bodies in flight in this process, read by one C reactor (loadgen/_streams.c):
+    the hub watches the reactor's epoll descriptor, and one callback reads every ready socket,
+    so an SSE event costs no Python. A request's greenlet sleeps until its body has ended."""
 
+    def __init__(self) -> None:
+        from gevent import get_hub
 
-def _read_in_hub(raw: _socket.socket, framing: Framing, sink: Callable[[float, bytes], None]) -> None:
-    """Read ``raw`` (non-blocking, stamped) in a gevent io watcher's callback until ``framing`` is done."""
-    from gevent import get_hub
-    from gevent.hub import Waiter
+        self.hub = get_hub()
+        self.reactor = Reactor()
+        self.waiters: dict[Stream, Any] = {}
+        self.watcher = self.hub.loop.io(self.reactor.fileno(), 1)  # 1: readable
+        self.watcher.start(self._ready)
 
-    hub = get_hub()
-    waiter: Any = Waiter(hub)
-    watcher = hub.loop.io(raw.fileno(), 1)  # 1: readable
+    def _ready(self) -> None:
+        for stream in self.reactor.poll():
+            waiter = self.waiters.pop(stream, None)
+            if waiter is not None:
+                waiter.switch(None)
 
-    def readable() -> None:
+    def wait(self, stream: Stream) -> None:
+        """Until ``stream`` has finished; also ends when the request's deadline or the stage's
+        end interrupts the greenlet (the stream then leaves the reactor)."""
+        from gevent.hub import Waiter
+
+        waiter: Any = Waiter(self.hub)
+        self.waiters[stream] = waiter
+        self.reactor.add(stream)
         try:
-            size, ancillary, _, _ = raw.recvmsg_into(_HUB_BUFFERS, _STAMP_SPACE)
-            if size:
-                piece = framing.feed(_HUB_VIEW[:size].tobytes())
-                if piece:
-                    sink(_stamp(ancillary), piece)
-            else:
-                framing.eof()
-        except BlockingIOError:  # woken with nothing to read
-            return
-        except Exception as exc:  # the read, the framing or the sink failed: the caller raises it
-            watcher.stop()
-            waiter.switch(exc)
-            return
-        if framing.done:
-            watcher.stop()
-            waiter.switch(None)
+            waiter.get()
+        finally:
+            self.reactor.remove(stream)
+            self.waiters.pop(stream, None)
 
-    watcher.start(readable)
-    try:
-        failure = waiter.get()
-    finally:  # also when the request's deadline or the stage's end interrupts the wait
-        watcher.stop()
-        watcher.close()
-    if failure is not None:
-        raise failure
+
+_hub_streams: _HubStreams | None = None
+
+
+def _stream_failure(error: tuple[str, str] | tuple[int]) -> Exception:
+    if len(error) == 1:
+        (code,) = error
+        return OSError(code, errno.errorcode.get(code, str(code)))
+    reason, detail = error
+    if reason == "malformed_sse":
+        return StreamProtocolError(reason, detail)
+    return TransportError(reason, detail)
 
 
 class Response:
@@ -402,25 +407,68 @@ class Response:
         self._complete = True
 
     def read_body(self, sink: Callable[[float, bytes], None]) -> None:
-        """Hand every body piece (de-chunked) and its receive time to ``sink``, to the body's end.
+        """Hand every body piece (de-chunked) and its receive time to ``sink``, to the body's end."""
+        for ts, piece in self._pieces():
+            sink(ts, piece)
 
-        Under gevent on plain TCP the socket is read in the hub's own callback for it: one
-        ``recvmsg`` per arrival and no greenlet switch, where a greenlet blocked in ``recv`` costs
-        two switches and a second ``recvmsg`` (the one that finds nothing) per event. ``sink``
-        then runs in the hub: it must not block. An exception it raises ends the read and is
-        raised here."""
+    def read_sse(
+        self, handle: Callable[[bytes, float], None], jsonlines: bool = False,
+        token: bytes | None = None, on_token: Callable[[float], None] | None = None,
+    ) -> None:  # fmt: skip
+        """Hand the data of every SSE event (or JSON line) and the time its last byte arrived to
+        ``handle``, in order, to the body's end.
+
+        Under gevent, on plain TCP, a chunked body is read by the process's C reactor
+        (``_HubStreams``) and ``handle`` sees the events once the body has ended, or when the
+        request is interrupted (what arrived by then, so a cut-off record keeps its times). A
+        failure in the body is raised after the events before it were handled. There, with
+        ``token`` (``Protocol.token_marker``) and ``on_token``, an answer token's event is
+        recognized in C and only its time goes to ``on_token``."""
         raw = getattr(self.conn.sock, "_sock", None)  # the OS socket under gevent's wrapper
-        if not (self.conn.external_deadline and self.conn.kernel_stamps and isinstance(raw, _socket.socket)):
-            for ts, piece in self._pieces():
-                sink(ts, piece)
+        chunked = "chunked" in self.headers.get("transfer-encoding", "").lower() and self.method != "HEAD"
+        if chunked and self.conn.external_deadline and self.conn.kernel_stamps and isinstance(raw, _socket.socket):
+            self._read_sse_in_c(raw, handle, jsonlines, token if on_token is not None else None, on_token)
             return
-        framing = self._framing()
-        if self._rest and not framing.done:
-            piece = framing.feed(self._rest)
-            if piece:
-                sink(self.t_first_byte or time.time(), piece)
-        if not framing.done:
-            _read_in_hub(raw, framing, sink)
+        decoder = SseDecoder(jsonlines)
+        last = self.t_first_byte or time.time()
+
+        def sink(ts: float, piece: bytes) -> None:
+            nonlocal last
+            last = ts
+            for data in decoder.feed(piece):
+                handle(data, ts)
+
+        self.read_body(sink)
+        for data in decoder.finish():
+            handle(data, last)
+
+    def _read_sse_in_c(
+        self, raw: _socket.socket, handle: Callable[[bytes, float], None], jsonlines: bool,
+        token: bytes | None, on_token: Callable[[float], None] | None,
+    ) -> None:  # fmt: skip
+        global _hub_streams  # noqa: PLW0603 - one reactor per process, made on first use
+        if _hub_streams is None:
+            _hub_streams = _HubStreams()
+        stream = Stream(raw.fileno(), jsonlines, token)
+        if self._rest:
+            stream.feed(self._rest, self.t_first_byte or time.time())
+        interrupted = True
+        try:
+            if not stream.finished:
+                _hub_streams.wait(stream)
+            interrupted = False
+        finally:
+            try:
+                for data, ts in stream.take():
+                    if data is not None:
+                        handle(data, ts)
+                    elif on_token is not None:  # always, as a token event needs a token marker
+                        on_token(ts)
+            except StreamProtocolError:
+                if not interrupted:
+                    raise  # interrupted: the interruption is what the caller must see
+        if stream.error is not None:
+            raise _stream_failure(stream.error)
         self._complete = True
 
     def read(self, limit: int = 1 << 20) -> bytes:

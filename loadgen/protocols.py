@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fmbench_k8s.loadgen._streams import just_a_token
 from fmbench_k8s.loadgen.prompts import Prompt
 from fmbench_k8s.loadgen.request import RequestState
 from fmbench_k8s.loadgen.sse import StreamProtocolError
@@ -40,6 +41,10 @@ class Protocol:
     api = ""
     path = ""
     requires_end_marker = True
+
+    # The bytes that open an answer token's event, for the shortcut that need not decode it
+    # (``OpenAIChat._just_a_token``); None: every event is decoded.
+    token_marker: bytes | None = None
 
     def __init__(self, model: str | None = None, extra_body: dict[str, Any] | None = None) -> None:
         self.model = model
@@ -92,28 +97,16 @@ class OpenAIChat(Protocol):
         return delta.get("reasoning_content") or delta.get("reasoning")
 
     # A token's event as vLLM, SGLang and OpenAI write it: ``"delta":{"content":"`` then text.
-    _token: bytes | None = b'"delta":{"content":"'
+    token_marker: bytes | None = b'"delta":{"content":"'
 
     def _just_a_token(self, data: bytes) -> bool:
-        """True for an event whose JSON would say only "one answer token": an object, its brackets
-        balanced, whose delta opens with non-empty content and that has no usage, error or
-        reasoning. Checked on the bytes (a key's quotes can only appear unescaped outside
-        strings), without decoding: decoding was the largest cost of an event. Any other event is
-        decoded. (An event cut short that is still balanced, only possible with brackets in its
-        text, would count as a token where decoding calls it malformed.)"""
-        token = self._token
-        if token is None or data[:1] != b"{" or data[-1:] != b"}":
-            return False
-        if data.count(b"{") != data.count(b"}") or data.count(b"[") != data.count(b"]"):
-            return False  # cut short (or brackets in its text): decoding says which
-        at = data.find(token)
-        return (
-            at > 0
-            and data[at + len(token)] != 34  # b'"': empty content
-            and b'"usage":{' not in data
-            and b'"error"' not in data
-            and b'"reasoning' not in data
-        )
+        """True for an event whose JSON would say only "one answer token" (``just_a_token`` in
+        loadgen/_streams.c, which the C reader uses too), checked on the bytes: decoding was the
+        largest cost of an event. Any other event is decoded. (An event cut short that is still
+        balanced, only possible with brackets in its text, would count as a token where decoding
+        calls it malformed.)"""
+        marker = self.token_marker
+        return marker is not None and just_a_token(data, marker)
 
     def event(self, data: bytes, ts: float, st: RequestState) -> None:
         if data == b"[DONE]":
@@ -170,7 +163,7 @@ class OpenAICompletions(OpenAIChat):
     def prompt_field(self, prompt: Prompt) -> dict[str, Any]:
         return {"prompt": prompt.full_text}
 
-    _token = None  # completions' events are always decoded
+    token_marker = None  # completions' events are always decoded
 
     def _text(self, choice: dict[str, Any]) -> Any:
         return choice.get("text")

@@ -287,7 +287,7 @@ def _source_key() -> str:
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             for name in sorted(files):
                 path = Path(folder) / name
-                if not path.is_symlink() and path.suffix != ".pyc":
+                if not path.is_symlink() and path.suffix not in (".pyc", ".so"):
                     h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     h.update((REPO / "pyproject.toml").read_bytes())
     h.update(Path(__file__).read_bytes())

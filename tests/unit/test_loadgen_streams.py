@@ -124,7 +124,7 @@ def _feed(proto: object, events: list[object], start: float = 100.0, gap: float 
 
 
 class _AlwaysDecoded(OpenAIChat):
-    _token = None
+    token_marker = None
 
 
 _TEXT = st.sampled_from(["", "tok", '"content":"', '\\"', '"error"', "reasoning", '"usage":{', "}", "[{"])
