@@ -101,22 +101,35 @@ static Py_ssize_t find(const char *p, Py_ssize_t n, const char *needle, Py_ssize
     return at ? at - p : -1;
 }
 
+static int at(const char *p, Py_ssize_t n, Py_ssize_t i, const char *word, Py_ssize_t k) {
+    return i + k <= n && memcmp(p + i, word, (size_t)k) == 0;
+}
+
 /* An event whose JSON would say only "one answer token": an object, its brackets balanced, whose
  * delta opens with non-empty content (the marker, then not a closing quote) and that has no
  * usage, error or reasoning. Checked on the bytes: a key's quotes can only appear unescaped
  * outside strings. protocols.py's OpenAIChat uses this too; a property test holds it to decoding. */
 static int just_a_token(const char *p, Py_ssize_t n, const char *token, Py_ssize_t k) {
-    if (n < 2 || p[0] != '{' || p[n - 1] != '}') return 0;
-    Py_ssize_t braces = 0, brackets = 0;
+    if (n < 2 || p[0] != '{' || p[n - 1] != '}' || k < 1) return 0;
+    /* One pass: the brackets' balance, and at each quote the keys that rule a token out and the
+     * marker's first place (the marker opens with a quote, as every key does). */
+    Py_ssize_t braces = 0, brackets = 0, found = token[0] == '"' ? -1 : find(p, n, token, k);
     for (Py_ssize_t i = 0; i < n; i++) {
-        char c = p[i];
-        braces += (c == '{') - (c == '}');
-        brackets += (c == '[') - (c == ']');
+        switch (p[i]) {
+        case '{': braces++; break;
+        case '}': braces--; break;
+        case '[': brackets++; break;
+        case ']': brackets--; break;
+        case '"':
+            if (at(p, n, i, "\"usage\":{", 9) || at(p, n, i, "\"error\"", 7) || at(p, n, i, "\"reasoning", 10))
+                return 0;
+            if (found < 0 && at(p, n, i, token, k)) found = i;
+            break;
+        default: break;
+        }
     }
     if (braces || brackets) return 0; /* cut short (or brackets in its text): decoding says which */
-    Py_ssize_t at = find(p, n, token, k);
-    return at > 0 && at + k < n && p[at + k] != '"' && find(p, n, "\"usage\":{", 9) < 0 &&
-           find(p, n, "\"error\"", 7) < 0 && find(p, n, "\"reasoning", 10) < 0;
+    return found > 0 && found + k < n && p[found + k] != '"';
 }
 
 static int emit(Stream *s, const char *p, Py_ssize_t n, double ts) {
