@@ -56,6 +56,11 @@ static void buf_free(Buf *b) {
 }
 
 typedef struct {
+    Py_ssize_t end;
+    double stamp;
+} Event;
+
+typedef struct {
     PyObject_HEAD
     int fd;
     int jsonlines;
@@ -69,13 +74,11 @@ typedef struct {
     Buf line;      /* the line being received */
     Buf data;      /* the data lines of the event being received, joined by \n */
     int data_lines; /* how many (an event of one empty data line is still an event) */
-    /* events received and not yet taken: data in one buffer, ends and stamps per event; an
-     * answer token's event keeps only its stamp (end -1) */
-    Buf events;
-    Py_ssize_t *ends;
-    double *stamps;
+    /* events received and not yet taken: their data end to end in one buffer, and per event
+     * where its data ends (-1: an answer token's event, which keeps only its stamp) */
+    Buf data_of;
+    Event *events;
     Py_ssize_t count, slots;
-    double last; /* stamp of the last recv (the stamp of what the body's end completes) */
     int finished; /* the body ended (or failed): nothing more will be read */
     PyObject *error; /* (reason, detail) or (errno,) once failed; NULL while fine */
     int watched;  /* in a Reactor's epoll set */
@@ -135,27 +138,22 @@ static int just_a_token(const char *p, Py_ssize_t n, const char *token, Py_ssize
 static int emit(Stream *s, const char *p, Py_ssize_t n, double ts) {
     if (s->count == s->slots) {
         Py_ssize_t slots = s->slots ? s->slots * 2 : 64;
-        Py_ssize_t *ends = PyMem_Realloc(s->ends, (size_t)slots * sizeof(Py_ssize_t));
-        if (!ends) {
+        Event *events = PyMem_Realloc(s->events, (size_t)slots * sizeof(Event));
+        if (!events) {
             PyErr_NoMemory();
             return -1;
         }
-        s->ends = ends;
-        double *stamps = PyMem_Realloc(s->stamps, (size_t)slots * sizeof(double));
-        if (!stamps) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        s->stamps = stamps;
+        s->events = events;
         s->slots = slots;
     }
+    Event *e = &s->events[s->count];
     if (s->token && just_a_token(p, n, s->token, s->token_len)) {
-        s->ends[s->count] = -1;
+        e->end = -1;
     } else {
-        if (buf_add(&s->events, p, n) < 0) return -1;
-        s->ends[s->count] = s->events.len;
+        if (buf_add(&s->data_of, p, n) < 0) return -1;
+        e->end = s->data_of.len;
     }
-    s->stamps[s->count] = ts;
+    e->stamp = ts;
     s->count++;
     return 0;
 }
@@ -299,29 +297,21 @@ static int chunked_feed(Stream *s, const char *p, Py_ssize_t n, double ts) {
         }
         case C_SIZE:
         case C_TRAILER: {
-            /* a line ends at CRLF; the CR may end the previous piece */
-            const char *end = NULL;
-            Py_ssize_t i = 0;
+            /* a line ends at CRLF, whose CR may end the previous piece; lf: the LF's place in p */
+            Py_ssize_t lf;
             if (s->head.len && s->head.p[s->head.len - 1] == '\r' && p[0] == '\n') {
-                end = p;
+                lf = 0;
             } else {
-                for (; i + 1 < n; i++) {
-                    const char *cr = memchr(p + i, '\r', (size_t)(n - i - 1));
-                    if (!cr) break;
-                    if (cr[1] == '\n') {
-                        end = cr + 1;
-                        break;
-                    }
-                    i = cr - p;
-                }
+                Py_ssize_t cr = find(p, n, "\r\n", 2);
+                lf = cr < 0 ? -1 : cr + 1;
             }
-            if (!end) {
+            if (lf < 0) {
                 if (buf_add(&s->head, p, n) < 0) return -1;
                 if (s->cstate == C_SIZE && s->head.len > MAX_SIZE_LINE)
                     return fail(s, "malformed_http", PyUnicode_FromString("chunk size line too long"));
                 return 0;
             }
-            Py_ssize_t k = end - p + 1; /* bytes of this piece up to and with the LF */
+            Py_ssize_t k = lf + 1; /* bytes of this piece up to and with the LF */
             if (buf_add(&s->head, p, k) < 0) return -1;
             p += k;
             n -= k;
@@ -380,7 +370,6 @@ static int stream_read(Stream *s) {
         clock_gettime(CLOCK_REALTIME, &now);
         ts = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
     }
-    s->last = ts;
     if (got == 0) return stream_eof(s);
     return chunked_feed(s, data, got, ts);
 }
@@ -410,9 +399,8 @@ static void Stream_dealloc(Stream *s) {
     buf_free(&s->head);
     buf_free(&s->line);
     buf_free(&s->data);
-    buf_free(&s->events);
-    PyMem_Free(s->ends);
-    PyMem_Free(s->stamps);
+    buf_free(&s->data_of);
+    PyMem_Free(s->events);
     PyMem_Free(s->token);
     Py_XDECREF(s->error);
     Py_TYPE(s)->tp_free((PyObject *)s);
@@ -422,7 +410,6 @@ static PyObject *Stream_feed(Stream *s, PyObject *args) {
     Py_buffer b;
     double ts;
     if (!PyArg_ParseTuple(args, "y*d", &b, &ts)) return NULL;
-    s->last = ts;
     int rc = s->finished ? 0 : chunked_feed(s, b.buf, b.len, ts);
     PyBuffer_Release(&b);
     if (rc < 0) return NULL;
@@ -439,14 +426,15 @@ static PyObject *Stream_take(Stream *s, PyObject *unused) {
     if (!out) return NULL;
     Py_ssize_t start = 0;
     for (Py_ssize_t i = 0; i < s->count; i++) {
+        Event *e = &s->events[i];
         PyObject *data;
-        if (s->ends[i] < 0) {
+        if (e->end < 0) {
             data = Py_NewRef(Py_None);
         } else { /* the buffer is NULL while every event so far was empty; y# would give None */
-            data = PyBytes_FromStringAndSize(s->events.p ? s->events.p + start : "", s->ends[i] - start);
-            start = s->ends[i];
+            data = PyBytes_FromStringAndSize(s->data_of.p ? s->data_of.p + start : "", e->end - start);
+            start = e->end;
         }
-        PyObject *item = data ? Py_BuildValue("(Nd)", data, s->stamps[i]) : NULL;
+        PyObject *item = data ? Py_BuildValue("(Nd)", data, e->stamp) : NULL;
         if (!item) {
             Py_DECREF(out);
             return NULL;
@@ -454,7 +442,7 @@ static PyObject *Stream_take(Stream *s, PyObject *unused) {
         PyList_SET_ITEM(out, i, item);
     }
     s->count = 0;
-    s->events.len = 0;
+    s->data_of.len = 0;
     return out;
 }
 
@@ -464,8 +452,6 @@ static PyObject *Stream_get_error(Stream *s, void *unused) {
     if (!s->error) Py_RETURN_NONE;
     return Py_NewRef(s->error);
 }
-
-static PyObject *Stream_get_last(Stream *s, void *unused) { return PyFloat_FromDouble(s->last); }
 
 static PyMethodDef Stream_methods[] = {
     {"feed", (PyCFunction)Stream_feed, METH_VARARGS, "feed(data, ts) -> finished: body bytes read elsewhere"},
@@ -478,7 +464,6 @@ static PyMethodDef Stream_methods[] = {
 static PyGetSetDef Stream_getset[] = {
     {"finished", (getter)Stream_get_finished, NULL, "the body ended or failed", NULL},
     {"error", (getter)Stream_get_error, NULL, "(reason, detail), (errno,) or None", NULL},
-    {"last", (getter)Stream_get_last, NULL, "the stamp of the last bytes", NULL},
     {NULL},
 };
 

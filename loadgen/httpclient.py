@@ -278,8 +278,10 @@ class _HubStreams:
 
     def __init__(self) -> None:
         from gevent import get_hub
+        from gevent.hub import Waiter
 
         self.hub = get_hub()
+        self.new_waiter = Waiter
         self.reactor = Reactor()
         self.waiters: dict[Stream, Any] = {}
         self.watcher = self.hub.loop.io(self.reactor.fileno(), 1)  # 1: readable
@@ -294,9 +296,7 @@ class _HubStreams:
     def wait(self, stream: Stream) -> None:
         """Until ``stream`` has finished; also ends when the request's deadline or the stage's
         end interrupts the greenlet (the stream then leaves the reactor)."""
-        from gevent.hub import Waiter
-
-        waiter: Any = Waiter(self.hub)
+        waiter: Any = self.new_waiter(self.hub)
         self.waiters[stream] = waiter
         self.reactor.add(stream)
         try:
