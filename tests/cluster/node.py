@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -201,6 +202,7 @@ def namespace_annotations(node: str) -> dict[str, str]:
 
 
 STATE_FILE = "node.json"
+OWNER_FILE = "state-dir"  # in a node's run directory: the state directory of the node it serves
 
 
 class RealNode:
@@ -252,9 +254,12 @@ class RealNode:
         if missing:
             raise NodeError(f"missing on this machine: {', '.join(missing)} (run tests/cluster/host.sh)")
         deadline = time.monotonic() + timeout
+        for remains in sweep_abandoned_nodes():
+            print(f"real node: removed what an earlier run left: {remains}", file=sys.stderr)
         for sub in ("logs", "containerd", "cni/net.d", "cni/ipam", "pod-logs", "plugins"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / OWNER_FILE).write_text(str(self.state_dir))
         try:
             if self.cp.address != self.network.host_ip:  # a second node: the API server is on another link
                 _run(["ip", "-n", self.network.netns, "route", "add", self.cp.address, "via", self.network.host_ip])
@@ -309,10 +314,7 @@ class RealNode:
         state = json.loads((Path(state_dir) / STATE_FILE).read_text())
         node = cls(state["name"], NodeNetwork(int(state["index"])), control_plane, state_dir, die_with_parent=False)
         node.images = [Image(ref, Path(archive)) for ref, archive in state["images"]]
-        node.components = [
-            Component(name=c["name"], binary=c["binary"], pid=int(c["pid"]), log=Path(c["log"]))
-            for c in state["components"]
-        ]
+        node.components = _components(state)
         return node
 
     def _wait(self, what: str, ok: Any, deadline: float, comp: Component | None = None) -> None:
@@ -543,20 +545,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 _stop(by_name[name])
         if "containerd" in by_name and by_name["containerd"].alive():
             self._remove_containers()
-        shims = self._shim_pids()
         if "containerd" in by_name:
             _stop(by_name["containerd"])
-        for pid in shims:  # started by our containerd for our containers only
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _unmount_under(self.state_dir)
-        _unmount_under(self.run_dir)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            RUN_ROOT.rmdir()  # only when no other node uses it
-        self.network.delete()
+        _remove_remains(self.state_dir, self.network)
         self.components = []
-        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
     def _remove_containers(self) -> None:
         tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
@@ -570,20 +562,76 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
             self.ctr("containers", "delete", container, check=False)
 
-    def _shim_pids(self) -> list[int]:
-        """containerd-shim processes serving our containerd (their command line names its socket)."""
-        out = []
-        needle = str(self.containerd_sock).encode()
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in cmdline and needle in cmdline:
-                out.append(int(proc.name))
-        return out
+
+def _components(state: dict[str, Any]) -> list[Component]:
+    return [
+        Component(name=c["name"], binary=c["binary"], pid=int(c["pid"]), log=Path(c["log"]))
+        for c in state["components"]
+    ]
+
+
+def _shim_pids(containerd_sock: Path) -> list[int]:
+    """containerd-shim processes serving the containerd of ``containerd_sock`` (their command line
+    names its socket); they outlive that containerd."""
+    out = []
+    needle = str(containerd_sock).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in cmdline and needle in cmdline:
+            out.append(int(proc.name))
+    return out
+
+
+def _remove_remains(state_dir: Path, network: NodeNetwork | None) -> None:
+    """What a node's processes leave once they are gone: with its ``network``, its containers'
+    shims, its run directory, namespace and interface; its mounts and its state file."""
+    if network is not None:
+        run_dir = RUN_ROOT / network.netns
+        for pid in _shim_pids(run_dir / "containerd.sock"):  # started for this node's containers only
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _unmount_under(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            RUN_ROOT.rmdir()  # only when no other node uses it
+        network.delete()
+    _unmount_under(state_dir)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def sweep_abandoned_nodes() -> list[str]:
+    """Remove what nodes of runs that ended without :meth:`RealNode.stop` (a killed test session,
+    a restarted machine) left on this machine, and say what. A node is found by its state file
+    (``node.json``) above one of the machine's mounts or named by a run directory's owner file; it
+    is abandoned when none of the processes that file names still runs. Its network goes too
+    only where its run directory says it is its own (an index may have been taken again since)."""
+    found: set[Path] = set()
+    for point in _mount_points():
+        if "/containerd/" in point:  # under a state directory: containerd's state and root only
+            found.update(parent for parent in Path(point).parents if (parent / STATE_FILE).is_file())
+    for owner in RUN_ROOT.glob(f"{NODE_NS_PREFIX}*/{OWNER_FILE}"):
+        found.add(Path(owner.read_text().strip()))
+    removed = []
+    for state_dir in sorted(found):
+        try:
+            state = json.loads((state_dir / STATE_FILE).read_text())
+            network, components = NodeNetwork(int(state["index"])), _components(state)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a node's state file
+        if any(c.alive() for c in components):
+            continue
+        owner = RUN_ROOT / network.netns / OWNER_FILE
+        owned = owner.is_file() and Path(owner.read_text().strip()) == state_dir
+        mounts = len(mounts_under(state_dir)) + (len(mounts_under(owner.parent)) if owned else 0)
+        _remove_remains(state_dir, network if owned else None)
+        also = f" and {network.netns}" if owned else ""
+        removed.append(f"node {state['name']} in {state_dir}: {mounts} mount(s){also}")
+    return removed
 
 
 def _stop(comp: Component, timeout: float = 15) -> None:
@@ -598,14 +646,13 @@ def _stop(comp: Component, timeout: float = 15) -> None:
             comp.popen.wait(timeout=5)
 
 
+def _mount_points() -> list[str]:
+    return [line.split()[4].replace("\\040", " ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
 def mounts_under(path: Path) -> list[str]:
     prefix = str(path.resolve())
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point == prefix or point.startswith(prefix + "/"):
-            out.append(point)
-    return out
+    return [point for point in _mount_points() if point == prefix or point.startswith(prefix + "/")]
 
 
 def _unmount_under(path: Path) -> None:
@@ -621,7 +668,7 @@ def _unmount_under(path: Path) -> None:
 def leftovers(node: RealNode) -> list[str]:
     """What of ``node`` is still on this machine after :meth:`RealNode.stop` (should be nothing)."""
     out = [f"process {c.name} (pid {c.pid})" for c in node.components if c.alive()]
-    out += [f"containerd-shim pid {pid}" for pid in node._shim_pids()]
+    out += [f"containerd-shim pid {pid}" for pid in _shim_pids(node.containerd_sock)]
     out += [f"mount {m}" for m in mounts_under(node.state_dir) + mounts_under(node.run_dir)]
     out += [f"directory {node.run_dir}"] if node.run_dir.exists() else []
     if node.network.netns in _run(["ip", "netns", "list"]).stdout.split():

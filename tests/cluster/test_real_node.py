@@ -1,10 +1,13 @@
 """The real node itself: pods run in containerd/runc from the project's image, get addresses on the
 node's bridge, resolve Service names through CoreDNS, reach Services through kube-proxy and the
-host end of the node's link; the node shows up like an EKS GPU node; and a node taken down leaves
-nothing behind on this machine."""
+host end of the node's link; the node shows up like an EKS GPU node; a node taken down leaves
+nothing behind on this machine, and what a killed run's node left is swept."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,18 @@ import pytest
 
 from tests.cluster.fixtures import REAL_NODE, SPARE_NODE, TestCluster
 from tests.cluster.images import pause_image, project_image
-from tests.cluster.node import REAL_NODE_TAINT, NodeNetwork, RealNode, host_firewall, leftovers
+from tests.cluster.node import (
+    OWNER_FILE,
+    REAL_NODE_TAINT,
+    RUN_ROOT,
+    STATE_FILE,
+    NodeNetwork,
+    RealNode,
+    host_firewall,
+    leftovers,
+    mounts_under,
+    sweep_abandoned_nodes,
+)
 from tests.s3 import CREDENTIALS, moto_s3
 
 pytestmark = pytest.mark.cluster
@@ -144,3 +158,38 @@ def test_a_node_taken_down_leaves_nothing_on_the_machine(
     assert host_firewall() == firewall
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forwarding
     core.delete_node(SPARE_NODE)
+
+
+def test_what_a_killed_run_left_is_swept_and_a_live_node_is_not_touched(real_node: RealNode, tmp_path: Path) -> None:
+    """A run killed without its teardown (the machine restarted, pytest got SIGKILL) leaves its
+    node's mounts, run directory and network namespace; the next node's start sweeps them. Here
+    such remains are laid out by hand: a state file naming a containerd that no longer runs, a
+    mount under its containerd state, a run directory that names it, with a mount, and its network."""
+    live_mounts = mounts_under(real_node.state_dir) + mounts_under(real_node.run_dir)
+    assert live_mounts, "the session's node has mounts of its own"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state_dir = tmp_path / "node"
+    network = NodeNetwork.create()
+    run_dir = RUN_ROOT / network.netns
+    mounts = [state_dir / "containerd" / "state" / "sandbox" / "shm", run_dir / "kubelet"]
+    for point in mounts:
+        point.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], check=True)
+    (run_dir / OWNER_FILE).write_text(str(state_dir))
+    state = {"name": "killed", "index": network.index, "images": [],
+             "components": [{"name": "containerd", "binary": "containerd", "pid": gone.pid, "log": "x"}]}  # fmt: skip
+    (state_dir / STATE_FILE).write_text(json.dumps(state))
+    try:
+        removed = sweep_abandoned_nodes()
+        assert removed == [f"node killed in {state_dir}: 2 mount(s) and {network.netns}"]
+        assert mounts_under(state_dir) == mounts_under(run_dir) == [] and not run_dir.exists()
+        assert not Path(network.netns_path).exists()
+        assert not (state_dir / STATE_FILE).exists()
+        assert mounts_under(real_node.state_dir) + mounts_under(real_node.run_dir) == live_mounts
+        assert sweep_abandoned_nodes() == []  # nothing twice
+    finally:
+        for point in mounts:
+            subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        network.delete()
