@@ -4,8 +4,6 @@ completed them, and the same error reason where the bytes are wrong."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +11,7 @@ from hypothesis import strategies as st
 from fmbench_k8s.loadgen._streams import Stream, just_a_token
 from fmbench_k8s.loadgen.protocols import OpenAIChat
 from fmbench_k8s.loadgen.sse import ChunkedDecoder, SseDecoder, StreamProtocolError
+from tests.unit.test_loadgen_streams import _splits
 
 # SSE lines: data (possibly empty, possibly with a space after the colon), fields and comments
 # the parser ignores, JSON lines, and blank lines that end events.
@@ -64,9 +63,8 @@ def _c(pieces: Events, jsonlines: bool) -> Outcome:
 
 
 def _cut(data: bytes, cuts: list[int]) -> Events:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    bounds = [0, *points, len(data)]
-    return [(data[a:b], float(i)) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+    """``data`` cut at ``cuts`` (as the Python decoders' tests cut it), the i-th piece stamped i."""
+    return [(piece, float(i)) for i, piece in enumerate(_splits(data, cuts))]
 
 
 def _chunked(body: bytes, sizes: list[int], ext: bool) -> bytes:
