@@ -76,7 +76,7 @@ chart: cluster-build
 BENCH_DIR ?= /tmp/fmbench-bench
 bench: setup cluster-build
 	rm -rf $(BENCH_DIR)
-	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/bench_loadgen.py --server raw --streams 250,400,1000 --clients loadgen,aiohttp
+	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/bench_loadgen.py --server raw --streams 250,400,1000 --clients loadgen,aiohttp --repeat 3
 	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/bench_analysis.py
 	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/bench_analysis.py --requests 10000000 --no-plots
 	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/bench_operator.py

@@ -421,25 +421,38 @@ static PyObject *Stream_eof(Stream *s, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* The events received so far, in order: (data, stamp) for an event the protocol decodes, and
+ * (None, stamps) for a run of answer tokens' events, their stamps as float64s end to end (one
+ * Python call for the run instead of one per token). */
 static PyObject *Stream_take(Stream *s, PyObject *unused) {
-    PyObject *out = PyList_New(s->count);
+    PyObject *out = PyList_New(0);
     if (!out) return NULL;
     Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i < s->count; i++) {
+    for (Py_ssize_t i = 0; i < s->count;) {
         Event *e = &s->events[i];
-        PyObject *data;
+        PyObject *item;
         if (e->end < 0) {
-            data = Py_NewRef(Py_None);
+            Py_ssize_t run = 1;
+            while (i + run < s->count && s->events[i + run].end < 0) run++;
+            PyObject *stamps = PyBytes_FromStringAndSize(NULL, run * (Py_ssize_t)sizeof(double));
+            if (stamps) {
+                double *at = (double *)PyBytes_AS_STRING(stamps);
+                for (Py_ssize_t k = 0; k < run; k++) at[k] = s->events[i + k].stamp;
+            }
+            item = stamps ? Py_BuildValue("(ON)", Py_None, stamps) : NULL;
+            i += run;
         } else { /* the buffer is NULL while every event so far was empty; y# would give None */
-            data = PyBytes_FromStringAndSize(s->data_of.p ? s->data_of.p + start : "", e->end - start);
+            PyObject *data = PyBytes_FromStringAndSize(s->data_of.p ? s->data_of.p + start : "", e->end - start);
+            item = data ? Py_BuildValue("(Nd)", data, e->stamp) : NULL;
             start = e->end;
+            i++;
         }
-        PyObject *item = data ? Py_BuildValue("(Nd)", data, e->stamp) : NULL;
-        if (!item) {
+        if (!item || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
             Py_DECREF(out);
             return NULL;
         }
-        PyList_SET_ITEM(out, i, item);
+        Py_DECREF(item);
     }
     s->count = 0;
     s->data_of.len = 0;
@@ -457,7 +470,7 @@ static PyMethodDef Stream_methods[] = {
     {"feed", (PyCFunction)Stream_feed, METH_VARARGS, "feed(data, ts) -> finished: body bytes read elsewhere"},
     {"eof", (PyCFunction)Stream_eof, METH_NOARGS, "the connection closed"},
     {"take", (PyCFunction)Stream_take, METH_NOARGS,
-     "take() -> [(data, ts)]: the events received so far; data None: an answer token's"},
+     "take() -> [(data, ts) | (None, stamps)]: the events so far; a run of answer tokens' as float64 stamps"},
     {NULL},
 };
 
@@ -482,7 +495,7 @@ static PyTypeObject StreamType = {
 typedef struct {
     PyObject_HEAD
     int epfd;
-    PyObject *watched; /* set of the Streams in the epoll set (their references) */
+    PyObject *watched; /* {Stream: on_finished} of the Streams in the epoll set (their references) */
 } Reactor;
 
 static int Reactor_init(Reactor *r, PyObject *args, PyObject *kw) {
@@ -492,7 +505,7 @@ static int Reactor_init(Reactor *r, PyObject *args, PyObject *kw) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    r->watched = PySet_New(NULL);
+    r->watched = PyDict_New();
     return r->watched ? 0 : -1;
 }
 
@@ -510,13 +523,15 @@ static Stream *as_stream(PyObject *o) {
     return (Stream *)o;
 }
 
-static PyObject *Reactor_add(Reactor *r, PyObject *o) {
+static PyObject *Reactor_add(Reactor *r, PyObject *args) {
+    PyObject *o, *on_finished;
+    if (!PyArg_ParseTuple(args, "OO", &o, &on_finished)) return NULL;
     Stream *s = as_stream(o);
     if (!s) return NULL;
     if (s->watched) Py_RETURN_NONE;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = s};
     if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, s->fd, &ev) < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    if (PySet_Add(r->watched, o) < 0) {
+    if (PyDict_SetItem(r->watched, o, on_finished) < 0) {
         epoll_ctl(r->epfd, EPOLL_CTL_DEL, s->fd, NULL);
         return NULL;
     }
@@ -528,7 +543,7 @@ static int unwatch(Reactor *r, Stream *s) {
     if (!s->watched) return 0;
     epoll_ctl(r->epfd, EPOLL_CTL_DEL, s->fd, NULL); /* the socket may be closed already */
     s->watched = 0;
-    return PySet_Discard(r->watched, (PyObject *)s) < 0 ? -1 : 0;
+    return PyDict_DelItem(r->watched, (PyObject *)s);
 }
 
 static PyObject *Reactor_remove(Reactor *r, PyObject *o) {
@@ -537,39 +552,64 @@ static PyObject *Reactor_remove(Reactor *r, PyObject *o) {
     Py_RETURN_NONE;
 }
 
-/* Read every ready stream once; the streams that finished (ended or failed) leave the set and are
- * returned. Level-triggered: a socket with more to read is ready again at the next poll. */
+/* Read every ready stream once; the streams that finished (ended or failed) leave the set, then
+ * each one's on_finished(stream) is called. Level-triggered: a socket with more to read is ready
+ * again at the next poll. The hub calls this directly (no Python frame per wake-up), and the
+ * calls come after all the reads: a call switches to the request's greenlet, which may add and
+ * remove streams before the hub resumes here. */
 static PyObject *Reactor_poll(Reactor *r, PyObject *unused) {
     struct epoll_event ready[MAX_READY];
+    PyObject *finished[MAX_READY][2]; /* (stream, on_finished), our references */
     int n = epoll_wait(r->epfd, ready, MAX_READY, 0);
     if (n < 0) {
-        if (errno == EINTR) return PyList_New(0);
+        if (errno == EINTR) Py_RETURN_NONE;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    PyObject *done = PyList_New(0);
-    if (!done) return NULL;
-    for (int i = 0; i < n; i++) {
+    int k = 0, failed = 0;
+    for (int i = 0; i < n && !failed; i++) {
         Stream *s = ready[i].data.ptr;
-        if (stream_read(s) < 0) goto error;
-        if (s->finished) {
-            if (PyList_Append(done, (PyObject *)s) < 0) goto error;
-            if (unwatch(r, s) < 0) goto error;
+        if (stream_read(s) < 0) {
+            failed = 1;
+        } else if (s->finished) {
+            PyObject *call = PyDict_GetItemWithError(r->watched, (PyObject *)s);
+            if (!call) {
+                failed = 1;
+                break;
+            }
+            finished[k][0] = Py_NewRef((PyObject *)s);
+            finished[k][1] = Py_NewRef(call);
+            k++;
+            if (unwatch(r, s) < 0) failed = 1;
         }
     }
-    return done;
-error:
-    Py_DECREF(done);
-    return NULL;
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    if (failed) PyErr_Fetch(&type, &value, &tb); /* raised after the calls */
+    for (int i = 0; i < k; i++) {
+        PyObject *res = PyObject_CallOneArg(finished[i][1], finished[i][0]);
+        if (res) {
+            Py_DECREF(res);
+        } else {
+            PyErr_WriteUnraisable(finished[i][1]); /* one waiter's fault must not strand the others */
+        }
+        Py_DECREF(finished[i][0]);
+        Py_DECREF(finished[i][1]);
+    }
+    if (failed) {
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *Reactor_fileno(Reactor *r, PyObject *unused) { return PyLong_FromLong(r->epfd); }
 
-static PyObject *Reactor_len(Reactor *r, PyObject *unused) { return PyLong_FromSsize_t(PySet_GET_SIZE(r->watched)); }
+static PyObject *Reactor_len(Reactor *r, PyObject *unused) { return PyLong_FromSsize_t(PyDict_GET_SIZE(r->watched)); }
 
 static PyMethodDef Reactor_methods[] = {
-    {"add", (PyCFunction)Reactor_add, METH_O, "add(stream): read it in poll()"},
-    {"remove", (PyCFunction)Reactor_remove, METH_O, "remove(stream): stop reading it"},
-    {"poll", (PyCFunction)Reactor_poll, METH_NOARGS, "poll() -> [Stream]: read the ready streams; the finished ones"},
+    {"add", (PyCFunction)Reactor_add, METH_VARARGS,
+     "add(stream, on_finished): read it in poll(); on_finished(stream) once it has ended or failed"},
+    {"remove", (PyCFunction)Reactor_remove, METH_O, "remove(stream): stop reading it (on_finished is not called)"},
+    {"poll", (PyCFunction)Reactor_poll, METH_NOARGS, "poll(): read the ready streams; call on_finished of the finished"},
     {"fileno", (PyCFunction)Reactor_fileno, METH_NOARGS, "the epoll descriptor (readable when a stream is)"},
     {"watching", (PyCFunction)Reactor_len, METH_NOARGS, "how many streams are in the set"},
     {NULL},

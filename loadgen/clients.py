@@ -100,7 +100,7 @@ class HttpStreamClient(Client):
             event = self.protocol.event
             # a kept answer (conversations, evaluation) needs every event decoded
             token = self.protocol.token_marker if st.answer is None else None
-            resp.read_sse(lambda data, ts: event(data, ts, st), token=token, on_token=st.content)
+            resp.read_sse(lambda data, ts: event(data, ts, st), token=token, on_tokens=st.answer_tokens)
             resp.release()
             _finish_stream(st, self.protocol.requires_end_marker)
         except (TransportError, StreamProtocolError, OSError) as exc:

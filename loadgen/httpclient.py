@@ -20,7 +20,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -273,8 +273,9 @@ def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
 
 class _HubStreams:
     """The response bodies in flight in this process, read by one C reactor (loadgen/_streams.c):
-    the hub watches the reactor's epoll descriptor, and one callback reads every ready socket,
-    so an SSE event costs no Python. A request's greenlet sleeps until its body has ended."""
+    the hub watches the reactor's epoll descriptor and calls its poll() when it is readable,
+    which reads every ready socket and wakes the greenlets whose bodies have ended, so an SSE
+    event costs no Python. A request's greenlet sleeps until its body has ended."""
 
     def __init__(self) -> None:
         from gevent import get_hub
@@ -283,27 +284,18 @@ class _HubStreams:
         self.hub = get_hub()
         self.new_waiter = Waiter
         self.reactor = Reactor()
-        self.waiters: dict[Stream, Any] = {}
         self.watcher = self.hub.loop.io(self.reactor.fileno(), 1)  # 1: readable
-        self.watcher.start(self._ready)
-
-    def _ready(self) -> None:
-        for stream in self.reactor.poll():
-            waiter = self.waiters.pop(stream, None)
-            if waiter is not None:
-                waiter.switch(None)
+        self.watcher.start(self.reactor.poll)
 
     def wait(self, stream: Stream) -> None:
         """Until ``stream`` has finished; also ends when the request's deadline or the stage's
         end interrupts the greenlet (the stream then leaves the reactor)."""
         waiter: Any = self.new_waiter(self.hub)
-        self.waiters[stream] = waiter
-        self.reactor.add(stream)
+        self.reactor.add(stream, waiter.switch)
         try:
             waiter.get()
         finally:
             self.reactor.remove(stream)
-            self.waiters.pop(stream, None)
 
 
 _hub_streams: _HubStreams | None = None
@@ -413,7 +405,7 @@ class Response:
 
     def read_sse(
         self, handle: Callable[[bytes, float], None], jsonlines: bool = False,
-        token: bytes | None = None, on_token: Callable[[float], None] | None = None,
+        token: bytes | None = None, on_tokens: Callable[[Sequence[float]], None] | None = None,
     ) -> None:  # fmt: skip
         """Hand the data of every SSE event (or JSON line) and the time its last byte arrived to
         ``handle``, in order, to the body's end.
@@ -422,12 +414,13 @@ class Response:
         (``_HubStreams``) and ``handle`` sees the events once the body has ended, or when the
         request is interrupted (what arrived by then, so a cut-off record keeps its times). A
         failure in the body is raised after the events before it were handled. There, with
-        ``token`` (``Protocol.token_marker``) and ``on_token``, an answer token's event is
-        recognized in C and only its time goes to ``on_token``."""
+        ``token`` (``Protocol.token_marker``) and ``on_tokens``, an answer token's event is
+        recognized in C and only its time is kept: ``on_tokens`` gets the times of each run of
+        them at once."""
         raw = getattr(self.conn.sock, "_sock", None)  # the OS socket under gevent's wrapper
         chunked = "chunked" in self.headers.get("transfer-encoding", "").lower() and self.method != "HEAD"
         if chunked and self.conn.external_deadline and self.conn.kernel_stamps and isinstance(raw, _socket.socket):
-            self._read_sse_in_c(raw, handle, jsonlines, token if on_token is not None else None, on_token)
+            self._read_sse_in_c(raw, handle, jsonlines, token if on_tokens is not None else None, on_tokens)
             return
         decoder = SseDecoder(jsonlines)
         last = self.t_first_byte or time.time()
@@ -444,7 +437,7 @@ class Response:
 
     def _read_sse_in_c(
         self, raw: _socket.socket, handle: Callable[[bytes, float], None], jsonlines: bool,
-        token: bytes | None, on_token: Callable[[float], None] | None,
+        token: bytes | None, on_tokens: Callable[[Sequence[float]], None] | None,
     ) -> None:  # fmt: skip
         global _hub_streams  # noqa: PLW0603 - one reactor per process, made on first use
         if _hub_streams is None:
@@ -459,11 +452,11 @@ class Response:
             interrupted = False
         finally:
             try:
-                for data, ts in stream.take():
-                    if data is not None:
-                        handle(data, ts)
-                    elif on_token is not None:  # always, as a token event needs a token marker
-                        on_token(ts)
+                for item in stream.take():
+                    if item[0] is not None:
+                        handle(item[0], item[1])
+                    elif on_tokens is not None:  # always, as a token event needs a token marker
+                        on_tokens(memoryview(item[1]).cast("d"))
             except StreamProtocolError:
                 if not interrupted:
                     raise  # interrupted: the interruption is what the caller must see

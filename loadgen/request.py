@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,20 @@ class RequestState:
             self.itl.append(ts - last)
         self.t_last_token = ts
         self.content_events += 1
+
+    def answer_tokens(self, stamps: Sequence[float]) -> None:
+        """``content(ts)`` for each of these answer tokens' times (in order), at once."""
+        first = stamps[0]
+        if self.t_first_answer is None:
+            self.t_first_answer = first
+        last = self.t_last_token
+        if last is None:
+            self.t_first_token = first
+        else:
+            self.itl.append(first - last)
+        self.itl.extend(map(float.__sub__, stamps[1:], stamps))
+        self.t_last_token = stamps[-1]
+        self.content_events += len(stamps)
 
     def fail(self, reason: str, ts: float) -> None:
         if self.outcome is None:

@@ -4,6 +4,8 @@ completed them, and the same error reason where the bytes are wrong."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,9 +58,10 @@ def _c(pieces: Events, jsonlines: bool) -> Outcome:
         stream.eof()
     error = stream.error
     assert error is None or len(error) == 2
-    taken = stream.take()
-    events = [(data, ts) for data, ts in taken if data is not None]
-    assert len(events) == len(taken)  # without a token marker every event keeps its data
+    events: Events = []
+    for event, at in stream.take():
+        assert event is not None and isinstance(at, float)  # without a token marker every event keeps its data
+        events.append((event, at))
     return events, None if error is None else str(error[0])
 
 
@@ -157,29 +160,32 @@ def test_events_are_taken_once_and_bytes_after_the_last_chunk_are_ignored() -> N
     assert stream.take() == [(b"b", 2.5)] and stream.error is None
 
 
-def test_with_a_token_marker_an_answer_tokens_event_keeps_only_its_stamp() -> None:
+def test_with_a_token_marker_answer_tokens_keep_only_their_stamps() -> None:
     """What OpenAIChat's shortcut calls a token (just_a_token, held to decoding by
-    tests/unit/test_loadgen_streams.py) comes out as (None, stamp); every other event keeps its
-    data for the protocol to decode."""
+    tests/unit/test_loadgen_streams.py) keeps only its stamp, and a run of them comes out as one
+    (None, stamps as float64s); every other event keeps its data for the protocol to decode."""
     marker = OpenAIChat.token_marker
     assert marker is not None
     events = [
         b'{"choices":[{"delta":{"role":"assistant","content":""}}]}',
         b'{"choices":[{"delta":{"content":"Hi"}}]}',
+        b'{"choices":[{"delta":{"content":" you"}}]}',
         b'{"choices":[{"delta":{"reasoning_content":"hm"}}]}',
         b'{"choices":[{"delta":{"content":" there"}}],"usage":{"completion_tokens":2}}',
         b'{"choices":[{"delta":{"content":"!"}}]}',
         b"[DONE]",
     ]
-    body = b"".join(b"data: " + e + b"\n\n" for e in events)
     stream = Stream(-1, token=marker)
-    assert stream.feed(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), 3.0)
+    for i, event in enumerate(events):
+        piece = b"data: " + event + b"\n\n"
+        assert not stream.feed(b"%x\r\n%s\r\n" % (len(piece), piece), float(i))
+    assert stream.feed(b"0\r\n\r\n", 9.0)
     assert stream.take() == [
-        (events[0], 3.0),
-        (None, 3.0),
-        (events[2], 3.0),
+        (events[0], 0.0),
+        (None, struct.pack("2d", 1.0, 2.0)),
         (events[3], 3.0),
-        (None, 3.0),
-        (events[5], 3.0),
+        (events[4], 4.0),
+        (None, struct.pack("d", 5.0)),
+        (events[6], 6.0),
     ]
-    assert [just_a_token(e, marker) for e in events] == [False, True, False, False, True, False]
+    assert [just_a_token(e, marker) for e in events] == [False, True, True, False, False, True, False]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fmbench_k8s.api.spec import BenchmarkSpec
@@ -135,3 +139,29 @@ def test_an_api_key_from_a_file_works_and_one_that_would_inject_headers_is_refus
             resolve_target(spec, variant, env={"FMBENCH_API_KEY": raw})
     with pytest.raises(TargetError, match="the API key is empty"):
         resolve_target(spec, variant, env={"FMBENCH_API_KEY": "\n"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(st.booleans(), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6)), min_size=1, max_size=6
+    )
+)
+def test_a_run_of_answer_tokens_counts_as_its_tokens_one_by_one(runs: list[tuple[bool, list[float]]]) -> None:
+    """The C reader hands a run of answer tokens' times at once (``answer_tokens``): the state
+    after it is the state after ``content`` for each, whatever was received before the run
+    (reasoning, or tokens the protocol decoded)."""
+    one_by_one, in_runs = RequestState("a", 0.0), RequestState("b", 0.0)
+    t = 0.0
+    for reasoning_before, gaps in runs:
+        if reasoning_before:
+            t += 0.5
+            one_by_one.content(t, answer=False)
+            in_runs.content(t, answer=False)
+        stamps = [t := t + g for g in gaps]
+        for ts in stamps:
+            one_by_one.content(ts)
+        in_runs.answer_tokens(memoryview(struct.pack(f"{len(stamps)}d", *stamps)).cast("d"))
+    assert in_runs.itl == one_by_one.itl
+    fields = ("t_first_token", "t_first_answer", "t_last_token", "content_events")
+    assert [getattr(in_runs, f) for f in fields] == [getattr(one_by_one, f) for f in fields]
