@@ -141,6 +141,7 @@ def _plain_request(url: str, prompt: str) -> tuple[float, float]:
     return ttft, e2e
 
 
+@pytest.mark.alone  # the two clients time the engine seconds apart: another test's load between them moved E2E 50%
 def test_one_stream_times_what_a_plain_client_times(vllm: Vllm, tmp_path: Path) -> None:
     """At one stream the load generator's TTFT and E2E are what the plainest client measures on
     the same engine, a moment apart: its clock adds no bias of its own (docs/metrics.md)."""
