@@ -61,17 +61,10 @@ class RequestState:
 
     def answer_tokens(self, stamps: Sequence[float]) -> None:
         """``content(ts)`` for each of these answer tokens' times (in order), at once."""
-        first = stamps[0]
-        if self.t_first_answer is None:
-            self.t_first_answer = first
-        last = self.t_last_token
-        if last is None:
-            self.t_first_token = first
-        else:
-            self.itl.append(first - last)
+        self.content(stamps[0])
         self.itl.extend(map(float.__sub__, stamps[1:], stamps))
         self.t_last_token = stamps[-1]
-        self.content_events += len(stamps)
+        self.content_events += len(stamps) - 1
 
     def fail(self, reason: str, ts: float) -> None:
         if self.outcome is None:
