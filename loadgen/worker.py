@@ -275,15 +275,14 @@ class Worker:
             st.image_pixels = sum(i.width * i.height for i in prompt.images)
             st.image_size = prompt.image_size or pixel_class(st.image_pixels // st.images)
         st.client_bound = self.monitor.bound_now
-        gauge = self.exporter.inflight.labels(**self.exporter.labels)
-        gauge.inc()
+        self.exporter.request_started()
         try:
             self.client.generate(prompt, st)
         except Exception as exc:  # a client bug must cost one error row, not the slot
             log.exception("request %s: unexpected client error", st.request_id)
             st.fail(f"client_error_{type(exc).__name__}", time.time())
         finally:
-            gauge.dec()
+            self.exporter.request_ended()
             if session is not None and self.sessions is not None:
                 answered = st.outcome == OUTCOME_OK and st.answer is not None
                 self.sessions.give_back(session, prompt, "".join(st.answer or ()) if answered else None)

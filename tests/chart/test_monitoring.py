@@ -271,22 +271,14 @@ def test_every_metric_the_dashboards_and_alerts_read_has_an_exporter() -> None:
     own source (the engine tier), kube_fmbench_* from the kube-state-metrics config, fmbench:* from
     the chart's recording rules."""
     from fmbench_k8s.loadgen.exporter import Exporter  # prometheus_client only: no Locust, no gevent
+    from fmbench_k8s.loadgen.request import RequestState
     from fmbench_k8s.simulator.metrics import SimMetrics
 
     exporter = Exporter("b", "v")
-    for stage_metric in (
-        exporter.requests,
-        exporter.ttft,
-        exporter.e2e,
-        exporter.tpot,
-        exporter.output_tokens,
-        exporter.prompt_tokens,
-    ):
-        stage_metric.labels(
-            **exporter.labels, stage="0", **({"outcome": "ok"} if stage_metric is exporter.requests else {})
-        )
-    exporter.schedule_lag.labels(**exporter.labels)
-    exporter.inflight.labels(**exporter.labels).set(0)
+    st = RequestState("r1", 1.0, prompt_tokens=8, t_sent=1.0)  # one ok request: every series exists
+    st.answer_tokens([1.1, 1.2])
+    st.succeed(1.2)
+    exporter.observe(0, st, open_loop=True)
     exporter.target_concurrency.labels(**exporter.labels).set(0)
     exporter.target_rate.labels(**exporter.labels).set(0)
     sim = SimMetrics("m", 8, lambda: 0, lambda: 0)
