@@ -24,6 +24,7 @@
 #define MAX_LINE (1 << 24) /* loadgen/sse.py MAX_LINE */
 #define MAX_SIZE_LINE 1024 /* a chunk-size line longer than this is not HTTP */
 #define MAX_READY 256
+#define MAX_HEADER 65536 /* httpclient.py MAX_HEADER */
 
 enum { C_SIZE, C_DATA, C_DATA_END, C_TRAILER, C_DONE };
 
@@ -79,6 +80,12 @@ typedef struct {
     Buf data_of;
     Event *events;
     Py_ssize_t count, slots;
+    /* the response head, when the stream starts at it (head=True): read until its blank line */
+    int in_head;
+    Buf resp_head;       /* the head's bytes, then what followed them */
+    Py_ssize_t head_end; /* where the head's blank line starts; -1 until it has arrived */
+    double first_byte;   /* the stamp of its first recv; -1 before */
+    int body;            /* the body is decoded here (a chunked 200); else Python reads it */
     int finished; /* the body ended (or failed): nothing more will be read */
     PyObject *error; /* (reason, detail) or (errno,) once failed; NULL while fine */
     int watched;  /* in a Reactor's epoll set */
@@ -335,8 +342,70 @@ static int chunked_feed(Stream *s, const char *p, Py_ssize_t n, double ts) {
     return 0;
 }
 
+static int lower_is(const char *p, Py_ssize_t n, const char *word) {
+    if (n != (Py_ssize_t)strlen(word)) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]) != word[i]) return 0;
+    return 1;
+}
+static int lower_has(const char *p, Py_ssize_t n, const char *word) {
+    Py_ssize_t k = (Py_ssize_t)strlen(word);
+    for (Py_ssize_t i = 0; i + k <= n; i++)
+        if (lower_is(p + i, k, word)) return 1;
+    return 0;
+}
+/* Is this head a 200 with a chunked body, by the same reading as httpclient.py's Response
+ * (lines split at CRLF, a header's name stripped and lowered, "chunked" anywhere in its value)?
+ * Only one Transfer-Encoding line is taken here: with several, Python reads the body, as it
+ * decides. The status line must be "HTTP/1.1 200", then a reason or nothing. */
+static int chunked_200(const char *p, Py_ssize_t n) {
+    if (!starts(p, n, "HTTP/1.1 200") || (n > 12 && p[12] != ' ' && p[12] != '\r')) return 0;
+    int lines = 0, chunked = 0;
+    Py_ssize_t at = find(p, n, "\r\n", 2);
+    while (at >= 0) {
+        const char *line = p + at + 2;
+        Py_ssize_t rest = n - at - 2, len = find(line, rest, "\r\n", 2);
+        if (len < 0) len = rest;
+        const char *colon = memchr(line, ':', (size_t)len);
+        if (colon) {
+            const char *a = line, *b = colon;
+            while (a < b && is_space(*a)) a++;
+            while (b > a && is_space(b[-1])) b--;
+            if (lower_is(a, b - a, "transfer-encoding")) {
+                lines++;
+                chunked = lower_has(colon + 1, line + len - colon - 1, "chunked");
+            }
+        }
+        at = len < rest ? at + 2 + len : -1;
+    }
+    return lines == 1 && chunked;
+}
+/* Response.read_head's part: the head up to its blank line; a chunked 200's body goes on here. */
+static int head_feed(Stream *s, const char *p, Py_ssize_t n, double ts) {
+    if (s->first_byte < 0) s->first_byte = ts;
+    Py_ssize_t from = s->resp_head.len > 3 ? s->resp_head.len - 3 : 0;
+    if (buf_add(&s->resp_head, p, n) < 0) return -1;
+    Py_ssize_t end = find(s->resp_head.p + from, s->resp_head.len - from, "\r\n\r\n", 4);
+    if (end < 0) {
+        if (s->resp_head.len > MAX_HEADER)
+            return fail(s, "malformed_http", PyUnicode_FromString("response headers too long"));
+        return 0;
+    }
+    s->head_end = from + end;
+    s->in_head = 0;
+    if (!chunked_200(s->resp_head.p, s->head_end)) {
+        s->finished = 1; /* Python parses the head and reads the rest */
+        return 0;
+    }
+    s->body = 1;
+    Py_ssize_t body = s->head_end + 4;
+    return chunked_feed(s, s->resp_head.p + body, s->resp_head.len - body, ts);
+}
 static int stream_eof(Stream *s) {
     if (s->finished) return 0;
+    if (s->in_head) /* before any byte: the server closed a kept-alive connection (Connection.request) */
+        return fail(s, s->resp_head.len ? "malformed_http" : "connection_closed",
+                    PyUnicode_FromString("closed in the headers"));
     return fail(s, "truncated_stream", PyUnicode_FromString("connection closed before the last chunk"));
 }
 
@@ -371,16 +440,21 @@ static int stream_read(Stream *s) {
         ts = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
     }
     if (got == 0) return stream_eof(s);
-    return chunked_feed(s, data, got, ts);
+    return s->in_head ? head_feed(s, data, got, ts) : chunked_feed(s, data, got, ts);
 }
 
 static int Stream_init(Stream *s, PyObject *args, PyObject *kw) {
-    static char *names[] = {"fd", "jsonlines", "token", NULL};
-    int jsonlines = 0;
+    static char *names[] = {"fd", "jsonlines", "token", "head", NULL};
+    int jsonlines = 0, head = 0;
     const char *token = NULL;
     Py_ssize_t token_len = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|pz#", names, &s->fd, &jsonlines, &token, &token_len)) return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|pz#p", names, &s->fd, &jsonlines, &token, &token_len, &head))
+        return -1;
     s->jsonlines = jsonlines;
+    s->in_head = head;
+    s->head_end = -1;
+    s->first_byte = -1;
+    s->body = !head;
     PyMem_Free(s->token);
     s->token = NULL;
     if (token && token_len) {
@@ -397,6 +471,7 @@ static int Stream_init(Stream *s, PyObject *args, PyObject *kw) {
 
 static void Stream_dealloc(Stream *s) {
     buf_free(&s->head);
+    buf_free(&s->resp_head);
     buf_free(&s->line);
     buf_free(&s->data);
     buf_free(&s->data_of);
@@ -410,7 +485,7 @@ static PyObject *Stream_feed(Stream *s, PyObject *args) {
     Py_buffer b;
     double ts;
     if (!PyArg_ParseTuple(args, "y*d", &b, &ts)) return NULL;
-    int rc = s->finished ? 0 : chunked_feed(s, b.buf, b.len, ts);
+    int rc = s->finished ? 0 : s->in_head ? head_feed(s, b.buf, b.len, ts) : chunked_feed(s, b.buf, b.len, ts);
     PyBuffer_Release(&b);
     if (rc < 0) return NULL;
     return PyBool_FromLong(s->finished);
@@ -466,6 +541,19 @@ static PyObject *Stream_get_error(Stream *s, void *unused) {
     return Py_NewRef(s->error);
 }
 
+static PyObject *Stream_get_head(Stream *s, void *unused) {
+    if (s->head_end < 0) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize(s->resp_head.p, s->head_end);
+}
+static PyObject *Stream_get_rest(Stream *s, void *unused) {
+    if (s->head_end < 0 || s->body) return PyBytes_FromStringAndSize("", 0);
+    return PyBytes_FromStringAndSize(s->resp_head.p + s->head_end + 4, s->resp_head.len - s->head_end - 4);
+}
+static PyObject *Stream_get_first_byte(Stream *s, void *unused) {
+    if (s->first_byte < 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(s->first_byte);
+}
+static PyObject *Stream_get_body(Stream *s, void *unused) { return PyBool_FromLong(s->body); }
 static PyMethodDef Stream_methods[] = {
     {"feed", (PyCFunction)Stream_feed, METH_VARARGS, "feed(data, ts) -> finished: body bytes read elsewhere"},
     {"eof", (PyCFunction)Stream_eof, METH_NOARGS, "the connection closed"},
@@ -477,6 +565,10 @@ static PyMethodDef Stream_methods[] = {
 static PyGetSetDef Stream_getset[] = {
     {"finished", (getter)Stream_get_finished, NULL, "the body ended or failed", NULL},
     {"error", (getter)Stream_get_error, NULL, "(reason, detail), (errno,) or None", NULL},
+    {"head", (getter)Stream_get_head, NULL, "head=True: the response head (without its blank line), or None", NULL},
+    {"rest", (getter)Stream_get_rest, NULL, "head=True, body False: the bytes read after the head, for Python", NULL},
+    {"first_byte", (getter)Stream_get_first_byte, NULL, "head=True: the stamp of the first byte, or None", NULL},
+    {"body", (getter)Stream_get_body, NULL, "the body is decoded here (head=True: the head said chunked 200)", NULL},
     {NULL},
 };
 
@@ -484,7 +576,8 @@ static PyTypeObject StreamType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "fmbench_k8s.loadgen._streams.Stream",
     .tp_basicsize = sizeof(Stream),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Stream(fd, jsonlines=False, token=None): a chunked SSE response body, decoded as it arrives",
+    .tp_doc = "Stream(fd, jsonlines=False, token=None, head=False): a chunked SSE response body, decoded as it "
+              "arrives; head=True: the response's head first",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Stream_init,
     .tp_dealloc = (destructor)Stream_dealloc,

@@ -16,6 +16,7 @@ from fmbench_k8s.loadgen.httpclient import (
     BaseUrl,
     ConnectionPool,
     Response,
+    SseRead,
     TransportError,
     gevent_patched,
     transport_reason,
@@ -85,22 +86,25 @@ class HttpStreamClient(Client):
     def _generate(self, prompt: Prompt, st: RequestState) -> None:
         body = self.protocol.encode(prompt)
         conn = self.pool.get()
-        resp: Response | None = None
+        event = self.protocol.event
+
+        def on_head(resp: Response) -> None:
+            st.t_first_byte, st.http_status = resp.t_first_byte, resp.status
+
+        # a kept answer (conversations, evaluation) needs every event decoded
+        token = self.protocol.token_marker if st.answer is None else None
+        sse = SseRead(lambda data, ts: event(data, ts, st), token=token, on_tokens=st.answer_tokens, on_head=on_head)
         try:
             st.t_sent = time.time()
-            _, resp = conn.request("POST", self.protocol.path, body, self.headers, self.timeout)
-            st.t_first_byte = resp.t_first_byte
-            st.http_status = resp.status
+            _, resp = conn.request("POST", self.protocol.path, body, self.headers, self.timeout, sse=sse)
+            on_head(resp)
             if resp.status >= 400:
                 detail = resp.read(4096)
                 resp.release()
                 log.debug("request %s: HTTP %s %s", st.request_id, resp.status, detail[:200])
                 st.fail(f"http_{resp.status}", time.time())
                 return
-            event = self.protocol.event
-            # a kept answer (conversations, evaluation) needs every event decoded
-            token = self.protocol.token_marker if st.answer is None else None
-            resp.read_sse(lambda data, ts: event(data, ts, st), token=token, on_tokens=st.answer_tokens)
+            resp.read_sse(sse)
             resp.release()
             _finish_stream(st, self.protocol.requires_end_marker)
         except (TransportError, StreamProtocolError, OSError) as exc:

@@ -21,6 +21,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -121,6 +122,21 @@ class BaseUrl:
         self._addrs = None
 
 
+@dataclass(slots=True)
+class SseRead:
+    """What to do with an SSE response's events (``Response.read_sse``), given to
+    ``Connection.request`` up front: under gevent on plain TCP the C reactor then reads the head
+    and the body of a chunked 200 as one wait, and the request's greenlet wakes once.
+    ``on_head`` sees the response as soon as its head is parsed (even if the request is then cut
+    off, when ``request`` does not return it)."""
+
+    handle: Callable[[bytes, float], None]
+    jsonlines: bool = False
+    token: bytes | None = None
+    on_tokens: Callable[[Sequence[float]], None] | None = None
+    on_head: Callable[[Response], None] | None = None
+
+
 class Connection:
     """One keep-alive connection; not shared between concurrent requests."""
 
@@ -179,9 +195,18 @@ class Connection:
             self.sock = None
 
     def request(
-        self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        *,
+        sse: SseRead | None = None,
     ) -> tuple[float, Response]:
-        """Send a request; returns (time sent, response with status and headers read).
+        """Send a request; returns (time sent, response with status and headers read). With
+        ``sse``, where the C reactor reads (``reads_in_c``), a chunked 200's body has been read
+        too, its events handed to ``sse`` (``Response.read_sse`` then has nothing left to do).
 
         A kept-alive socket the server closed while idle (EOF before any response byte) is retried
         once on a new connection: the server cannot have processed the request. A reset is not
@@ -202,7 +227,10 @@ class Connection:
                     self.sock.settimeout(max(0.001, deadline - time.time()))
                 self.sock.sendall(payload)
                 resp = Response(self, method, deadline)
-                resp.read_head()
+                if sse is not None and self.reads_in_c():
+                    resp.read_in_c(sse)
+                else:
+                    resp.read_head()
             except TransportError as exc:
                 self.close()
                 if exc.reason != "connection_closed":
@@ -216,6 +244,12 @@ class Connection:
             self.requests += 1
             return t_sent, resp
         raise AssertionError("unreachable")
+
+    def reads_in_c(self) -> bool:
+        """Bodies on this socket can be read by the C reactor: under gevent (one deadline for
+        the whole request), on plain TCP with the kernel's stamps."""
+        raw = getattr(self.sock, "_sock", None)
+        return self.external_deadline and self.kernel_stamps and isinstance(raw, _socket.socket)
 
     def idle_closed(self) -> bool:
         """True when the server closed (or wrote to) this idle connection: do not reuse it."""
@@ -301,6 +335,27 @@ class _HubStreams:
 _hub_streams: _HubStreams | None = None
 
 
+def _hub() -> _HubStreams:
+    global _hub_streams  # noqa: PLW0603 - one reactor per process, made on first use
+    if _hub_streams is None:
+        _hub_streams = _HubStreams()
+    return _hub_streams
+
+
+def _hand_over(stream: Stream, sse: SseRead, interrupted: bool) -> None:
+    """The events the C stream has decoded, to ``sse``. A protocol error in them is raised,
+    unless the read was interrupted: the interruption is what the caller must see."""
+    try:
+        for item in stream.take():
+            if item[0] is not None:
+                sse.handle(item[0], item[1])
+            elif sse.on_tokens is not None:  # always, as a token event needs a token marker
+                sse.on_tokens(memoryview(item[1]).cast("d"))
+    except StreamProtocolError:
+        if not interrupted:
+            raise
+
+
 def _stream_failure(error: tuple[str, str] | tuple[int]) -> Exception:
     if len(error) == 1:
         (code,) = error
@@ -324,6 +379,7 @@ class Response:
         self._rest = b""
         self._complete = False
         self._keep_alive = True
+        self._read_in_c = False  # read_in_c read the body too
 
     def _recv(self) -> tuple[float, bytes]:
         sock = self.conn.sock
@@ -354,8 +410,11 @@ class Response:
                 break
             if len(buf) > MAX_HEADER:
                 raise TransportError("malformed_http", "response headers too long")
-        head, self._rest = buf[:end].decode("latin-1"), buf[end + 4 :]
-        lines = head.split("\r\n")
+        self._rest = buf[end + 4 :]
+        self._parse_head(buf[:end])
+
+    def _parse_head(self, raw: bytes) -> None:
+        lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise TransportError("malformed_http", f"bad status line {lines[0][:60]!r}")
@@ -367,6 +426,33 @@ class Response:
         self._keep_alive = parts[0] == "HTTP/1.1" and "close" not in conn_header
         if self.status in (100, 101):
             raise TransportError("malformed_http", f"unexpected status {self.status}")
+
+    def read_in_c(self, sse: SseRead) -> None:
+        """``read_head``, and a chunked 200's body as ``read_sse(sse)`` would, in one wait on the
+        C reactor. Interrupted (deadline, cut-off), ``sse`` still gets the head and what arrived."""
+        raw = getattr(self.conn.sock, "_sock", None)
+        assert isinstance(raw, _socket.socket)
+        stream = Stream(raw.fileno(), sse.jsonlines, sse.token if sse.on_tokens is not None else None, True)
+        interrupted = True
+        try:
+            _hub().wait(stream)
+            interrupted = False
+        finally:
+            self.t_first_byte = stream.first_byte
+            head = stream.head
+            if head is not None:
+                self._parse_head(head)
+                if sse.on_head is not None:
+                    sse.on_head(self)
+                if stream.body:
+                    self._read_in_c = True
+                    _hand_over(stream, sse, interrupted)
+        if head is None:  # failed in the head: the server closed (or reset) the connection
+            raise _stream_failure(stream.error or ("malformed_http", "no response head"))
+        if stream.body:
+            self._finish_in_c(stream)
+        else:
+            self._rest = stream.rest
 
     def _framing(self) -> Framing:
         if self.method == "HEAD" or self.status in (204, 304):
@@ -403,63 +489,53 @@ class Response:
         for ts, piece in self._pieces():
             sink(ts, piece)
 
-    def read_sse(
-        self, handle: Callable[[bytes, float], None], jsonlines: bool = False,
-        token: bytes | None = None, on_tokens: Callable[[Sequence[float]], None] | None = None,
-    ) -> None:  # fmt: skip
+    def read_sse(self, sse: SseRead) -> None:
         """Hand the data of every SSE event (or JSON line) and the time its last byte arrived to
-        ``handle``, in order, to the body's end.
+        ``sse.handle``, in order, to the body's end.
 
         Under gevent, on plain TCP, a chunked body is read by the process's C reactor
         (``_HubStreams``) and ``handle`` sees the events once the body has ended, or when the
         request is interrupted (what arrived by then, so a cut-off record keeps its times). A
         failure in the body is raised after the events before it were handled. There, with
-        ``token`` (``Protocol.token_marker``) and ``on_tokens``, an answer token's event is
-        recognized in C and only its time is kept: ``on_tokens`` gets the times of each run of
-        them at once."""
-        raw = getattr(self.conn.sock, "_sock", None)  # the OS socket under gevent's wrapper
-        chunked = "chunked" in self.headers.get("transfer-encoding", "").lower() and self.method != "HEAD"
-        if chunked and self.conn.external_deadline and self.conn.kernel_stamps and isinstance(raw, _socket.socket):
-            self._read_sse_in_c(raw, handle, jsonlines, token if on_tokens is not None else None, on_tokens)
+        ``sse.token`` (``Protocol.token_marker``) and ``sse.on_tokens``, an answer token's event
+        is recognized in C and only its time is kept: ``on_tokens`` gets the times of each run of
+        them at once. Nothing is left to read after ``Connection.request(..., sse=sse)`` read the
+        body in C."""
+        if self._read_in_c:
             return
-        decoder = SseDecoder(jsonlines)
+        chunked = "chunked" in self.headers.get("transfer-encoding", "").lower() and self.method != "HEAD"
+        if chunked and self.conn.reads_in_c():
+            self._read_sse_in_c(sse)
+            return
+        decoder = SseDecoder(sse.jsonlines)
         last = self.t_first_byte or time.time()
 
         def sink(ts: float, piece: bytes) -> None:
             nonlocal last
             last = ts
             for data in decoder.feed(piece):
-                handle(data, ts)
+                sse.handle(data, ts)
 
         self.read_body(sink)
         for data in decoder.finish():
-            handle(data, last)
+            sse.handle(data, last)
 
-    def _read_sse_in_c(
-        self, raw: _socket.socket, handle: Callable[[bytes, float], None], jsonlines: bool,
-        token: bytes | None, on_tokens: Callable[[Sequence[float]], None] | None,
-    ) -> None:  # fmt: skip
-        global _hub_streams  # noqa: PLW0603 - one reactor per process, made on first use
-        if _hub_streams is None:
-            _hub_streams = _HubStreams()
-        stream = Stream(raw.fileno(), jsonlines, token)
+    def _read_sse_in_c(self, sse: SseRead) -> None:
+        raw = getattr(self.conn.sock, "_sock", None)
+        assert isinstance(raw, _socket.socket)
+        stream = Stream(raw.fileno(), sse.jsonlines, sse.token if sse.on_tokens is not None else None)
         if self._rest:
             stream.feed(self._rest, self.t_first_byte or time.time())
         interrupted = True
         try:
             if not stream.finished:
-                _hub_streams.wait(stream)
+                _hub().wait(stream)
             interrupted = False
         finally:
-            try:
-                for item in stream.take():
-                    if item[0] is not None:
-                        handle(item[0], item[1])
-                    elif on_tokens is not None:  # always, as a token event needs a token marker
-                        on_tokens(memoryview(item[1]).cast("d"))
-            except StreamProtocolError:
-                if not interrupted:
-                    raise  # interrupted: the interruption is what the caller must see
+            _hand_over(stream, sse, interrupted)
+        self._finish_in_c(stream)
+
+    def _finish_in_c(self, stream: Stream) -> None:
         if stream.error is not None:
             raise _stream_failure(stream.error)
         self._complete = True

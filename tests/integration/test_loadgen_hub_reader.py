@@ -23,7 +23,7 @@ monkey.patch_all()
 import json, sys, time
 import gevent
 from fmbench_k8s.loadgen import httpclient
-from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection, transport_reason
+from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection, SseRead, transport_reason
 blocking_sleep = monkey.get_original("time", "sleep")
 conn = Connection(BaseUrl(sys.argv[1]), connect_timeout=5, external_deadline=True)
 _, resp = conn.request("POST", "/v1/chat/completions", b"{}", {}, timeout=10)
@@ -36,7 +36,7 @@ def handle(event, ts):
 error = None
 try:
     with gevent.Timeout(float(sys.argv[2])):
-        resp.read_sse(handle)
+        resp.read_sse(SseRead(handle))
 except gevent.Timeout:
     error = "timeout"
 except Exception as exc:

@@ -5,12 +5,14 @@ completed them, and the same error reason where the bytes are wrong."""
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fmbench_k8s.loadgen._streams import Stream, just_a_token
+from fmbench_k8s.loadgen.httpclient import Connection, Response, TransportError
 from fmbench_k8s.loadgen.protocols import OpenAIChat
 from fmbench_k8s.loadgen.sse import ChunkedDecoder, SseDecoder, StreamProtocolError
 from tests.unit.test_loadgen_streams import _splits
@@ -54,6 +56,10 @@ def _c(pieces: Events, jsonlines: bool) -> Outcome:
     for data, ts in pieces:
         if stream.feed(data, ts):
             break
+    return _taken(stream)
+
+
+def _taken(stream: Stream) -> Outcome:
     if not stream.finished:
         stream.eof()
     error = stream.error
@@ -189,3 +195,72 @@ def test_with_a_token_marker_answer_tokens_keep_only_their_stamps() -> None:
         (events[6], 6.0),
     ]
     assert [just_a_token(e, marker) for e in events] == [False, True, True, False, False, True, False]
+
+
+# -- the response head (Stream(head=True)): Connection.request's head and body in one wait --------
+
+_HEADER = st.one_of(
+    st.sampled_from([
+        b"Transfer-Encoding: chunked", b"transfer-encoding:chunked", b" TRANSFER-ENCODING : Chunked ",
+        b"Transfer-Encoding: gzip, chunked", b"Transfer-Encoding: identity", b"Content-Length: 0",
+        b"Content-Type: text/event-stream", b"Connection: close", b"X-Note: transfer-encoding: chunked",
+    ]),
+    # any other line, not blank (a blank line ends the head)
+    st.binary(min_size=1, max_size=20).filter(lambda b: b"\r\n" not in b and not b.endswith(b"\r")),
+)  # fmt: skip
+_STATUS = st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 200", b"HTTP/1.0 200 OK", b"HTTP/1.1 503 Busy",
+                           b"HTTP/1.1 2000 X", b"HTTP/1.1 201 Created", b"HTTP/1.1 0200 OK"])  # fmt: skip
+
+
+def _python_head(head: bytes) -> tuple[int, bool] | None:
+    """Response's reading of a head: (status, a chunked body), or None where it refuses it."""
+    resp = Response(cast(Connection, None), "POST", 0.0)
+    try:
+        resp._parse_head(head)
+    except TransportError:
+        return None
+    return resp.status, "chunked" in resp.headers.get("transfer-encoding", "").lower()
+
+
+@settings(max_examples=400, deadline=None)
+@given(status=_STATUS, headers=st.lists(_HEADER, max_size=5), lines=st.lists(_LINE, max_size=6),
+       cuts=st.lists(st.integers(0, 10_000), max_size=8))  # fmt: skip
+def test_the_head_is_read_as_response_reads_it_and_only_a_chunked_200_goes_on_in_c(
+    status: bytes, headers: list[bytes], lines: list[bytes], cuts: list[int]
+) -> None:
+    head = b"\r\n".join([status, *headers])
+    body = _chunked(b"".join(line + b"\n" for line in lines), [7], ext=False)
+    pieces = [(data, ts) for data, ts in _cut(head + b"\r\n\r\n" + body, cuts) if data]  # a recv is never empty
+    stream, fed = Stream(-1, False, None, True), b""
+    for data, ts in pieces:
+        fed += data
+        if stream.feed(data, ts):
+            break
+    assert stream.head == head and stream.first_byte == pieces[0][1]
+    if stream.body:  # decoded in C: Response calls it a chunked 200 too, and decodes it the same
+        assert _python_head(head) == (200, True)
+        at, rest = len(head) + 4, []
+        for data, ts in pieces:
+            if at < len(data):
+                rest.append((data[max(0, at) :], ts))
+            at -= len(data)
+        _same(_taken(stream), _python(rest, False))
+    else:  # Response reads the body: what came with the head, then what is still in the socket
+        assert stream.finished and stream.error is None and stream.rest == fed[len(head) + 4 :]
+        assert (
+            status != b"HTTP/1.1 200 OK"
+            or sum(b"ransfer-" in h.lower() for h in headers) != 1
+            or (b"chunked" not in b"".join(h.lower() for h in headers if b"ransfer-encoding" in h.lower()))
+        )
+
+
+def test_a_head_cut_by_the_close_or_too_long_fails_as_response_fails() -> None:
+    for wire, reason in ((b"", "connection_closed"), (b"HTTP/1.1 200 OK\r\n", "malformed_http")):
+        stream = Stream(-1, False, None, True)
+        if wire:
+            stream.feed(wire, 1.0)
+        stream.eof()
+        assert stream.finished and stream.head is None and stream.error is not None and stream.error[0] == reason
+    stream = Stream(-1, False, None, True)
+    stream.feed(b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000, 1.0)
+    assert stream.error == ("malformed_http", "response headers too long") and stream.head is None
