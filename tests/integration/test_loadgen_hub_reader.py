@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -99,3 +100,129 @@ def test_a_bad_chunk_size_is_malformed_http() -> None:
 def test_a_request_cut_off_keeps_what_arrived_and_leaves_the_reactor() -> None:
     got, _ = _run(b"0\r\n\r\n", deadline=0.4)  # after both events, before the end
     assert got["error"] == "timeout" and got["data"] == ["a", "b"] and got["watching"] == 0
+
+
+# -- Connection.request(..., sse=...): the head and the body in one wait -------------------------
+
+CHILD_ONE_WAIT = r"""
+from gevent import monkey
+monkey.patch_all()
+import json, sys
+import gevent
+from fmbench_k8s.loadgen import httpclient
+from fmbench_k8s.loadgen.httpclient import BaseUrl, Connection, SseRead, transport_reason
+conn = Connection(BaseUrl(sys.argv[1]), connect_timeout=5, external_deadline=True)
+out = []
+for i, deadline in enumerate(map(float, sys.argv[2:])):
+    if i:
+        gevent.sleep(0.3)  # the connection idles (a server that closes after each answer has closed it)
+    got = {"data": [], "stamps": [], "heads": []}
+    def handle(event, ts):
+        got["data"].append(event.decode())
+        got["stamps"].append(ts)
+    sse = SseRead(handle, on_head=lambda r: got["heads"].append([r.status, r.t_first_byte]))
+    try:
+        with gevent.Timeout(deadline):
+            _, resp = conn.request("POST", "/v1/chat/completions", b"{}", {}, timeout=10, sse=sse)
+            got["status"] = resp.status
+            got["body"] = resp.read().decode() if resp.status != 200 else None
+            resp.read_sse(sse)
+            resp.release()
+    except gevent.Timeout:
+        got["error"] = "timeout"
+    except Exception as exc:
+        got["error"] = transport_reason(exc)
+    got["connected"] = conn.sock is not None
+    out.append(got)
+reactor = httpclient._hub_streams.reactor if httpclient._hub_streams else None
+print(json.dumps({"results": out, "watching": reactor.watching() if reactor else None}))
+"""
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _serve_each(listener: socket.socket, answers: list[list[bytes]], sent: list[float], close_after: bool) -> None:
+    """One connection per answer list item group: each answer is a list of writes, 0.1 s apart."""
+    pending = list(answers)
+    while pending:
+        conn, _ = listener.accept()
+        with conn:
+            while pending:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    got = conn.recv(65536)
+                    if not got:
+                        break
+                    request += got
+                if not request:
+                    break
+                for piece in pending.pop(0):
+                    sent.append(time.time())
+                    conn.sendall(piece)
+                    time.sleep(0.1)
+                if close_after:
+                    break
+
+
+def _run_one_wait(
+    answers: list[list[bytes]], deadlines: list[float], close_after: bool = False
+) -> tuple[dict[str, Any], list[float]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent: list[float] = []
+    server = threading.Thread(target=_serve_each, args=(listener, answers, sent, close_after), daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    cmd = [sys.executable, "-c", CHILD_ONE_WAIT, url, *map(str, deadlines)]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60, cwd="/tmp")
+    listener.close()
+    server.join(5)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout), sent
+
+
+def _chunk(event: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+def test_the_head_and_a_chunked_body_are_read_in_one_wait_with_arrival_stamps() -> None:
+    # the head comes in two pieces, then two events, then the end, each 0.1 s apart
+    answer = [SSE_HEAD[:20], SSE_HEAD[20:], _chunk(b"data: a\n\n"), _chunk(b"data: b\n\n"), b"0\r\n\r\n"]
+    got, sent = _run_one_wait([answer, answer], [10, 10])
+    assert got["watching"] == 0
+    for result in got["results"]:  # the second on the kept-alive connection
+        assert "error" not in result and result["status"] == 200 and result["data"] == ["a", "b"]
+        [[status, first_byte]] = result["heads"]
+        assert status == 200 and result["connected"]
+    first_byte = got["results"][0]["heads"][0][1]
+    assert sent[0] <= first_byte < sent[0] + 0.03  # the first piece's arrival, not the head's end
+    for stamp, left in zip(got["results"][0]["stamps"], sent[2:4], strict=True):
+        assert left <= stamp < left + 0.03
+
+
+def test_an_error_status_leaves_its_body_to_the_response() -> None:
+    answer = [b"HTTP/1.1 503 Busy\r\nContent-Length: 10\r\n\r\nover", b"loaded"]
+    got, _ = _run_one_wait([answer, [SSE_HEAD + _chunk(b"data: a\n\n") + b"0\r\n\r\n"]], [10, 10])
+    first, second = got["results"]
+    assert first["status"] == 503 and first["body"] == "overloaded" and first["data"] == []
+    assert second["status"] == 200 and second["data"] == ["a"] and "error" not in second
+
+
+def test_a_kept_alive_connection_the_server_closed_is_retried_once() -> None:
+    answer = [SSE_HEAD + _chunk(b"data: a\n\n") + b"0\r\n\r\n"]
+    got, _ = _run_one_wait([answer, answer], [10, 10], close_after=True)  # one answer per connection
+    assert [r.get("error") for r in got["results"]] == [None, None]
+    assert [r["data"] for r in got["results"]] == [["a"], ["a"]]
+
+
+def test_a_request_cut_off_in_its_body_keeps_its_head_and_events() -> None:
+    answer = [SSE_HEAD, _chunk(b"data: a\n\n"), _chunk(b"data: b\n\n"), b"", b"", b"", b"0\r\n\r\n"]
+    got, _ = _run_one_wait([answer], [0.35])  # after both events, before the end
+    [result] = got["results"]
+    assert result["error"] == "timeout" and result["data"] == ["a", "b"] and got["watching"] == 0
+    assert [h[0] for h in result["heads"]] == [200] and not result["connected"]
+
+
+def test_a_connection_closed_in_the_head_is_malformed_http() -> None:
+    got, _ = _run_one_wait([[b"HTTP/1.1 200 OK\r\nContent-Ty"]], [10], close_after=True)
+    [result] = got["results"]
+    assert result["error"] == "malformed_http" and result["heads"] == []
