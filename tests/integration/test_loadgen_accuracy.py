@@ -105,7 +105,7 @@ def test_measurements_match_the_simulator_model(sim: Sim, tmp_path: Path, api: s
     clumped = [(g[1:] < 0.001) & (g[:-1] < 1.5 * DECODE) for g in clean]
     together = float(np.mean(np.concatenate(clumped)))
     assert together < 0.02, f"{together:.1%} of events arrived 'together'"
-    assert float(np.mean(gaps < 0.001)) < 0.10
+    assert float(np.mean(np.concatenate(clean) < 0.001)) < 0.10  # (a stalled server's catch-up aside)
     assert abs(float(win["tpot_s"].median()) - DECODE) < 0.0005
     stage = run.stages()[0]
     measured_rate = len(win) / (stage["steady_end"] - stage["steady_start"])
