@@ -23,6 +23,8 @@ def sim() -> Iterator[Sim]:
     s.stop()
 
 
+# a 40 ms TTFT bound: the other test worker's load pushed every level's p95 over it (2026-12-03)
+@pytest.mark.alone
 def test_search_finds_the_capacity_limit_under_a_ttft_slo(sim: Sim, tmp_path: Path) -> None:
     spec = write_spec(
         tmp_path / "spec.yaml",
