@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -343,15 +344,12 @@ static int chunked_feed(Stream *s, const char *p, Py_ssize_t n, double ts) {
 }
 
 static int lower_is(const char *p, Py_ssize_t n, const char *word) {
-    if (n != (Py_ssize_t)strlen(word)) return 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if ((p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]) != word[i]) return 0;
-    return 1;
+    return n == (Py_ssize_t)strlen(word) && strncasecmp(p, word, (size_t)n) == 0;
 }
 static int lower_has(const char *p, Py_ssize_t n, const char *word) {
     Py_ssize_t k = (Py_ssize_t)strlen(word);
     for (Py_ssize_t i = 0; i + k <= n; i++)
-        if (lower_is(p + i, k, word)) return 1;
+        if (strncasecmp(p + i, word, (size_t)k) == 0) return 1;
     return 0;
 }
 /* Is this head a 200 with a chunked body, by the same reading as httpclient.py's Response

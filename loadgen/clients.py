@@ -97,7 +97,6 @@ class HttpStreamClient(Client):
         try:
             st.t_sent = time.time()
             _, resp = conn.request("POST", self.protocol.path, body, self.headers, self.timeout, sse=sse)
-            on_head(resp)
             if resp.status >= 400:
                 detail = resp.read(4096)
                 resp.release()

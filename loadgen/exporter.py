@@ -59,24 +59,23 @@ class _Histogram:
 
 _REQUESTS_HELP = "Requests finished, by outcome (ok, error, incomplete)."
 _LAG_HELP = "Open loop: t_sent - t_scheduled (the client was late)."
-_STAGE_HISTOGRAMS = {  # _StageSeries' attribute: name, help
-    "ttft": ("fmbench_request_ttft_seconds", "Time to first token of ok requests."),
-    "e2e": ("fmbench_request_e2e_seconds", "Send to last token of ok requests."),
-    "tpot": ("fmbench_request_tpot_seconds", "(E2E - TTFT) / (output tokens - 1) of ok requests."),
+_STAGE_HISTOGRAMS = {  # RequestState's property: name, help, buckets
+    "ttft": ("fmbench_request_ttft_seconds", "Time to first token of ok requests.", LATENCY_BUCKETS),
+    "e2e": ("fmbench_request_e2e_seconds", "Send to last token of ok requests.", LATENCY_BUCKETS),
+    "tpot": ("fmbench_request_tpot_seconds", "(E2E - TTFT) / (output tokens - 1) of ok requests.", TPOT_BUCKETS),
 }
 
 
 class _StageSeries:
     """One stage's request metrics."""
 
-    __slots__ = ("e2e", "output_tokens", "prompt_tokens", "requests", "tpot", "ttft")
+    __slots__ = ("hists", "output_tokens", "prompt_tokens", "requests")
 
     def __init__(self) -> None:
         # Every outcome exists from a stage's first request on, at 0 until it happens, so
         # error panels and alerts read 0 for a clean run instead of "no data".
         self.requests = dict.fromkeys(OUTCOMES, 0)
-        self.ttft, self.e2e = _Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS)
-        self.tpot = _Histogram(TPOT_BUCKETS)
+        self.hists = {key: _Histogram(buckets) for key, (_, _, buckets) in _STAGE_HISTOGRAMS.items()}
         self.output_tokens = self.prompt_tokens = 0
 
 
@@ -94,7 +93,9 @@ class _RequestMetrics:
         base, names = list(self.labels.values()), list(self.labels)
         staged = [*names, "stage"]
         requests = CounterMetricFamily("fmbench_requests", _REQUESTS_HELP, labels=[*staged, "outcome"])
-        hists = {key: HistogramMetricFamily(name, doc, labels=staged) for key, (name, doc) in _STAGE_HISTOGRAMS.items()}
+        hists = {
+            key: HistogramMetricFamily(name, doc, labels=staged) for key, (name, doc, _) in _STAGE_HISTOGRAMS.items()
+        }
         output = CounterMetricFamily("fmbench_output_tokens", "Output tokens received.", labels=staged)
         prompt = CounterMetricFamily("fmbench_prompt_tokens", "Prompt tokens sent.", labels=staged)
         for stage, series in list(self.stages.items()):
@@ -102,7 +103,7 @@ class _RequestMetrics:
             for outcome, n in series.requests.items():
                 requests.add_metric([*values, outcome], n)
             for key, family in hists.items():
-                hist = getattr(series, key)
+                hist = series.hists[key]
                 family.add_metric(values, hist.samples(), hist.total)
             output.add_metric(values, series.output_tokens)
             prompt.add_metric(values, series.prompt_tokens)
@@ -169,9 +170,10 @@ class Exporter:
             series = metrics.stages[stage] = _StageSeries()
         series.requests[st.outcome or "incomplete"] += 1
         if st.outcome == "ok":
-            for hist, value in ((series.ttft, st.ttft), (series.e2e, st.e2e), (series.tpot, st.tpot)):
+            hists = series.hists
+            for key, value in (("ttft", st.ttft), ("e2e", st.e2e), ("tpot", st.tpot)):
                 if value is not None:
-                    hist.observe(value)
+                    hists[key].observe(value)
         series.output_tokens += st.output_tokens
         prompt = st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens
         series.prompt_tokens += prompt or 0

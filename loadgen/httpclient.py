@@ -127,8 +127,8 @@ class SseRead:
     """What to do with an SSE response's events (``Response.read_sse``), given to
     ``Connection.request`` up front: under gevent on plain TCP the C reactor then reads the head
     and the body of a chunked 200 as one wait, and the request's greenlet wakes once.
-    ``on_head`` sees the response as soon as its head is parsed (even if the request is then cut
-    off, when ``request`` does not return it)."""
+    ``on_head`` sees the response once its head is parsed, also when the request is then cut off
+    (and ``request`` does not return it)."""
 
     handle: Callable[[bytes, float], None]
     jsonlines: bool = False
@@ -228,9 +228,11 @@ class Connection:
                 self.sock.sendall(payload)
                 resp = Response(self, method, deadline)
                 if sse is not None and self.reads_in_c():
-                    resp.read_in_c(sse)
+                    resp.read_in_c(sse)  # calls on_head itself, even if then cut off
                 else:
                     resp.read_head()
+                    if sse is not None and sse.on_head is not None:
+                        sse.on_head(resp)
             except TransportError as exc:
                 self.close()
                 if exc.reason != "connection_closed":
@@ -430,9 +432,7 @@ class Response:
     def read_in_c(self, sse: SseRead) -> None:
         """``read_head``, and a chunked 200's body as ``read_sse(sse)`` would, in one wait on the
         C reactor. Interrupted (deadline, cut-off), ``sse`` still gets the head and what arrived."""
-        raw = getattr(self.conn.sock, "_sock", None)
-        assert isinstance(raw, _socket.socket)
-        stream = Stream(raw.fileno(), sse.jsonlines, sse.token if sse.on_tokens is not None else None, True)
+        stream = self._c_stream(sse, head=True)
         interrupted = True
         try:
             _hub().wait(stream)
@@ -520,10 +520,13 @@ class Response:
         for data in decoder.finish():
             sse.handle(data, last)
 
-    def _read_sse_in_c(self, sse: SseRead) -> None:
-        raw = getattr(self.conn.sock, "_sock", None)
+    def _c_stream(self, sse: SseRead, head: bool) -> Stream:
+        raw = getattr(self.conn.sock, "_sock", None)  # the OS socket under gevent's wrapper
         assert isinstance(raw, _socket.socket)
-        stream = Stream(raw.fileno(), sse.jsonlines, sse.token if sse.on_tokens is not None else None)
+        return Stream(raw.fileno(), sse.jsonlines, sse.token if sse.on_tokens is not None else None, head)
+
+    def _read_sse_in_c(self, sse: SseRead) -> None:
+        stream = self._c_stream(sse, head=False)
         if self._rest:
             stream.feed(self._rest, self.t_first_byte or time.time())
         interrupted = True
