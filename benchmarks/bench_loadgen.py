@@ -145,15 +145,16 @@ def cpu_seconds(pid: int) -> float:
         return math.nan
 
 
-def sample_cpu(pid: int, until: subprocess.Popen[bytes], timeout: float) -> list[tuple[float, float]]:
-    """(time, CPU seconds) of process ``pid`` every 50 ms until ``until`` exits: the CPU of the
-    steady window alone, without the worker's start (imports) and its records' last flush."""
-    samples: list[tuple[float, float]] = []
+def sample_cpu(pid: int, until: subprocess.Popen[bytes], timeout: float) -> list[tuple[float, float, float]]:
+    """(time, CPU seconds, of which in the kernel) of process ``pid`` every 50 ms until ``until``
+    exits: the CPU of the steady window alone, without the worker's start (imports) and its
+    records' last flush."""
+    samples: list[tuple[float, float, float]] = []
     proc, deadline = psutil.Process(pid), time.monotonic() + timeout
     while until.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
-            samples.append((time.time(), float(t.user + t.system)))
+            samples.append((time.time(), float(t.user + t.system), float(t.system)))
         time.sleep(0.05)
     if until.poll() is None:
         until.kill()
@@ -161,20 +162,25 @@ def sample_cpu(pid: int, until: subprocess.Popen[bytes], timeout: float) -> list
     return samples
 
 
-def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float:
-    """CPU seconds spent between ``t0`` and ``t1``, interpolated between the samples."""
-    ts, cpu = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
-    if len(ts) < 2 or t0 < ts[0] or t1 > ts[-1]:
-        return math.nan
-    return float(np.interp(t1, ts, cpu) - np.interp(t0, ts, cpu))
+def cpu_between(samples: list[tuple[float, float, float]], t0: float, t1: float) -> tuple[float, float]:
+    """CPU seconds spent between ``t0`` and ``t1``, and those in the kernel, interpolated between
+    the samples."""
+    if len(samples) < 2 or t0 < samples[0][0] or t1 > samples[-1][0]:
+        return math.nan, math.nan
+    ts, cpu, sys_ = (np.array(column) for column in zip(*samples, strict=True))
+    return float(np.interp(t1, ts, cpu) - np.interp(t0, ts, cpu)), float(
+        np.interp(t1, ts, sys_) - np.interp(t0, ts, sys_)
+    )
 
 
 # -- metrics shared by every client -----------------------------------------------------------
 
 
 def summarize(reqs: list[dict[str, Any]], window: tuple[float, float], prefill_s: float, offered: float,
-              cpu_s: float) -> dict[str, Any]:  # fmt: skip
-    """``reqs``: t_scheduled, t_sent, ttft (s or None), events (absolute times), ok."""
+              cpu: tuple[float, float]) -> dict[str, Any]:  # fmt: skip
+    """``reqs``: t_scheduled, t_sent, ttft (s or None), events (absolute times), ok; ``cpu``: the
+    client's CPU seconds in the window, and those of them in the kernel."""
+    cpu_s, sys_s = cpu
     w0, w1 = window
     span = w1 - w0
     in_win = [r for r in reqs if w0 <= r["t_scheduled"] < w1]
@@ -195,6 +201,7 @@ def summarize(reqs: list[dict[str, Any]], window: tuple[float, float], prefill_s
         "send_lag_p99_ms": round(float(np.nanpercentile(lag, 99)) * 1000, 2),
         "client_cpu_percent": round(cpu_s / span * 100, 1) if not math.isnan(cpu_s) else None,
         "cpu_us_per_event": round(cpu_s / events * 1e6, 1) if events and not math.isnan(cpu_s) else None,
+        "kernel_us_per_event": round(sys_s / events * 1e6, 1) if events and not math.isnan(sys_s) else None,
         "passes": bool(len(ok) == len(in_win) and float(np.nanpercentile(err, 99)) <= ERROR_BUDGET_S),
     }
 
@@ -292,17 +299,17 @@ async def _aiohttp_run(url: str, rate: float, args: argparse.Namespace) -> dict[
         cpu_start = None
         while t < w1:
             if cpu_start is None and t >= w0:
-                c = proc.cpu_times()
-                cpu_start = c.user + c.system
+                cpu_start = proc.cpu_times()
             delay = t - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(session, t)))
             t += rng.expovariate(rate)
         c = proc.cpu_times()
-        cpu = c.user + c.system - (cpu_start or 0.0)
+        used = (c.user + c.system, c.system) if cpu_start is None else (
+            c.user + c.system - cpu_start.user - cpu_start.system, c.system - cpu_start.system)  # fmt: skip
         await asyncio.gather(*tasks)
-    return summarize(reqs, (w0, w1), args.prefill_s, rate, cpu)
+    return summarize(reqs, (w0, w1), args.prefill_s, rate, used)
 
 
 def run_aiohttp(url: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -346,9 +353,9 @@ def run_guidellm(url: str, rate: float, args: argparse.Namespace, workdir: Path)
         reqs.append({"t_scheduled": t_sent - float(r["request_dispatch_delay"]), "t_sent": t_sent, "ttft": ttft,
                      "t_end": float(r["request_end_time"]), "ok": True,
                      "events": [first + k * itl for k in range(int(float(r["output_tokens"])))]})  # fmt: skip
-    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * args.stage_s / (
-        args.warmup_s + args.stage_s)  # fmt: skip
-    res = summarize(reqs, (w0, w1), args.prefill_s, rate, cpu)
+    share = args.stage_s / (args.warmup_s + args.stage_s)
+    sys_s = (after.ru_stime - before.ru_stime) * share
+    res = summarize(reqs, (w0, w1), args.prefill_s, rate, ((after.ru_utime - before.ru_utime) * share + sys_s, sys_s))
     res["note"] = "events reconstructed from GuideLLM's per-request mean ITL"
     return res
 
@@ -473,8 +480,8 @@ def main() -> int:
         sim.terminate()
         sim.wait()
     cols = ["client", "server", "target_streams", "streams", "events_per_s", "ttft_err_p50_ms", "ttft_err_p99_ms",
-            "send_lag_p99_ms", "client_cpu_percent", "cpu_us_per_event", "sim_cpu_percent", "failed",
-            "passes"]  # fmt: skip
+            "send_lag_p99_ms", "client_cpu_percent", "cpu_us_per_event", "kernel_us_per_event", "sim_cpu_percent",
+            "failed", "passes"]  # fmt: skip
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c)) for c in cols) + " |")
