@@ -168,9 +168,11 @@ def cpu_between(samples: list[tuple[float, float, float]], t0: float, t1: float)
     if len(samples) < 2 or t0 < samples[0][0] or t1 > samples[-1][0]:
         return math.nan, math.nan
     ts, cpu, sys_ = (np.array(column) for column in zip(*samples, strict=True))
-    return float(np.interp(t1, ts, cpu) - np.interp(t0, ts, cpu)), float(
-        np.interp(t1, ts, sys_) - np.interp(t0, ts, sys_)
-    )
+
+    def spent(series: np.ndarray) -> float:
+        return float(np.interp(t1, ts, series) - np.interp(t0, ts, series))
+
+    return spent(cpu), spent(sys_)
 
 
 # -- metrics shared by every client -----------------------------------------------------------
@@ -305,9 +307,9 @@ async def _aiohttp_run(url: str, rate: float, args: argparse.Namespace) -> dict[
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(session, t)))
             t += rng.expovariate(rate)
-        c = proc.cpu_times()
-        used = (c.user + c.system, c.system) if cpu_start is None else (
-            c.user + c.system - cpu_start.user - cpu_start.system, c.system - cpu_start.system)  # fmt: skip
+        end = proc.cpu_times()
+        start = cpu_start or end._replace(user=0.0, system=0.0)
+        used = (end.user + end.system - start.user - start.system, end.system - start.system)
         await asyncio.gather(*tasks)
     return summarize(reqs, (w0, w1), args.prefill_s, rate, used)
 
