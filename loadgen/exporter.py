@@ -170,10 +170,10 @@ class Exporter:
             series = metrics.stages[stage] = _StageSeries()
         series.requests[st.outcome or "incomplete"] += 1
         if st.outcome == "ok":
-            hists = series.hists
-            for key, value in (("ttft", st.ttft), ("e2e", st.e2e), ("tpot", st.tpot)):
+            for key, hist in series.hists.items():  # the keys of _STAGE_HISTOGRAMS
+                value = getattr(st, key)
                 if value is not None:
-                    hists[key].observe(value)
+                    hist.observe(value)
         series.output_tokens += st.output_tokens
         prompt = st.server_prompt_tokens if st.server_prompt_tokens is not None else st.prompt_tokens
         series.prompt_tokens += prompt or 0

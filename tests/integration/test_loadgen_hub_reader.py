@@ -142,7 +142,8 @@ SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Enco
 
 
 def _serve_each(listener: socket.socket, answers: list[list[bytes]], sent: list[float], close_after: bool) -> None:
-    """One connection per answer list item group: each answer is a list of writes, 0.1 s apart."""
+    """The answers in order, each a list of writes 0.1 s apart, on kept-alive connections; with
+    ``close_after``, one connection per answer."""
     pending = list(answers)
     while pending:
         conn, _ = listener.accept()
