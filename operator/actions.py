@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 # kind → (client API class, create method, delete method)
@@ -20,14 +22,38 @@ _CUSTOM = {"ScrapeConfig": ("monitoring.coreos.com", "v1alpha1", "scrapeconfigs"
 # Answers that repeating the same request cannot change: the object is invalid (400, 422) or
 # not allowed (403: RBAC, quota, an admission policy). Others (429, 5xx, timeouts) are retried.
 PERMANENT = (400, 403, 422)
+# How the RBAC authorizer words its 403 (an admission plugin's reads "is forbidden: exceeded
+# quota: ..." or "is forbidden: violates PodSecurity ..."): 'User "NAME" cannot VERB resource'.
+_RBAC_DENIAL = re.compile(r'is forbidden: User "[^"]*" cannot ')
 
 
 class RejectedError(Exception):
-    """The API server refused to create a child; ``message`` is its answer."""
+    """The API server refused to create a child; ``message`` is its answer. ``denied``: refused by
+    RBAC, which can be a moment's answer (the API server's authorizer fills its cache after a
+    restart; Helm or Argo CD may apply the operator's Role after the operator), so the caller may
+    retry it for a while before it fails the run."""
 
     def __init__(self, kind: str, name: str, message: str) -> None:
         super().__init__(f"the API server refused {kind} {name}: {message}")
         self.kind, self.name, self.message = kind, name, message
+        self.denied = _RBAC_DENIAL.search(message) is not None
+
+
+class Denials:
+    """When each Benchmark's creates were first denied by RBAC: a denial is retried until denials
+    have lasted ``grace``, and then it fails the run like any other refusal."""
+
+    def __init__(self, grace: timedelta = timedelta(seconds=60)) -> None:
+        self.grace = grace
+        self._since: dict[str, datetime] = {}
+
+    def note(self, uid: str, now: datetime) -> timedelta:
+        """A denial at ``now``: how long this Benchmark's creates have been denied (zero at the first)."""
+        return now - self._since.setdefault(uid, now)
+
+    def clear(self, uid: str) -> None:
+        """Its creates went through: a later denial starts a new grace."""
+        self._since.pop(uid, None)
 
 
 def _answer(err: Any) -> str:

@@ -15,12 +15,12 @@ from typing import Any
 
 import kopf
 
-from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, SpecError, parse_benchmark
-from fmbench_k8s.operator.actions import Actions, RejectedError, serves
+from fmbench_k8s.api.benchmark import GROUP, PLURAL, VERSION, Benchmark, SpecError, parse_benchmark
+from fmbench_k8s.operator.actions import Actions, Denials, RejectedError, serves
 from fmbench_k8s.operator.builders import DEFAULT_RESOURCES, OperatorConfig, Resources
 from fmbench_k8s.operator.leader import ElectionConfig, Elector
 from fmbench_k8s.operator.observe import Reader, observe
-from fmbench_k8s.operator.reconcile import reconcile, rejected
+from fmbench_k8s.operator.reconcile import Decision, Observation, reconcile, rejected
 
 TERMINAL = ("Succeeded", "Failed")
 
@@ -94,6 +94,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.api_client = client.ApiClient()
     memo.reader = Reader(memo.api_client)
     memo.actions = Actions(memo.api_client)
+    memo.denials = Denials()
     global _CFG  # noqa: PLW0603 - settled once, before the first tick
     if _CFG.scrape_endpoints and not serves(memo.api_client, "ScrapeConfig"):
         logging.getLogger(__name__).warning(
@@ -141,12 +142,10 @@ def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logge
     obs = observe(bench, raw, memo.reader, datetime.now(UTC), _GRACE)
     decision = reconcile(bench, obs, _CFG)
     # Children first, status last: a crash in between repeats idempotent creates, never skips one.
-    try:
-        for manifest in decision.create:
-            if memo.actions.create(namespace, manifest):
-                logger.info("created %s/%s", manifest["kind"], manifest["metadata"]["name"])
-    except RejectedError as err:
-        decision = rejected(bench, obs, _CFG, str(err))
+    carried = _create(decision, bench, obs, namespace=namespace, memo=memo, logger=logger)
+    if carried is None:
+        return  # the next tick creates again; the status waits for it
+    decision = carried
     for kind, name in decision.delete:
         if memo.actions.delete(namespace, kind, name):
             logger.info("deleted %s/%s", kind, name)
@@ -154,3 +153,24 @@ def tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logge
         patch.status.update(decision.status)
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
+
+
+def _create(
+    decision: Decision, bench: Benchmark, obs: Observation, *, namespace: str, memo: kopf.Memo, logger: kopf.Logger
+) -> Decision | None:
+    """Creates the decision's children; the decision to go on with: the same one, the run's failure
+    when the API server refuses a child, or None while an RBAC denial is within its grace."""
+    try:
+        for manifest in decision.create:
+            if memo.actions.create(namespace, manifest):
+                logger.info("created %s/%s", manifest["kind"], manifest["metadata"]["name"])
+    except RejectedError as err:
+        lasted = memo.denials.note(obs.uid, obs.now) if err.denied else None
+        if lasted is not None and lasted < memo.denials.grace:
+            if not lasted:
+                logger.warning("%s; retrying for %s before the run fails", err, memo.denials.grace)
+            return None
+        memo.denials.clear(obs.uid)
+        return rejected(bench, obs, _CFG, str(err))
+    memo.denials.clear(obs.uid)
+    return decision

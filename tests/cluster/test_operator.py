@@ -568,10 +568,33 @@ def test_the_operator_reconnects_after_the_api_server_restarts(
     # failure message says whether the Deployment itself ever became Ready.)
     try:
         cluster.wait_for(lambda: _phase(cluster, namespace, "apirestart", "Running"), timeout=300)
-    except AssertionError:
+    except AssertionError as err:
         deployment = apps.read_namespaced_deployment("apirestart-g5-server", namespace)
-        raise AssertionError(f"not Running; the Deployment's status: {deployment.status}") from None
+        raise AssertionError(f"not Running ({err}); the Deployment's status: {deployment.status}") from None
     assert operator.proc is not None and operator.proc.poll() is None, "the operator survived the outage"
+
+
+def test_a_permission_granted_late_is_waited_for_not_called_a_refusal(
+    cluster: TestCluster, namespace: str, operator: Operator
+) -> None:
+    """RBAC denies a create (the Role is applied after the operator, as Helm or Argo CD may order it;
+    or the API server's authorizer is filling its cache after a restart): the operator retries for
+    a grace period instead of failing the run, and goes on once the permission is there."""
+    rbac = cluster.rbac()
+    granted = RULES["namespaced"] + RULES["leaderElection"]  # as _grant_operator gave them
+    without = [{**r, "verbs": ["get", "list", "watch", "delete"]} if r["apiGroups"] == ["apps"] else r for r in granted]
+    rbac.patch_namespaced_role("fmbench-operator", namespace, {"rules": without})
+    variants: list[dict[str, Any]] = [{"name": "g5", "instanceType": "g5.2xlarge", "engine": "vllm"}]
+    cluster.custom().create_namespaced_custom_object(
+        "fmbench.io", "v1alpha1", namespace, "benchmarks", _benchmark("lategrant", variants)
+    )
+    cluster.wait_for(lambda: "retrying for 0:01:00 before the run fails" in operator.log() or None, timeout=60)
+    assert 'cannot create resource "deployments"' in operator.log()
+    assert (_get(cluster, namespace, "lategrant").get("status") or {}).get("phase") != "Failed"
+    rbac.patch_namespaced_role("fmbench-operator", namespace, {"rules": granted})
+    cluster.wait_for(lambda: _phase(cluster, namespace, "lategrant", "Deploying"), timeout=60)
+    cluster.apps().read_namespaced_deployment("lategrant-g5-server", namespace)
+    assert operator.log().count("before the run fails") == 1, "one warning per denial, not one per tick"
 
 
 def _lease_holder(cluster: TestCluster, ns: str) -> tuple[str, int] | None:
