@@ -95,3 +95,33 @@ def test_pieces_with_a_non_finite_or_negative_value_are_summarized_as_one_array(
     summary = summarize(Concatenation(split))
     assert summary == summarize(x)
     assert summary.n == RADIX_FROM + 5 - (not np.isfinite(odd))  # a summary is of the finite values
+
+
+def test_a_strided_piece_is_read_as_its_values() -> None:
+    """A column slice of a wider array is not contiguous: the C passes read its copy, not its memory."""
+    rng = np.random.default_rng(5)
+    wide = (0.01 + rng.gamma(4, 0.003, (2_000, 3))).astype(np.float32)
+    got = radix_percentiles([wide[:, 1], wide[:7, 2]], PERCENTILES)
+    want = np.percentile(np.concatenate([wide[:, 1], wide[:7, 2]]), PERCENTILES)
+    assert got is not None and got.tobytes() == want.tobytes()
+
+
+def test_the_c_passes_refuse_what_they_cannot_read() -> None:
+    from fmbench_k8s.contract._radix import count_tops, gather
+
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    with pytest.raises(TypeError, match="values: a contiguous float32 array"):
+        count_tops(np.zeros(4, dtype=np.float64), counts)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="counts: 65536 buckets"):
+        count_tops(np.zeros(4, dtype=np.float32), np.zeros(10, dtype=np.int64))
+    values = np.array([1.0, 2.0, np.nextafter(np.float32(1), 2), 3.0], dtype=np.float32)
+    count_tops(values, counts)
+    assert counts.sum() == 4 and counts[values.view(np.uint32) >> 16].tolist() == [2, 1, 2, 1]  # 1.0's bucket: two
+    wanted = np.zeros(1 << 16, dtype=np.bool_)
+    wanted[values[[0, 3]].view(np.uint32) >> 16] = True
+    out = np.full(4, -1.0, dtype=np.float32)
+    assert gather(values, wanted, out, 1) == 4 and out[1:].tolist() == [1.0, values[2], 3.0]
+    with pytest.raises(ValueError, match="out: too small for the marked values"):
+        gather(values, wanted, np.empty(2, dtype=np.float32), 0)
+    with pytest.raises(ValueError, match="at: outside out"):
+        gather(values, wanted, out, 5)
