@@ -159,12 +159,13 @@ def check_accounting(frame: pd.DataFrame) -> None:
 def _distinct_requests(frame: pd.DataFrame) -> int:
     """Distinct (variant, stage, request_id) keys. Arrow's hashing is ~10x faster than pandas'
     duplicated() (which then finds the example), and a frame of one stage, as the analysis reads
-    them, needs no grouping: count_distinct alone is ~5x faster than Arrow's group-by."""
+    them, needs no grouping: unique alone is ~10x faster than Arrow's group-by, and ~1.8x faster
+    than count_distinct (a null counts once in both)."""
     if frame.empty:
         return 0
     stage, variant = frame["stage"].to_numpy(), frame["variant"]
     if stage.min() == stage.max() and bool((variant == variant.iat[0]).all()):
-        return int(pc.count_distinct(pa.array(frame["request_id"]), mode="all").as_py())
+        return len(pc.unique(pa.array(frame["request_id"])))
     keys = pa.table({c: pa.array(frame[c]) for c in ("variant", "stage", "request_id")})
     distinct = keys.group_by(["variant", "stage"]).aggregate([("request_id", "count_distinct", pc.CountOptions("all"))])
     return sum(distinct.column("request_id_count_distinct").to_pylist())

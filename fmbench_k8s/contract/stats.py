@@ -259,9 +259,10 @@ def percentile(values: npt.NDArray[np.floating], q: float) -> float:
     return float(np.percentile(x, q)) if x.size else math.nan
 
 
-def binomial_cdf(n: int, p: float) -> FloatArray:
-    """CDF of Binomial(n, p) at 0..n, computed in log space (n can be millions; no scipy)."""
-    k = np.arange(n, dtype=np.float64)
+def binomial_cdf(n: int, p: float, upto: int | None = None) -> FloatArray:
+    """CDF of Binomial(n, p) at 0..upto (default n), computed in log space (n can be millions; no
+    scipy). The sums run upward, so a shorter CDF is the longer one's start, bit for bit."""
+    k = np.arange(n if upto is None else min(upto, n), dtype=np.float64)
     # log pmf(k+1) - log pmf(k) = log((n-k)/(k+1)) + log(p/(1-p)); cumulative sums give every pmf.
     steps = np.log((n - k) / (k + 1)) + math.log(p / (1 - p))
     log_pmf = np.concatenate(([n * math.log1p(-p)], n * math.log1p(-p) + np.cumsum(steps)))
@@ -281,7 +282,7 @@ def binomial_le(n: int, p: float, k: int) -> float:
     if k >= n:
         return 1.0
     if n <= _EXACT_MAX:
-        return float(binomial_cdf(n, p)[k])
+        return float(binomial_cdf(n, p, upto=k)[k])  # no more than it needs: k is often ≪ n
     mean, sd = n * p, math.sqrt(n * p * (1 - p))
     return 0.5 * math.erfc(-(k + 0.5 - mean) / (sd * math.sqrt(2)))
 

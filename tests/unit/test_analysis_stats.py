@@ -88,3 +88,19 @@ def test_large_n_is_fast_and_finite() -> None:
     assert ranks is not None
     assert ranks.low < 0.99 * 2_000_000 < ranks.high
     assert ranks.high - ranks.low < 2_000  # ~ ±2σ of Binomial(2e6, 0.99)
+
+
+@pytest.mark.parametrize(("n", "p"), [(1, 0.5), (20, 0.05), (999, 0.01), (250_000, 0.05), (1_000_000, 0.99)])
+def test_a_binomial_cdf_cut_short_is_the_start_of_the_whole_one_bit_for_bit(n: int, p: float) -> None:
+    """binomial_le computes the CDF only up to its k: the same numbers as the whole CDF at k, and
+    against the exact sum of the pmf (math.comb) where that is cheap."""
+    from fmbench_k8s.contract.stats import binomial_cdf, binomial_le
+
+    whole = binomial_cdf(n, p)
+    assert whole.size == n + 1
+    for k in sorted({0, 1, n // 100, n // 20, n // 2, n - 1}):
+        assert binomial_cdf(n, p, upto=k).tobytes() == whole[: k + 1].tobytes()
+        assert binomial_le(n, p, k) == float(whole[k])
+    if n <= 999:
+        exact = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(n // 20 + 1))
+        assert binomial_le(n, p, n // 20) == pytest.approx(exact, rel=1e-9)
