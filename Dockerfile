@@ -10,7 +10,7 @@
 #   docker buildx imagetools inspect python:3.11.13-slim-bookworm   # -> sha256:...
 #   ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-# The builder compiles the load generator's C stream reader (loadgen/_streams.c): the full image of
+# The builder compiles the C parts (setup.py: the load generator's stream reader and two analysis passes): the full image of
 # the same Python has gcc; the wheel it builds runs on the slim one.
 ARG BUILDER_IMAGE=python:3.11.13-bookworm
 

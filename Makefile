@@ -84,4 +84,4 @@ bench: setup cluster-build
 	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/headline.py
 
 clean:
-	rm -rf $(OUTPUT) dist build loadgen/_streams.*.so .pytest-results.xml .pytest-alone.xml .mypy_cache .ruff_cache
+	rm -rf $(OUTPUT) dist build loadgen/_streams.*.so analysis/_distinct.*.so fmbench_k8s/contract/_radix.*.so .pytest-results.xml .pytest-alone.xml .mypy_cache .ruff_cache

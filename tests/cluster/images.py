@@ -289,7 +289,7 @@ def _source_key() -> str:
                 path = Path(folder) / name
                 if not path.is_symlink() and path.suffix not in (".pyc", ".so"):
                     h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    h.update((REPO / "pyproject.toml").read_bytes())
+    h.update((REPO / "pyproject.toml").read_bytes() + (REPO / "setup.py").read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()[:16]
 
