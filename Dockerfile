@@ -10,8 +10,8 @@
 #   docker buildx imagetools inspect python:3.11.13-slim-bookworm   # -> sha256:...
 #   ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
-# The builder compiles the C parts (setup.py: the load generator's stream reader and two analysis passes): the full image of
-# the same Python has gcc; the wheel it builds runs on the slim one.
+# The builder compiles the C parts (setup.py: C_PARTS): the full image of the same Python has gcc;
+# the wheel it builds runs on the slim one.
 ARG BUILDER_IMAGE=python:3.11.13-bookworm
 
 # ---------------------------------------------------------------- builder: the wheel

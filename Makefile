@@ -84,4 +84,5 @@ bench: setup cluster-build
 	FMBENCH_BENCH_DIR=$(BENCH_DIR) $(BIN)/python benchmarks/headline.py
 
 clean:
-	rm -rf $(OUTPUT) dist build loadgen/_streams.*.so analysis/_distinct.*.so fmbench_k8s/contract/_radix.*.so .pytest-results.xml .pytest-alone.xml .mypy_cache .ruff_cache
+	find loadgen analysis fmbench_k8s -name "*.so" -delete  # the C parts setup.py builds in place
+	rm -rf $(OUTPUT) dist build .pytest-results.xml .pytest-alone.xml .mypy_cache .ruff_cache

@@ -36,7 +36,7 @@ if ! command -v cc >/dev/null 2>&1 || ! has_headers; then
 fi
 
 # Rebuilt when the package's build inputs change (an editable install does not recompile C by itself).
-C_SOURCES=$(grep -o '"[A-Za-z0-9_/]*\.c"' setup.py | tr -d '"')
+C_SOURCES=$(grep -o '"[A-Za-z0-9_/]*\.c"' setup.py | tr -d '"')  # setup.py's C_PARTS
 stamp="$VENV/.installed-$(cat pyproject.toml setup.py $C_SOURCES | sha256sum | cut -c1-16)"
 built() { for c in $C_SOURCES; do compgen -G "${c%.c}.*.so" >/dev/null || return 1; done; }
 if [ ! -f "$stamp" ] || ! built; then

@@ -15,10 +15,10 @@
 
 #define BUCKETS 65536
 
-/* A C-contiguous buffer of 4-byte items (float32 or uint32), read-only. */
+/* A C-contiguous float32 buffer, read-only. */
 static int values_of(PyObject *obj, Py_buffer *view) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (view->itemsize != 4 || view->format == NULL || (strcmp(view->format, "f") && strcmp(view->format, "I"))) {
+    if (view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f")) {
         PyBuffer_Release(view);
         PyErr_SetString(PyExc_TypeError, "values: a contiguous float32 array");
         return -1;

@@ -180,9 +180,9 @@ def radix_percentiles(
     A non-negative float32's bits, read as an unsigned integer, sort as the float does, so a count
     of the top 16 bits places every wanted rank in one bucket; only those buckets' values are
     gathered and partitioned. Both passes are C (fmbench_k8s/contract/_radix.c): one read of each
-    value apiece, where numpy's bincount and boolean gather made four. The interpolation is numpy's "linear" method as
-    numpy 2 computes it: virtual index (n − 1)·q, then ``a + (b − a)·γ``, or ``b − (b − a)·(1 − γ)``
-    from γ = 0.5 on."""
+    value apiece, where numpy's bincount and boolean gather made four. The interpolation is
+    numpy's "linear" method as numpy 2 computes it: virtual index (n − 1)·q, then
+    ``a + (b − a)·γ``, or ``b − (b − a)·(1 − γ)`` from γ = 0.5 on."""
     pieces = [np.ascontiguousarray(p) for p in ([x] if isinstance(x, np.ndarray) else x)]
     n = sum(int(p.size) for p in pieces)
     counts = np.zeros(1 << 16, dtype=np.int64)
