@@ -3,7 +3,7 @@
  * Why: under gevent each SSE event used to cost a Python callback, a recvmsg wrapper, the chunk
  * and SSE decoders and the event's handling, about 20 us of a worker's CPU per token. Here a
  * Reactor owns an epoll set of response sockets; the hub watches its one descriptor and calls
- * poll(), which reads every ready socket once (recvmsg with the kernel's SO_TIMESTAMPNS stamp),
+ * poll(), which reads every ready socket (recvmsg with the kernel's SO_TIMESTAMPNS stamp),
  * undoes the chunked framing, splits the SSE events and keeps each event's data with the stamp of
  * the recv that completed it, in flat buffers (no Python object per event). Python sees a stream
  * again when its body has ended (or failed), and then takes its events all at once.
@@ -407,8 +407,12 @@ static int stream_eof(Stream *s) {
     return fail(s, "truncated_stream", PyUnicode_FromString("connection closed before the last chunk"));
 }
 
-/* One recvmsg on the stream's socket: its bytes, stamped with the kernel's arrival time. */
-static int stream_read(Stream *s) {
+/* One recvmsg on the stream's socket: its bytes, stamped with the kernel's arrival time. Returns
+ * -1 on an error raised, 1 when more may be waiting, else 0: the reactor is edge-triggered, so it
+ * reads again on 1. More may be waiting when the read filled the buffer or was interrupted, or,
+ * with `drain` (epoll saw the peer close), when it got any bytes: a close queued behind them is
+ * not a new arrival, so it must be read now. */
+static int stream_read(Stream *s, int drain) {
     static char data[RECV_SIZE];
     char control[CMSG_SPACE(sizeof(struct timespec))];
     struct iovec iov = {data, sizeof(data)};
@@ -420,7 +424,8 @@ static int stream_read(Stream *s) {
     msg.msg_controllen = sizeof(control);
     ssize_t got = recvmsg(s->fd, &msg, MSG_DONTWAIT);
     if (got < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        if (errno == EINTR) return 1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
         return fail_errno(s, errno);
     }
     double ts = -1;
@@ -438,7 +443,8 @@ static int stream_read(Stream *s) {
         ts = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
     }
     if (got == 0) return stream_eof(s);
-    return s->in_head ? head_feed(s, data, got, ts) : chunked_feed(s, data, got, ts);
+    if ((s->in_head ? head_feed(s, data, got, ts) : chunked_feed(s, data, got, ts)) < 0) return -1;
+    return drain || got == (ssize_t)sizeof(data);
 }
 
 static int Stream_init(Stream *s, PyObject *args, PyObject *kw) {
@@ -620,7 +626,11 @@ static PyObject *Reactor_add(Reactor *r, PyObject *args) {
     Stream *s = as_stream(o);
     if (!s) return NULL;
     if (s->watched) Py_RETURN_NONE;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = s};
+    /* Edge-triggered: a socket is reported once per arrival, so neither this set nor the hub's,
+     * which holds this one's descriptor, polls again the sockets poll() has just emptied (a read
+     * that returns less than its buffer leaves the socket empty). Data already waiting when the
+     * stream is added is reported too. */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = s};
     if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, s->fd, &ev) < 0) return PyErr_SetFromErrno(PyExc_OSError);
     if (PyDict_SetItem(r->watched, o, on_finished) < 0) {
         epoll_ctl(r->epfd, EPOLL_CTL_DEL, s->fd, NULL);
@@ -643,11 +653,13 @@ static PyObject *Reactor_remove(Reactor *r, PyObject *o) {
     Py_RETURN_NONE;
 }
 
-/* Read every ready stream once; the streams that finished (ended or failed) leave the set, then
- * each one's on_finished(stream) is called. Level-triggered: a socket with more to read is ready
- * again at the next poll. The hub calls this directly (no Python frame per wake-up), and the
- * calls come after all the reads: a call switches to the request's greenlet, which may add and
- * remove streams before the hub resumes here. */
+/* Read every ready stream to what the kernel holds (edge-triggered: Reactor_add); the streams
+ * that finished (ended or failed) leave the set, then each one's on_finished(stream) is called.
+ * A read that raises (out of memory) does not stop the others: under edge triggering a stream
+ * reported now and not read would not be reported again. The first error is raised after the
+ * calls, later ones are unraisable. The hub calls this directly (no Python frame per wake-up),
+ * and the calls come after all the reads: a call switches to the request's greenlet, which may
+ * add and remove streams before the hub resumes here. */
 static PyObject *Reactor_poll(Reactor *r, PyObject *unused) {
     struct epoll_event ready[MAX_READY];
     PyObject *finished[MAX_READY][2]; /* (stream, on_finished), our references */
@@ -657,24 +669,33 @@ static PyObject *Reactor_poll(Reactor *r, PyObject *unused) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     int k = 0, failed = 0;
-    for (int i = 0; i < n && !failed; i++) {
+    PyObject *type = NULL, *value = NULL, *tb = NULL; /* the first error, raised after the calls */
+    for (int i = 0; i < n; i++) {
         Stream *s = ready[i].data.ptr;
-        if (stream_read(s) < 0) {
-            failed = 1;
+        int drain = (ready[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+        int more, err = 0;
+        do more = stream_read(s, drain);
+        while (more > 0 && !s->finished);
+        if (more < 0) {
+            err = 1;
         } else if (s->finished) {
             PyObject *call = PyDict_GetItemWithError(r->watched, (PyObject *)s);
-            if (!call) {
-                failed = 1;
-                break;
+            if (call) {
+                finished[k][0] = Py_NewRef((PyObject *)s);
+                finished[k][1] = Py_NewRef(call);
+                k++;
+                err = unwatch(r, s) < 0;
+            } else {
+                err = PyErr_Occurred() != NULL; /* else no longer watched */
             }
-            finished[k][0] = Py_NewRef((PyObject *)s);
-            finished[k][1] = Py_NewRef(call);
-            k++;
-            if (unwatch(r, s) < 0) failed = 1;
+        }
+        if (err && !failed) {
+            failed = 1;
+            PyErr_Fetch(&type, &value, &tb);
+        } else if (err) {
+            PyErr_WriteUnraisable((PyObject *)r);
         }
     }
-    PyObject *type = NULL, *value = NULL, *tb = NULL;
-    if (failed) PyErr_Fetch(&type, &value, &tb); /* raised after the calls */
     for (int i = 0; i < k; i++) {
         PyObject *res = PyObject_CallOneArg(finished[i][1], finished[i][0]);
         if (res) {
