@@ -225,7 +225,7 @@ class Connection:
             try:
                 if not self.external_deadline:
                     self.sock.settimeout(max(0.001, deadline - time.time()))
-                self.sock.sendall(payload)
+                self._send(payload)
                 resp = Response(self, method, deadline)
                 if sse is not None and self.reads_in_c():
                     resp.read_in_c(sse)  # calls on_head itself, even if then cut off
@@ -246,6 +246,20 @@ class Connection:
             self.requests += 1
             return t_sent, resp
         raise AssertionError("unreachable")
+
+    def _send(self, payload: bytes) -> None:
+        """``sendall``. Under gevent, on plain TCP, the OS socket (non-blocking under gevent's
+        wrapper) is tried first: a request fits the send buffer of a socket that is not sending
+        anything else, and gevent's ``sendall`` would first ask the kernel for that buffer's size,
+        a system call and a dozen Python calls per request."""
+        assert self.sock is not None
+        raw = getattr(self.sock, "_sock", None)
+        sent = 0
+        if self.external_deadline and isinstance(raw, _socket.socket):
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                sent = raw.send(payload)
+        if sent < len(payload):
+            self.sock.sendall(memoryview(payload)[sent:])
 
     def reads_in_c(self) -> bool:
         """Bodies on this socket can be read by the C reactor: under gevent (one deadline for

@@ -2,8 +2,8 @@
 
 Greenlets are driven here, not by Locust's user spawning: closed loop runs one greenlet per user
 slot of this worker's share (slot loops send back to back); open loop runs one dispatcher that
-sleeps until each of this worker's arrivals and spawns a request greenlet for it (in flight
-capped by a pool; an arrival that waited for the pool is sent late and shows
+sleeps until each of this worker's arrivals and hands it to a request greenlet (loadgen/runners.py;
+in flight capped at ``max_inflight``: an arrival that waited for a free one is sent late and shows
 ``t_sent - t_scheduled > 0``). Every request is tracked from the moment it is scheduled until its
 row is written; whatever is still in flight when the drain period ends is killed and written as
 ``incomplete``. Locust's ``request`` event is fired for every request so its live statistics
@@ -23,7 +23,6 @@ from typing import Any
 
 import gevent
 import numpy as np
-from gevent.pool import Pool
 
 from fmbench_k8s.api.spec import Workload
 from fmbench_k8s.contract.images import pixel_class
@@ -34,6 +33,7 @@ from fmbench_k8s.loadgen.exporter import Exporter
 from fmbench_k8s.loadgen.plan import UNREACHABLE, split_concurrency
 from fmbench_k8s.loadgen.prompts import Corpus, PromptSource
 from fmbench_k8s.loadgen.request import RequestState, StageContext, to_row
+from fmbench_k8s.loadgen.runners import Runners
 from fmbench_k8s.loadgen.schedule import worker_offsets
 from fmbench_k8s.loadgen.selfcheck import Monitor
 from fmbench_k8s.loadgen.sessions import Sessions
@@ -74,7 +74,7 @@ class StageRun:
         self.drain_end = plan.drain_end
         self.inflight: dict[str, RequestState] = {}
         self.greenlets: list[gevent.Greenlet] = []
-        self.pool: Pool | None = None
+        self.runners: Runners[RequestState] | None = None
         self.arrivals: Iterator[tuple[int, float]] | None = None
         self.next_arrival: float | None = None  # taken from the schedule, not yet registered
         self.stopping = False
@@ -192,7 +192,7 @@ class Worker:
         self.monitor.reset()
         if run.aborted is None:
             if run.open_loop:
-                run.pool = Pool(self.max_inflight)
+                run.runners = Runners(self.max_inflight, lambda st: self._execute(run, st))
                 replay = self.corpus.replay if self.corpus is not None else None
                 run.arrivals = worker_offsets(plan.arrival, plan.target, plan.seed, index, n, replay=replay)
                 run.greenlets.append(gevent.spawn(self._dispatch, run))
@@ -236,7 +236,7 @@ class Worker:
                 gevent.sleep(max(0.0, min(UNREACHABLE_BACKOFF_S, run.steady_end - time.time())))
 
     def _dispatch(self, run: StageRun) -> None:
-        assert run.arrivals is not None and run.pool is not None
+        assert run.arrivals is not None and run.runners is not None
         t0 = run.plan.t_start
         for arrival, offset in run.arrivals:
             t = t0 + offset
@@ -254,10 +254,10 @@ class Worker:
             st = self._new_request(run, t)
             st.arrival = arrival
             run.next_arrival = None
-            run.pool.wait_available()
+            run.runners.wait_available()
             if run.stopping:
                 return
-            run.pool.spawn(self._execute, run, st)
+            run.runners.submit(st)
 
     def _execute(self, run: StageRun, st: RequestState) -> None:
         prompt = run.prompts.next(st.arrival)
@@ -332,8 +332,8 @@ class Worker:
         run.stopping = True
         stop_time = time.time()
         live = list(run.greenlets)
-        if run.pool is not None:
-            live += list(run.pool.greenlets)
+        if run.runners is not None:
+            live += run.runners.greenlets
         try:
             gevent.killall(live, block=True, timeout=10)
         except gevent.Timeout:  # raised here, in the stage: its rows and result must still follow
@@ -403,7 +403,7 @@ class Worker:
         run.ttft, run.e2e, run.tpot, run.itl, run.lags = [], [], [], array("d"), []
         res.ttft = res.e2e = res.tpot = res.itl = b""
         run.greenlets.clear()
-        run.pool = None
+        run.runners = None
         run.arrivals = None
 
     def _flush_loop(self) -> None:
