@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -14,12 +15,36 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+_PICK = random.SystemRandom()  # not the seedable module random: parallel runs must not pick alike
+FIRST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (source ports of outgoing connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on now, for a child to listen on later. Drawn below the kernel's
+    ephemeral range: a port from that range (what binding port 0 gives) can be taken meanwhile as
+    the source port of any outgoing connection on the machine, and was (a worker's metrics port,
+    while a parallel test's load generator opened hundreds of connections)."""
+    low = _ephemeral_low()
+    for _ in range(200 if low > FIRST_PORT + 1000 else 0):
+        port = _PICK.randrange(FIRST_PORT, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))  # every address: a worker's exporter listens on 0.0.0.0
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the ephemeral range: any free port
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        picked: int = s.getsockname()[1]
+        return picked
 
 
 class ProcessError(RuntimeError):
