@@ -253,19 +253,22 @@ class Connection:
         anything else, and gevent's ``sendall`` would first ask the kernel for that buffer's size,
         a system call and a dozen Python calls per request."""
         assert self.sock is not None
-        raw = getattr(self.sock, "_sock", None)
-        sent = 0
-        if self.external_deadline and isinstance(raw, _socket.socket):
+        raw, sent = self.os_socket(), 0
+        if raw is not None:
             with contextlib.suppress(BlockingIOError, InterruptedError):
                 sent = raw.send(payload)
         if sent < len(payload):
             self.sock.sendall(memoryview(payload)[sent:])
 
-    def reads_in_c(self) -> bool:
-        """Bodies on this socket can be read by the C reactor: under gevent (one deadline for
-        the whole request), on plain TCP with the kernel's stamps."""
+    def os_socket(self) -> _socket.socket | None:
+        """The OS socket under gevent's wrapper, for what bypasses the wrapper: under gevent (one
+        deadline for the whole request), on plain TCP; else None."""
         raw = getattr(self.sock, "_sock", None)
-        return self.external_deadline and self.kernel_stamps and isinstance(raw, _socket.socket)
+        return raw if self.external_deadline and isinstance(raw, _socket.socket) else None
+
+    def reads_in_c(self) -> bool:
+        """Bodies on this socket can be read by the C reactor: an OS socket with the kernel's stamps."""
+        return self.kernel_stamps and self.os_socket() is not None
 
     def idle_closed(self) -> bool:
         """True when the server closed (or wrote to) this idle connection: do not reuse it."""
@@ -535,8 +538,8 @@ class Response:
             sse.handle(data, last)
 
     def _c_stream(self, sse: SseRead, head: bool) -> Stream:
-        raw = getattr(self.conn.sock, "_sock", None)  # the OS socket under gevent's wrapper
-        assert isinstance(raw, _socket.socket)
+        raw = self.conn.os_socket()
+        assert raw is not None
         return Stream(raw.fileno(), sse.jsonlines, sse.token if sse.on_tokens is not None else None, head)
 
     def _read_sse_in_c(self, sse: SseRead) -> None:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _PICK = random.SystemRandom()  # not the seedable module random: parallel runs must not pick alike
-FIRST_PORT = 10000
+# free_port's range: above the ports Kubernetes components bind by default (the test node's
+# kubelet 10248/10250, kube-proxy 10249/10256, ...) and below its NodePort range (30000-32767).
+FIRST_PORT, END_PORT = 20000, 30000
 
 
 def _ephemeral_low() -> int:
@@ -32,16 +34,17 @@ def free_port() -> int:
     ephemeral range: a port from that range (what binding port 0 gives) can be taken meanwhile as
     the source port of any outgoing connection on the machine, and was (a worker's metrics port,
     while a parallel test's load generator opened hundreds of connections)."""
-    low = _ephemeral_low()
-    for _ in range(200 if low > FIRST_PORT + 1000 else 0):
-        port = _PICK.randrange(FIRST_PORT, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))  # every address: a worker's exporter listens on 0.0.0.0
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # no room below the ephemeral range: any free port
+    end = min(END_PORT, _ephemeral_low())
+    if end > FIRST_PORT + 1000:
+        for _ in range(200):
+            port = _PICK.randrange(FIRST_PORT, end)
+            with socket.socket() as s:
+                try:
+                    s.bind(("", port))  # every address: a worker's exporter listens on 0.0.0.0
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below the ephemeral range (or none free): any free port
         s.bind(("127.0.0.1", 0))
         picked: int = s.getsockname()[1]
         return picked

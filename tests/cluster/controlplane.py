@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fmbench_k8s.local.processes import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -220,12 +221,12 @@ def generate_pki(directory: Path, address: str = "127.0.0.1") -> Pki:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+    """``n`` distinct free TCP ports (a local run's ``free_port``: none from the ephemeral range,
+    which an outgoing connection could take before the component binds it)."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return list(ports)
 
 
 def kubeconfig_yaml(server: str, ca_pem: bytes, token: str, user: str, cluster: str = "fmbench-test") -> str:

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from fmbench_k8s.local import processes
-from fmbench_k8s.local.processes import FIRST_PORT, _ephemeral_low, free_port
+from fmbench_k8s.local.processes import END_PORT, FIRST_PORT, _ephemeral_low, free_port
 
 
 def test_ports_are_free_and_below_the_ephemeral_range() -> None:
@@ -17,6 +17,7 @@ def test_ports_are_free_and_below_the_ephemeral_range() -> None:
     assert low > FIRST_PORT + 1000, "this machine's ephemeral range leaves no room below it"
     ports = [free_port() for _ in range(50)]
     assert all(FIRST_PORT <= p < low for p in ports)
+    assert all(p < END_PORT for p in ports)  # clear of Kubernetes' NodePort range
     assert len(set(ports)) > 40  # drawn at random, not the same few
     for port in ports[:5]:
         with socket.socket() as s:
