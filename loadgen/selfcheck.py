@@ -1,7 +1,10 @@
 """Is the load generator itself the bottleneck? Event-loop lag and process CPU, per stage.
 
 A greenlet sleeps ``tick`` seconds in a loop and records how late it woke up: when the gevent
-hub is saturated (too many streams for one core) every timestamp is late by about that much.
+hub is saturated (too many streams for one core) every timestamp is late by about that much. The
+tick is 50 ms: each tick is a wake-up of its own, and at 100 a second (a 10 ms tick) they were
+~5% of a worker's CPU at 250 streams (docs/performance.md); 20 a second still give a stage's lag
+p99 from a thousand samples a minute.
 CPU comes from psutil once per second. A stage is client-bound when the lag's p99 exceeds 50 ms
 or the mean CPU exceeds 90% of a core; a request is flagged when either held in the second
 before it was sent.
@@ -37,7 +40,7 @@ class SelfCheck:
 
 
 class Monitor:
-    def __init__(self, tick: float = 0.01) -> None:
+    def __init__(self, tick: float = 0.05) -> None:
         self.tick = tick
         self._lags: list[float] = []
         self._cpu: list[float] = []
