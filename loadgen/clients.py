@@ -36,7 +36,13 @@ class Client:
 
     api = ""
 
-    def generate(self, prompt: Prompt, st: RequestState) -> None:
+    def encode(self, prompt: Prompt) -> bytes | None:
+        """The request's body, made ahead of ``generate`` (which then sends it as it is); None
+        where the client makes its request itself."""
+        return None
+
+    def generate(self, prompt: Prompt, st: RequestState, body: bytes | None = None) -> None:
+        """Run the request for ``prompt``; ``body``: ``encode(prompt)``, made earlier."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -66,16 +72,19 @@ class HttpStreamClient(Client):
         self.timeout = timeout
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **target.headers}
 
-    def generate(self, prompt: Prompt, st: RequestState) -> None:
+    def encode(self, prompt: Prompt) -> bytes:
+        return self.protocol.encode(prompt)
+
+    def generate(self, prompt: Prompt, st: RequestState, body: bytes | None = None) -> None:
         if not self.gevent:
-            self._generate(prompt, st)
+            self._generate(prompt, st, body)
             return
         import gevent
 
         timer = gevent.Timeout(self.timeout)
         timer.start()
         try:
-            self._generate(prompt, st)
+            self._generate(prompt, st, body)
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
@@ -83,8 +92,8 @@ class HttpStreamClient(Client):
         finally:
             timer.close()
 
-    def _generate(self, prompt: Prompt, st: RequestState) -> None:
-        body = self.protocol.encode(prompt)
+    def _generate(self, prompt: Prompt, st: RequestState, body: bytes | None) -> None:
+        body = self.protocol.encode(prompt) if body is None else body
         conn = self.pool.get()
         event = self.protocol.event
 
@@ -171,7 +180,7 @@ class SageMakerClient(Client):
         self.protocol = protocol_for(proto_api, target.model, target.extra_body)
         self.client = _boto_client("sagemaker-runtime", target, pool_size, timeout)
 
-    def generate(self, prompt: Prompt, st: RequestState) -> None:
+    def generate(self, prompt: Prompt, st: RequestState, body: bytes | None = None) -> None:
         body = self.protocol.encode(prompt)
         st.t_sent = time.time()
         try:
@@ -219,7 +228,7 @@ class BedrockClient(Client):
         self.target = target
         self.client = _boto_client("bedrock-runtime", target, pool_size, timeout)
 
-    def generate(self, prompt: Prompt, st: RequestState) -> None:
+    def generate(self, prompt: Prompt, st: RequestState, body: bytes | None = None) -> None:
         st.t_sent = time.time()
         try:
             resp = self.client.converse_stream(

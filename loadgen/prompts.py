@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -360,3 +363,22 @@ def load_corpus(workload: Workload, storage_endpoint: str | None = None) -> Corp
         log.info("%d of %d dataset prompts fall in no bucket (counted in %s) and are not sent", len(rows) - placed,
                  len(rows), unit)  # fmt: skip
     return Corpus(rows, by_bucket, references=references, images=images)
+
+
+AHEAD_MOST = 16  # prompts made ahead at a time ...
+AHEAD_BUDGET_S = 0.001  # ... or fewer, once making them took this long (large images)
+
+
+def make_ahead(
+    source: PromptSource, encode: Callable[[Prompt], bytes | None], ready: deque[tuple[Prompt, bytes | None]]
+) -> None:
+    """Append ``source``'s next prompts to ``ready`` with their request bodies (``encode``), in
+    the order requests take them: ``AHEAD_MOST``, or as many as ``AHEAD_BUDGET_S`` allows, at
+    least one. Made back to back, they cost a fraction of what each costs made when its request
+    starts, in a worker woken with cold caches (docs/performance.md)."""
+    until = time.perf_counter() + AHEAD_BUDGET_S
+    for _ in range(AHEAD_MOST):
+        prompt = source.next()
+        ready.append((prompt, encode(prompt)))
+        if time.perf_counter() > until:
+            return

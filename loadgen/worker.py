@@ -9,6 +9,11 @@ row is written; whatever is still in flight when the drain period ends is killed
 ``incomplete``. Locust's ``request`` event is fired for every request so its live statistics
 and web UI work.
 
+In the open loop the prompts and request bodies are made ahead, a few at a time
+(``prompts.make_ahead``), by the dispatcher once the request it just handed out is on its way:
+made one by one, each when its request starts, they cost several times as much (the worker
+wakes with cold caches; ~100 of a request's ~400 µs in situ at 400 streams, docs/performance.md).
+
 A finished request is accounted (its row, metrics, counters and Locust event) with the others
 that finished since, every ``PROGRESS_INTERVAL_S``, not by its own greenlet when it ends: run
 back to back, that Python is cheaper than spread over the hub's wake-ups (~3% of a worker's CPU
@@ -24,7 +29,7 @@ import gc
 import logging
 import time
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +44,7 @@ from fmbench_k8s.loadgen import messages as m
 from fmbench_k8s.loadgen.clients import Client
 from fmbench_k8s.loadgen.exporter import Exporter
 from fmbench_k8s.loadgen.plan import UNREACHABLE, split_concurrency
-from fmbench_k8s.loadgen.prompts import Corpus, PromptSource
+from fmbench_k8s.loadgen.prompts import Corpus, Prompt, PromptSource, make_ahead
 from fmbench_k8s.loadgen.request import RequestState, StageContext, to_row
 from fmbench_k8s.loadgen.runners import Runners
 from fmbench_k8s.loadgen.schedule import worker_offsets
@@ -89,6 +94,8 @@ class StageRun:
         self.aborted: str | None = None
         self.changed = Event()  # set when aborted or when the master moves the window's end
         self.finished: list[RequestState] = []  # done, not yet accounted (Worker._account)
+        self.ready: deque[tuple[Prompt, bytes | None]] = deque()  # made ahead, with their bodies
+        self.prompts_ahead = False  # prompts are made ahead (prompts.make_ahead)
         self.seq = 0
         self.result = m.StageResult(plan.stage, ctx.worker, "")
         self.reasons: Counter[str] = Counter()
@@ -202,6 +209,12 @@ class Worker:
             self.exporter.target_rate.labels(**labels).set(plan.target)
         else:
             self.exporter.target_concurrency.labels(**labels).set(plan.target)
+        # Made ahead only where a prompt depends on nothing but the stream's order (not a
+        # conversation's next turn, nor a trace row's arrival number).
+        by_arrival = self.corpus is not None and self.corpus.replay is not None
+        run.prompts_ahead = run.open_loop and self.sessions is None and not by_arrival
+        if run.prompts_ahead:
+            make_ahead(run.prompts, self.client.encode, run.ready)
         quiet_gc()  # while idle, so no stream pays for it
         self._sleep_until(plan.t_start, run)
         self.monitor.reset()
@@ -275,9 +288,12 @@ class Worker:
             if run.stopping:
                 return
             run.runners.submit(st)
+            if run.prompts_ahead and not run.ready:
+                gevent.sleep(0)  # the request just handed out goes first
+                make_ahead(run.prompts, self.client.encode, run.ready)
 
     def _execute(self, run: StageRun, st: RequestState) -> None:
-        prompt = run.prompts.next(st.arrival)
+        prompt, body = run.ready.popleft() if run.ready else (run.prompts.next(st.arrival), None)
         session = None
         if self.sessions is not None:
             session, prompt = self.sessions.take(prompt)
@@ -294,7 +310,7 @@ class Worker:
         st.client_bound = self.monitor.bound_now
         self.exporter.request_started()
         try:
-            self.client.generate(prompt, st)
+            self.client.generate(prompt, st, body)
         except Exception as exc:  # a client bug must cost one error row, not the slot
             log.exception("request %s: unexpected client error", st.request_id)
             st.fail(f"client_error_{type(exc).__name__}", time.time())
