@@ -180,8 +180,11 @@ class SageMakerClient(Client):
         self.protocol = protocol_for(proto_api, target.model, target.extra_body)
         self.client = _boto_client("sagemaker-runtime", target, pool_size, timeout)
 
+    def encode(self, prompt: Prompt) -> bytes:
+        return self.protocol.encode(prompt)
+
     def generate(self, prompt: Prompt, st: RequestState, body: bytes | None = None) -> None:
-        body = self.protocol.encode(prompt)
+        body = self.protocol.encode(prompt) if body is None else body
         st.t_sent = time.time()
         try:
             resp = self.client.invoke_endpoint_with_response_stream(
