@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import select
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from typing import Any
 import numpy as np
 import psutil
 import yaml
+
+from fmbench_k8s.local.processes import free_port
 
 PY = sys.executable
 ERROR_BUDGET_S = 0.002
@@ -128,13 +129,6 @@ def start_raw_server(prefill_s: float, decode_s: float) -> tuple[subprocess.Pope
         proc.kill()
         raise RuntimeError("raw server did not start")
     return proc, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:

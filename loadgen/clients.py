@@ -93,7 +93,7 @@ class HttpStreamClient(Client):
             timer.close()
 
     def _generate(self, prompt: Prompt, st: RequestState, body: bytes | None) -> None:
-        body = self.protocol.encode(prompt) if body is None else body
+        body = self.encode(prompt) if body is None else body
         conn = self.pool.get()
         event = self.protocol.event
 
@@ -184,7 +184,7 @@ class SageMakerClient(Client):
         return self.protocol.encode(prompt)
 
     def generate(self, prompt: Prompt, st: RequestState, body: bytes | None = None) -> None:
-        body = self.protocol.encode(prompt) if body is None else body
+        body = self.encode(prompt) if body is None else body
         st.t_sent = time.time()
         try:
             resp = self.client.invoke_endpoint_with_response_stream(

@@ -288,8 +288,8 @@ class Worker:
             if run.stopping:
                 return
             run.runners.submit(st)
-            if run.prompts_ahead and not run.ready:
-                gevent.sleep(0)  # the request just handed out goes first
+            if run.prompts_ahead and len(run.ready) <= 1:  # the last one is the request's just handed out
+                gevent.sleep(0)  # which goes first
                 make_ahead(run.prompts, self.client.encode, run.ready)
 
     def _execute(self, run: StageRun, st: RequestState) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from fmbench_k8s.contract.records import SCHEMA
+from fmbench_k8s.local.processes import free_port
 from fmbench_k8s.storage import Storage, open_storage
 
 PY = sys.executable
@@ -142,9 +142,7 @@ class LoadgenRun:
 
     def start(self, workers: int = 2, master_args: tuple[str, ...] = (), worker_args: tuple[str, ...] = ()) -> None:
         # A free port chosen up front (as the local runner does) lets the workers start alongside.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.master = self._spawn("master", ["master", *self.common, "--master-port", str(port), *master_args])
         for i in range(workers):
             args = ["worker", *self.common, "--master-host", "127.0.0.1", "--master-port", str(port),

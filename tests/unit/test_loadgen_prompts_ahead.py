@@ -3,6 +3,7 @@ prompts in the order made one by one would give, each with the body its client e
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from fmbench_k8s.api.spec import Workload
@@ -35,8 +36,6 @@ def test_making_ahead_stops_at_its_time_budget_but_makes_one() -> None:
     ready: deque[tuple[Prompt, bytes | None]] = deque()
 
     def slow(prompt: Prompt) -> bytes:
-        import time
-
         time.sleep(0.002)  # longer than the budget: one prompt, then stop
         return b"x"
 
